@@ -1,0 +1,397 @@
+//! The component: the port traits wired to the WIT imports, and the use
+//! cases exported as `chatstore:storage/storage`.
+//!
+//! Everything a port returns is parsed like any other input: a malformed id
+//! or name from a port is that port's failure, never a panic.
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "storage-service",
+});
+
+use crate::domain::{
+    AttachmentName, Chat, ChatFile, Id, PortError, SandboxSession, StorageError, Timestamp,
+    Workspace, WorkspaceUsage,
+};
+use crate::usecase::ports::{self, PortResult};
+use crate::usecase::{Ports, Storage};
+use chatstore::storage::types as wit;
+use chatstore::storage::{
+    chat_file_repository, chat_repository, chat_storage, id_generator, sandbox_session_repository,
+    storage_usage, workspace_repository,
+};
+use exports::chatstore::storage::storage::Guest;
+
+struct Component;
+
+export!(Component);
+
+/// The imports, one unit struct per port.
+struct Imports;
+
+const PORTS: Ports<'static> = Ports {
+    workspaces: &Imports,
+    chats: &Imports,
+    files: &Imports,
+    sandboxes: &Imports,
+    storage: &Imports,
+    usage: &Imports,
+    ids: &Imports,
+    clock: &Imports,
+};
+
+fn storage() -> Storage<'static> {
+    Storage::new(PORTS)
+}
+
+// ---- values out of the guest ----
+
+fn timestamp(t: Timestamp) -> wit::Timestamp {
+    wit::Timestamp {
+        seconds: t.seconds,
+        nanoseconds: t.nanoseconds,
+    }
+}
+
+fn workspace(w: Workspace) -> wit::Workspace {
+    wit::Workspace {
+        workspace_id: w.workspace_id.to_string(),
+        user_id: w.user_id.to_string(),
+        created_at: timestamp(w.created_at),
+    }
+}
+
+fn chat(c: &Chat) -> wit::Chat {
+    wit::Chat {
+        chat_id: c.chat_id.to_string(),
+        workspace_id: c.workspace_id.to_string(),
+        created_at: timestamp(c.created_at),
+    }
+}
+
+fn chat_file(f: &ChatFile) -> wit::ChatFile {
+    wit::ChatFile {
+        file_id: f.file_id.to_string(),
+        chat_id: f.chat_id.to_string(),
+        name: f.name.to_string(),
+        content_type: f.content_type.clone(),
+        size_bytes: f.size_bytes,
+        created_at: timestamp(f.created_at),
+    }
+}
+
+fn usage(u: WorkspaceUsage) -> wit::WorkspaceUsage {
+    wit::WorkspaceUsage {
+        workspace_id: u.workspace_id.to_string(),
+        used_bytes: u.used_bytes,
+        quota_bytes: u.quota_bytes,
+    }
+}
+
+fn storage_error(e: StorageError) -> wit::StorageError {
+    use wit::StorageError as W;
+    match e {
+        StorageError::WorkspaceNotFound(id) => W::WorkspaceNotFound(id.to_string()),
+        StorageError::WorkspaceQuotaExceeded(id) => W::WorkspaceQuotaExceeded(id.to_string()),
+        StorageError::ChatNotFound(id) => W::ChatNotFound(id.to_string()),
+        StorageError::ChatHasActiveSandbox(id) => W::ChatHasActiveSandbox(id.to_string()),
+        StorageError::ChatFileNotFound(id) => W::ChatFileNotFound(id.to_string()),
+        StorageError::InvalidAttachmentName(n) => W::InvalidAttachmentName(n),
+        StorageError::ReservedAttachmentName(n) => W::ReservedAttachmentName(n),
+        StorageError::InvalidId(s) => W::InvalidId(s),
+        StorageError::StorageUnavailable(p) => W::StorageUnavailable(wit::PortError {
+            port: p.port,
+            message: p.message,
+        }),
+    }
+}
+
+// ---- values into the guest, from ports that are trusted for nothing ----
+
+/// Parses what a port returned; a malformed value is that port's failure.
+struct Port(&'static str);
+
+impl Port {
+    fn fail(&self, what: &str) -> PortError {
+        PortError {
+            port: self.0.to_owned(),
+            message: format!("returned a malformed {what}"),
+        }
+    }
+
+    fn port_error(&self, e: wit::PortError) -> PortError {
+        PortError {
+            port: if e.port.is_empty() { self.0.to_owned() } else { e.port },
+            message: e.message,
+        }
+    }
+
+    fn id(&self, s: &str) -> PortResult<Id> {
+        Id::parse(s).map_err(|_| self.fail("id"))
+    }
+
+    fn timestamp(&self, t: wit::Timestamp) -> PortResult<Timestamp> {
+        if t.nanoseconds >= 1_000_000_000 {
+            return Err(self.fail("timestamp"));
+        }
+        Ok(Timestamp {
+            seconds: t.seconds,
+            nanoseconds: t.nanoseconds,
+        })
+    }
+
+    fn workspace(&self, w: wit::Workspace) -> PortResult<Workspace> {
+        Ok(Workspace {
+            workspace_id: self.id(&w.workspace_id)?,
+            user_id: self.id(&w.user_id)?,
+            created_at: self.timestamp(w.created_at)?,
+        })
+    }
+
+    fn chat(&self, c: wit::Chat) -> PortResult<Chat> {
+        Ok(Chat {
+            chat_id: self.id(&c.chat_id)?,
+            workspace_id: self.id(&c.workspace_id)?,
+            created_at: self.timestamp(c.created_at)?,
+        })
+    }
+
+    fn chat_file(&self, f: wit::ChatFile) -> PortResult<ChatFile> {
+        Ok(ChatFile {
+            file_id: self.id(&f.file_id)?,
+            chat_id: self.id(&f.chat_id)?,
+            name: AttachmentName::try_from(f.name).map_err(|_| self.fail("attachment name"))?,
+            content_type: f.content_type,
+            size_bytes: f.size_bytes,
+            created_at: self.timestamp(f.created_at)?,
+        })
+    }
+
+    fn result<T, U>(
+        &self,
+        r: Result<T, wit::PortError>,
+        convert: impl FnOnce(&Self, T) -> PortResult<U>,
+    ) -> PortResult<U> {
+        convert(self, r.map_err(|e| self.port_error(e))?)
+    }
+
+    fn unit(&self, r: Result<(), wit::PortError>) -> PortResult<()> {
+        r.map_err(|e| self.port_error(e))
+    }
+}
+
+const WORKSPACES: Port = Port("workspace-repository");
+const CHATS: Port = Port("chat-repository");
+const FILES: Port = Port("chat-file-repository");
+const SANDBOXES: Port = Port("sandbox-session-repository");
+const STORAGE: Port = Port("chat-storage");
+const USAGE: Port = Port("storage-usage");
+const IDS: Port = Port("id-generator");
+
+fn each<T, U>(p: &Port, items: Vec<T>, f: impl Fn(&Port, T) -> PortResult<U>) -> PortResult<Vec<U>> {
+    items.into_iter().map(|item| f(p, item)).collect()
+}
+
+fn maybe<T, U>(p: &Port, item: Option<T>, f: impl Fn(&Port, T) -> PortResult<U>) -> PortResult<Option<U>> {
+    item.map(|item| f(p, item)).transpose()
+}
+
+impl ports::WorkspaceRepository for Imports {
+    fn get(&self, id: &Id) -> PortResult<Option<Workspace>> {
+        WORKSPACES.result(workspace_repository::get(id.as_str()), |p, w| maybe(p, w, Port::workspace))
+    }
+    fn get_by_user_id(&self, user_id: &Id) -> PortResult<Option<Workspace>> {
+        WORKSPACES.result(workspace_repository::get_by_user_id(user_id.as_str()), |p, w| {
+            maybe(p, w, Port::workspace)
+        })
+    }
+    fn save(&self, w: &Workspace) -> PortResult<()> {
+        WORKSPACES.unit(workspace_repository::save(&workspace(w.clone())))
+    }
+}
+
+impl ports::ChatRepository for Imports {
+    fn get(&self, id: &Id) -> PortResult<Option<Chat>> {
+        CHATS.result(chat_repository::get(id.as_str()), |p, c| maybe(p, c, Port::chat))
+    }
+    fn list_by_workspace_id(&self, id: &Id) -> PortResult<Vec<Chat>> {
+        CHATS.result(chat_repository::list_by_workspace_id(id.as_str()), |p, cs| each(p, cs, Port::chat))
+    }
+    fn save(&self, c: &Chat) -> PortResult<()> {
+        CHATS.unit(chat_repository::save(&chat(c)))
+    }
+    fn delete(&self, id: &Id) -> PortResult<()> {
+        CHATS.unit(chat_repository::delete(id.as_str()))
+    }
+}
+
+impl ports::ChatFileRepository for Imports {
+    fn get(&self, id: &Id) -> PortResult<Option<ChatFile>> {
+        FILES.result(chat_file_repository::get(id.as_str()), |p, f| maybe(p, f, Port::chat_file))
+    }
+    fn get_by_chat_id_and_name(&self, chat_id: &Id, name: &AttachmentName) -> PortResult<Option<ChatFile>> {
+        FILES.result(
+            chat_file_repository::get_by_chat_id_and_name(chat_id.as_str(), name.as_str()),
+            |p, f| maybe(p, f, Port::chat_file),
+        )
+    }
+    fn list_by_chat_id(&self, chat_id: &Id) -> PortResult<Vec<ChatFile>> {
+        FILES.result(chat_file_repository::list_by_chat_id(chat_id.as_str()), |p, fs| {
+            each(p, fs, Port::chat_file)
+        })
+    }
+    fn save(&self, f: &ChatFile) -> PortResult<()> {
+        FILES.unit(chat_file_repository::save(&chat_file(f)))
+    }
+    fn delete(&self, id: &Id) -> PortResult<()> {
+        FILES.unit(chat_file_repository::delete(id.as_str()))
+    }
+    fn delete_by_chat_id(&self, chat_id: &Id) -> PortResult<()> {
+        FILES.unit(chat_file_repository::delete_by_chat_id(chat_id.as_str()))
+    }
+}
+
+impl ports::SandboxSessionRepository for Imports {
+    fn get_active_by_chat_id(&self, chat_id: &Id) -> PortResult<Option<SandboxSession>> {
+        SANDBOXES.result(
+            sandbox_session_repository::get_active_by_chat_id(chat_id.as_str()),
+            |p, s| {
+                maybe(p, s, |p, s| {
+                    Ok(SandboxSession {
+                        session_id: p.id(&s.session_id)?,
+                        chat_id: p.id(&s.chat_id)?,
+                    })
+                })
+            },
+        )
+    }
+}
+
+impl ports::ChatStorage for Imports {
+    fn ensure_chat(&self, c: &Chat) -> PortResult<()> {
+        STORAGE.unit(chat_storage::ensure_chat(&chat(c)))
+    }
+    fn read_history(&self, c: &Chat) -> PortResult<String> {
+        STORAGE.result(chat_storage::read_history(&chat(c)), |_, h| Ok(h))
+    }
+    fn write_history(&self, c: &Chat, content: &str) -> PortResult<()> {
+        STORAGE.unit(chat_storage::write_history(&chat(c), content))
+    }
+    fn append_history(&self, c: &Chat, content: &str) -> PortResult<()> {
+        STORAGE.unit(chat_storage::append_history(&chat(c), content))
+    }
+    fn delete_chat(&self, c: &Chat) -> PortResult<()> {
+        STORAGE.unit(chat_storage::delete_chat(&chat(c)))
+    }
+    fn write_attachment(&self, c: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<u64> {
+        STORAGE.result(chat_storage::write_attachment(&chat(c), name.as_str(), content), |p, n| {
+            // The size written is the size asked for, or the port lies.
+            if n == content.len() as u64 { Ok(n) } else { Err(p.fail("size")) }
+        })
+    }
+    fn read_attachment(&self, c: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>> {
+        STORAGE.result(chat_storage::read_attachment(&chat(c), name.as_str()), |_, b| Ok(b))
+    }
+    fn delete_attachment(&self, c: &Chat, name: &AttachmentName) -> PortResult<()> {
+        STORAGE.unit(chat_storage::delete_attachment(&chat(c), name.as_str()))
+    }
+    fn clear_attachments(&self, c: &Chat) -> PortResult<()> {
+        STORAGE.unit(chat_storage::clear_attachments(&chat(c)))
+    }
+}
+
+impl ports::StorageUsage for Imports {
+    fn get_workspace_usage(&self, w: &Workspace, chats: &[Chat]) -> PortResult<WorkspaceUsage> {
+        let chats: Vec<wit::Chat> = chats.iter().map(chat).collect();
+        USAGE.result(storage_usage::get_workspace_usage(&workspace(w.clone()), &chats), |p, u| {
+            Ok(WorkspaceUsage {
+                workspace_id: p.id(&u.workspace_id)?,
+                used_bytes: u.used_bytes,
+                quota_bytes: u.quota_bytes,
+            })
+        })
+    }
+}
+
+impl ports::IdGenerator for Imports {
+    fn new_id(&self) -> PortResult<Id> {
+        IDS.result(id_generator::new_id(), |p, id| p.id(&id))
+    }
+}
+
+impl ports::Clock for Imports {
+    fn now(&self) -> Timestamp {
+        // The WASI wall clock: the host decides what time it is.
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp {
+            seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+            nanoseconds: since_epoch.subsec_nanos(),
+        }
+    }
+}
+
+type Out<T> = Result<T, wit::StorageError>;
+
+fn out<T, U>(r: Result<T, StorageError>, f: impl FnOnce(T) -> U) -> Out<U> {
+    r.map(f).map_err(storage_error)
+}
+
+impl Guest for Component {
+    fn ensure_workspace(user_id: String) -> Out<wit::Workspace> {
+        out(storage().ensure_workspace(&user_id), workspace)
+    }
+    fn get_workspace(user_id: String) -> Out<wit::Workspace> {
+        out(storage().get_workspace(&user_id), workspace)
+    }
+    fn get_usage(user_id: String) -> Out<wit::WorkspaceUsage> {
+        out(storage().get_usage(&user_id), usage)
+    }
+    fn create_chat(user_id: String) -> Out<wit::Chat> {
+        out(storage().create_chat(&user_id), |c| chat(&c))
+    }
+    fn list_chats(user_id: String) -> Out<Vec<wit::Chat>> {
+        out(storage().list_chats(&user_id), |cs| cs.iter().map(chat).collect())
+    }
+    fn get_chat(user_id: String, chat_id: String) -> Out<wit::Chat> {
+        out(storage().get_chat(&user_id, &chat_id), |c| chat(&c))
+    }
+    fn delete_chat(user_id: String, chat_id: String) -> Out<()> {
+        out(storage().delete_chat(&user_id, &chat_id), |()| ())
+    }
+    fn read_history(user_id: String, chat_id: String) -> Out<String> {
+        out(storage().read_history(&user_id, &chat_id), |h| h)
+    }
+    fn write_history(user_id: String, chat_id: String, content: String) -> Out<()> {
+        out(storage().write_history(&user_id, &chat_id, &content), |()| ())
+    }
+    fn append_history(user_id: String, chat_id: String, content: String) -> Out<()> {
+        out(storage().append_history(&user_id, &chat_id, &content), |()| ())
+    }
+    fn upload_attachment(
+        user_id: String,
+        chat_id: String,
+        name: String,
+        content_type: Option<String>,
+        content: Vec<u8>,
+    ) -> Out<wit::ChatFile> {
+        let r = storage().upload_attachment(&user_id, &chat_id, &name, content_type.as_deref(), &content);
+        out(r, |f| chat_file(&f))
+    }
+    fn list_attachments(user_id: String, chat_id: String) -> Out<Vec<wit::ChatFile>> {
+        out(storage().list_attachments(&user_id, &chat_id), |fs| fs.iter().map(chat_file).collect())
+    }
+    fn get_attachment(user_id: String, chat_id: String, file_id: String) -> Out<wit::ChatFile> {
+        out(storage().get_attachment(&user_id, &chat_id, &file_id), |f| chat_file(&f))
+    }
+    fn read_attachment(user_id: String, chat_id: String, file_id: String) -> Out<Vec<u8>> {
+        out(storage().read_attachment(&user_id, &chat_id, &file_id), |b| b)
+    }
+    fn delete_attachment(user_id: String, chat_id: String, file_id: String) -> Out<()> {
+        out(storage().delete_attachment(&user_id, &chat_id, &file_id), |()| ())
+    }
+    fn clear_attachments(user_id: String, chat_id: String) -> Out<()> {
+        out(storage().clear_attachments(&user_id, &chat_id), |()| ())
+    }
+}

@@ -1,0 +1,16 @@
+//! chatstore's domain and use cases.
+//!
+//! This crate holds the storage policy and nothing else: entities, the
+//! attachment-name rules, the error codes, and the sixteen use cases written
+//! against port traits. It never builds a path or touches a filesystem.
+//!
+//! Built for `wasm32-wasip2` it becomes the storage component: the
+//! `component` module wires the port traits to the WIT imports and exports
+//! `chatstore:storage/storage`. Built natively it is an ordinary library, so
+//! the policy can be unit-tested and benchmarked without a runtime.
+
+pub mod domain;
+pub mod usecase;
+
+#[cfg(target_arch = "wasm32")]
+mod component;

@@ -1,0 +1,121 @@
+//! The values the host API speaks in.
+
+use crate::names::AttachmentName;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// A point in time, UTC, counted from the Unix epoch (the WIT `timestamp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    /// Whole seconds since 1970-01-01T00:00:00Z.
+    pub seconds: i64,
+    /// Nanoseconds past `seconds`, below 1_000_000_000.
+    pub nanoseconds: u32,
+}
+
+impl Timestamp {
+    /// The timestamp of a system time (times before the epoch are negative).
+    pub fn from_system_time(t: SystemTime) -> Timestamp {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanoseconds: d.subsec_nanos(),
+            },
+            Err(before) => {
+                let d = before.duration();
+                let (secs, nanos) = (d.as_secs() as i64, d.subsec_nanos());
+                if nanos == 0 {
+                    Timestamp { seconds: -secs, nanoseconds: 0 }
+                } else {
+                    Timestamp { seconds: -secs - 1, nanoseconds: 1_000_000_000 - nanos }
+                }
+            }
+        }
+    }
+
+    /// The system time of this timestamp.
+    pub fn to_system_time(self) -> SystemTime {
+        let nanos = Duration::from_nanos(u64::from(self.nanoseconds));
+        if self.seconds >= 0 {
+            UNIX_EPOCH + Duration::from_secs(self.seconds as u64) + nanos
+        } else {
+            UNIX_EPOCH - Duration::from_secs(self.seconds.unsigned_abs()) + nanos
+        }
+    }
+}
+
+/// The one workspace a user owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workspace {
+    /// The workspace's own id.
+    pub workspace_id: Uuid,
+    /// The owner; one workspace per user.
+    pub user_id: Uuid,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// The bytes a workspace stores and the most it may store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceUsage {
+    /// The workspace this usage is of.
+    pub workspace_id: Uuid,
+    /// Every byte in the workspace's chat directories, sandbox files included.
+    pub used_bytes: u64,
+    /// The quota.
+    pub quota_bytes: u64,
+}
+
+/// A conversation; it owns one working directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chat {
+    /// The chat's own id.
+    pub chat_id: Uuid,
+    /// The workspace it belongs to.
+    pub workspace_id: Uuid,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// The metadata of one attachment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatFile {
+    /// The file's own id; replacing a name gives a new one.
+    pub file_id: Uuid,
+    /// The chat it belongs to.
+    pub chat_id: Uuid,
+    /// Its name, unique within the chat.
+    pub name: AttachmentName,
+    /// The media type the uploader gave.
+    pub content_type: Option<String>,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// When it was uploaded.
+    pub created_at: Timestamp,
+}
+
+/// A code sandbox running on a chat's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxSession {
+    /// The session's own id.
+    pub session_id: Uuid,
+    /// The chat whose directory it uses.
+    pub chat_id: Uuid,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_through_system_time() {
+        for ts in [
+            Timestamp { seconds: 0, nanoseconds: 0 },
+            Timestamp { seconds: 1_700_000_000, nanoseconds: 123_456_789 },
+            Timestamp { seconds: -1, nanoseconds: 500_000_000 },
+            Timestamp { seconds: -86_400, nanoseconds: 0 },
+        ] {
+            assert_eq!(Timestamp::from_system_time(ts.to_system_time()), ts);
+        }
+    }
+}

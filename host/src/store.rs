@@ -1,0 +1,409 @@
+//! [`ChatStore`]: the storage component, compiled once, called through a
+//! typed Rust API with the ports wired in.
+
+use crate::adapters::fs::{DataDir, FsChatStorage, FsStorageUsage};
+use crate::adapters::memory::{
+    MemoryChatFileRepository, MemoryChatRepository, MemorySandboxSessionRepository, MemoryWorkspaceRepository,
+};
+use crate::adapters::UuidV7Ids;
+use crate::bindings::{self, CallState, FromGuest, Guest, StorageServicePre, wit};
+use crate::error::{Error, SetupError};
+use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
+use crate::ports::Ports;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostWallClock, WasiCtxBuilder};
+
+/// The storage component built from this repository's `guest/` crate.
+pub const STORAGE_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/chatstore_storage.wasm"));
+
+/// The default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./chatstore-data";
+
+/// The default quota of every workspace: 1 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 1 << 30;
+
+/// The default memory cap of one guest instance: 256 MiB.
+pub const DEFAULT_MAX_GUEST_MEMORY: usize = 256 << 20;
+
+/// How much of a trapped guest's standard error is kept for the error message.
+const GUEST_STDERR_BYTES: usize = 4096;
+
+/// Where metadata lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Metadata {
+    /// In memory: gone when the process ends.
+    #[default]
+    Memory,
+}
+
+/// The wall clock the guest reads; tests pin it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Clock {
+    /// The system's clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(SystemTime::now))
+    }
+
+    /// A clock stopped at `at`.
+    pub fn fixed(at: SystemTime) -> Clock {
+        Clock(Arc::new(move || at))
+    }
+
+    /// A clock that reads `now()` every time the guest asks.
+    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(now))
+    }
+
+    /// What time it is by this clock.
+    pub fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// The guest's view of a [`Clock`]: WASI's wall clock.
+struct WallClock(Clock);
+
+impl HostWallClock for WallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        // WASI's wall clock cannot go before the epoch.
+        self.0.now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    }
+}
+
+/// Configures and builds a [`ChatStore`].
+#[derive(Debug, Clone)]
+pub struct ChatStoreBuilder {
+    data_dir: PathBuf,
+    metadata: Metadata,
+    quota_bytes: u64,
+    clock: Clock,
+    component: Option<Vec<u8>>,
+    max_guest_memory: usize,
+}
+
+impl Default for ChatStoreBuilder {
+    fn default() -> Self {
+        ChatStoreBuilder {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            metadata: Metadata::default(),
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+            clock: Clock::system(),
+            component: None,
+            max_guest_memory: DEFAULT_MAX_GUEST_MEMORY,
+        }
+    }
+}
+
+impl ChatStoreBuilder {
+    /// The data directory (default `./chatstore-data`).
+    pub fn data_dir(mut self, path: impl AsRef<Path>) -> Self {
+        self.data_dir = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// Where metadata lives (default in memory).
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The quota of every workspace, in bytes (default 1 GiB).
+    pub fn quota_bytes(mut self, bytes: u64) -> Self {
+        self.quota_bytes = bytes;
+        self
+    }
+
+    /// The wall clock the guest reads (default the system's).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs this component instead of the built-in one; it must target the
+    /// `storage-service` world.
+    pub fn component(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.component = Some(bytes.into());
+        self
+    }
+
+    /// The most linear memory one guest instance may use (default 256 MiB).
+    pub fn max_guest_memory(mut self, bytes: usize) -> Self {
+        self.max_guest_memory = bytes;
+        self
+    }
+
+    /// Opens the data directory and builds the store with the configured adapters.
+    pub fn build(self) -> Result<ChatStore, SetupError> {
+        let data = DataDir::open(&self.data_dir).map_err(|source| SetupError::DataDir {
+            path: self.data_dir.clone(),
+            source,
+        })?;
+        let ports = match self.metadata {
+            Metadata::Memory => Ports {
+                workspaces: Arc::new(MemoryWorkspaceRepository::default()),
+                chats: Arc::new(MemoryChatRepository::default()),
+                files: Arc::new(MemoryChatFileRepository::default()),
+                sandboxes: Arc::new(MemorySandboxSessionRepository::default()),
+                storage: Arc::new(FsChatStorage::new(data.clone())),
+                usage: Arc::new(FsStorageUsage::new(data, self.quota_bytes)),
+                ids: Arc::new(UuidV7Ids),
+            },
+        };
+        self.build_with_ports(ports)
+    }
+
+    /// Builds the store on the given adapters instead (fakes, fault
+    /// injection, your own backends); the data-directory, metadata and
+    /// quota settings are not used.
+    pub fn build_with_ports(self, ports: Ports) -> Result<ChatStore, SetupError> {
+        let component_error = |e: wasmtime::Error| SetupError::Component(format!("{e:#}"));
+        let engine = Engine::new(&wasmtime::Config::new()).map_err(component_error)?;
+        let bytes = self.component.as_deref().unwrap_or(STORAGE_COMPONENT);
+        let component = Component::new(&engine, bytes).map_err(component_error)?;
+        let mut linker = Linker::new(&engine);
+        bindings::add_to_linker(&mut linker).map_err(component_error)?;
+        let pre = linker.instantiate_pre(&component).map_err(component_error)?;
+        let pre = StorageServicePre::new(pre).map_err(component_error)?;
+        Ok(ChatStore {
+            inner: Arc::new(Inner {
+                engine,
+                pre,
+                ports,
+                clock: self.clock,
+                max_guest_memory: self.max_guest_memory,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    pre: StorageServicePre<CallState>,
+    ports: Ports,
+    clock: Clock,
+    max_guest_memory: usize,
+}
+
+/// The storage API: each method runs one use case of the storage component
+/// in a fresh guest instance. Cheap to clone and safe to share between threads.
+#[derive(Clone)]
+pub struct ChatStore {
+    inner: Arc<Inner>,
+}
+
+type GuestResult<T> = wasmtime::Result<Result<T, wit::StorageError>>;
+
+impl ChatStore {
+    /// A builder with the defaults: `./chatstore-data`, metadata in memory,
+    /// 1 GiB quota, the system clock, the built-in component.
+    pub fn builder() -> ChatStoreBuilder {
+        ChatStoreBuilder::default()
+    }
+
+    /// The adapters this store runs on.
+    pub fn ports(&self) -> &Ports {
+        &self.inner.ports
+    }
+
+    /// Runs one export in a fresh instance. A trap is this call's
+    /// `storage_unavailable`, with what the guest printed to stderr.
+    fn call<T, U>(
+        &self,
+        export: impl FnOnce(&Guest, &mut Store<CallState>) -> GuestResult<T>,
+        convert: impl FnOnce(T) -> Result<U, Error>,
+    ) -> Result<U, Error> {
+        let inner = &*self.inner;
+        let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(WallClock(inner.clock.clone()))
+            .stderr(stderr.clone())
+            .build();
+        let state = CallState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(inner.max_guest_memory)
+                .instances(1)
+                .build(),
+            ports: inner.ports.clone(),
+        };
+        let mut store = Store::new(&inner.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let outcome = inner
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| export(instance.chatstore_storage_storage(), &mut store));
+        match outcome {
+            Ok(Ok(value)) => convert(value),
+            Ok(Err(e)) => Err(FromGuest::error(e)),
+            Err(trap) => {
+                let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
+                let mut message = format!("the component trapped: {trap:#}");
+                if !printed.is_empty() {
+                    message.push_str(&format!(" ({printed})"));
+                }
+                Err(Error::unavailable("guest", message))
+            }
+        }
+    }
+
+    /// The user's workspace, created on the first call.
+    pub fn ensure_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
+        let user = user_id.to_string();
+        self.call(|g, s| g.call_ensure_workspace(s, &user), FromGuest::workspace)
+    }
+
+    /// The user's workspace.
+    pub fn get_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
+        let user = user_id.to_string();
+        self.call(|g, s| g.call_get_workspace(s, &user), FromGuest::workspace)
+    }
+
+    /// The bytes the user's workspace stores and its quota.
+    pub fn get_usage(&self, user_id: Uuid) -> Result<WorkspaceUsage, Error> {
+        let user = user_id.to_string();
+        self.call(|g, s| g.call_get_usage(s, &user), FromGuest::usage)
+    }
+
+    /// A new chat with its directory and an empty `history.md`.
+    pub fn create_chat(&self, user_id: Uuid) -> Result<Chat, Error> {
+        let user = user_id.to_string();
+        self.call(|g, s| g.call_create_chat(s, &user), FromGuest::chat)
+    }
+
+    /// The user's chats, ordered by `(created_at, chat_id)`.
+    pub fn list_chats(&self, user_id: Uuid) -> Result<Vec<Chat>, Error> {
+        let user = user_id.to_string();
+        self.call(|g, s| g.call_list_chats(s, &user), FromGuest::chats)
+    }
+
+    /// One of the user's chats.
+    pub fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<Chat, Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(|g, s| g.call_get_chat(s, &user, &chat), FromGuest::chat)
+    }
+
+    /// Removes a chat, its files and its directory; refused while a sandbox is active on it.
+    pub fn delete_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<(), Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(|g, s| g.call_delete_chat(s, &user, &chat), Ok)
+    }
+
+    /// The chat's history.
+    pub fn read_history(&self, user_id: Uuid, chat_id: Uuid) -> Result<String, Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(|g, s| g.call_read_history(s, &user, &chat), Ok)
+    }
+
+    /// Replaces the chat's history.
+    pub fn write_history(&self, user_id: Uuid, chat_id: Uuid, content: &str) -> Result<(), Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(|g, s| g.call_write_history(s, &user, &chat, content), Ok)
+    }
+
+    /// Appends to the chat's history.
+    pub fn append_history(&self, user_id: Uuid, chat_id: Uuid, content: &str) -> Result<(), Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(|g, s| g.call_append_history(s, &user, &chat, content), Ok)
+    }
+
+    /// Stores an attachment, replacing any of that name with a new file id.
+    pub fn upload_attachment(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        name: &str,
+        content_type: Option<&str>,
+        content: &[u8],
+    ) -> Result<ChatFile, Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(
+            |g, s| g.call_upload_attachment(s, &user, &chat, name, content_type, content),
+            FromGuest::chat_file,
+        )
+    }
+
+    /// The chat's attachments, ordered by `(created_at, file_id)`.
+    pub fn list_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<Vec<ChatFile>, Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(|g, s| g.call_list_attachments(s, &user, &chat), FromGuest::chat_files)
+    }
+
+    /// One attachment's metadata.
+    pub fn get_attachment(&self, user_id: Uuid, chat_id: Uuid, file_id: Uuid) -> Result<ChatFile, Error> {
+        let (user, chat, file) = (user_id.to_string(), chat_id.to_string(), file_id.to_string());
+        self.call(|g, s| g.call_get_attachment(s, &user, &chat, &file), FromGuest::chat_file)
+    }
+
+    /// One attachment's bytes.
+    pub fn read_attachment(&self, user_id: Uuid, chat_id: Uuid, file_id: Uuid) -> Result<Vec<u8>, Error> {
+        let (user, chat, file) = (user_id.to_string(), chat_id.to_string(), file_id.to_string());
+        self.call(|g, s| g.call_read_attachment(s, &user, &chat, &file), Ok)
+    }
+
+    /// Removes one attachment.
+    pub fn delete_attachment(&self, user_id: Uuid, chat_id: Uuid, file_id: Uuid) -> Result<(), Error> {
+        let (user, chat, file) = (user_id.to_string(), chat_id.to_string(), file_id.to_string());
+        self.call(|g, s| g.call_delete_attachment(s, &user, &chat, &file), Ok)
+    }
+
+    /// Removes every attachment of the chat, keeping its history; refused
+    /// while a sandbox is active on it.
+    pub fn clear_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<(), Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(|g, s| g.call_clear_attachments(s, &user, &chat), Ok)
+    }
+
+    /// Marks a sandbox session active on the chat, as the sandbox subsystem
+    /// would; `delete_chat` and `clear_attachments` are refused until it ends.
+    pub fn start_sandbox(&self, chat_id: Uuid) -> Result<SandboxSession, Error> {
+        let ports = &self.inner.ports;
+        if ports.chats.get(chat_id).map_err(unavailable("chat-repository"))?.is_none() {
+            return Err(Error::ChatNotFound(chat_id));
+        }
+        let session = SandboxSession {
+            session_id: ports.ids.new_id().map_err(unavailable("id-generator"))?,
+            chat_id,
+        };
+        ports.sandboxes.start(&session).map_err(unavailable("sandbox-session-repository"))?;
+        Ok(session)
+    }
+
+    /// Ends the chat's active sandbox session; returns it, or `None` if there was none.
+    pub fn end_sandbox(&self, chat_id: Uuid) -> Result<Option<SandboxSession>, Error> {
+        self.inner
+            .ports
+            .sandboxes
+            .end(chat_id)
+            .map_err(unavailable("sandbox-session-repository"))
+    }
+}
+
+/// Maps a port's failure to `storage_unavailable` for calls the host makes itself.
+fn unavailable(port: &'static str) -> impl Fn(crate::PortError) -> Error {
+    move |e| Error::unavailable(port, e.message)
+}

@@ -1,0 +1,118 @@
+//! Helpers for the end-to-end tests: a store on a temporary data directory
+//! with a clock the test sets, and ways to look at what is on disk.
+
+use chatstore_host::{Chat, ChatStore, ChatStoreBuilder, Clock};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// The time every harness starts at: 2026-01-01T00:00:00Z.
+pub const START: i64 = 1_767_225_600;
+
+/// A store on a fresh data directory, with a pinned clock.
+pub struct Harness {
+    /// The temporary directory; the data directory is `data` inside it, so
+    /// that tests can keep files *beside* the data directory too.
+    pub tmp: TempDir,
+    /// The store under test.
+    pub store: ChatStore,
+    seconds: Arc<AtomicI64>,
+}
+
+impl Harness {
+    /// A harness with the default quota.
+    pub fn new() -> Harness {
+        Harness::with(|b| b)
+    }
+
+    /// A harness whose workspaces have this quota.
+    pub fn with_quota(bytes: u64) -> Harness {
+        Harness::with(|b| b.quota_bytes(bytes))
+    }
+
+    /// A harness with extra builder settings.
+    pub fn with(configure: impl FnOnce(ChatStoreBuilder) -> ChatStoreBuilder) -> Harness {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let seconds = Arc::new(AtomicI64::new(START));
+        let clock_seconds = seconds.clone();
+        let clock = Clock::from_fn(move || {
+            UNIX_EPOCH + Duration::from_secs(clock_seconds.load(Ordering::SeqCst) as u64)
+        });
+        let builder = ChatStore::builder().data_dir(tmp.path().join("data")).clock(clock);
+        let store = configure(builder).build().expect("store");
+        Harness { tmp, store, seconds }
+    }
+
+    /// Sets the guest's wall clock to `START + offset` seconds.
+    pub fn set_time(&self, offset: i64) {
+        self.seconds.store(START + offset, Ordering::SeqCst);
+    }
+
+    /// The time the clock reads now.
+    pub fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.seconds.load(Ordering::SeqCst) as u64)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    /// Where a chat's directory is, by the documented layout.
+    pub fn chat_dir(&self, chat: &Chat) -> PathBuf {
+        self.data_dir()
+            .join("workspaces")
+            .join(chat.workspace_id.to_string())
+            .join("chats")
+            .join(chat.chat_id.to_string())
+    }
+
+    /// A user with a workspace and one chat.
+    pub fn user_with_chat(&self) -> (Uuid, Chat) {
+        let user = Uuid::now_v7();
+        self.store.ensure_workspace(user).expect("workspace");
+        let chat = self.store.create_chat(user).expect("chat");
+        (user, chat)
+    }
+
+    /// Every file and symlink under the data directory, with its content
+    /// (or link target), for comparing before and after.
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        snapshot(&self.data_dir())
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new()
+    }
+}
+
+/// Every file and symlink under `root`: path relative to it and content
+/// (a directory maps to an empty marker, a symlink to `-> target`).
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable directory") {
+            let entry = entry.expect("directory entry");
+            let path = entry.path();
+            let rel = path.strip_prefix(root).expect("beneath root").to_path_buf();
+            let kind = entry.file_type().expect("file type");
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path).expect("link");
+                out.insert(rel, format!("-> {}", target.display()).into_bytes());
+            } else if kind.is_dir() {
+                out.insert(rel.join(""), Vec::new());
+                pending.push(path);
+            } else {
+                out.insert(rel, std::fs::read(&path).expect("readable file"));
+            }
+        }
+    }
+    out
+}
