@@ -31,6 +31,10 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 1 << 30;
 /// The default memory cap of one guest instance: 256 MiB.
 pub const DEFAULT_MAX_GUEST_MEMORY: usize = 256 << 20;
 
+/// Core instances one component instance may create: the guest has a few
+/// (its module plus the shims the component linker adds); a hostile one gets no more.
+const MAX_CORE_INSTANCES: usize = 16;
+
 /// How much of a trapped guest's standard error is kept for the error message.
 const GUEST_STDERR_BYTES: usize = 4096;
 
@@ -247,7 +251,7 @@ impl ChatStore {
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(inner.max_guest_memory)
-                .instances(1)
+                .instances(MAX_CORE_INSTANCES)
                 .build(),
             ports: inner.ports.clone(),
         };

@@ -85,8 +85,10 @@ impl DataDir {
     }
 }
 
+/// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Dir) -> io::Result<()> {
-    dir.try_clone()?.into_std_file().sync_all()
+    // `Dir` handles may be `O_PATH`, which cannot be synced: open it for reading.
+    dir.open_with(".", OpenOptions::new().read(true))?.sync_all()
 }
 
 fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
