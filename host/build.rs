@@ -13,10 +13,20 @@ const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "guest";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ lives in the workspace").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ lives in the workspace")
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock"] {
+    for watched in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo::rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -27,7 +37,16 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(&root)
-        .args(["build", "--quiet", "--package", "chatstore-guest", "--target", TARGET, "--profile", PROFILE])
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "chatstore-guest",
+            "--target",
+            TARGET,
+            "--profile",
+            PROFILE,
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     for inherited in [
@@ -42,14 +61,20 @@ fn main() {
     ] {
         build.env_remove(inherited);
     }
-    let status = build.status().unwrap_or_else(|e| fail(&format!("cannot run cargo to build the guest: {e}")));
+    let status = build
+        .status()
+        .unwrap_or_else(|e| fail(&format!("cannot run cargo to build the guest: {e}")));
     if !status.success() {
         fail("building the storage component (guest/) failed; see the errors above");
     }
 
-    let built = target_dir.join(TARGET).join(PROFILE).join("chatstore_guest.wasm");
+    let built = target_dir
+        .join(TARGET)
+        .join(PROFILE)
+        .join("chatstore_guest.wasm");
     let dest = out_dir.join("chatstore_storage.wasm");
-    std::fs::copy(&built, &dest).unwrap_or_else(|e| fail(&format!("cannot copy {}: {e}", built.display())));
+    std::fs::copy(&built, &dest)
+        .unwrap_or_else(|e| fail(&format!("cannot copy {}: {e}", built.display())));
 }
 
 /// Installs the `wasm32-wasip2` standard library with rustup if it is
@@ -59,9 +84,13 @@ fn ensure_target() {
         return;
     }
     println!("cargo::warning=installing the {TARGET} target with rustup");
-    let added = Command::new("rustup").args(["target", "add", TARGET]).status();
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status();
     if !matches!(added, Ok(s) if s.success()) || !target_installed() {
-        fail(&format!("the {TARGET} target is missing; run: rustup target add {TARGET}"));
+        fail(&format!(
+            "the {TARGET} target is missing; run: rustup target add {TARGET}"
+        ));
     }
 }
 
@@ -71,7 +100,11 @@ fn target_installed() -> bool {
         return false;
     };
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Path::new(&sysroot).join("lib/rustlib").join(TARGET).join("lib").is_dir()
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib")
+        .is_dir()
 }
 
 /// `<target>/guest-wasm`, beside the parent's profiles, so that debug,

@@ -58,7 +58,10 @@ fn the_component_imports_no_filesystem_and_no_sockets() {
         .iter()
         .filter(|name| name.starts_with("wasi:filesystem/") || name.starts_with("wasi:sockets/"))
         .collect();
-    assert!(forbidden.is_empty(), "the guest must not touch the filesystem: {forbidden:?}");
+    assert!(
+        forbidden.is_empty(),
+        "the guest must not touch the filesystem: {forbidden:?}"
+    );
 }
 
 #[test]

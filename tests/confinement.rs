@@ -25,14 +25,24 @@ fn read_attachment_does_not_follow_a_symlink_out_of_the_chat_directory() {
     let out = outside(&h);
     let (user, chat) = h.user_with_chat();
     let c = chat.chat_id;
-    let abs = h.store.upload_attachment(user, c, "abs.txt", None, b"mine").unwrap();
-    let rel = h.store.upload_attachment(user, c, "rel.txt", None, b"mine").unwrap();
+    let abs = h
+        .store
+        .upload_attachment(user, c, "abs.txt", None, b"mine")
+        .unwrap();
+    let rel = h
+        .store
+        .upload_attachment(user, c, "rel.txt", None, b"mine")
+        .unwrap();
     let dir = h.chat_dir(&chat);
     fs::remove_file(dir.join("abs.txt")).unwrap();
     symlink(out.join("secret.txt"), dir.join("abs.txt")).unwrap();
     fs::remove_file(dir.join("rel.txt")).unwrap();
     symlink("../../../../../outside/secret.txt", dir.join("rel.txt")).unwrap();
-    assert_eq!(fs::read(dir.join("rel.txt")).unwrap(), b"top secret", "the link does lead outside");
+    assert_eq!(
+        fs::read(dir.join("rel.txt")).unwrap(),
+        b"top secret",
+        "the link does lead outside"
+    );
 
     for file in [abs, rel] {
         let read = h.store.read_attachment(user, c, file.file_id);
@@ -47,11 +57,17 @@ fn upload_attachment_replaces_a_planted_symlink_instead_of_writing_through_it() 
     let (user, chat) = h.user_with_chat();
     let dir = h.chat_dir(&chat);
     symlink(out.join("secret.txt"), dir.join("report.txt")).unwrap();
-    symlink("../../../../../outside/secret.txt", dir.join("relative.txt")).unwrap();
+    symlink(
+        "../../../../../outside/secret.txt",
+        dir.join("relative.txt"),
+    )
+    .unwrap();
     let outside_before = snapshot(&out);
 
     for name in ["report.txt", "relative.txt"] {
-        h.store.upload_attachment(user, chat.chat_id, name, None, b"overwritten?").unwrap();
+        h.store
+            .upload_attachment(user, chat.chat_id, name, None, b"overwritten?")
+            .unwrap();
         let meta = fs::symlink_metadata(dir.join(name)).unwrap();
         assert!(meta.file_type().is_file(), "{name} is now a regular file");
         assert_eq!(fs::read(dir.join(name)).unwrap(), b"overwritten?");
@@ -70,13 +86,26 @@ fn history_md_cannot_be_redirected_outside() {
     let outside_before = snapshot(&out);
 
     assert!(is_unavailable(h.store.read_history(user, chat.chat_id)));
-    assert!(is_unavailable(h.store.append_history(user, chat.chat_id, "appended?")));
+    assert!(is_unavailable(h.store.append_history(
+        user,
+        chat.chat_id,
+        "appended?"
+    )));
     assert_eq!(snapshot(&out), outside_before);
 
     // Replacing needs the old size for the quota, which cannot be read.
-    assert!(is_unavailable(h.store.write_history(user, chat.chat_id, "# fresh\n")));
+    assert!(is_unavailable(h.store.write_history(
+        user,
+        chat.chat_id,
+        "# fresh\n"
+    )));
     assert_eq!(snapshot(&out), outside_before);
-    assert!(fs::symlink_metadata(&history).unwrap().file_type().is_symlink());
+    assert!(
+        fs::symlink_metadata(&history)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
@@ -85,12 +114,18 @@ fn a_symlink_that_stays_inside_the_chat_directory_still_works() {
     let (user, chat) = h.user_with_chat();
     let c = chat.chat_id;
     let dir = h.chat_dir(&chat);
-    let file = h.store.upload_attachment(user, c, "alias.txt", None, b"old").unwrap();
+    let file = h
+        .store
+        .upload_attachment(user, c, "alias.txt", None, b"old")
+        .unwrap();
     fs::create_dir(dir.join("out")).unwrap();
     fs::write(dir.join("out/result.txt"), b"sandbox result").unwrap();
     fs::remove_file(dir.join("alias.txt")).unwrap();
     symlink("out/result.txt", dir.join("alias.txt")).unwrap();
-    assert_eq!(h.store.read_attachment(user, c, file.file_id).unwrap(), b"sandbox result");
+    assert_eq!(
+        h.store.read_attachment(user, c, file.file_id).unwrap(),
+        b"sandbox result"
+    );
 }
 
 #[test]
@@ -99,7 +134,9 @@ fn usage_does_not_count_what_a_symlink_points_at() {
     let out = outside(&h);
     fs::write(out.join("huge.bin"), vec![0u8; 50_000]).unwrap();
     let (user, chat) = h.user_with_chat();
-    h.store.upload_attachment(user, chat.chat_id, "a", None, &[1; 10]).unwrap();
+    h.store
+        .upload_attachment(user, chat.chat_id, "a", None, &[1; 10])
+        .unwrap();
     symlink(out.join("huge.bin"), h.chat_dir(&chat).join("huge.bin")).unwrap();
     symlink(&out, h.chat_dir(&chat).join("outside-dir")).unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 10);
@@ -117,7 +154,10 @@ fn clearing_and_deleting_remove_links_not_their_targets() {
     let outside_before = snapshot(&out);
 
     h.store.clear_attachments(user, chat.chat_id).unwrap();
-    let left: Vec<_> = fs::read_dir(h.chat_dir(&chat)).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = fs::read_dir(h.chat_dir(&chat))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left, ["history.md"]);
     h.store.delete_chat(user, other.chat_id).unwrap();
     assert!(!h.chat_dir(&other).exists());

@@ -38,7 +38,13 @@ fn the_guest_reads_the_time_the_host_sets() {
     let h = Harness::new();
     h.set_time(42);
     let (_, chat) = h.user_with_chat();
-    assert_eq!(chat.created_at, Timestamp { seconds: START + 42, nanoseconds: 0 });
+    assert_eq!(
+        chat.created_at,
+        Timestamp {
+            seconds: START + 42,
+            nanoseconds: 0
+        }
+    );
     assert_eq!(chat.created_at.to_system_time(), h.now());
 }
 
@@ -46,7 +52,10 @@ fn the_guest_reads_the_time_the_host_sets() {
 fn every_call_for_a_user_without_a_workspace_is_workspace_not_found() {
     let h = Harness::new();
     let (owner, chat) = h.user_with_chat();
-    let file = h.store.upload_attachment(owner, chat.chat_id, "a.txt", None, b"x").unwrap();
+    let file = h
+        .store
+        .upload_attachment(owner, chat.chat_id, "a.txt", None, b"x")
+        .unwrap();
     let stranger = Uuid::now_v7();
     let (c, f) = (chat.chat_id, file.file_id);
     let s = &h.store;
@@ -67,8 +76,14 @@ fn every_call_for_a_user_without_a_workspace_is_workspace_not_found() {
         code(s.delete_attachment(stranger, c, f)),
         code(s.clear_attachments(stranger, c)),
     ];
-    assert!(codes.iter().all(|c| *c == "workspace_not_found"), "{codes:?}");
-    assert_eq!(s.get_workspace(stranger), Err(Error::WorkspaceNotFound(stranger)));
+    assert!(
+        codes.iter().all(|c| *c == "workspace_not_found"),
+        "{codes:?}"
+    );
+    assert_eq!(
+        s.get_workspace(stranger),
+        Err(Error::WorkspaceNotFound(stranger))
+    );
     // The owner's chat is untouched.
     assert_eq!(s.list_attachments(owner, c).unwrap(), vec![file]);
 }
@@ -108,7 +123,10 @@ fn attachments_are_listed_by_creation_time_then_id() {
     let (user, chat) = h.user_with_chat();
     let c = chat.chat_id;
     h.set_time(50);
-    let late = h.store.upload_attachment(user, c, "late", None, b"1").unwrap();
+    let late = h
+        .store
+        .upload_attachment(user, c, "late", None, b"1")
+        .unwrap();
     h.set_time(20);
     let a = h.store.upload_attachment(user, c, "a", None, b"2").unwrap();
     let b = h.store.upload_attachment(user, c, "b", None, b"3").unwrap();
@@ -123,17 +141,35 @@ fn deleting_a_chat_removes_its_metadata_files_and_directory() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
     let other = h.store.create_chat(user).unwrap();
-    let file = h.store.upload_attachment(user, chat.chat_id, "a.txt", None, b"abc").unwrap();
-    h.store.upload_attachment(user, other.chat_id, "a.txt", None, b"keep").unwrap();
+    let file = h
+        .store
+        .upload_attachment(user, chat.chat_id, "a.txt", None, b"abc")
+        .unwrap();
+    h.store
+        .upload_attachment(user, other.chat_id, "a.txt", None, b"keep")
+        .unwrap();
     let dir = h.chat_dir(&chat);
     assert!(dir.join("a.txt").is_file());
 
     h.store.delete_chat(user, chat.chat_id).unwrap();
 
     assert!(!dir.exists());
-    assert_eq!(h.store.get_chat(user, chat.chat_id), Err(Error::ChatNotFound(chat.chat_id)));
-    assert_eq!(code(h.store.get_attachment(user, chat.chat_id, file.file_id)), "chat_not_found");
-    assert!(h.store.ports().files.list_by_chat_id(chat.chat_id).unwrap().is_empty());
+    assert_eq!(
+        h.store.get_chat(user, chat.chat_id),
+        Err(Error::ChatNotFound(chat.chat_id))
+    );
+    assert_eq!(
+        code(h.store.get_attachment(user, chat.chat_id, file.file_id)),
+        "chat_not_found"
+    );
+    assert!(
+        h.store
+            .ports()
+            .files
+            .list_by_chat_id(chat.chat_id)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(h.store.list_chats(user).unwrap(), vec![other.clone()]);
     assert_eq!(fs::read(h.chat_dir(&other).join("a.txt")).unwrap(), b"keep");
 }
@@ -142,11 +178,16 @@ fn deleting_a_chat_removes_its_metadata_files_and_directory() {
 fn an_active_sandbox_blocks_deleting_the_chat() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
-    h.store.upload_attachment(user, chat.chat_id, "a.txt", None, b"abc").unwrap();
+    h.store
+        .upload_attachment(user, chat.chat_id, "a.txt", None, b"abc")
+        .unwrap();
     h.store.start_sandbox(chat.chat_id).unwrap();
     let before = h.snapshot();
 
-    assert_eq!(h.store.delete_chat(user, chat.chat_id), Err(Error::ChatHasActiveSandbox(chat.chat_id)));
+    assert_eq!(
+        h.store.delete_chat(user, chat.chat_id),
+        Err(Error::ChatHasActiveSandbox(chat.chat_id))
+    );
     assert_eq!(h.snapshot(), before);
     assert_eq!(h.store.get_chat(user, chat.chat_id).unwrap(), chat);
 
@@ -159,7 +200,10 @@ fn an_active_sandbox_blocks_deleting_the_chat() {
 fn a_sandbox_cannot_start_on_a_missing_chat() {
     let h = Harness::new();
     let missing = Uuid::now_v7();
-    assert_eq!(h.store.start_sandbox(missing), Err(Error::ChatNotFound(missing)));
+    assert_eq!(
+        h.store.start_sandbox(missing),
+        Err(Error::ChatNotFound(missing))
+    );
 }
 
 // ---- ownership ----
@@ -170,7 +214,10 @@ fn another_user_can_neither_see_nor_touch_a_chat() {
     let (alice, chat) = h.user_with_chat();
     let c = chat.chat_id;
     h.store.write_history(alice, c, "# private\n").unwrap();
-    let file = h.store.upload_attachment(alice, c, "secret.txt", None, b"alice only").unwrap();
+    let file = h
+        .store
+        .upload_attachment(alice, c, "secret.txt", None, b"alice only")
+        .unwrap();
     let f = file.file_id;
     let bob = Uuid::now_v7();
     h.store.ensure_workspace(bob).unwrap();
@@ -181,8 +228,14 @@ fn another_user_can_neither_see_nor_touch_a_chat() {
     assert_eq!(s.get_chat(bob, c), Err(Error::ChatNotFound(c)));
     assert_eq!(s.read_history(bob, c), Err(Error::ChatNotFound(c)));
     assert_eq!(s.write_history(bob, c, "mine"), Err(Error::ChatNotFound(c)));
-    assert_eq!(s.append_history(bob, c, "mine"), Err(Error::ChatNotFound(c)));
-    assert_eq!(s.upload_attachment(bob, c, "x", None, b"x").unwrap_err(), Error::ChatNotFound(c));
+    assert_eq!(
+        s.append_history(bob, c, "mine"),
+        Err(Error::ChatNotFound(c))
+    );
+    assert_eq!(
+        s.upload_attachment(bob, c, "x", None, b"x").unwrap_err(),
+        Error::ChatNotFound(c)
+    );
     assert_eq!(s.list_attachments(bob, c), Err(Error::ChatNotFound(c)));
     assert_eq!(s.get_attachment(bob, c, f), Err(Error::ChatNotFound(c)));
     assert_eq!(s.read_attachment(bob, c, f), Err(Error::ChatNotFound(c)));
@@ -192,11 +245,24 @@ fn another_user_can_neither_see_nor_touch_a_chat() {
 
     // Bob's own chat cannot reach Alice's file either.
     let bobs = s.create_chat(bob).unwrap();
-    assert_eq!(s.get_attachment(bob, bobs.chat_id, f), Err(Error::ChatFileNotFound(f)));
-    assert_eq!(s.read_attachment(bob, bobs.chat_id, f), Err(Error::ChatFileNotFound(f)));
-    assert_eq!(s.delete_attachment(bob, bobs.chat_id, f), Err(Error::ChatFileNotFound(f)));
+    assert_eq!(
+        s.get_attachment(bob, bobs.chat_id, f),
+        Err(Error::ChatFileNotFound(f))
+    );
+    assert_eq!(
+        s.read_attachment(bob, bobs.chat_id, f),
+        Err(Error::ChatFileNotFound(f))
+    );
+    assert_eq!(
+        s.delete_attachment(bob, bobs.chat_id, f),
+        Err(Error::ChatFileNotFound(f))
+    );
 
-    let after: Vec<_> = h.snapshot().into_iter().filter(|(p, _)| before.contains_key(p)).collect();
+    let after: Vec<_> = h
+        .snapshot()
+        .into_iter()
+        .filter(|(p, _)| before.contains_key(p))
+        .collect();
     assert_eq!(after, before.into_iter().collect::<Vec<_>>());
     assert_eq!(s.read_attachment(alice, c, f).unwrap(), b"alice only");
     assert_eq!(s.read_history(alice, c).unwrap(), "# private\n");
@@ -207,10 +273,19 @@ fn a_file_of_another_chat_of_the_same_user_is_not_found() {
     let h = Harness::new();
     let (user, one) = h.user_with_chat();
     let two = h.store.create_chat(user).unwrap();
-    let file = h.store.upload_attachment(user, one.chat_id, "a", None, b"x").unwrap();
+    let file = h
+        .store
+        .upload_attachment(user, one.chat_id, "a", None, b"x")
+        .unwrap();
     let f = file.file_id;
-    assert_eq!(h.store.get_attachment(user, two.chat_id, f), Err(Error::ChatFileNotFound(f)));
-    assert_eq!(h.store.delete_attachment(user, two.chat_id, f), Err(Error::ChatFileNotFound(f)));
+    assert_eq!(
+        h.store.get_attachment(user, two.chat_id, f),
+        Err(Error::ChatFileNotFound(f))
+    );
+    assert_eq!(
+        h.store.delete_attachment(user, two.chat_id, f),
+        Err(Error::ChatFileNotFound(f))
+    );
     assert!(h.chat_dir(&one).join("a").is_file());
 }
 
@@ -221,10 +296,16 @@ fn history_is_written_appended_and_read_back_from_history_md() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
     let path = h.chat_dir(&chat).join("history.md");
-    h.store.write_history(user, chat.chat_id, "# Chat\n").unwrap();
+    h.store
+        .write_history(user, chat.chat_id, "# Chat\n")
+        .unwrap();
     assert_eq!(fs::read_to_string(&path).unwrap(), "# Chat\n");
-    h.store.append_history(user, chat.chat_id, "**user:** hi\n").unwrap();
-    h.store.append_history(user, chat.chat_id, "**agent:** hello ✓\n").unwrap();
+    h.store
+        .append_history(user, chat.chat_id, "**user:** hi\n")
+        .unwrap();
+    h.store
+        .append_history(user, chat.chat_id, "**agent:** hello ✓\n")
+        .unwrap();
     let expected = "# Chat\n**user:** hi\n**agent:** hello ✓\n";
     assert_eq!(fs::read_to_string(&path).unwrap(), expected);
     assert_eq!(h.store.read_history(user, chat.chat_id).unwrap(), expected);
@@ -242,16 +323,38 @@ fn an_upload_puts_the_bytes_in_the_chat_directory() {
     let content: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
     let file = h
         .store
-        .upload_attachment(user, chat.chat_id, "data.bin", Some("application/octet-stream"), &content)
+        .upload_attachment(
+            user,
+            chat.chat_id,
+            "data.bin",
+            Some("application/octet-stream"),
+            &content,
+        )
         .unwrap();
     assert_eq!(file.chat_id, chat.chat_id);
     assert_eq!(file.name.as_str(), "data.bin");
-    assert_eq!(file.content_type.as_deref(), Some("application/octet-stream"));
+    assert_eq!(
+        file.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
     assert_eq!(file.size_bytes, 100_000);
     assert_eq!(file.created_at.seconds, START + 5);
-    assert_eq!(fs::read(h.chat_dir(&chat).join("data.bin")).unwrap(), content);
-    assert_eq!(h.store.read_attachment(user, chat.chat_id, file.file_id).unwrap(), content);
-    assert_eq!(h.store.get_attachment(user, chat.chat_id, file.file_id).unwrap(), file);
+    assert_eq!(
+        fs::read(h.chat_dir(&chat).join("data.bin")).unwrap(),
+        content
+    );
+    assert_eq!(
+        h.store
+            .read_attachment(user, chat.chat_id, file.file_id)
+            .unwrap(),
+        content
+    );
+    assert_eq!(
+        h.store
+            .get_attachment(user, chat.chat_id, file.file_id)
+            .unwrap(),
+        file
+    );
 }
 
 #[test]
@@ -259,15 +362,30 @@ fn replacing_a_name_gives_a_new_file_id_and_drops_the_old_file() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
     let c = chat.chat_id;
-    let old = h.store.upload_attachment(user, c, "report.md", Some("text/markdown"), b"old").unwrap();
-    let new = h.store.upload_attachment(user, c, "report.md", None, b"new and longer").unwrap();
+    let old = h
+        .store
+        .upload_attachment(user, c, "report.md", Some("text/markdown"), b"old")
+        .unwrap();
+    let new = h
+        .store
+        .upload_attachment(user, c, "report.md", None, b"new and longer")
+        .unwrap();
     assert_ne!(old.file_id, new.file_id);
-    assert_eq!(h.store.get_attachment(user, c, old.file_id), Err(Error::ChatFileNotFound(old.file_id)));
-    assert_eq!(h.store.list_attachments(user, c).unwrap(), vec![new.clone()]);
+    assert_eq!(
+        h.store.get_attachment(user, c, old.file_id),
+        Err(Error::ChatFileNotFound(old.file_id))
+    );
+    assert_eq!(
+        h.store.list_attachments(user, c).unwrap(),
+        vec![new.clone()]
+    );
     assert_eq!(new.content_type, None);
     let dir = h.chat_dir(&chat);
     assert_eq!(fs::read(dir.join("report.md")).unwrap(), b"new and longer");
-    let mut names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     assert_eq!(names, ["history.md", "report.md"]);
 }
@@ -276,8 +394,13 @@ fn replacing_a_name_gives_a_new_file_id_and_drops_the_old_file() {
 fn deleting_an_attachment_removes_its_bytes_and_metadata() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
-    let file = h.store.upload_attachment(user, chat.chat_id, "a.txt", None, b"abc").unwrap();
-    h.store.delete_attachment(user, chat.chat_id, file.file_id).unwrap();
+    let file = h
+        .store
+        .upload_attachment(user, chat.chat_id, "a.txt", None, b"abc")
+        .unwrap();
+    h.store
+        .delete_attachment(user, chat.chat_id, file.file_id)
+        .unwrap();
     assert!(!h.chat_dir(&chat).join("a.txt").exists());
     assert_eq!(
         h.store.read_attachment(user, chat.chat_id, file.file_id),
@@ -297,20 +420,35 @@ fn bad_attachment_names_are_refused_with_their_codes_and_change_nothing() {
         (".", Error::InvalidAttachmentName(".".into())),
         ("..", Error::InvalidAttachmentName("..".into())),
         ("../x", Error::InvalidAttachmentName("../x".into())),
-        ("/etc/passwd", Error::InvalidAttachmentName("/etc/passwd".into())),
+        (
+            "/etc/passwd",
+            Error::InvalidAttachmentName("/etc/passwd".into()),
+        ),
         ("a\\b", Error::InvalidAttachmentName("a\\b".into())),
         ("a\0b", Error::InvalidAttachmentName("a\0b".into())),
         (&long, Error::InvalidAttachmentName(long.clone())),
-        ("history.md", Error::ReservedAttachmentName("history.md".into())),
+        (
+            "history.md",
+            Error::ReservedAttachmentName("history.md".into()),
+        ),
     ];
     for (name, expected) in cases {
-        let got = h.store.upload_attachment(user, chat.chat_id, name, None, b"payload");
+        let got = h
+            .store
+            .upload_attachment(user, chat.chat_id, name, None, b"payload");
         assert_eq!(got.unwrap_err(), expected, "{name:?}");
     }
     assert_eq!(h.snapshot(), before);
-    assert!(h.store.list_attachments(user, chat.chat_id).unwrap().is_empty());
+    assert!(
+        h.store
+            .list_attachments(user, chat.chat_id)
+            .unwrap()
+            .is_empty()
+    );
     // 255 bytes is still a name.
-    h.store.upload_attachment(user, chat.chat_id, &"n".repeat(255), None, b"ok").unwrap();
+    h.store
+        .upload_attachment(user, chat.chat_id, &"n".repeat(255), None, b"ok")
+        .unwrap();
 }
 
 #[test]
@@ -327,14 +465,20 @@ fn clearing_attachments_keeps_the_history_and_is_blocked_by_a_sandbox() {
 
     h.store.start_sandbox(c).unwrap();
     let before = h.snapshot();
-    assert_eq!(h.store.clear_attachments(user, c), Err(Error::ChatHasActiveSandbox(c)));
+    assert_eq!(
+        h.store.clear_attachments(user, c),
+        Err(Error::ChatHasActiveSandbox(c))
+    );
     assert_eq!(h.snapshot(), before);
     assert_eq!(h.store.list_attachments(user, c).unwrap().len(), 2);
 
     h.store.end_sandbox(c).unwrap();
     h.store.clear_attachments(user, c).unwrap();
     assert!(h.store.list_attachments(user, c).unwrap().is_empty());
-    let left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left, ["history.md"]);
     assert_eq!(h.store.read_history(user, c).unwrap(), "# kept\n");
 }
@@ -347,8 +491,12 @@ fn usage_counts_every_byte_in_the_chat_directories_including_sandbox_files() {
     let (user, chat) = h.user_with_chat();
     let other = h.store.create_chat(user).unwrap();
     h.store.write_history(user, chat.chat_id, "12345").unwrap();
-    h.store.upload_attachment(user, chat.chat_id, "a", None, &[0; 100]).unwrap();
-    h.store.upload_attachment(user, other.chat_id, "b", None, &[0; 20]).unwrap();
+    h.store
+        .upload_attachment(user, chat.chat_id, "a", None, &[0; 100])
+        .unwrap();
+    h.store
+        .upload_attachment(user, other.chat_id, "b", None, &[0; 20])
+        .unwrap();
     fs::create_dir_all(h.chat_dir(&chat).join("work/deep")).unwrap();
     fs::write(h.chat_dir(&chat).join("work/deep/out.csv"), [0u8; 1000]).unwrap();
     let usage = h.store.get_usage(user).unwrap();
@@ -356,7 +504,9 @@ fn usage_counts_every_byte_in_the_chat_directories_including_sandbox_files() {
     assert_eq!(usage.quota_bytes, chatstore_host::DEFAULT_QUOTA_BYTES);
     // Another workspace's bytes are not counted.
     let (stranger, theirs) = h.user_with_chat();
-    h.store.upload_attachment(stranger, theirs.chat_id, "c", None, &[0; 7]).unwrap();
+    h.store
+        .upload_attachment(stranger, theirs.chat_id, "c", None, &[0; 7])
+        .unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 1125);
     assert_eq!(h.store.get_usage(stranger).unwrap().used_bytes, 7);
 }
@@ -366,21 +516,39 @@ fn an_upload_past_the_quota_is_refused_and_leaves_disk_and_metadata_unchanged() 
     let h = Harness::with_quota(1000);
     let (user, chat) = h.user_with_chat();
     let workspace = h.store.get_workspace(user).unwrap();
-    h.store.upload_attachment(user, chat.chat_id, "a", None, &[1; 600]).unwrap();
+    h.store
+        .upload_attachment(user, chat.chat_id, "a", None, &[1; 600])
+        .unwrap();
     let files_before = h.store.list_attachments(user, chat.chat_id).unwrap();
     let disk_before = h.snapshot();
 
-    let refused = h.store.upload_attachment(user, chat.chat_id, "b", None, &[2; 401]);
-    assert_eq!(refused.unwrap_err(), Error::WorkspaceQuotaExceeded(workspace.workspace_id));
+    let refused = h
+        .store
+        .upload_attachment(user, chat.chat_id, "b", None, &[2; 401]);
+    assert_eq!(
+        refused.unwrap_err(),
+        Error::WorkspaceQuotaExceeded(workspace.workspace_id)
+    );
     let refused = h.store.append_history(user, chat.chat_id, &"x".repeat(401));
-    assert_eq!(refused, Err(Error::WorkspaceQuotaExceeded(workspace.workspace_id)));
+    assert_eq!(
+        refused,
+        Err(Error::WorkspaceQuotaExceeded(workspace.workspace_id))
+    );
     let refused = h.store.write_history(user, chat.chat_id, &"x".repeat(401));
-    assert_eq!(refused, Err(Error::WorkspaceQuotaExceeded(workspace.workspace_id)));
+    assert_eq!(
+        refused,
+        Err(Error::WorkspaceQuotaExceeded(workspace.workspace_id))
+    );
 
     assert_eq!(h.snapshot(), disk_before);
-    assert_eq!(h.store.list_attachments(user, chat.chat_id).unwrap(), files_before);
+    assert_eq!(
+        h.store.list_attachments(user, chat.chat_id).unwrap(),
+        files_before
+    );
     // Exactly up to the quota still fits.
-    h.store.upload_attachment(user, chat.chat_id, "b", None, &[2; 400]).unwrap();
+    h.store
+        .upload_attachment(user, chat.chat_id, "b", None, &[2; 400])
+        .unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 1000);
 }
 
@@ -388,12 +556,25 @@ fn an_upload_past_the_quota_is_refused_and_leaves_disk_and_metadata_unchanged() 
 fn the_quota_is_counted_net_of_the_replaced_file() {
     let h = Harness::with_quota(1000);
     let (user, chat) = h.user_with_chat();
-    h.store.upload_attachment(user, chat.chat_id, "a", None, &[1; 900]).unwrap();
+    h.store
+        .upload_attachment(user, chat.chat_id, "a", None, &[1; 900])
+        .unwrap();
     // 900 used: 1000 more would not fit as a new file, but does as a replacement.
-    assert_eq!(code(h.store.upload_attachment(user, chat.chat_id, "b", None, &[2; 1000])), "workspace_quota_exceeded");
-    h.store.upload_attachment(user, chat.chat_id, "a", None, &[2; 1000]).unwrap();
+    assert_eq!(
+        code(
+            h.store
+                .upload_attachment(user, chat.chat_id, "b", None, &[2; 1000])
+        ),
+        "workspace_quota_exceeded"
+    );
+    h.store
+        .upload_attachment(user, chat.chat_id, "a", None, &[2; 1000])
+        .unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 1000);
-    assert_eq!(fs::read(h.chat_dir(&chat).join("a")).unwrap(), vec![2; 1000]);
+    assert_eq!(
+        fs::read(h.chat_dir(&chat).join("a")).unwrap(),
+        vec![2; 1000]
+    );
 }
 
 #[test]
@@ -401,18 +582,30 @@ fn shrinking_writes_pass_even_when_a_sandbox_pushed_the_workspace_over_quota() {
     let h = Harness::with_quota(1000);
     let (user, chat) = h.user_with_chat();
     let c = chat.chat_id;
-    h.store.upload_attachment(user, c, "a", None, &[1; 300]).unwrap();
+    h.store
+        .upload_attachment(user, c, "a", None, &[1; 300])
+        .unwrap();
     h.store.write_history(user, c, &"h".repeat(100)).unwrap();
     // The sandbox writes past the quota behind the store's back.
     fs::write(h.chat_dir(&chat).join("sandbox.bin"), vec![0u8; 2000]).unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 2400);
 
-    h.store.upload_attachment(user, c, "a", None, &[1; 10]).unwrap();
+    h.store
+        .upload_attachment(user, c, "a", None, &[1; 10])
+        .unwrap();
     h.store.write_history(user, c, "short").unwrap();
-    assert_eq!(code(h.store.upload_attachment(user, c, "new", None, b"x")), "workspace_quota_exceeded");
-    assert_eq!(code(h.store.append_history(user, c, "x")), "workspace_quota_exceeded");
+    assert_eq!(
+        code(h.store.upload_attachment(user, c, "new", None, b"x")),
+        "workspace_quota_exceeded"
+    );
+    assert_eq!(
+        code(h.store.append_history(user, c, "x")),
+        "workspace_quota_exceeded"
+    );
     // Empty writes never grow anything.
-    h.store.upload_attachment(user, c, "empty", None, b"").unwrap();
+    h.store
+        .upload_attachment(user, c, "empty", None, b"")
+        .unwrap();
     h.store.append_history(user, c, "").unwrap();
 }
 
@@ -424,10 +617,21 @@ fn a_trapping_call_is_storage_unavailable_and_the_next_call_works() {
     let (user, chat) = h.user_with_chat();
     let before = h.snapshot();
     // 8 MiB cannot be copied into a guest capped at 4 MiB of memory.
-    let err = h.store.upload_attachment(user, chat.chat_id, "big", None, &vec![7; 8 << 20]).unwrap_err();
+    let err = h
+        .store
+        .upload_attachment(user, chat.chat_id, "big", None, &vec![7; 8 << 20])
+        .unwrap_err();
     assert_eq!(err.code(), "storage_unavailable", "{err}");
-    assert!(matches!(&err, Error::StorageUnavailable { port, .. } if port == "guest"), "{err:?}");
+    assert!(
+        matches!(&err, Error::StorageUnavailable { port, .. } if port == "guest"),
+        "{err:?}"
+    );
     assert_eq!(h.snapshot(), before);
-    h.store.upload_attachment(user, chat.chat_id, "small", None, b"fine").unwrap();
-    assert_eq!(h.store.list_attachments(user, chat.chat_id).unwrap().len(), 1);
+    h.store
+        .upload_attachment(user, chat.chat_id, "small", None, b"fine")
+        .unwrap();
+    assert_eq!(
+        h.store.list_attachments(user, chat.chat_id).unwrap().len(),
+        1
+    );
 }

@@ -42,9 +42,15 @@ impl Harness {
         let clock = Clock::from_fn(move || {
             UNIX_EPOCH + Duration::from_secs(clock_seconds.load(Ordering::SeqCst) as u64)
         });
-        let builder = ChatStore::builder().data_dir(tmp.path().join("data")).clock(clock);
+        let builder = ChatStore::builder()
+            .data_dir(tmp.path().join("data"))
+            .clock(clock);
         let store = configure(builder).build().expect("store");
-        Harness { tmp, store, seconds }
+        Harness {
+            tmp,
+            store,
+            seconds,
+        }
     }
 
     /// Sets the guest's wall clock to `START + offset` seconds.

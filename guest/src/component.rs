@@ -121,7 +121,11 @@ impl Port {
 
     fn port_error(&self, e: wit::PortError) -> PortError {
         PortError {
-            port: if e.port.is_empty() { self.0.to_owned() } else { e.port },
+            port: if e.port.is_empty() {
+                self.0.to_owned()
+            } else {
+                e.port
+            },
             message: e.message,
         }
     }
@@ -188,22 +192,33 @@ const STORAGE: Port = Port("chat-storage");
 const USAGE: Port = Port("storage-usage");
 const IDS: Port = Port("id-generator");
 
-fn each<T, U>(p: &Port, items: Vec<T>, f: impl Fn(&Port, T) -> PortResult<U>) -> PortResult<Vec<U>> {
+fn each<T, U>(
+    p: &Port,
+    items: Vec<T>,
+    f: impl Fn(&Port, T) -> PortResult<U>,
+) -> PortResult<Vec<U>> {
     items.into_iter().map(|item| f(p, item)).collect()
 }
 
-fn maybe<T, U>(p: &Port, item: Option<T>, f: impl Fn(&Port, T) -> PortResult<U>) -> PortResult<Option<U>> {
+fn maybe<T, U>(
+    p: &Port,
+    item: Option<T>,
+    f: impl Fn(&Port, T) -> PortResult<U>,
+) -> PortResult<Option<U>> {
     item.map(|item| f(p, item)).transpose()
 }
 
 impl ports::WorkspaceRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<Workspace>> {
-        WORKSPACES.result(workspace_repository::get(id.as_str()), |p, w| maybe(p, w, Port::workspace))
-    }
-    fn get_by_user_id(&self, user_id: &Id) -> PortResult<Option<Workspace>> {
-        WORKSPACES.result(workspace_repository::get_by_user_id(user_id.as_str()), |p, w| {
+        WORKSPACES.result(workspace_repository::get(id.as_str()), |p, w| {
             maybe(p, w, Port::workspace)
         })
+    }
+    fn get_by_user_id(&self, user_id: &Id) -> PortResult<Option<Workspace>> {
+        WORKSPACES.result(
+            workspace_repository::get_by_user_id(user_id.as_str()),
+            |p, w| maybe(p, w, Port::workspace),
+        )
     }
     fn save(&self, w: &Workspace) -> PortResult<()> {
         WORKSPACES.unit(workspace_repository::save(&workspace(w.clone())))
@@ -212,10 +227,15 @@ impl ports::WorkspaceRepository for Imports {
 
 impl ports::ChatRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<Chat>> {
-        CHATS.result(chat_repository::get(id.as_str()), |p, c| maybe(p, c, Port::chat))
+        CHATS.result(chat_repository::get(id.as_str()), |p, c| {
+            maybe(p, c, Port::chat)
+        })
     }
     fn list_by_workspace_id(&self, id: &Id) -> PortResult<Vec<Chat>> {
-        CHATS.result(chat_repository::list_by_workspace_id(id.as_str()), |p, cs| each(p, cs, Port::chat))
+        CHATS.result(
+            chat_repository::list_by_workspace_id(id.as_str()),
+            |p, cs| each(p, cs, Port::chat),
+        )
     }
     fn save(&self, c: &Chat) -> PortResult<()> {
         CHATS.unit(chat_repository::save(&chat(c)))
@@ -227,18 +247,25 @@ impl ports::ChatRepository for Imports {
 
 impl ports::ChatFileRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<ChatFile>> {
-        FILES.result(chat_file_repository::get(id.as_str()), |p, f| maybe(p, f, Port::chat_file))
+        FILES.result(chat_file_repository::get(id.as_str()), |p, f| {
+            maybe(p, f, Port::chat_file)
+        })
     }
-    fn get_by_chat_id_and_name(&self, chat_id: &Id, name: &AttachmentName) -> PortResult<Option<ChatFile>> {
+    fn get_by_chat_id_and_name(
+        &self,
+        chat_id: &Id,
+        name: &AttachmentName,
+    ) -> PortResult<Option<ChatFile>> {
         FILES.result(
             chat_file_repository::get_by_chat_id_and_name(chat_id.as_str(), name.as_str()),
             |p, f| maybe(p, f, Port::chat_file),
         )
     }
     fn list_by_chat_id(&self, chat_id: &Id) -> PortResult<Vec<ChatFile>> {
-        FILES.result(chat_file_repository::list_by_chat_id(chat_id.as_str()), |p, fs| {
-            each(p, fs, Port::chat_file)
-        })
+        FILES.result(
+            chat_file_repository::list_by_chat_id(chat_id.as_str()),
+            |p, fs| each(p, fs, Port::chat_file),
+        )
     }
     fn save(&self, f: &ChatFile) -> PortResult<()> {
         FILES.unit(chat_file_repository::save(&chat_file(f)))
@@ -284,13 +311,23 @@ impl ports::ChatStorage for Imports {
         STORAGE.unit(chat_storage::delete_chat(&chat(c)))
     }
     fn write_attachment(&self, c: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<u64> {
-        STORAGE.result(chat_storage::write_attachment(&chat(c), name.as_str(), content), |p, n| {
-            // The size written is the size asked for, or the port lies.
-            if n == content.len() as u64 { Ok(n) } else { Err(p.fail("size")) }
-        })
+        STORAGE.result(
+            chat_storage::write_attachment(&chat(c), name.as_str(), content),
+            |p, n| {
+                // The size written is the size asked for, or the port lies.
+                if n == content.len() as u64 {
+                    Ok(n)
+                } else {
+                    Err(p.fail("size"))
+                }
+            },
+        )
     }
     fn read_attachment(&self, c: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>> {
-        STORAGE.result(chat_storage::read_attachment(&chat(c), name.as_str()), |_, b| Ok(b))
+        STORAGE.result(
+            chat_storage::read_attachment(&chat(c), name.as_str()),
+            |_, b| Ok(b),
+        )
     }
     fn delete_attachment(&self, c: &Chat, name: &AttachmentName) -> PortResult<()> {
         STORAGE.unit(chat_storage::delete_attachment(&chat(c), name.as_str()))
@@ -303,13 +340,16 @@ impl ports::ChatStorage for Imports {
 impl ports::StorageUsage for Imports {
     fn get_workspace_usage(&self, w: &Workspace, chats: &[Chat]) -> PortResult<WorkspaceUsage> {
         let chats: Vec<wit::Chat> = chats.iter().map(chat).collect();
-        USAGE.result(storage_usage::get_workspace_usage(&workspace(w.clone()), &chats), |p, u| {
-            Ok(WorkspaceUsage {
-                workspace_id: p.id(&u.workspace_id)?,
-                used_bytes: u.used_bytes,
-                quota_bytes: u.quota_bytes,
-            })
-        })
+        USAGE.result(
+            storage_usage::get_workspace_usage(&workspace(w.clone()), &chats),
+            |p, u| {
+                Ok(WorkspaceUsage {
+                    workspace_id: p.id(&u.workspace_id)?,
+                    used_bytes: u.used_bytes,
+                    quota_bytes: u.quota_bytes,
+                })
+            },
+        )
     }
 }
 
@@ -352,7 +392,9 @@ impl Guest for Component {
         out(storage().create_chat(&user_id), |c| chat(&c))
     }
     fn list_chats(user_id: String) -> Out<Vec<wit::Chat>> {
-        out(storage().list_chats(&user_id), |cs| cs.iter().map(chat).collect())
+        out(storage().list_chats(&user_id), |cs| {
+            cs.iter().map(chat).collect()
+        })
     }
     fn get_chat(user_id: String, chat_id: String) -> Out<wit::Chat> {
         out(storage().get_chat(&user_id, &chat_id), |c| chat(&c))
@@ -364,10 +406,16 @@ impl Guest for Component {
         out(storage().read_history(&user_id, &chat_id), |h| h)
     }
     fn write_history(user_id: String, chat_id: String, content: String) -> Out<()> {
-        out(storage().write_history(&user_id, &chat_id, &content), |()| ())
+        out(
+            storage().write_history(&user_id, &chat_id, &content),
+            |()| (),
+        )
     }
     fn append_history(user_id: String, chat_id: String, content: String) -> Out<()> {
-        out(storage().append_history(&user_id, &chat_id, &content), |()| ())
+        out(
+            storage().append_history(&user_id, &chat_id, &content),
+            |()| (),
+        )
     }
     fn upload_attachment(
         user_id: String,
@@ -376,20 +424,37 @@ impl Guest for Component {
         content_type: Option<String>,
         content: Vec<u8>,
     ) -> Out<wit::ChatFile> {
-        let r = storage().upload_attachment(&user_id, &chat_id, &name, content_type.as_deref(), &content);
+        let r = storage().upload_attachment(
+            &user_id,
+            &chat_id,
+            &name,
+            content_type.as_deref(),
+            &content,
+        );
         out(r, |f| chat_file(&f))
     }
     fn list_attachments(user_id: String, chat_id: String) -> Out<Vec<wit::ChatFile>> {
-        out(storage().list_attachments(&user_id, &chat_id), |fs| fs.iter().map(chat_file).collect())
+        out(storage().list_attachments(&user_id, &chat_id), |fs| {
+            fs.iter().map(chat_file).collect()
+        })
     }
     fn get_attachment(user_id: String, chat_id: String, file_id: String) -> Out<wit::ChatFile> {
-        out(storage().get_attachment(&user_id, &chat_id, &file_id), |f| chat_file(&f))
+        out(
+            storage().get_attachment(&user_id, &chat_id, &file_id),
+            |f| chat_file(&f),
+        )
     }
     fn read_attachment(user_id: String, chat_id: String, file_id: String) -> Out<Vec<u8>> {
-        out(storage().read_attachment(&user_id, &chat_id, &file_id), |b| b)
+        out(
+            storage().read_attachment(&user_id, &chat_id, &file_id),
+            |b| b,
+        )
     }
     fn delete_attachment(user_id: String, chat_id: String, file_id: String) -> Out<()> {
-        out(storage().delete_attachment(&user_id, &chat_id, &file_id), |()| ())
+        out(
+            storage().delete_attachment(&user_id, &chat_id, &file_id),
+            |()| (),
+        )
     }
     fn clear_attachments(user_id: String, chat_id: String) -> Out<()> {
         out(storage().clear_attachments(&user_id, &chat_id), |()| ())

@@ -74,7 +74,8 @@ impl Port {
     }
 
     fn id(&self, s: &str) -> WitResult<Uuid> {
-        parse_canonical_uuid(s).ok_or_else(|| self.refuse(format!("{:?} is not a canonical UUID", shorten(s))))
+        parse_canonical_uuid(s)
+            .ok_or_else(|| self.refuse(format!("{:?} is not a canonical UUID", shorten(s))))
     }
 
     fn name(&self, s: String) -> WitResult<AttachmentName> {
@@ -213,19 +214,30 @@ impl wit::Host for CallState {}
 impl workspace_repository::Host for CallState {
     fn get(&mut self, workspace_id: String) -> WitResult<Option<wit::Workspace>> {
         let id = WORKSPACES.id(&workspace_id)?;
-        let found = self.ports.workspaces.get(id).map_err(|e| WORKSPACES.failed(e))?;
+        let found = self
+            .ports
+            .workspaces
+            .get(id)
+            .map_err(|e| WORKSPACES.failed(e))?;
         Ok(found.map(Into::into))
     }
 
     fn get_by_user_id(&mut self, user_id: String) -> WitResult<Option<wit::Workspace>> {
         let id = WORKSPACES.id(&user_id)?;
-        let found = self.ports.workspaces.get_by_user_id(id).map_err(|e| WORKSPACES.failed(e))?;
+        let found = self
+            .ports
+            .workspaces
+            .get_by_user_id(id)
+            .map_err(|e| WORKSPACES.failed(e))?;
         Ok(found.map(Into::into))
     }
 
     fn save(&mut self, workspace: wit::Workspace) -> WitResult<()> {
         let workspace = WORKSPACES.workspace(workspace)?;
-        self.ports.workspaces.save(&workspace).map_err(|e| WORKSPACES.failed(e))
+        self.ports
+            .workspaces
+            .save(&workspace)
+            .map_err(|e| WORKSPACES.failed(e))
     }
 }
 
@@ -238,7 +250,11 @@ impl chat_repository::Host for CallState {
 
     fn list_by_workspace_id(&mut self, workspace_id: String) -> WitResult<Vec<wit::Chat>> {
         let id = CHATS.id(&workspace_id)?;
-        let chats = self.ports.chats.list_by_workspace_id(id).map_err(|e| CHATS.failed(e))?;
+        let chats = self
+            .ports
+            .chats
+            .list_by_workspace_id(id)
+            .map_err(|e| CHATS.failed(e))?;
         Ok(chats.into_iter().map(Into::into).collect())
     }
 
@@ -260,15 +276,27 @@ impl chat_file_repository::Host for CallState {
         Ok(found.map(Into::into))
     }
 
-    fn get_by_chat_id_and_name(&mut self, chat_id: String, name: String) -> WitResult<Option<wit::ChatFile>> {
+    fn get_by_chat_id_and_name(
+        &mut self,
+        chat_id: String,
+        name: String,
+    ) -> WitResult<Option<wit::ChatFile>> {
         let (id, name) = (FILES.id(&chat_id)?, FILES.name(name)?);
-        let found = self.ports.files.get_by_chat_id_and_name(id, &name).map_err(|e| FILES.failed(e))?;
+        let found = self
+            .ports
+            .files
+            .get_by_chat_id_and_name(id, &name)
+            .map_err(|e| FILES.failed(e))?;
         Ok(found.map(Into::into))
     }
 
     fn list_by_chat_id(&mut self, chat_id: String) -> WitResult<Vec<wit::ChatFile>> {
         let id = FILES.id(&chat_id)?;
-        let files = self.ports.files.list_by_chat_id(id).map_err(|e| FILES.failed(e))?;
+        let files = self
+            .ports
+            .files
+            .list_by_chat_id(id)
+            .map_err(|e| FILES.failed(e))?;
         Ok(files.into_iter().map(Into::into).collect())
     }
 
@@ -284,14 +312,21 @@ impl chat_file_repository::Host for CallState {
 
     fn delete_by_chat_id(&mut self, chat_id: String) -> WitResult<()> {
         let id = FILES.id(&chat_id)?;
-        self.ports.files.delete_by_chat_id(id).map_err(|e| FILES.failed(e))
+        self.ports
+            .files
+            .delete_by_chat_id(id)
+            .map_err(|e| FILES.failed(e))
     }
 }
 
 impl sandbox_session_repository::Host for CallState {
     fn get_active_by_chat_id(&mut self, chat_id: String) -> WitResult<Option<wit::SandboxSession>> {
         let id = SANDBOXES.id(&chat_id)?;
-        let found = self.ports.sandboxes.get_active_by_chat_id(id).map_err(|e| SANDBOXES.failed(e))?;
+        let found = self
+            .ports
+            .sandboxes
+            .get_active_by_chat_id(id)
+            .map_err(|e| SANDBOXES.failed(e))?;
         Ok(found.map(Into::into))
     }
 }
@@ -299,30 +334,50 @@ impl sandbox_session_repository::Host for CallState {
 impl chat_storage::Host for CallState {
     fn ensure_chat(&mut self, chat: wit::Chat) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
-        self.ports.storage.ensure_chat(&chat).map_err(|e| STORAGE.failed(e))
+        self.ports
+            .storage
+            .ensure_chat(&chat)
+            .map_err(|e| STORAGE.failed(e))
     }
 
     fn read_history(&mut self, chat: wit::Chat) -> WitResult<String> {
         let chat = STORAGE.chat(chat)?;
-        self.ports.storage.read_history(&chat).map_err(|e| STORAGE.failed(e))
+        self.ports
+            .storage
+            .read_history(&chat)
+            .map_err(|e| STORAGE.failed(e))
     }
 
     fn write_history(&mut self, chat: wit::Chat, content: String) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
-        self.ports.storage.write_history(&chat, &content).map_err(|e| STORAGE.failed(e))
+        self.ports
+            .storage
+            .write_history(&chat, &content)
+            .map_err(|e| STORAGE.failed(e))
     }
 
     fn append_history(&mut self, chat: wit::Chat, content: String) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
-        self.ports.storage.append_history(&chat, &content).map_err(|e| STORAGE.failed(e))
+        self.ports
+            .storage
+            .append_history(&chat, &content)
+            .map_err(|e| STORAGE.failed(e))
     }
 
     fn delete_chat(&mut self, chat: wit::Chat) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
-        self.ports.storage.delete_chat(&chat).map_err(|e| STORAGE.failed(e))
+        self.ports
+            .storage
+            .delete_chat(&chat)
+            .map_err(|e| STORAGE.failed(e))
     }
 
-    fn write_attachment(&mut self, chat: wit::Chat, name: String, content: Vec<u8>) -> WitResult<u64> {
+    fn write_attachment(
+        &mut self,
+        chat: wit::Chat,
+        name: String,
+        content: Vec<u8>,
+    ) -> WitResult<u64> {
         let (chat, name) = (STORAGE.chat(chat)?, STORAGE.name(name)?);
         self.ports
             .storage
@@ -332,24 +387,40 @@ impl chat_storage::Host for CallState {
 
     fn read_attachment(&mut self, chat: wit::Chat, name: String) -> WitResult<Vec<u8>> {
         let (chat, name) = (STORAGE.chat(chat)?, STORAGE.name(name)?);
-        self.ports.storage.read_attachment(&chat, &name).map_err(|e| STORAGE.failed(e))
+        self.ports
+            .storage
+            .read_attachment(&chat, &name)
+            .map_err(|e| STORAGE.failed(e))
     }
 
     fn delete_attachment(&mut self, chat: wit::Chat, name: String) -> WitResult<()> {
         let (chat, name) = (STORAGE.chat(chat)?, STORAGE.name(name)?);
-        self.ports.storage.delete_attachment(&chat, &name).map_err(|e| STORAGE.failed(e))
+        self.ports
+            .storage
+            .delete_attachment(&chat, &name)
+            .map_err(|e| STORAGE.failed(e))
     }
 
     fn clear_attachments(&mut self, chat: wit::Chat) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
-        self.ports.storage.clear_attachments(&chat).map_err(|e| STORAGE.failed(e))
+        self.ports
+            .storage
+            .clear_attachments(&chat)
+            .map_err(|e| STORAGE.failed(e))
     }
 }
 
 impl storage_usage::Host for CallState {
-    fn get_workspace_usage(&mut self, workspace: wit::Workspace, chats: Vec<wit::Chat>) -> WitResult<wit::WorkspaceUsage> {
+    fn get_workspace_usage(
+        &mut self,
+        workspace: wit::Workspace,
+        chats: Vec<wit::Chat>,
+    ) -> WitResult<wit::WorkspaceUsage> {
         let workspace = USAGE.workspace(workspace)?;
-        let chats = chats.into_iter().map(|c| USAGE.chat(c)).collect::<WitResult<Vec<_>>>()?;
+        let chats = chats
+            .into_iter()
+            .map(|c| USAGE.chat(c))
+            .collect::<WitResult<Vec<_>>>()?;
         let usage = self
             .ports
             .usage
@@ -373,7 +444,10 @@ pub(crate) struct FromGuest;
 
 impl FromGuest {
     fn malformed(what: &str) -> Error {
-        Error::unavailable("guest", format!("the component returned a malformed {what}"))
+        Error::unavailable(
+            "guest",
+            format!("the component returned a malformed {what}"),
+        )
     }
 
     fn id(s: &str) -> Result<Uuid, Error> {

@@ -64,9 +64,9 @@ impl Error {
             | Error::ChatNotFound(id)
             | Error::ChatHasActiveSandbox(id)
             | Error::ChatFileNotFound(id) => Some(id.to_string()),
-            Error::InvalidAttachmentName(s) | Error::ReservedAttachmentName(s) | Error::InvalidId(s) => {
-                Some(s.clone())
-            }
+            Error::InvalidAttachmentName(s)
+            | Error::ReservedAttachmentName(s)
+            | Error::InvalidId(s) => Some(s.clone()),
             Error::StorageUnavailable { .. } => None,
         }
     }

@@ -25,9 +25,15 @@ impl Timestamp {
                 let d = before.duration();
                 let (secs, nanos) = (d.as_secs() as i64, d.subsec_nanos());
                 if nanos == 0 {
-                    Timestamp { seconds: -secs, nanoseconds: 0 }
+                    Timestamp {
+                        seconds: -secs,
+                        nanoseconds: 0,
+                    }
                 } else {
-                    Timestamp { seconds: -secs - 1, nanoseconds: 1_000_000_000 - nanos }
+                    Timestamp {
+                        seconds: -secs - 1,
+                        nanoseconds: 1_000_000_000 - nanos,
+                    }
                 }
             }
         }
@@ -110,10 +116,22 @@ mod tests {
     #[test]
     fn timestamps_round_trip_through_system_time() {
         for ts in [
-            Timestamp { seconds: 0, nanoseconds: 0 },
-            Timestamp { seconds: 1_700_000_000, nanoseconds: 123_456_789 },
-            Timestamp { seconds: -1, nanoseconds: 500_000_000 },
-            Timestamp { seconds: -86_400, nanoseconds: 0 },
+            Timestamp {
+                seconds: 0,
+                nanoseconds: 0,
+            },
+            Timestamp {
+                seconds: 1_700_000_000,
+                nanoseconds: 123_456_789,
+            },
+            Timestamp {
+                seconds: -1,
+                nanoseconds: 500_000_000,
+            },
+            Timestamp {
+                seconds: -86_400,
+                nanoseconds: 0,
+            },
         ] {
             assert_eq!(Timestamp::from_system_time(ts.to_system_time()), ts);
         }

@@ -36,7 +36,11 @@ pub trait ChatFileRepository: Send + Sync {
     /// The file with this id, whatever its chat.
     fn get(&self, file_id: Uuid) -> PortResult<Option<ChatFile>>;
     /// The chat's file of this name.
-    fn get_by_chat_id_and_name(&self, chat_id: Uuid, name: &AttachmentName) -> PortResult<Option<ChatFile>>;
+    fn get_by_chat_id_and_name(
+        &self,
+        chat_id: Uuid,
+        name: &AttachmentName,
+    ) -> PortResult<Option<ChatFile>>;
     /// The chat's files.
     fn list_by_chat_id(&self, chat_id: Uuid) -> PortResult<Vec<ChatFile>>;
     /// Stores the file, replacing any with the same id or the same (chat, name).
@@ -71,7 +75,12 @@ pub trait ChatStorage: Send + Sync {
     /// Removes the chat's directory and everything in it.
     fn delete_chat(&self, chat: &Chat) -> PortResult<()>;
     /// Stores an attachment, replacing any of that name; returns the bytes written.
-    fn write_attachment(&self, chat: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<u64>;
+    fn write_attachment(
+        &self,
+        chat: &Chat,
+        name: &AttachmentName,
+        content: &[u8],
+    ) -> PortResult<u64>;
     /// An attachment's bytes.
     fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>>;
     /// Removes an attachment; a missing one is not an error.
@@ -83,7 +92,11 @@ pub trait ChatStorage: Send + Sync {
 /// How much a workspace stores.
 pub trait StorageUsage: Send + Sync {
     /// The bytes in these chats' directories, and the workspace's quota.
-    fn get_workspace_usage(&self, workspace: &Workspace, chats: &[Chat]) -> PortResult<WorkspaceUsage>;
+    fn get_workspace_usage(
+        &self,
+        workspace: &Workspace,
+        chats: &[Chat],
+    ) -> PortResult<WorkspaceUsage>;
 }
 
 /// New identifiers.

@@ -1,11 +1,12 @@
 //! [`ChatStore`]: the storage component, compiled once, called through a
 //! typed Rust API with the ports wired in.
 
+use crate::adapters::UuidV7Ids;
 use crate::adapters::fs::{DataDir, FsChatStorage, FsStorageUsage};
 use crate::adapters::memory::{
-    MemoryChatFileRepository, MemoryChatRepository, MemorySandboxSessionRepository, MemoryWorkspaceRepository,
+    MemoryChatFileRepository, MemoryChatRepository, MemorySandboxSessionRepository,
+    MemoryWorkspaceRepository,
 };
-use crate::adapters::UuidV7Ids;
 use crate::bindings::{self, CallState, FromGuest, Guest, StorageServicePre, wit};
 use crate::error::{Error, SetupError};
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
@@ -20,7 +21,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostWallClock, WasiCtxBuilder};
 
 /// The storage component built from this repository's `guest/` crate.
-pub const STORAGE_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/chatstore_storage.wasm"));
+pub const STORAGE_COMPONENT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/chatstore_storage.wasm"));
 
 /// The default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./chatstore-data";
@@ -190,7 +192,9 @@ impl ChatStoreBuilder {
         let component = Component::new(&engine, bytes).map_err(component_error)?;
         let mut linker = Linker::new(&engine);
         bindings::add_to_linker(&mut linker).map_err(component_error)?;
-        let pre = linker.instantiate_pre(&component).map_err(component_error)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(component_error)?;
         let pre = StorageServicePre::new(pre).map_err(component_error)?;
         Ok(ChatStore {
             inner: Arc::new(Inner {
@@ -265,7 +269,9 @@ impl ChatStore {
             Ok(Ok(value)) => convert(value),
             Ok(Err(e)) => Err(FromGuest::error(e)),
             Err(trap) => {
-                let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
+                let printed = String::from_utf8_lossy(&stderr.contents())
+                    .trim()
+                    .to_owned();
                 let mut message = format!("the component trapped: {trap:#}");
                 if !printed.is_empty() {
                     message.push_str(&format!(" ({printed})"));
@@ -278,7 +284,10 @@ impl ChatStore {
     /// The user's workspace, created on the first call.
     pub fn ensure_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
         let user = user_id.to_string();
-        self.call(|g, s| g.call_ensure_workspace(s, &user), FromGuest::workspace)
+        self.call(
+            |g, s| g.call_ensure_workspace(s, &user),
+            FromGuest::workspace,
+        )
     }
 
     /// The user's workspace.
@@ -354,24 +363,57 @@ impl ChatStore {
     /// The chat's attachments, ordered by `(created_at, file_id)`.
     pub fn list_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<Vec<ChatFile>, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
-        self.call(|g, s| g.call_list_attachments(s, &user, &chat), FromGuest::chat_files)
+        self.call(
+            |g, s| g.call_list_attachments(s, &user, &chat),
+            FromGuest::chat_files,
+        )
     }
 
     /// One attachment's metadata.
-    pub fn get_attachment(&self, user_id: Uuid, chat_id: Uuid, file_id: Uuid) -> Result<ChatFile, Error> {
-        let (user, chat, file) = (user_id.to_string(), chat_id.to_string(), file_id.to_string());
-        self.call(|g, s| g.call_get_attachment(s, &user, &chat, &file), FromGuest::chat_file)
+    pub fn get_attachment(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        file_id: Uuid,
+    ) -> Result<ChatFile, Error> {
+        let (user, chat, file) = (
+            user_id.to_string(),
+            chat_id.to_string(),
+            file_id.to_string(),
+        );
+        self.call(
+            |g, s| g.call_get_attachment(s, &user, &chat, &file),
+            FromGuest::chat_file,
+        )
     }
 
     /// One attachment's bytes.
-    pub fn read_attachment(&self, user_id: Uuid, chat_id: Uuid, file_id: Uuid) -> Result<Vec<u8>, Error> {
-        let (user, chat, file) = (user_id.to_string(), chat_id.to_string(), file_id.to_string());
+    pub fn read_attachment(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        file_id: Uuid,
+    ) -> Result<Vec<u8>, Error> {
+        let (user, chat, file) = (
+            user_id.to_string(),
+            chat_id.to_string(),
+            file_id.to_string(),
+        );
         self.call(|g, s| g.call_read_attachment(s, &user, &chat, &file), Ok)
     }
 
     /// Removes one attachment.
-    pub fn delete_attachment(&self, user_id: Uuid, chat_id: Uuid, file_id: Uuid) -> Result<(), Error> {
-        let (user, chat, file) = (user_id.to_string(), chat_id.to_string(), file_id.to_string());
+    pub fn delete_attachment(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        file_id: Uuid,
+    ) -> Result<(), Error> {
+        let (user, chat, file) = (
+            user_id.to_string(),
+            chat_id.to_string(),
+            file_id.to_string(),
+        );
         self.call(|g, s| g.call_delete_attachment(s, &user, &chat, &file), Ok)
     }
 
@@ -386,14 +428,22 @@ impl ChatStore {
     /// would; `delete_chat` and `clear_attachments` are refused until it ends.
     pub fn start_sandbox(&self, chat_id: Uuid) -> Result<SandboxSession, Error> {
         let ports = &self.inner.ports;
-        if ports.chats.get(chat_id).map_err(unavailable("chat-repository"))?.is_none() {
+        if ports
+            .chats
+            .get(chat_id)
+            .map_err(unavailable("chat-repository"))?
+            .is_none()
+        {
             return Err(Error::ChatNotFound(chat_id));
         }
         let session = SandboxSession {
             session_id: ports.ids.new_id().map_err(unavailable("id-generator"))?,
             chat_id,
         };
-        ports.sandboxes.start(&session).map_err(unavailable("sandbox-session-repository"))?;
+        ports
+            .sandboxes
+            .start(&session)
+            .map_err(unavailable("sandbox-session-repository"))?;
         Ok(session)
     }
 

@@ -16,7 +16,10 @@ impl Storage<'_> {
         let name = AttachmentName::try_from(name)?;
         let workspace = self.workspace_of(&user_id)?;
         let chat = self.owned_chat(&workspace, &chat_id)?;
-        let replaced = self.ports.files.get_by_chat_id_and_name(&chat.chat_id, &name)?;
+        let replaced = self
+            .ports
+            .files
+            .get_by_chat_id_and_name(&chat.chat_id, &name)?;
         let old_bytes = replaced.as_ref().map_or(0, |f| f.size_bytes);
         self.ensure_room(&workspace, old_bytes, content.len() as u64)?;
 
@@ -47,20 +50,35 @@ impl Storage<'_> {
     }
 
     /// One attachment's metadata.
-    pub fn get_attachment(&self, user_id: &str, chat_id: &str, file_id: &str) -> StorageResult<ChatFile> {
+    pub fn get_attachment(
+        &self,
+        user_id: &str,
+        chat_id: &str,
+        file_id: &str,
+    ) -> StorageResult<ChatFile> {
         let (_, chat) = self.users_chat(user_id, chat_id)?;
         self.owned_file(&chat, &Id::parse(file_id)?)
     }
 
     /// One attachment's bytes.
-    pub fn read_attachment(&self, user_id: &str, chat_id: &str, file_id: &str) -> StorageResult<Vec<u8>> {
+    pub fn read_attachment(
+        &self,
+        user_id: &str,
+        chat_id: &str,
+        file_id: &str,
+    ) -> StorageResult<Vec<u8>> {
         let (_, chat) = self.users_chat(user_id, chat_id)?;
         let file = self.owned_file(&chat, &Id::parse(file_id)?)?;
         Ok(self.ports.storage.read_attachment(&chat, &file.name)?)
     }
 
     /// Removes one attachment: its bytes, then its metadata.
-    pub fn delete_attachment(&self, user_id: &str, chat_id: &str, file_id: &str) -> StorageResult<()> {
+    pub fn delete_attachment(
+        &self,
+        user_id: &str,
+        chat_id: &str,
+        file_id: &str,
+    ) -> StorageResult<()> {
         let (_, chat) = self.users_chat(user_id, chat_id)?;
         let file = self.owned_file(&chat, &Id::parse(file_id)?)?;
         self.ports.storage.delete_attachment(&chat, &file.name)?;

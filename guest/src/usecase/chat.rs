@@ -19,7 +19,10 @@ impl Storage<'_> {
     /// The user's chats, ordered by `(created-at, chat-id)`.
     pub fn list_chats(&self, user_id: &str) -> StorageResult<Vec<Chat>> {
         let workspace = self.workspace_of(&Id::parse(user_id)?)?;
-        let mut chats = self.ports.chats.list_by_workspace_id(&workspace.workspace_id)?;
+        let mut chats = self
+            .ports
+            .chats
+            .list_by_workspace_id(&workspace.workspace_id)?;
         // The repository is trusted for nothing: keep only this workspace's chats.
         chats.retain(|chat| chat.workspace_id == workspace.workspace_id);
         sort_by_creation(&mut chats, |c| (c.created_at, &c.chat_id));

@@ -6,6 +6,9 @@ use crate::domain::*;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 
+/// A chat directory: its history and its attachments by name.
+pub type ChatDir = (String, BTreeMap<String, Vec<u8>>);
+
 #[derive(Default)]
 pub struct Fakes {
     pub workspaces: RefCell<HashMap<Id, Workspace>>,
@@ -13,7 +16,7 @@ pub struct Fakes {
     pub files: RefCell<HashMap<Id, ChatFile>>,
     pub active_sandboxes: RefCell<HashMap<Id, SandboxSession>>,
     /// chat id -> (history, attachments)
-    pub dirs: RefCell<HashMap<Id, (String, BTreeMap<String, Vec<u8>>)>>,
+    pub dirs: RefCell<HashMap<Id, ChatDir>>,
     pub quota_bytes: Cell<u64>,
     pub next_id: Cell<u128>,
     /// Ids count down when set, so id order is the reverse of creation order.
@@ -60,11 +63,7 @@ impl Fakes {
             .sum()
     }
 
-    fn dir<T>(
-        &self,
-        chat: &Chat,
-        f: impl FnOnce(&mut (String, BTreeMap<String, Vec<u8>>)) -> T,
-    ) -> PortResult<T> {
+    fn dir<T>(&self, chat: &Chat, f: impl FnOnce(&mut ChatDir) -> T) -> PortResult<T> {
         let mut dirs = self.dirs.borrow_mut();
         let dir = dirs.get_mut(&chat.chat_id).ok_or_else(|| PortError {
             port: "chat-storage".into(),
@@ -96,7 +95,11 @@ impl ChatRepository for Fakes {
     }
     fn list_by_workspace_id(&self, id: &Id) -> PortResult<Vec<Chat>> {
         let chats = self.chats.borrow();
-        Ok(chats.values().filter(|c| &c.workspace_id == id).cloned().collect())
+        Ok(chats
+            .values()
+            .filter(|c| &c.workspace_id == id)
+            .cloned()
+            .collect())
     }
     fn save(&self, c: &Chat) -> PortResult<()> {
         self.chats.borrow_mut().insert(c.chat_id.clone(), c.clone());
@@ -112,7 +115,11 @@ impl ChatFileRepository for Fakes {
     fn get(&self, id: &Id) -> PortResult<Option<ChatFile>> {
         Ok(self.files.borrow().get(id).cloned())
     }
-    fn get_by_chat_id_and_name(&self, chat_id: &Id, name: &AttachmentName) -> PortResult<Option<ChatFile>> {
+    fn get_by_chat_id_and_name(
+        &self,
+        chat_id: &Id,
+        name: &AttachmentName,
+    ) -> PortResult<Option<ChatFile>> {
         let files = self.files.borrow();
         Ok(files
             .values()
@@ -121,7 +128,11 @@ impl ChatFileRepository for Fakes {
     }
     fn list_by_chat_id(&self, chat_id: &Id) -> PortResult<Vec<ChatFile>> {
         let files = self.files.borrow();
-        Ok(files.values().filter(|f| &f.chat_id == chat_id).cloned().collect())
+        Ok(files
+            .values()
+            .filter(|f| &f.chat_id == chat_id)
+            .cloned()
+            .collect())
     }
     fn save(&self, f: &ChatFile) -> PortResult<()> {
         self.files.borrow_mut().insert(f.file_id.clone(), f.clone());
@@ -145,7 +156,10 @@ impl SandboxSessionRepository for Fakes {
 
 impl ChatStorage for Fakes {
     fn ensure_chat(&self, chat: &Chat) -> PortResult<()> {
-        self.dirs.borrow_mut().entry(chat.chat_id.clone()).or_default();
+        self.dirs
+            .borrow_mut()
+            .entry(chat.chat_id.clone())
+            .or_default();
         Ok(())
     }
     fn read_history(&self, chat: &Chat) -> PortResult<String> {
@@ -161,7 +175,12 @@ impl ChatStorage for Fakes {
         self.dirs.borrow_mut().remove(&chat.chat_id);
         Ok(())
     }
-    fn write_attachment(&self, chat: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<u64> {
+    fn write_attachment(
+        &self,
+        chat: &Chat,
+        name: &AttachmentName,
+        content: &[u8],
+    ) -> PortResult<u64> {
         self.dir(chat, |d| {
             d.1.insert(name.to_string(), content.to_vec());
             content.len() as u64
@@ -185,7 +204,11 @@ impl ChatStorage for Fakes {
 }
 
 impl StorageUsage for Fakes {
-    fn get_workspace_usage(&self, workspace: &Workspace, chats: &[Chat]) -> PortResult<WorkspaceUsage> {
+    fn get_workspace_usage(
+        &self,
+        workspace: &Workspace,
+        chats: &[Chat],
+    ) -> PortResult<WorkspaceUsage> {
         let dirs = self.dirs.borrow();
         let used_bytes = chats
             .iter()

@@ -93,16 +93,26 @@ impl<'a> Storage<'a> {
 
     /// Refuses with `workspace_quota_exceeded` if replacing `old_bytes` by
     /// `new_bytes` would grow the workspace past its quota.
-    fn ensure_room(&self, workspace: &Workspace, old_bytes: u64, new_bytes: u64) -> StorageResult<()> {
+    fn ensure_room(
+        &self,
+        workspace: &Workspace,
+        old_bytes: u64,
+        new_bytes: u64,
+    ) -> StorageResult<()> {
         if new_bytes <= old_bytes {
             return Ok(());
         }
-        let chats = self.ports.chats.list_by_workspace_id(&workspace.workspace_id)?;
+        let chats = self
+            .ports
+            .chats
+            .list_by_workspace_id(&workspace.workspace_id)?;
         let usage = self.ports.usage.get_workspace_usage(workspace, &chats)?;
         if usage.fits(old_bytes, new_bytes) {
             Ok(())
         } else {
-            Err(StorageError::WorkspaceQuotaExceeded(workspace.workspace_id.clone()))
+            Err(StorageError::WorkspaceQuotaExceeded(
+                workspace.workspace_id.clone(),
+            ))
         }
     }
 }

@@ -32,15 +32,24 @@ fn every_call_without_a_workspace_is_workspace_not_found() {
     assert_eq!(code(s.get_chat(ALICE, chat)), "workspace_not_found");
     assert_eq!(code(s.delete_chat(ALICE, chat)), "workspace_not_found");
     assert_eq!(code(s.read_history(ALICE, chat)), "workspace_not_found");
-    assert_eq!(code(s.upload_attachment(ALICE, chat, "a", None, b"x")), "workspace_not_found");
-    assert_eq!(code(s.clear_attachments(ALICE, chat)), "workspace_not_found");
+    assert_eq!(
+        code(s.upload_attachment(ALICE, chat, "a", None, b"x")),
+        "workspace_not_found"
+    );
+    assert_eq!(
+        code(s.clear_attachments(ALICE, chat)),
+        "workspace_not_found"
+    );
 }
 
 #[test]
 fn malformed_ids_are_invalid_id() {
     let fakes = Fakes::new();
     let s = fakes.storage();
-    assert_eq!(s.ensure_workspace("../../etc"), Err(StorageError::InvalidId("../../etc".into())));
+    assert_eq!(
+        s.ensure_workspace("../../etc"),
+        Err(StorageError::InvalidId("../../etc".into()))
+    );
     s.ensure_workspace(ALICE).unwrap();
     assert_eq!(code(s.get_chat(ALICE, "..")), "invalid_id");
     assert_eq!(fakes.workspaces.borrow().len(), 1);
@@ -64,11 +73,17 @@ fn another_users_chat_is_not_found() {
     s.ensure_workspace(BOB).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = chat.chat_id.as_str();
-    assert_eq!(s.get_chat(BOB, id), Err(StorageError::ChatNotFound(chat.chat_id.clone())));
+    assert_eq!(
+        s.get_chat(BOB, id),
+        Err(StorageError::ChatNotFound(chat.chat_id.clone()))
+    );
     assert_eq!(code(s.read_history(BOB, id)), "chat_not_found");
     assert_eq!(code(s.write_history(BOB, id, "x")), "chat_not_found");
     assert_eq!(code(s.delete_chat(BOB, id)), "chat_not_found");
-    assert_eq!(code(s.upload_attachment(BOB, id, "a", None, b"x")), "chat_not_found");
+    assert_eq!(
+        code(s.upload_attachment(BOB, id, "a", None, b"x")),
+        "chat_not_found"
+    );
     assert!(s.list_chats(BOB).unwrap().is_empty());
     assert_eq!(s.get_chat(ALICE, id).unwrap(), chat);
 }
@@ -80,12 +95,26 @@ fn a_file_of_another_chat_is_not_found() {
     s.ensure_workspace(ALICE).unwrap();
     let one = s.create_chat(ALICE).unwrap();
     let two = s.create_chat(ALICE).unwrap();
-    let file = s.upload_attachment(ALICE, one.chat_id.as_str(), "a.txt", None, b"x").unwrap();
+    let file = s
+        .upload_attachment(ALICE, one.chat_id.as_str(), "a.txt", None, b"x")
+        .unwrap();
     let (two, fid) = (two.chat_id.as_str(), file.file_id.as_str());
-    assert_eq!(code(s.get_attachment(ALICE, two, fid)), "chat_file_not_found");
-    assert_eq!(code(s.read_attachment(ALICE, two, fid)), "chat_file_not_found");
-    assert_eq!(code(s.delete_attachment(ALICE, two, fid)), "chat_file_not_found");
-    assert_eq!(s.list_attachments(ALICE, one.chat_id.as_str()).unwrap(), vec![file]);
+    assert_eq!(
+        code(s.get_attachment(ALICE, two, fid)),
+        "chat_file_not_found"
+    );
+    assert_eq!(
+        code(s.read_attachment(ALICE, two, fid)),
+        "chat_file_not_found"
+    );
+    assert_eq!(
+        code(s.delete_attachment(ALICE, two, fid)),
+        "chat_file_not_found"
+    );
+    assert_eq!(
+        s.list_attachments(ALICE, one.chat_id.as_str()).unwrap(),
+        vec![file]
+    );
 }
 
 #[test]
@@ -94,7 +123,10 @@ fn lists_are_ordered_by_creation_time_then_id() {
     let s = fakes.storage();
     s.ensure_workspace(ALICE).unwrap();
     fakes.ids_descend.set(true);
-    let at = |seconds| Timestamp { seconds, nanoseconds: 0 };
+    let at = |seconds| Timestamp {
+        seconds,
+        nanoseconds: 0,
+    };
     fakes.now.set(at(20));
     let late = s.create_chat(ALICE).unwrap();
     fakes.now.set(at(10));
@@ -102,14 +134,22 @@ fn lists_are_ordered_by_creation_time_then_id() {
     let early_b = s.create_chat(ALICE).unwrap();
     // Same time: the smaller id first; ids descend, so early_b's is smaller.
     assert!(early_b.chat_id < early_a.chat_id);
-    assert_eq!(s.list_chats(ALICE).unwrap(), vec![early_b.clone(), early_a, late.clone()]);
+    assert_eq!(
+        s.list_chats(ALICE).unwrap(),
+        vec![early_b.clone(), early_a, late.clone()]
+    );
 
     let chat = early_b.chat_id.as_str();
     fakes.now.set(at(30));
     let f_late = s.upload_attachment(ALICE, chat, "late", None, b"").unwrap();
     fakes.now.set(at(5));
-    let f_first = s.upload_attachment(ALICE, chat, "first", None, b"").unwrap();
-    assert_eq!(s.list_attachments(ALICE, chat).unwrap(), vec![f_first, f_late]);
+    let f_first = s
+        .upload_attachment(ALICE, chat, "first", None, b"")
+        .unwrap();
+    assert_eq!(
+        s.list_attachments(ALICE, chat).unwrap(),
+        vec![f_first, f_late]
+    );
 }
 
 #[test]
@@ -128,10 +168,17 @@ fn bad_attachment_names_are_refused_before_anything_is_written() {
         ("a\0b", "invalid_attachment_name"),
         ("history.md", "reserved_attachment_name"),
     ] {
-        assert_eq!(code(s.upload_attachment(ALICE, id, name, None, b"x")), want, "{name:?}");
+        assert_eq!(
+            code(s.upload_attachment(ALICE, id, name, None, b"x")),
+            want,
+            "{name:?}"
+        );
     }
     let long = "x".repeat(256);
-    assert_eq!(code(s.upload_attachment(ALICE, id, &long, None, b"x")), "invalid_attachment_name");
+    assert_eq!(
+        code(s.upload_attachment(ALICE, id, &long, None, b"x")),
+        "invalid_attachment_name"
+    );
     assert!(fakes.files.borrow().is_empty());
     assert_eq!(fakes.used_bytes(), 0);
 }
@@ -143,12 +190,22 @@ fn replacing_a_name_gives_a_new_file_id() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = chat.chat_id.as_str();
-    let old = s.upload_attachment(ALICE, id, "a.txt", Some("text/plain"), b"old").unwrap();
-    let new = s.upload_attachment(ALICE, id, "a.txt", None, b"newer").unwrap();
+    let old = s
+        .upload_attachment(ALICE, id, "a.txt", Some("text/plain"), b"old")
+        .unwrap();
+    let new = s
+        .upload_attachment(ALICE, id, "a.txt", None, b"newer")
+        .unwrap();
     assert_ne!(old.file_id, new.file_id);
-    assert_eq!(code(s.get_attachment(ALICE, id, old.file_id.as_str())), "chat_file_not_found");
+    assert_eq!(
+        code(s.get_attachment(ALICE, id, old.file_id.as_str())),
+        "chat_file_not_found"
+    );
     assert_eq!(s.list_attachments(ALICE, id).unwrap(), vec![new.clone()]);
-    assert_eq!(s.read_attachment(ALICE, id, new.file_id.as_str()).unwrap(), b"newer");
+    assert_eq!(
+        s.read_attachment(ALICE, id, new.file_id.as_str()).unwrap(),
+        b"newer"
+    );
     assert_eq!(new.size_bytes, 5);
 }
 
@@ -160,7 +217,8 @@ fn an_upload_past_the_quota_is_refused_and_changes_nothing() {
     let ws = s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = chat.chat_id.as_str();
-    s.upload_attachment(ALICE, id, "a", None, b"123456").unwrap();
+    s.upload_attachment(ALICE, id, "a", None, b"123456")
+        .unwrap();
     assert_eq!(
         s.upload_attachment(ALICE, id, "b", None, b"12345"),
         Err(StorageError::WorkspaceQuotaExceeded(ws.workspace_id))
@@ -179,9 +237,11 @@ fn quota_is_counted_net_of_the_replaced_file() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = chat.chat_id.as_str();
-    s.upload_attachment(ALICE, id, "a", None, b"12345678").unwrap();
+    s.upload_attachment(ALICE, id, "a", None, b"12345678")
+        .unwrap();
     // 8 used; replacing the 8 bytes by 10 fits, adding 10 more would not.
-    s.upload_attachment(ALICE, id, "a", None, b"1234567890").unwrap();
+    s.upload_attachment(ALICE, id, "a", None, b"1234567890")
+        .unwrap();
     assert_eq!(fakes.used_bytes(), 10);
 }
 
@@ -192,13 +252,20 @@ fn shrinking_writes_pass_even_over_quota() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = chat.chat_id.as_str();
-    s.upload_attachment(ALICE, id, "a", None, b"1234567890").unwrap();
+    s.upload_attachment(ALICE, id, "a", None, b"1234567890")
+        .unwrap();
     s.write_history(ALICE, id, "hello").unwrap();
     fakes.quota_bytes.set(5);
     s.upload_attachment(ALICE, id, "a", None, b"123").unwrap();
     s.write_history(ALICE, id, "hi").unwrap();
-    assert_eq!(code(s.append_history(ALICE, id, "!")), "workspace_quota_exceeded");
-    assert_eq!(code(s.write_history(ALICE, id, "hey")), "workspace_quota_exceeded");
+    assert_eq!(
+        code(s.append_history(ALICE, id, "!")),
+        "workspace_quota_exceeded"
+    );
+    assert_eq!(
+        code(s.write_history(ALICE, id, "hey")),
+        "workspace_quota_exceeded"
+    );
     assert_eq!(s.read_history(ALICE, id).unwrap(), "hi");
 }
 
@@ -212,8 +279,14 @@ fn history_writes_and_appends_count_against_the_quota() {
     let id = chat.chat_id.as_str();
     s.write_history(ALICE, id, "# a\n").unwrap();
     s.append_history(ALICE, id, "b\n").unwrap();
-    assert_eq!(code(s.append_history(ALICE, id, "ccc")), "workspace_quota_exceeded");
-    assert_eq!(code(s.write_history(ALICE, id, "123456789")), "workspace_quota_exceeded");
+    assert_eq!(
+        code(s.append_history(ALICE, id, "ccc")),
+        "workspace_quota_exceeded"
+    );
+    assert_eq!(
+        code(s.write_history(ALICE, id, "123456789")),
+        "workspace_quota_exceeded"
+    );
     s.write_history(ALICE, id, "12345678").unwrap();
     assert_eq!(s.read_history(ALICE, id).unwrap(), "12345678");
 }
@@ -231,7 +304,10 @@ fn an_active_sandbox_blocks_delete_chat_and_clear_attachments() {
         s.delete_chat(ALICE, id),
         Err(StorageError::ChatHasActiveSandbox(chat.chat_id.clone()))
     );
-    assert_eq!(code(s.clear_attachments(ALICE, id)), "chat_has_active_sandbox");
+    assert_eq!(
+        code(s.clear_attachments(ALICE, id)),
+        "chat_has_active_sandbox"
+    );
     assert_eq!(s.list_attachments(ALICE, id).unwrap().len(), 1);
     // Uploads and history stay allowed: the sandbox works in the directory.
     s.append_history(ALICE, id, "ok").unwrap();
@@ -250,7 +326,8 @@ fn deleting_a_chat_removes_its_metadata_files_and_directory() {
     let keep = s.create_chat(ALICE).unwrap();
     let id = chat.chat_id.as_str();
     s.upload_attachment(ALICE, id, "a", None, b"x").unwrap();
-    s.upload_attachment(ALICE, keep.chat_id.as_str(), "a", None, b"y").unwrap();
+    s.upload_attachment(ALICE, keep.chat_id.as_str(), "a", None, b"y")
+        .unwrap();
     s.delete_chat(ALICE, id).unwrap();
     assert_eq!(code(s.get_chat(ALICE, id)), "chat_not_found");
     assert!(!fakes.dirs.borrow().contains_key(&chat.chat_id));
@@ -266,9 +343,13 @@ fn deleting_an_attachment_removes_bytes_and_metadata() {
     let chat = s.create_chat(ALICE).unwrap();
     let id = chat.chat_id.as_str();
     let file = s.upload_attachment(ALICE, id, "a", None, b"xyz").unwrap();
-    s.delete_attachment(ALICE, id, file.file_id.as_str()).unwrap();
+    s.delete_attachment(ALICE, id, file.file_id.as_str())
+        .unwrap();
     assert_eq!(fakes.used_bytes(), 0);
-    assert_eq!(code(s.read_attachment(ALICE, id, file.file_id.as_str())), "chat_file_not_found");
+    assert_eq!(
+        code(s.read_attachment(ALICE, id, file.file_id.as_str())),
+        "chat_file_not_found"
+    );
 }
 
 #[test]

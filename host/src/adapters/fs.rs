@@ -48,7 +48,11 @@ impl DataDir {
         root.create_dir_all(WORKSPACES)?;
         root.create_dir_all(STAGING)?;
         let staging = root.open_dir(STAGING)?;
-        Ok(Arc::new(DataDir { path, root, staging }))
+        Ok(Arc::new(DataDir {
+            path,
+            root,
+            staging,
+        }))
     }
 
     /// Where the data directory is.
@@ -88,7 +92,8 @@ impl DataDir {
 /// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Dir) -> io::Result<()> {
     // `Dir` handles may be `O_PATH`, which cannot be synced: open it for reading.
-    dir.open_with(".", OpenOptions::new().read(true))?.sync_all()
+    dir.open_with(".", OpenOptions::new().read(true))?
+        .sync_all()
 }
 
 fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
@@ -116,7 +121,9 @@ impl FsChatStorage {
     }
 
     fn dir(&self, chat: &Chat) -> PortResult<Dir> {
-        self.data.chat_dir(chat).map_err(|e| about("chat directory", e))
+        self.data
+            .chat_dir(chat)
+            .map_err(|e| about("chat directory", e))
     }
 }
 
@@ -154,7 +161,10 @@ impl ChatStorage for FsChatStorage {
     fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()> {
         let dir = self.dir(chat)?;
         let append = || -> io::Result<()> {
-            let mut file = dir.open_with(HISTORY_FILE_NAME, OpenOptions::new().append(true).create(true))?;
+            let mut file = dir.open_with(
+                HISTORY_FILE_NAME,
+                OpenOptions::new().append(true).create(true),
+            )?;
             file.write_all(content.as_bytes())?;
             file.sync_all()
         };
@@ -180,7 +190,12 @@ impl ChatStorage for FsChatStorage {
             .map_err(|e| about("chat directory", e))
     }
 
-    fn write_attachment(&self, chat: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<u64> {
+    fn write_attachment(
+        &self,
+        chat: &Chat,
+        name: &AttachmentName,
+        content: &[u8],
+    ) -> PortResult<u64> {
         let dir = self.dir(chat)?;
         self.data
             .replace_file(&dir, name.as_str(), content)
@@ -189,11 +204,14 @@ impl ChatStorage for FsChatStorage {
     }
 
     fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>> {
-        self.dir(chat)?.read(name.as_str()).map_err(|e| about(name.as_str(), e))
+        self.dir(chat)?
+            .read(name.as_str())
+            .map_err(|e| about(name.as_str(), e))
     }
 
     fn delete_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()> {
-        ignore_missing(self.dir(chat)?.remove_file(name.as_str())).map_err(|e| about(name.as_str(), e))
+        ignore_missing(self.dir(chat)?.remove_file(name.as_str()))
+            .map_err(|e| about(name.as_str(), e))
     }
 
     fn clear_attachments(&self, chat: &Chat) -> PortResult<()> {
@@ -250,10 +268,17 @@ impl FsStorageUsage {
 }
 
 impl StorageUsage for FsStorageUsage {
-    fn get_workspace_usage(&self, workspace: &Workspace, chats: &[Chat]) -> PortResult<WorkspaceUsage> {
+    fn get_workspace_usage(
+        &self,
+        workspace: &Workspace,
+        chats: &[Chat],
+    ) -> PortResult<WorkspaceUsage> {
         let mut used_bytes = 0u64;
         // Only the workspace's own chats count, whatever list the guest passed.
-        for chat in chats.iter().filter(|c| c.workspace_id == workspace.workspace_id) {
+        for chat in chats
+            .iter()
+            .filter(|c| c.workspace_id == workspace.workspace_id)
+        {
             let bytes = match self.data.chat_dir(chat) {
                 Ok(dir) => Self::bytes_under(dir),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),

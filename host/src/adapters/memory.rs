@@ -3,7 +3,9 @@
 use crate::error::PortResult;
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace};
 use crate::names::AttachmentName;
-use crate::ports::{ChatFileRepository, ChatRepository, SandboxSessionRepository, WorkspaceRepository};
+use crate::ports::{
+    ChatFileRepository, ChatRepository, SandboxSessionRepository, WorkspaceRepository,
+};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
@@ -26,7 +28,10 @@ impl WorkspaceRepository for MemoryWorkspaceRepository {
     }
 
     fn get_by_user_id(&self, user_id: Uuid) -> PortResult<Option<Workspace>> {
-        Ok(lock(&self.by_id).values().find(|w| w.user_id == user_id).cloned())
+        Ok(lock(&self.by_id)
+            .values()
+            .find(|w| w.user_id == user_id)
+            .cloned())
     }
 
     fn save(&self, workspace: &Workspace) -> PortResult<()> {
@@ -51,7 +56,11 @@ impl ChatRepository for MemoryChatRepository {
 
     fn list_by_workspace_id(&self, workspace_id: Uuid) -> PortResult<Vec<Chat>> {
         let by_id = lock(&self.by_id);
-        Ok(by_id.values().filter(|c| c.workspace_id == workspace_id).cloned().collect())
+        Ok(by_id
+            .values()
+            .filter(|c| c.workspace_id == workspace_id)
+            .cloned()
+            .collect())
     }
 
     fn save(&self, chat: &Chat) -> PortResult<()> {
@@ -76,20 +85,33 @@ impl ChatFileRepository for MemoryChatFileRepository {
         Ok(lock(&self.by_id).get(&file_id).cloned())
     }
 
-    fn get_by_chat_id_and_name(&self, chat_id: Uuid, name: &AttachmentName) -> PortResult<Option<ChatFile>> {
+    fn get_by_chat_id_and_name(
+        &self,
+        chat_id: Uuid,
+        name: &AttachmentName,
+    ) -> PortResult<Option<ChatFile>> {
         let by_id = lock(&self.by_id);
-        Ok(by_id.values().find(|f| f.chat_id == chat_id && &f.name == name).cloned())
+        Ok(by_id
+            .values()
+            .find(|f| f.chat_id == chat_id && &f.name == name)
+            .cloned())
     }
 
     fn list_by_chat_id(&self, chat_id: Uuid) -> PortResult<Vec<ChatFile>> {
         let by_id = lock(&self.by_id);
-        Ok(by_id.values().filter(|f| f.chat_id == chat_id).cloned().collect())
+        Ok(by_id
+            .values()
+            .filter(|f| f.chat_id == chat_id)
+            .cloned()
+            .collect())
     }
 
     fn save(&self, file: &ChatFile) -> PortResult<()> {
         let mut by_id = lock(&self.by_id);
         // A name is unique within its chat: a new file of that name replaces the old.
-        by_id.retain(|id, f| *id == file.file_id || f.chat_id != file.chat_id || f.name != file.name);
+        by_id.retain(|id, f| {
+            *id == file.file_id || f.chat_id != file.chat_id || f.name != file.name
+        });
         by_id.insert(file.file_id, file.clone());
         Ok(())
     }

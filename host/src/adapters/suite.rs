@@ -3,7 +3,9 @@
 
 use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
 use crate::names::AttachmentName;
-use crate::ports::{ChatFileRepository, ChatRepository, SandboxSessionRepository, WorkspaceRepository};
+use crate::ports::{
+    ChatFileRepository, ChatRepository, SandboxSessionRepository, WorkspaceRepository,
+};
 use uuid::Uuid;
 
 /// Expands to one `#[test]` per behaviour, each on fresh repositories made
@@ -43,15 +45,26 @@ macro_rules! repository_suite {
 pub(crate) use repository_suite;
 
 fn at(seconds: i64) -> Timestamp {
-    Timestamp { seconds, nanoseconds: 7 }
+    Timestamp {
+        seconds,
+        nanoseconds: 7,
+    }
 }
 
 fn workspace(user_id: Uuid) -> Workspace {
-    Workspace { workspace_id: Uuid::now_v7(), user_id, created_at: at(1) }
+    Workspace {
+        workspace_id: Uuid::now_v7(),
+        user_id,
+        created_at: at(1),
+    }
 }
 
 fn chat(workspace_id: Uuid) -> Chat {
-    Chat { chat_id: Uuid::now_v7(), workspace_id, created_at: at(2) }
+    Chat {
+        chat_id: Uuid::now_v7(),
+        workspace_id,
+        created_at: at(2),
+    }
 }
 
 fn file(chat_id: Uuid, name: &str) -> ChatFile {
@@ -116,9 +129,16 @@ pub fn chats_are_listed_only_for_their_workspace(repo: &dyn ChatRepository) {
         repo.save(c).unwrap();
     }
     let key = |c: &Chat| c.chat_id;
-    assert_eq!(sorted(&repo.list_by_workspace_id(mine).unwrap(), key), sorted(&[a, b], key));
+    assert_eq!(
+        sorted(&repo.list_by_workspace_id(mine).unwrap(), key),
+        sorted(&[a, b], key)
+    );
     assert_eq!(repo.list_by_workspace_id(theirs).unwrap(), vec![other]);
-    assert!(repo.list_by_workspace_id(Uuid::now_v7()).unwrap().is_empty());
+    assert!(
+        repo.list_by_workspace_id(Uuid::now_v7())
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub fn deleting_a_missing_chat_is_not_an_error(repo: &dyn ChatRepository) {
@@ -129,10 +149,21 @@ pub fn chat_file_save_get_and_get_by_name(repo: &dyn ChatFileRepository) {
     let f = file(Uuid::now_v7(), "notes.txt");
     repo.save(&f).unwrap();
     assert_eq!(repo.get(f.file_id).unwrap(), Some(f.clone()));
-    assert_eq!(repo.get_by_chat_id_and_name(f.chat_id, &f.name).unwrap(), Some(f.clone()));
+    assert_eq!(
+        repo.get_by_chat_id_and_name(f.chat_id, &f.name).unwrap(),
+        Some(f.clone())
+    );
     let other_name = AttachmentName::new("other.txt").unwrap();
-    assert_eq!(repo.get_by_chat_id_and_name(f.chat_id, &other_name).unwrap(), None);
-    assert_eq!(repo.get_by_chat_id_and_name(Uuid::now_v7(), &f.name).unwrap(), None);
+    assert_eq!(
+        repo.get_by_chat_id_and_name(f.chat_id, &other_name)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        repo.get_by_chat_id_and_name(Uuid::now_v7(), &f.name)
+            .unwrap(),
+        None
+    );
 }
 
 pub fn chat_files_are_listed_only_for_their_chat(repo: &dyn ChatFileRepository) {
@@ -144,7 +175,10 @@ pub fn chat_files_are_listed_only_for_their_chat(repo: &dyn ChatFileRepository) 
         repo.save(f).unwrap();
     }
     let key = |f: &ChatFile| f.file_id;
-    assert_eq!(sorted(&repo.list_by_chat_id(mine).unwrap(), key), sorted(&[a, b], key));
+    assert_eq!(
+        sorted(&repo.list_by_chat_id(mine).unwrap(), key),
+        sorted(&[a, b], key)
+    );
     assert_eq!(repo.list_by_chat_id(theirs).unwrap(), vec![other]);
 }
 
@@ -174,27 +208,42 @@ pub fn deleting_by_chat_clears_only_that_chat(repo: &dyn ChatFileRepository) {
 pub fn the_same_name_is_replaced_by_a_new_id(repo: &dyn ChatFileRepository) {
     let chat_id = Uuid::now_v7();
     let old = file(chat_id, "report.pdf");
-    let new = ChatFile { size_bytes: 7, ..file(chat_id, "report.pdf") };
+    let new = ChatFile {
+        size_bytes: 7,
+        ..file(chat_id, "report.pdf")
+    };
     repo.save(&old).unwrap();
     repo.save(&new).unwrap();
     assert_ne!(old.file_id, new.file_id);
     assert_eq!(repo.get(old.file_id).unwrap(), None);
-    assert_eq!(repo.get_by_chat_id_and_name(chat_id, &new.name).unwrap(), Some(new.clone()));
+    assert_eq!(
+        repo.get_by_chat_id_and_name(chat_id, &new.name).unwrap(),
+        Some(new.clone())
+    );
     assert_eq!(repo.list_by_chat_id(chat_id).unwrap(), vec![new]);
 }
 
 pub fn content_type_none_round_trips(repo: &dyn ChatFileRepository) {
-    let f = ChatFile { content_type: None, ..file(Uuid::now_v7(), "raw") };
+    let f = ChatFile {
+        content_type: None,
+        ..file(Uuid::now_v7(), "raw")
+    };
     repo.save(&f).unwrap();
     assert_eq!(repo.get(f.file_id).unwrap(), Some(f));
 }
 
 pub fn a_started_sandbox_is_active_until_it_ends(repo: &dyn SandboxSessionRepository) {
     let chat_id = Uuid::now_v7();
-    let session = SandboxSession { session_id: Uuid::now_v7(), chat_id };
+    let session = SandboxSession {
+        session_id: Uuid::now_v7(),
+        chat_id,
+    };
     assert_eq!(repo.get_active_by_chat_id(chat_id).unwrap(), None);
     repo.start(&session).unwrap();
-    assert_eq!(repo.get_active_by_chat_id(chat_id).unwrap(), Some(session.clone()));
+    assert_eq!(
+        repo.get_active_by_chat_id(chat_id).unwrap(),
+        Some(session.clone())
+    );
     assert_eq!(repo.get_active_by_chat_id(Uuid::now_v7()).unwrap(), None);
     assert_eq!(repo.end(chat_id).unwrap(), Some(session));
     assert_eq!(repo.get_active_by_chat_id(chat_id).unwrap(), None);
