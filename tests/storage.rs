@@ -1,6 +1,7 @@
 //! The policy of DESIGN.md, observed through the real component and the
 //! real filesystem: each rule from the host API and on disk.
 
+use chatstore_host::ports::Access;
 use chatstore_host::{Error, Timestamp};
 use chatstore_tests::{Harness, START};
 use std::fs;
@@ -162,14 +163,10 @@ fn deleting_a_chat_removes_its_metadata_files_and_directory() {
         code(h.store.get_attachment(user, chat.chat_id, file.file_id)),
         "chat_not_found"
     );
-    assert!(
-        h.store
-            .ports()
-            .files
-            .list_by_chat_id(chat.chat_id)
-            .unwrap()
-            .is_empty()
-    );
+    let files = h.store.with_ports(Access::Read, |p| {
+        Ok(p.files.list_by_chat_id(chat.chat_id).unwrap())
+    });
+    assert!(files.unwrap().is_empty());
     assert_eq!(h.store.list_chats(user).unwrap(), vec![other.clone()]);
     assert_eq!(fs::read(h.chat_dir(&other).join("a.txt")).unwrap(), b"keep");
 }

@@ -85,10 +85,20 @@ impl Harness {
         (user, chat)
     }
 
-    /// Every file and symlink under the data directory, with its content
-    /// (or link target), for comparing before and after.
+    /// Every file, directory and symlink of the chat directories and of
+    /// the staging area, with contents, for comparing before and after
+    /// (the metadata database is compared through the API instead).
     pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
-        snapshot(&self.data_dir())
+        let mut all = BTreeMap::new();
+        for part in ["workspaces", "staging"] {
+            let root = self.data_dir().join(part);
+            all.extend(
+                snapshot(&root)
+                    .into_iter()
+                    .map(|(p, c)| (Path::new(part).join(p), c)),
+            );
+        }
+        all
     }
 }
 

@@ -3,6 +3,7 @@
 //! Adapters implement these; the binding layer turns the guest's calls into
 //! calls on them after checking every id and name the guest passed.
 
+use crate::adapters::fs::Effect;
 use crate::error::PortResult;
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
 use crate::names::AttachmentName;
@@ -122,4 +123,78 @@ pub struct Ports {
     pub usage: Arc<dyn StorageUsage>,
     /// Id generation.
     pub ids: Arc<dyn IdGenerator>,
+}
+
+/// Whether a call may change anything. Read calls share the data directory;
+/// write calls take it for themselves, across threads and processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The call only reads.
+    Read,
+    /// The call may write.
+    Write,
+}
+
+/// Where calls get their ports: one [`UnitOfWork`] per use-case call.
+pub trait Backend: Send + Sync {
+    /// Starts a unit of work for one call.
+    fn begin(&self, access: Access) -> PortResult<Box<dyn UnitOfWork>>;
+}
+
+/// The ports of one call, and that call's fate: everything it did through
+/// them is kept by [`commit`](UnitOfWork::commit) or dropped by
+/// [`rollback`](UnitOfWork::rollback), metadata and files alike.
+pub trait UnitOfWork: Send {
+    /// The ports this call runs against.
+    fn ports(&self) -> Ports;
+    /// Makes the call's effects durable and visible.
+    fn commit(self: Box<Self>) -> PortResult<()>;
+    /// Drops the call's effects.
+    fn rollback(self: Box<Self>);
+}
+
+/// A metadata store with transactions and a journal of file effects.
+pub trait MetadataStore: Send + Sync {
+    /// Starts one call's transaction. Write transactions of one data
+    /// directory never overlap (the caller holds its write lock).
+    fn begin(&self, access: Access) -> PortResult<Arc<dyn MetadataTransaction>>;
+    /// File effects committed but not yet known to be applied.
+    fn pending_effects(&self) -> PortResult<Vec<Effect>>;
+    /// Forgets the pending effects once they are applied.
+    fn forget_effects(&self) -> PortResult<()>;
+}
+
+/// The four repositories inside one transaction.
+pub trait MetadataTransaction:
+    WorkspaceRepository + ChatRepository + ChatFileRepository + SandboxSessionRepository
+{
+    /// Records `effects` in the journal and commits, atomically: after a
+    /// crash either both the metadata and the journal are there, or neither.
+    fn commit(&self, effects: &[Effect]) -> PortResult<()>;
+    /// Drops everything the transaction wrote.
+    fn rollback(&self);
+}
+
+/// Ports that are the same for every call, without transactions: for fakes
+/// and your own adapters (`ChatStoreBuilder::build_with_ports`).
+pub struct FixedPorts(pub Ports);
+
+impl Backend for FixedPorts {
+    fn begin(&self, _access: Access) -> PortResult<Box<dyn UnitOfWork>> {
+        Ok(Box::new(FixedUnit(self.0.clone())))
+    }
+}
+
+struct FixedUnit(Ports);
+
+impl UnitOfWork for FixedUnit {
+    fn ports(&self) -> Ports {
+        self.0.clone()
+    }
+
+    fn commit(self: Box<Self>) -> PortResult<()> {
+        Ok(())
+    }
+
+    fn rollback(self: Box<Self>) {}
 }

@@ -1,16 +1,14 @@
 //! [`ChatStore`]: the storage component, compiled once, called through a
 //! typed Rust API with the ports wired in.
 
-use crate::adapters::UuidV7Ids;
-use crate::adapters::fs::{DataDir, FsChatStorage, FsStorageUsage};
-use crate::adapters::memory::{
-    MemoryChatFileRepository, MemoryChatRepository, MemorySandboxSessionRepository,
-    MemoryWorkspaceRepository,
-};
+use crate::adapters::DataDirBackend;
+use crate::adapters::fs::DataDir;
+use crate::adapters::memory::MemoryMetadata;
+use crate::adapters::sqlite::SqliteMetadata;
 use crate::bindings::{self, CallState, FromGuest, Guest, StorageServicePre, wit};
 use crate::error::{Error, SetupError};
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
-use crate::ports::Ports;
+use crate::ports::{Access, Backend, FixedPorts, MetadataStore, Ports};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,11 +38,16 @@ const MAX_CORE_INSTANCES: usize = 16;
 /// How much of a trapped guest's standard error is kept for the error message.
 const GUEST_STDERR_BYTES: usize = 4096;
 
+/// The metadata database's file name inside the data directory.
+pub const DATABASE_FILE: &str = "chatstore.db";
+
 /// Where metadata lives.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Metadata {
-    /// In memory: gone when the process ends.
+    /// SQLite at `<data-dir>/chatstore.db`: durable, shared by processes.
     #[default]
+    Sqlite,
+    /// In memory: gone when the process ends.
     Memory,
 }
 
@@ -162,30 +165,36 @@ impl ChatStoreBuilder {
         self
     }
 
-    /// Opens the data directory and builds the store with the configured adapters.
+    /// Opens the data directory (recovering from any crash) and builds the
+    /// store with the configured adapters.
     pub fn build(self) -> Result<ChatStore, SetupError> {
-        let data = DataDir::open(&self.data_dir).map_err(|source| SetupError::DataDir {
+        let data_dir_error = |source| SetupError::DataDir {
             path: self.data_dir.clone(),
             source,
-        })?;
-        let ports = match self.metadata {
-            Metadata::Memory => Ports {
-                workspaces: Arc::new(MemoryWorkspaceRepository::default()),
-                chats: Arc::new(MemoryChatRepository::default()),
-                files: Arc::new(MemoryChatFileRepository::default()),
-                sandboxes: Arc::new(MemorySandboxSessionRepository::default()),
-                storage: Arc::new(FsChatStorage::new(data.clone())),
-                usage: Arc::new(FsStorageUsage::new(data, self.quota_bytes)),
-                ids: Arc::new(UuidV7Ids),
-            },
         };
-        self.build_with_ports(ports)
+        let data = DataDir::open(&self.data_dir).map_err(data_dir_error)?;
+        let metadata: Arc<dyn MetadataStore> = match self.metadata {
+            Metadata::Memory => Arc::new(MemoryMetadata::default()),
+            Metadata::Sqlite => Arc::new(
+                SqliteMetadata::open(self.data_dir.join(DATABASE_FILE))
+                    .map_err(|e| data_dir_error(std::io::Error::other(e.message)))?,
+            ),
+        };
+        let backend = DataDirBackend::open(data, metadata, self.quota_bytes)
+            .map_err(|e| data_dir_error(std::io::Error::other(e.message)))?;
+        self.build_with_backend(Arc::new(backend))
     }
 
     /// Builds the store on the given adapters instead (fakes, fault
-    /// injection, your own backends); the data-directory, metadata and
-    /// quota settings are not used.
+    /// injection, your own backends), without transactions; the
+    /// data-directory, metadata and quota settings are not used.
     pub fn build_with_ports(self, ports: Ports) -> Result<ChatStore, SetupError> {
+        self.build_with_backend(Arc::new(FixedPorts(ports)))
+    }
+
+    /// Builds the store on a backend that gives each call its ports and
+    /// decides its fate.
+    pub fn build_with_backend(self, backend: Arc<dyn Backend>) -> Result<ChatStore, SetupError> {
         let component_error = |e: wasmtime::Error| SetupError::Component(format!("{e:#}"));
         let engine = Engine::new(&wasmtime::Config::new()).map_err(component_error)?;
         let bytes = self.component.as_deref().unwrap_or(STORAGE_COMPONENT);
@@ -200,7 +209,7 @@ impl ChatStoreBuilder {
             inner: Arc::new(Inner {
                 engine,
                 pre,
-                ports,
+                backend,
                 clock: self.clock,
                 max_guest_memory: self.max_guest_memory,
             }),
@@ -211,7 +220,7 @@ impl ChatStoreBuilder {
 struct Inner {
     engine: Engine,
     pre: StorageServicePre<CallState>,
-    ports: Ports,
+    backend: Arc<dyn Backend>,
     clock: Clock,
     max_guest_memory: usize,
 }
@@ -232,19 +241,43 @@ impl ChatStore {
         ChatStoreBuilder::default()
     }
 
-    /// The adapters this store runs on.
-    pub fn ports(&self) -> &Ports {
-        &self.inner.ports
+    /// Runs `f` on the ports of one unit of work, outside the component
+    /// (for the host's own calls and for inspection); commits if `f` succeeds.
+    pub fn with_ports<T>(
+        &self,
+        access: Access,
+        f: impl FnOnce(&Ports) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let unit = self
+            .inner
+            .backend
+            .begin(access)
+            .map_err(unavailable("transaction"))?;
+        match f(&unit.ports()) {
+            Ok(value) => {
+                unit.commit().map_err(unavailable("transaction"))?;
+                Ok(value)
+            }
+            Err(e) => {
+                unit.rollback();
+                Err(e)
+            }
+        }
     }
 
     /// Runs one export in a fresh instance. A trap is this call's
     /// `storage_unavailable`, with what the guest printed to stderr.
     fn call<T, U>(
         &self,
+        access: Access,
         export: impl FnOnce(&Guest, &mut Store<CallState>) -> GuestResult<T>,
         convert: impl FnOnce(T) -> Result<U, Error>,
     ) -> Result<U, Error> {
         let inner = &*self.inner;
+        let unit = inner
+            .backend
+            .begin(access)
+            .map_err(unavailable("transaction"))?;
         let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
         let wasi = WasiCtxBuilder::new()
             .wall_clock(WallClock(inner.clock.clone()))
@@ -257,7 +290,7 @@ impl ChatStore {
                 .memory_size(inner.max_guest_memory)
                 .instances(MAX_CORE_INSTANCES)
                 .build(),
-            ports: inner.ports.clone(),
+            ports: unit.ports(),
         };
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -265,7 +298,9 @@ impl ChatStore {
             .pre
             .instantiate(&mut store)
             .and_then(|instance| export(instance.chatstore_storage_storage(), &mut store));
-        match outcome {
+        // The instance and its ports are gone before the unit of work ends.
+        drop(store);
+        let result = match outcome {
             Ok(Ok(value)) => convert(value),
             Ok(Err(e)) => Err(FromGuest::error(e)),
             Err(trap) => {
@@ -278,6 +313,16 @@ impl ChatStore {
                 }
                 Err(Error::unavailable("guest", message))
             }
+        };
+        match result {
+            Ok(value) => {
+                unit.commit().map_err(unavailable("transaction"))?;
+                Ok(value)
+            }
+            Err(e) => {
+                unit.rollback();
+                Err(e)
+            }
         }
     }
 
@@ -285,6 +330,7 @@ impl ChatStore {
     pub fn ensure_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
         let user = user_id.to_string();
         self.call(
+            Access::Write,
             |g, s| g.call_ensure_workspace(s, &user),
             FromGuest::workspace,
         )
@@ -293,55 +339,91 @@ impl ChatStore {
     /// The user's workspace.
     pub fn get_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
         let user = user_id.to_string();
-        self.call(|g, s| g.call_get_workspace(s, &user), FromGuest::workspace)
+        self.call(
+            Access::Read,
+            |g, s| g.call_get_workspace(s, &user),
+            FromGuest::workspace,
+        )
     }
 
     /// The bytes the user's workspace stores and its quota.
     pub fn get_usage(&self, user_id: Uuid) -> Result<WorkspaceUsage, Error> {
         let user = user_id.to_string();
-        self.call(|g, s| g.call_get_usage(s, &user), FromGuest::usage)
+        self.call(
+            Access::Read,
+            |g, s| g.call_get_usage(s, &user),
+            FromGuest::usage,
+        )
     }
 
     /// A new chat with its directory and an empty `history.md`.
     pub fn create_chat(&self, user_id: Uuid) -> Result<Chat, Error> {
         let user = user_id.to_string();
-        self.call(|g, s| g.call_create_chat(s, &user), FromGuest::chat)
+        self.call(
+            Access::Write,
+            |g, s| g.call_create_chat(s, &user),
+            FromGuest::chat,
+        )
     }
 
     /// The user's chats, ordered by `(created_at, chat_id)`.
     pub fn list_chats(&self, user_id: Uuid) -> Result<Vec<Chat>, Error> {
         let user = user_id.to_string();
-        self.call(|g, s| g.call_list_chats(s, &user), FromGuest::chats)
+        self.call(
+            Access::Read,
+            |g, s| g.call_list_chats(s, &user),
+            FromGuest::chats,
+        )
     }
 
     /// One of the user's chats.
     pub fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<Chat, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
-        self.call(|g, s| g.call_get_chat(s, &user, &chat), FromGuest::chat)
+        self.call(
+            Access::Read,
+            |g, s| g.call_get_chat(s, &user, &chat),
+            FromGuest::chat,
+        )
     }
 
     /// Removes a chat, its files and its directory; refused while a sandbox is active on it.
     pub fn delete_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<(), Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
-        self.call(|g, s| g.call_delete_chat(s, &user, &chat), Ok)
+        self.call(
+            Access::Write,
+            |g, s| g.call_delete_chat(s, &user, &chat),
+            Ok,
+        )
     }
 
     /// The chat's history.
     pub fn read_history(&self, user_id: Uuid, chat_id: Uuid) -> Result<String, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
-        self.call(|g, s| g.call_read_history(s, &user, &chat), Ok)
+        self.call(
+            Access::Read,
+            |g, s| g.call_read_history(s, &user, &chat),
+            Ok,
+        )
     }
 
     /// Replaces the chat's history.
     pub fn write_history(&self, user_id: Uuid, chat_id: Uuid, content: &str) -> Result<(), Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
-        self.call(|g, s| g.call_write_history(s, &user, &chat, content), Ok)
+        self.call(
+            Access::Write,
+            |g, s| g.call_write_history(s, &user, &chat, content),
+            Ok,
+        )
     }
 
     /// Appends to the chat's history.
     pub fn append_history(&self, user_id: Uuid, chat_id: Uuid, content: &str) -> Result<(), Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
-        self.call(|g, s| g.call_append_history(s, &user, &chat, content), Ok)
+        self.call(
+            Access::Write,
+            |g, s| g.call_append_history(s, &user, &chat, content),
+            Ok,
+        )
     }
 
     /// Stores an attachment, replacing any of that name with a new file id.
@@ -355,6 +437,7 @@ impl ChatStore {
     ) -> Result<ChatFile, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
+            Access::Write,
             |g, s| g.call_upload_attachment(s, &user, &chat, name, content_type, content),
             FromGuest::chat_file,
         )
@@ -364,6 +447,7 @@ impl ChatStore {
     pub fn list_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<Vec<ChatFile>, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
+            Access::Read,
             |g, s| g.call_list_attachments(s, &user, &chat),
             FromGuest::chat_files,
         )
@@ -382,6 +466,7 @@ impl ChatStore {
             file_id.to_string(),
         );
         self.call(
+            Access::Read,
             |g, s| g.call_get_attachment(s, &user, &chat, &file),
             FromGuest::chat_file,
         )
@@ -399,7 +484,11 @@ impl ChatStore {
             chat_id.to_string(),
             file_id.to_string(),
         );
-        self.call(|g, s| g.call_read_attachment(s, &user, &chat, &file), Ok)
+        self.call(
+            Access::Read,
+            |g, s| g.call_read_attachment(s, &user, &chat, &file),
+            Ok,
+        )
     }
 
     /// Removes one attachment.
@@ -414,46 +503,56 @@ impl ChatStore {
             chat_id.to_string(),
             file_id.to_string(),
         );
-        self.call(|g, s| g.call_delete_attachment(s, &user, &chat, &file), Ok)
+        self.call(
+            Access::Write,
+            |g, s| g.call_delete_attachment(s, &user, &chat, &file),
+            Ok,
+        )
     }
 
     /// Removes every attachment of the chat, keeping its history; refused
     /// while a sandbox is active on it.
     pub fn clear_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<(), Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
-        self.call(|g, s| g.call_clear_attachments(s, &user, &chat), Ok)
+        self.call(
+            Access::Write,
+            |g, s| g.call_clear_attachments(s, &user, &chat),
+            Ok,
+        )
     }
 
     /// Marks a sandbox session active on the chat, as the sandbox subsystem
     /// would; `delete_chat` and `clear_attachments` are refused until it ends.
     pub fn start_sandbox(&self, chat_id: Uuid) -> Result<SandboxSession, Error> {
-        let ports = &self.inner.ports;
-        if ports
-            .chats
-            .get(chat_id)
-            .map_err(unavailable("chat-repository"))?
-            .is_none()
-        {
-            return Err(Error::ChatNotFound(chat_id));
-        }
-        let session = SandboxSession {
-            session_id: ports.ids.new_id().map_err(unavailable("id-generator"))?,
-            chat_id,
-        };
-        ports
-            .sandboxes
-            .start(&session)
-            .map_err(unavailable("sandbox-session-repository"))?;
-        Ok(session)
+        self.with_ports(Access::Write, |ports| {
+            if ports
+                .chats
+                .get(chat_id)
+                .map_err(unavailable("chat-repository"))?
+                .is_none()
+            {
+                return Err(Error::ChatNotFound(chat_id));
+            }
+            let session = SandboxSession {
+                session_id: ports.ids.new_id().map_err(unavailable("id-generator"))?,
+                chat_id,
+            };
+            ports
+                .sandboxes
+                .start(&session)
+                .map_err(unavailable("sandbox-session-repository"))?;
+            Ok(session)
+        })
     }
 
     /// Ends the chat's active sandbox session; returns it, or `None` if there was none.
     pub fn end_sandbox(&self, chat_id: Uuid) -> Result<Option<SandboxSession>, Error> {
-        self.inner
-            .ports
-            .sandboxes
-            .end(chat_id)
-            .map_err(unavailable("sandbox-session-repository"))
+        self.with_ports(Access::Write, |ports| {
+            ports
+                .sandboxes
+                .end(chat_id)
+                .map_err(unavailable("sandbox-session-repository"))
+        })
     }
 }
 

@@ -3,39 +3,129 @@
 //! Layout under the data directory:
 //!
 //! ```text
+//! chatstore.lock      readers share it, a writer holds it alone (flock)
+//! chatstore.db        metadata (SQLite), unless metadata is in memory
 //! workspaces/<workspace-id>/chats/<chat-id>/history.md
 //! workspaces/<workspace-id>/chats/<chat-id>/<attachment name>
-//! staging/            host-private: files being written, chats being deleted
+//! staging/            host-private: staged writes, chats being deleted
 //! ```
 //!
 //! Every access goes through a cap-std [`Dir`]: paths are resolved beneath
 //! the chat directory (`openat2` with `RESOLVE_BENEATH` on Linux), so a
 //! symlink a sandbox planted there cannot lead a read or a write outside it.
-//! Paths are made only from [`Uuid`]s and [`AttachmentName`]s, which cannot
-//! hold a separator. Whole-file writes go to `staging/` first and are
-//! renamed into place, so a reader sees the old bytes or the new, never a
-//! torn file.
+//! Paths are made only from [`Uuid`]s and checked names.
+//!
+//! A call never changes a chat directory while it runs. It stages new bytes
+//! in `staging/` (written and synced) and records [`Effect`]s; only after
+//! the metadata and the journal of those effects commit together are the
+//! effects applied — renames and removals, each idempotent — and the
+//! journal forgotten. After a crash, [`DataDir::recover`] replays a
+//! committed journal and deletes staged files no journal refers to.
 
 use crate::error::{PortError, PortResult};
 use crate::model::{Chat, Workspace, WorkspaceUsage};
 use crate::names::{AttachmentName, HISTORY_FILE_NAME};
-use crate::ports::{ChatStorage, StorageUsage};
+use crate::ports::{Access, ChatStorage, StorageUsage};
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, File, OpenOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
 const WORKSPACES: &str = "workspaces";
 const STAGING: &str = "staging";
+const LOCK_FILE: &str = "chatstore.lock";
 
-/// An opened data directory, shared by the chat storage and the usage reader.
+/// A change to a chat directory, recorded during a call and applied after
+/// it commits. Applying one twice is the same as applying it once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Effect {
+    /// Create the chat's directory with an empty `history.md`.
+    CreateChat {
+        /// The chat's workspace.
+        workspace_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+    },
+    /// Rename the staged file `staged` to `name` in the chat's directory.
+    Install {
+        /// The chat's workspace.
+        workspace_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+        /// `history.md` or an attachment name.
+        name: String,
+        /// The file's name in `staging/`.
+        staged: String,
+    },
+    /// Remove the attachment `name`.
+    Remove {
+        /// The chat's workspace.
+        workspace_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+        /// The attachment name.
+        name: String,
+    },
+    /// Remove everything in the chat's directory but `history.md`.
+    ClearAttachments {
+        /// The chat's workspace.
+        workspace_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+    },
+    /// Remove the chat's directory.
+    DeleteChat {
+        /// The chat's workspace.
+        workspace_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+    },
+}
+
+/// A file name inside a chat directory: `history.md` or an attachment.
+fn checked_name(name: &str) -> io::Result<&str> {
+    if name == HISTORY_FILE_NAME || AttachmentName::new(name).is_ok() {
+        Ok(name)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "journal names an invalid file",
+        ))
+    }
+}
+
+/// A staged file's name: what `staging/` holds besides deletions in progress.
+fn checked_staged(name: &str) -> io::Result<&str> {
+    let ok = name
+        .strip_prefix("write-")
+        .is_some_and(|id| Uuid::try_parse(id).is_ok());
+    if ok {
+        Ok(name)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "journal names an invalid staged file",
+        ))
+    }
+}
+
+/// An opened data directory, shared by everything that touches it.
 #[derive(Debug)]
 pub struct DataDir {
     path: PathBuf,
     root: Dir,
     staging: Dir,
+}
+
+/// A held lock on a data directory; dropping it releases the lock.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
 }
 
 impl DataDir {
@@ -60,32 +150,266 @@ impl DataDir {
         &self.path
     }
 
+    /// Takes the data directory's lock: shared for reading, exclusive for
+    /// writing; it holds across threads and processes (`flock`).
+    pub fn lock(&self, access: Access) -> io::Result<DirLock> {
+        let file = self.root.open_with(
+            LOCK_FILE,
+            OpenOptions::new().read(true).write(true).create(true),
+        )?;
+        let operation = match access {
+            Access::Read => rustix::fs::FlockOperation::LockShared,
+            Access::Write => rustix::fs::FlockOperation::LockExclusive,
+        };
+        rustix::fs::flock(&file, operation)?;
+        Ok(DirLock { _file: file })
+    }
+
     /// The chat directory's path relative to the root, built from ids only.
-    fn chat_path(chat: &Chat) -> String {
-        format!("{WORKSPACES}/{}/chats/{}", chat.workspace_id, chat.chat_id)
+    fn chat_path(workspace_id: Uuid, chat_id: Uuid) -> String {
+        format!("{WORKSPACES}/{workspace_id}/chats/{chat_id}")
     }
 
-    fn chat_dir(&self, chat: &Chat) -> io::Result<Dir> {
-        self.root.open_dir(Self::chat_path(chat))
+    fn chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<Dir> {
+        self.root.open_dir(Self::chat_path(workspace_id, chat_id))
     }
 
-    /// Writes `content` to a fresh staging file and renames it to `name` in
-    /// `dir`: the old file or the new one, never a mix.
-    fn replace_file(&self, dir: &Dir, name: &str, content: &[u8]) -> io::Result<()> {
+    /// Writes `content` to a new, synced file in `staging/`; returns its name.
+    fn stage(&self, content: &[u8]) -> io::Result<String> {
         let staged = format!("write-{}", Uuid::now_v7());
-        let result = (|| {
+        let written = (|| {
             let mut file = self
                 .staging
                 .open_with(&staged, OpenOptions::new().write(true).create_new(true))?;
             file.write_all(content)?;
-            file.sync_all()?;
-            self.staging.rename(&staged, dir, name)?;
-            sync_dir(dir)
+            file.sync_all()
         })();
-        if result.is_err() {
-            let _ = self.staging.remove_file(&staged);
+        match written {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                let _ = self.staging.remove_file(&staged);
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// Applies one effect; safe to repeat.
+    pub fn apply(&self, effect: &Effect) -> io::Result<()> {
+        match effect {
+            Effect::CreateChat {
+                workspace_id,
+                chat_id,
+            } => {
+                let path = Self::chat_path(*workspace_id, *chat_id);
+                self.root.create_dir_all(&path)?;
+                let dir = self.root.open_dir(&path)?;
+                match dir.open_with(
+                    HISTORY_FILE_NAME,
+                    OpenOptions::new().write(true).create_new(true),
+                ) {
+                    Ok(file) => file.sync_all()?,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                sync_dir(&dir)?;
+                // The new directory entries themselves, up to `workspaces/`.
+                let workspace = format!("{WORKSPACES}/{workspace_id}");
+                sync_dir(&self.root.open_dir(format!("{workspace}/chats"))?)?;
+                sync_dir(&self.root.open_dir(&workspace)?)?;
+                sync_dir(&self.root.open_dir(WORKSPACES)?)
+            }
+            Effect::Install {
+                workspace_id,
+                chat_id,
+                name,
+                staged,
+            } => {
+                let (name, staged) = (checked_name(name)?, checked_staged(staged)?);
+                match self.staging.symlink_metadata(staged) {
+                    // Already renamed into place by an earlier attempt.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+                let dir = self.chat_dir(*workspace_id, *chat_id)?;
+                self.staging.rename(staged, &dir, name)?;
+                sync_dir(&dir)
+            }
+            Effect::Remove {
+                workspace_id,
+                chat_id,
+                name,
+            } => {
+                let name = checked_name(name)?;
+                let dir = match self.chat_dir(*workspace_id, *chat_id) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    other => other?,
+                };
+                ignore_missing(dir.remove_file(name))?;
+                sync_dir(&dir)
+            }
+            Effect::ClearAttachments {
+                workspace_id,
+                chat_id,
+            } => {
+                let dir = self.chat_dir(*workspace_id, *chat_id)?;
+                for entry in dir.entries()? {
+                    let entry = entry?;
+                    if entry.file_name() == HISTORY_FILE_NAME {
+                        continue;
+                    }
+                    if entry.file_type()?.is_dir() {
+                        dir.remove_dir_all(entry.file_name())?;
+                    } else {
+                        entry.remove_file()?;
+                    }
+                }
+                sync_dir(&dir)
+            }
+            Effect::DeleteChat {
+                workspace_id,
+                chat_id,
+            } => {
+                // Renamed out of the workspace first, so the chat disappears
+                // at once; what is left to remove is host-private.
+                let doomed = format!("delete-{}", Uuid::now_v7());
+                let moved = self.root.rename(
+                    Self::chat_path(*workspace_id, *chat_id),
+                    &self.staging,
+                    &doomed,
+                );
+                match moved {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    other => other?,
+                }
+                sync_dir(
+                    &self
+                        .root
+                        .open_dir(format!("{WORKSPACES}/{workspace_id}/chats"))?,
+                )?;
+                self.staging.remove_dir_all(&doomed)
+            }
+        }
+    }
+
+    /// Replays committed effects, then removes every staged file they do
+    /// not refer to (left by calls that never committed). Call it holding
+    /// the exclusive lock.
+    pub fn recover(&self, pending: &[Effect]) -> io::Result<()> {
+        for effect in pending {
+            self.apply(effect)?;
+        }
+        let keep: HashSet<&str> = pending
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Install { staged, .. } => Some(staged.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.clean_staging(&keep)
+    }
+
+    fn clean_staging(&self, keep: &HashSet<&str>) -> io::Result<()> {
+        for entry in self.staging.entries()? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_str().is_some_and(|n| keep.contains(n)) {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                self.staging.remove_dir_all(&name)?;
+            } else {
+                entry.remove_file()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the names of freshly staged files durable.
+    fn sync_staging(&self) -> io::Result<()> {
+        sync_dir(&self.staging)
+    }
+
+    fn remove_staged(&self, staged: &str) {
+        let _ = self.staging.remove_file(staged);
+    }
+
+    /// Every workspace id and chat id with a directory, for `fsck`.
+    pub fn chat_dirs(&self) -> io::Result<Vec<(Uuid, Uuid)>> {
+        let mut found = Vec::new();
+        for workspace in self.root.read_dir(WORKSPACES)? {
+            let workspace = workspace?;
+            let Some(workspace_id) = workspace
+                .file_name()
+                .to_str()
+                .and_then(|s| Uuid::try_parse(s).ok())
+            else {
+                continue;
+            };
+            let chats = match workspace.open_dir()?.read_dir("chats") {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                other => other?,
+            };
+            for chat in chats {
+                if let Some(chat_id) = chat?
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| Uuid::try_parse(s).ok())
+                {
+                    found.push((workspace_id, chat_id));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The regular files directly in a chat directory and their sizes, for `fsck`.
+    pub fn chat_files(
+        &self,
+        workspace_id: Uuid,
+        chat_id: Uuid,
+    ) -> io::Result<HashMap<String, u64>> {
+        let dir = self.chat_dir(workspace_id, chat_id)?;
+        let mut files = HashMap::new();
+        for entry in dir.entries()? {
+            let entry = entry?;
+            if entry.file_type()?.is_file()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                files.insert(name.to_owned(), entry.metadata()?.len());
+            }
+        }
+        Ok(files)
+    }
+
+    /// Removes one file from a chat directory, for `fsck --repair`.
+    pub fn remove_chat_file(
+        &self,
+        workspace_id: Uuid,
+        chat_id: Uuid,
+        name: &str,
+    ) -> io::Result<()> {
+        self.apply(&Effect::Remove {
+            workspace_id,
+            chat_id,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Creates a missing chat directory or history, for `fsck --repair`.
+    pub fn ensure_chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<()> {
+        self.apply(&Effect::CreateChat {
+            workspace_id,
+            chat_id,
+        })
+    }
+
+    /// Removes a chat directory, for `fsck --repair`.
+    pub fn remove_chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<()> {
+        self.apply(&Effect::DeleteChat {
+            workspace_id,
+            chat_id,
+        })
     }
 }
 
@@ -108,42 +432,84 @@ fn about(what: &str, e: io::Error) -> PortError {
     PortError::new(format!("{what}: {e}"))
 }
 
-/// The chat storage port on a [`DataDir`].
-#[derive(Debug, Clone)]
-pub struct FsChatStorage {
-    data: Arc<DataDir>,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl FsChatStorage {
-    /// Chat storage in this data directory.
-    pub fn new(data: Arc<DataDir>) -> Self {
-        FsChatStorage { data }
+/// The chat storage port for one call: reads the chat directories as they
+/// were when the call began (plus its own history writes), and records
+/// writes as staged [`Effect`]s for the commit.
+#[derive(Debug)]
+pub struct FsTransaction {
+    data: Arc<DataDir>,
+    access: Access,
+    effects: Mutex<Vec<Effect>>,
+    /// Histories this call rewrote, so a later append in it builds on them.
+    histories: Mutex<HashMap<Uuid, String>>,
+}
+
+impl FsTransaction {
+    /// Starts one call's chat storage.
+    pub fn new(data: Arc<DataDir>, access: Access) -> Self {
+        FsTransaction {
+            data,
+            access,
+            effects: Mutex::default(),
+            histories: Mutex::default(),
+        }
     }
 
     fn dir(&self, chat: &Chat) -> PortResult<Dir> {
         self.data
-            .chat_dir(chat)
+            .chat_dir(chat.workspace_id, chat.chat_id)
             .map_err(|e| about("chat directory", e))
     }
-}
 
-impl ChatStorage for FsChatStorage {
-    fn ensure_chat(&self, chat: &Chat) -> PortResult<()> {
-        let path = DataDir::chat_path(chat);
-        self.data
-            .root
-            .create_dir_all(&path)
-            .map_err(|e| about("chat directory", e))?;
-        let dir = self.dir(chat)?;
-        if !dir.exists(HISTORY_FILE_NAME) {
-            self.data
-                .replace_file(&dir, HISTORY_FILE_NAME, b"")
-                .map_err(|e| about(HISTORY_FILE_NAME, e))?;
+    fn record(&self, effect: Effect) -> PortResult<()> {
+        if self.access == Access::Read {
+            return Err(PortError::new("this call may only read"));
         }
+        lock(&self.effects).push(effect);
         Ok(())
     }
 
-    fn read_history(&self, chat: &Chat) -> PortResult<String> {
+    fn install(&self, chat: &Chat, name: &str, content: &[u8]) -> PortResult<()> {
+        if self.access == Access::Read {
+            return Err(PortError::new("this call may only read"));
+        }
+        // The chat directory must exist now; the rename happens after commit.
+        self.dir(chat)?;
+        let staged = self.data.stage(content).map_err(|e| about(name, e))?;
+        self.record(Effect::Install {
+            workspace_id: chat.workspace_id,
+            chat_id: chat.chat_id,
+            name: name.to_owned(),
+            staged,
+        })
+    }
+
+    /// The effects recorded so far, after making staged files durable.
+    pub fn prepare(&self) -> io::Result<Vec<Effect>> {
+        let effects = lock(&self.effects).clone();
+        if effects.iter().any(|e| matches!(e, Effect::Install { .. })) {
+            self.data.sync_staging()?;
+        }
+        Ok(effects)
+    }
+
+    /// Drops every staged file of this call.
+    pub fn discard(&self) {
+        for effect in lock(&self.effects).drain(..) {
+            if let Effect::Install { staged, .. } = effect {
+                self.data.remove_staged(&staged);
+            }
+        }
+    }
+
+    fn history(&self, chat: &Chat) -> PortResult<String> {
+        if let Some(written) = lock(&self.histories).get(&chat.chat_id) {
+            return Ok(written.clone());
+        }
         let bytes = self
             .dir(chat)?
             .read(HISTORY_FILE_NAME)
@@ -151,43 +517,47 @@ impl ChatStorage for FsChatStorage {
         String::from_utf8(bytes).map_err(|_| PortError::new("history.md is not valid UTF-8"))
     }
 
+    fn replace_history(&self, chat: &Chat, content: String) -> PortResult<()> {
+        self.install(chat, HISTORY_FILE_NAME, content.as_bytes())?;
+        lock(&self.histories).insert(chat.chat_id, content);
+        Ok(())
+    }
+}
+
+impl ChatStorage for FsTransaction {
+    fn ensure_chat(&self, chat: &Chat) -> PortResult<()> {
+        let exists = self
+            .dir(chat)
+            .is_ok_and(|dir| dir.symlink_metadata(HISTORY_FILE_NAME).is_ok());
+        if exists {
+            return Ok(());
+        }
+        self.record(Effect::CreateChat {
+            workspace_id: chat.workspace_id,
+            chat_id: chat.chat_id,
+        })
+    }
+
+    fn read_history(&self, chat: &Chat) -> PortResult<String> {
+        self.history(chat)
+    }
+
     fn write_history(&self, chat: &Chat, content: &str) -> PortResult<()> {
-        let dir = self.dir(chat)?;
-        self.data
-            .replace_file(&dir, HISTORY_FILE_NAME, content.as_bytes())
-            .map_err(|e| about(HISTORY_FILE_NAME, e))
+        self.replace_history(chat, content.to_owned())
     }
 
     fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()> {
-        let dir = self.dir(chat)?;
-        let append = || -> io::Result<()> {
-            let mut file = dir.open_with(
-                HISTORY_FILE_NAME,
-                OpenOptions::new().append(true).create(true),
-            )?;
-            file.write_all(content.as_bytes())?;
-            file.sync_all()
-        };
-        append().map_err(|e| about(HISTORY_FILE_NAME, e))
+        // An append is a replacement by old + new: a crash leaves one or the other.
+        let mut history = self.history(chat)?;
+        history.push_str(content);
+        self.replace_history(chat, history)
     }
 
     fn delete_chat(&self, chat: &Chat) -> PortResult<()> {
-        // Rename out of the workspace first, so the chat disappears at once
-        // and a crash mid-way leaves only host-private garbage in staging.
-        let doomed = format!("delete-{}", Uuid::now_v7());
-        let moved = self
-            .data
-            .root
-            .rename(DataDir::chat_path(chat), &self.data.staging, &doomed);
-        match moved {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(about("chat directory", e)),
-            Ok(()) => {}
-        }
-        self.data
-            .staging
-            .remove_dir_all(&doomed)
-            .map_err(|e| about("chat directory", e))
+        self.record(Effect::DeleteChat {
+            workspace_id: chat.workspace_id,
+            chat_id: chat.chat_id,
+        })
     }
 
     fn write_attachment(
@@ -196,10 +566,7 @@ impl ChatStorage for FsChatStorage {
         name: &AttachmentName,
         content: &[u8],
     ) -> PortResult<u64> {
-        let dir = self.dir(chat)?;
-        self.data
-            .replace_file(&dir, name.as_str(), content)
-            .map_err(|e| about(name.as_str(), e))?;
+        self.install(chat, name.as_str(), content)?;
         Ok(content.len() as u64)
     }
 
@@ -210,27 +577,19 @@ impl ChatStorage for FsChatStorage {
     }
 
     fn delete_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()> {
-        ignore_missing(self.dir(chat)?.remove_file(name.as_str()))
-            .map_err(|e| about(name.as_str(), e))
+        self.record(Effect::Remove {
+            workspace_id: chat.workspace_id,
+            chat_id: chat.chat_id,
+            name: name.to_string(),
+        })
     }
 
     fn clear_attachments(&self, chat: &Chat) -> PortResult<()> {
-        let dir = self.dir(chat)?;
-        let clear = || -> io::Result<()> {
-            for entry in dir.entries()? {
-                let entry = entry?;
-                if entry.file_name() == HISTORY_FILE_NAME {
-                    continue;
-                }
-                if entry.file_type()?.is_dir() {
-                    dir.remove_dir_all(entry.file_name())?;
-                } else {
-                    entry.remove_file()?;
-                }
-            }
-            sync_dir(&dir)
-        };
-        clear().map_err(|e| about("attachments", e))
+        self.dir(chat)?;
+        self.record(Effect::ClearAttachments {
+            workspace_id: chat.workspace_id,
+            chat_id: chat.chat_id,
+        })
     }
 }
 
@@ -279,7 +638,7 @@ impl StorageUsage for FsStorageUsage {
             .iter()
             .filter(|c| c.workspace_id == workspace.workspace_id)
         {
-            let bytes = match self.data.chat_dir(chat) {
+            let bytes = match self.data.chat_dir(chat.workspace_id, chat.chat_id) {
                 Ok(dir) => Self::bytes_under(dir),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
                 Err(e) => Err(e),

@@ -1,62 +1,125 @@
-//! Metadata repositories held in memory: fast, and gone when the process ends.
+//! Metadata held in memory: fast, transactional within the process, and
+//! gone when the process ends.
 
-use crate::error::PortResult;
+use crate::adapters::fs::Effect;
+use crate::error::{PortError, PortResult};
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace};
 use crate::names::AttachmentName;
 use crate::ports::{
-    ChatFileRepository, ChatRepository, SandboxSessionRepository, WorkspaceRepository,
+    Access, ChatFileRepository, ChatRepository, MetadataStore, MetadataTransaction,
+    SandboxSessionRepository, WorkspaceRepository,
 };
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
-/// Locks a table; a panic while it was held poisons nothing we rely on,
-/// since every update below is a single insert or remove.
+#[derive(Clone, Debug, Default)]
+struct Tables {
+    workspaces: HashMap<Uuid, Workspace>,
+    chats: HashMap<Uuid, Chat>,
+    files: HashMap<Uuid, ChatFile>,
+    sandboxes: HashMap<Uuid, SandboxSession>,
+}
+
+/// Locks a mutex; every update below is a whole-value swap or a single
+/// insert or remove, so a panic elsewhere leaves nothing half done.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Workspaces in memory.
-#[derive(Debug, Default)]
-pub struct MemoryWorkspaceRepository {
-    by_id: Mutex<HashMap<Uuid, Workspace>>,
+/// The metadata of one process, in memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryMetadata {
+    committed: Arc<Mutex<Arc<Tables>>>,
 }
 
-impl WorkspaceRepository for MemoryWorkspaceRepository {
+impl MetadataStore for MemoryMetadata {
+    fn begin(&self, access: Access) -> PortResult<Arc<dyn MetadataTransaction>> {
+        Ok(Arc::new(MemoryTransaction {
+            committed: self.committed.clone(),
+            tables: Mutex::new(lock(&self.committed).clone()),
+            access,
+        }))
+    }
+
+    fn pending_effects(&self) -> PortResult<Vec<Effect>> {
+        // Effects are applied before a call returns; a crash loses this
+        // metadata along with them, so there is never anything to replay.
+        Ok(Vec::new())
+    }
+
+    fn forget_effects(&self) -> PortResult<()> {
+        Ok(())
+    }
+}
+
+/// One call's view: a snapshot, copied on its first write, swapped in on commit.
+#[derive(Debug)]
+pub struct MemoryTransaction {
+    committed: Arc<Mutex<Arc<Tables>>>,
+    tables: Mutex<Arc<Tables>>,
+    access: Access,
+}
+
+impl MemoryTransaction {
+    fn read(&self) -> MutexGuard<'_, Arc<Tables>> {
+        lock(&self.tables)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Tables) -> T) -> PortResult<T> {
+        if self.access == Access::Read {
+            return Err(PortError::new("this call may only read"));
+        }
+        let mut tables = lock(&self.tables);
+        Ok(f(Arc::make_mut(&mut tables)))
+    }
+}
+
+impl MetadataTransaction for MemoryTransaction {
+    fn commit(&self, _effects: &[Effect]) -> PortResult<()> {
+        if self.access == Access::Write {
+            *lock(&self.committed) = self.read().clone();
+        }
+        Ok(())
+    }
+
+    fn rollback(&self) {}
+}
+
+impl WorkspaceRepository for MemoryTransaction {
     fn get(&self, workspace_id: Uuid) -> PortResult<Option<Workspace>> {
-        Ok(lock(&self.by_id).get(&workspace_id).cloned())
+        Ok(self.read().workspaces.get(&workspace_id).cloned())
     }
 
     fn get_by_user_id(&self, user_id: Uuid) -> PortResult<Option<Workspace>> {
-        Ok(lock(&self.by_id)
+        Ok(self
+            .read()
+            .workspaces
             .values()
             .find(|w| w.user_id == user_id)
             .cloned())
     }
 
     fn save(&self, workspace: &Workspace) -> PortResult<()> {
-        let mut by_id = lock(&self.by_id);
-        // One workspace per user: saving a user's new workspace replaces the old one.
-        by_id.retain(|id, w| *id == workspace.workspace_id || w.user_id != workspace.user_id);
-        by_id.insert(workspace.workspace_id, workspace.clone());
-        Ok(())
+        self.write(|t| {
+            // One workspace per user: a user's new workspace replaces the old one.
+            t.workspaces
+                .retain(|id, w| *id == workspace.workspace_id || w.user_id != workspace.user_id);
+            t.workspaces
+                .insert(workspace.workspace_id, workspace.clone());
+        })
     }
 }
 
-/// Chats in memory.
-#[derive(Debug, Default)]
-pub struct MemoryChatRepository {
-    by_id: Mutex<HashMap<Uuid, Chat>>,
-}
-
-impl ChatRepository for MemoryChatRepository {
+impl ChatRepository for MemoryTransaction {
     fn get(&self, chat_id: Uuid) -> PortResult<Option<Chat>> {
-        Ok(lock(&self.by_id).get(&chat_id).cloned())
+        Ok(self.read().chats.get(&chat_id).cloned())
     }
 
     fn list_by_workspace_id(&self, workspace_id: Uuid) -> PortResult<Vec<Chat>> {
-        let by_id = lock(&self.by_id);
-        Ok(by_id
+        let tables = self.read();
+        Ok(tables
+            .chats
             .values()
             .filter(|c| c.workspace_id == workspace_id)
             .cloned()
@@ -64,25 +127,21 @@ impl ChatRepository for MemoryChatRepository {
     }
 
     fn save(&self, chat: &Chat) -> PortResult<()> {
-        lock(&self.by_id).insert(chat.chat_id, chat.clone());
-        Ok(())
+        self.write(|t| {
+            t.chats.insert(chat.chat_id, chat.clone());
+        })
     }
 
     fn delete(&self, chat_id: Uuid) -> PortResult<()> {
-        lock(&self.by_id).remove(&chat_id);
-        Ok(())
+        self.write(|t| {
+            t.chats.remove(&chat_id);
+        })
     }
 }
 
-/// Chat files in memory.
-#[derive(Debug, Default)]
-pub struct MemoryChatFileRepository {
-    by_id: Mutex<HashMap<Uuid, ChatFile>>,
-}
-
-impl ChatFileRepository for MemoryChatFileRepository {
+impl ChatFileRepository for MemoryTransaction {
     fn get(&self, file_id: Uuid) -> PortResult<Option<ChatFile>> {
-        Ok(lock(&self.by_id).get(&file_id).cloned())
+        Ok(self.read().files.get(&file_id).cloned())
     }
 
     fn get_by_chat_id_and_name(
@@ -90,16 +149,18 @@ impl ChatFileRepository for MemoryChatFileRepository {
         chat_id: Uuid,
         name: &AttachmentName,
     ) -> PortResult<Option<ChatFile>> {
-        let by_id = lock(&self.by_id);
-        Ok(by_id
+        let tables = self.read();
+        Ok(tables
+            .files
             .values()
             .find(|f| f.chat_id == chat_id && &f.name == name)
             .cloned())
     }
 
     fn list_by_chat_id(&self, chat_id: Uuid) -> PortResult<Vec<ChatFile>> {
-        let by_id = lock(&self.by_id);
-        Ok(by_id
+        let tables = self.read();
+        Ok(tables
+            .files
             .values()
             .filter(|f| f.chat_id == chat_id)
             .cloned()
@@ -107,53 +168,43 @@ impl ChatFileRepository for MemoryChatFileRepository {
     }
 
     fn save(&self, file: &ChatFile) -> PortResult<()> {
-        let mut by_id = lock(&self.by_id);
-        // A name is unique within its chat: a new file of that name replaces the old.
-        by_id.retain(|id, f| {
-            *id == file.file_id || f.chat_id != file.chat_id || f.name != file.name
-        });
-        by_id.insert(file.file_id, file.clone());
-        Ok(())
+        self.write(|t| {
+            // A name is unique within its chat: a new file of that name replaces the old.
+            t.files.retain(|id, f| {
+                *id == file.file_id || f.chat_id != file.chat_id || f.name != file.name
+            });
+            t.files.insert(file.file_id, file.clone());
+        })
     }
 
     fn delete(&self, file_id: Uuid) -> PortResult<()> {
-        lock(&self.by_id).remove(&file_id);
-        Ok(())
+        self.write(|t| {
+            t.files.remove(&file_id);
+        })
     }
 
     fn delete_by_chat_id(&self, chat_id: Uuid) -> PortResult<()> {
-        lock(&self.by_id).retain(|_, f| f.chat_id != chat_id);
-        Ok(())
+        self.write(|t| t.files.retain(|_, f| f.chat_id != chat_id))
     }
 }
 
-/// Active sandbox sessions in memory, one per chat at most.
-#[derive(Debug, Default)]
-pub struct MemorySandboxSessionRepository {
-    by_chat: Mutex<HashMap<Uuid, SandboxSession>>,
-}
-
-impl SandboxSessionRepository for MemorySandboxSessionRepository {
+impl SandboxSessionRepository for MemoryTransaction {
     fn get_active_by_chat_id(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
-        Ok(lock(&self.by_chat).get(&chat_id).cloned())
+        Ok(self.read().sandboxes.get(&chat_id).cloned())
     }
 
     fn start(&self, session: &SandboxSession) -> PortResult<()> {
-        lock(&self.by_chat).insert(session.chat_id, session.clone());
-        Ok(())
+        self.write(|t| {
+            t.sandboxes.insert(session.chat_id, session.clone());
+        })
     }
 
     fn end(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
-        Ok(lock(&self.by_chat).remove(&chat_id))
+        self.write(|t| t.sandboxes.remove(&chat_id))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    crate::adapters::suite::repository_suite!(
-        super::MemoryWorkspaceRepository::default(),
-        super::MemoryChatRepository::default(),
-        super::MemoryChatFileRepository::default(),
-        super::MemorySandboxSessionRepository::default()
-    );
+    crate::adapters::suite::repository_suite!(((), super::MemoryMetadata::default()));
 }

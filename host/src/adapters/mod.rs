@@ -1,12 +1,19 @@
-//! Port adapters: in-memory metadata, the filesystem chat storage, ids.
+//! Port adapters: metadata in memory or SQLite, the chat directories on
+//! the filesystem, ids; and [`DataDirBackend`], which ties one call's
+//! metadata transaction and file effects into one unit of work.
 
 pub mod fs;
 pub mod memory;
+pub mod sqlite;
 #[cfg(test)]
 mod suite;
 
-use crate::error::PortResult;
-use crate::ports::IdGenerator;
+use crate::error::{PortError, PortResult};
+use crate::ports::{
+    Access, Backend, IdGenerator, MetadataStore, MetadataTransaction, Ports, UnitOfWork,
+};
+use fs::{DataDir, DirLock, FsStorageUsage, FsTransaction};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// UUID version 7 ids: unique, and ordered by creation time.
@@ -16,5 +23,149 @@ pub struct UuidV7Ids;
 impl IdGenerator for UuidV7Ids {
     fn new_id(&self) -> PortResult<Uuid> {
         Ok(Uuid::now_v7())
+    }
+}
+
+/// The default backend: a data directory and a metadata store.
+///
+/// One call is one unit of work. A write call holds the data directory's
+/// exclusive lock from start to finish, so writers, in any thread or
+/// process, run one at a time and a quota check cannot race another write;
+/// read calls share the lock and see no write half done. On commit the
+/// staged files are synced, the metadata commits together with the journal
+/// of file effects, and the effects are applied and synced before the call
+/// returns. A call that fails or traps commits nothing and leaves no file.
+pub struct DataDirBackend {
+    data: Arc<DataDir>,
+    metadata: Arc<dyn MetadataStore>,
+    usage: Arc<FsStorageUsage>,
+    ids: Arc<dyn IdGenerator>,
+}
+
+fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> PortError {
+    move |e| PortError::new(format!("{what}: {e}"))
+}
+
+impl DataDirBackend {
+    /// A backend on this data directory and metadata store. Recovers first:
+    /// replays committed file effects, removes staging left by crashes.
+    pub fn open(
+        data: Arc<DataDir>,
+        metadata: Arc<dyn MetadataStore>,
+        quota_bytes: u64,
+    ) -> PortResult<Self> {
+        let backend = DataDirBackend {
+            usage: Arc::new(FsStorageUsage::new(data.clone(), quota_bytes)),
+            data,
+            metadata,
+            ids: Arc::new(UuidV7Ids),
+        };
+        let _lock = backend.data.lock(Access::Write).map_err(io_error("lock"))?;
+        backend.recover()?;
+        Ok(backend)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Arc<DataDir> {
+        &self.data
+    }
+
+    /// The metadata store.
+    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
+        &self.metadata
+    }
+
+    /// Replays the journal and cleans staging. Call with the exclusive lock held.
+    fn recover(&self) -> PortResult<()> {
+        let pending = self.metadata.pending_effects()?;
+        self.data.recover(&pending).map_err(io_error("recovery"))?;
+        if !pending.is_empty() {
+            self.metadata.forget_effects()?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for DataDirBackend {
+    fn begin(&self, access: Access) -> PortResult<Box<dyn UnitOfWork>> {
+        let lock = self.data.lock(access).map_err(io_error("lock"))?;
+        if access == Access::Write {
+            // A journal left by a writer whose effects failed to apply.
+            let pending = self.metadata.pending_effects()?;
+            if !pending.is_empty() {
+                self.data.recover(&pending).map_err(io_error("recovery"))?;
+                self.metadata.forget_effects()?;
+            }
+        }
+        let tx = self.metadata.begin(access)?;
+        Ok(Box::new(DataDirUnit {
+            _lock: lock,
+            access,
+            fs: Arc::new(FsTransaction::new(self.data.clone(), access)),
+            tx,
+            data: self.data.clone(),
+            metadata: self.metadata.clone(),
+            usage: self.usage.clone(),
+            ids: self.ids.clone(),
+        }))
+    }
+}
+
+struct DataDirUnit {
+    _lock: DirLock,
+    access: Access,
+    tx: Arc<dyn MetadataTransaction>,
+    fs: Arc<FsTransaction>,
+    data: Arc<DataDir>,
+    metadata: Arc<dyn MetadataStore>,
+    usage: Arc<FsStorageUsage>,
+    ids: Arc<dyn IdGenerator>,
+}
+
+impl UnitOfWork for DataDirUnit {
+    fn ports(&self) -> Ports {
+        Ports {
+            workspaces: self.tx.clone(),
+            chats: self.tx.clone(),
+            files: self.tx.clone(),
+            sandboxes: self.tx.clone(),
+            storage: self.fs.clone(),
+            usage: self.usage.clone(),
+            ids: self.ids.clone(),
+        }
+    }
+
+    fn commit(self: Box<Self>) -> PortResult<()> {
+        if self.access == Access::Read {
+            self.tx.rollback();
+            return Ok(());
+        }
+        let effects = match self.fs.prepare() {
+            Ok(effects) => effects,
+            Err(e) => {
+                self.rollback();
+                return Err(io_error("staging")(e));
+            }
+        };
+        if let Err(e) = self.tx.commit(&effects) {
+            self.fs.discard();
+            return Err(e);
+        }
+        // Committed: from here the journal makes the effects happen, now or
+        // at the next recovery.
+        for effect in &effects {
+            self.data.apply(effect).map_err(io_error(
+                "applying a committed change (it is retried on the next write)",
+            ))?;
+        }
+        if !effects.is_empty() {
+            self.metadata.forget_effects()?;
+        }
+        Ok(())
+    }
+
+    fn rollback(self: Box<Self>) {
+        self.tx.rollback();
+        self.fs.discard();
     }
 }

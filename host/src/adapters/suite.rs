@@ -4,43 +4,58 @@
 use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
 use crate::names::AttachmentName;
 use crate::ports::{
-    ChatFileRepository, ChatRepository, SandboxSessionRepository, WorkspaceRepository,
+    Access, ChatFileRepository, ChatRepository, MetadataStore, SandboxSessionRepository,
+    WorkspaceRepository,
 };
 use uuid::Uuid;
 
-/// Expands to one `#[test]` per behaviour, each on fresh repositories made
-/// by the given expressions.
+/// Expands to one `#[test]` per behaviour. `$make` gives a fresh
+/// `(guard, metadata)` pair; the guard (a temporary directory, say) lives
+/// as long as the test.
 macro_rules! repository_suite {
-    ($workspaces:expr, $chats:expr, $files:expr, $sandboxes:expr) => {
-        use crate::adapters::suite;
-        crate::adapters::suite::repository_suite!(@tests $workspaces, $chats, $files, $sandboxes;
-            workspace_is_found_by_id_and_by_user_id: workspaces,
-            saving_a_users_new_workspace_replaces_the_old_one: workspaces,
-            saving_a_workspace_again_updates_it: workspaces,
-            chat_crud_round_trips: chats,
-            chats_are_listed_only_for_their_workspace: chats,
-            deleting_a_missing_chat_is_not_an_error: chats,
-            chat_file_save_get_and_get_by_name: files,
-            chat_files_are_listed_only_for_their_chat: files,
-            deleting_one_file_keeps_the_others: files,
-            deleting_by_chat_clears_only_that_chat: files,
-            the_same_name_is_replaced_by_a_new_id: files,
-            content_type_none_round_trips: files,
-            a_started_sandbox_is_active_until_it_ends: sandboxes,
+    ($make:expr) => {
+        crate::adapters::suite::repository_suite!(@tests $make;
+            workspace_is_found_by_id_and_by_user_id,
+            saving_a_users_new_workspace_replaces_the_old_one,
+            saving_a_workspace_again_updates_it,
+            chat_crud_round_trips,
+            chats_are_listed_only_for_their_workspace,
+            deleting_a_missing_chat_is_not_an_error,
+            chat_file_save_get_and_get_by_name,
+            chat_files_are_listed_only_for_their_chat,
+            deleting_one_file_keeps_the_others,
+            deleting_by_chat_clears_only_that_chat,
+            the_same_name_is_replaced_by_a_new_id,
+            content_type_none_round_trips,
+            a_started_sandbox_is_active_until_it_ends,
+        );
+        crate::adapters::suite::repository_suite!(@whole $make;
+            a_commit_is_seen_by_later_transactions,
+            a_rollback_leaves_nothing,
+            a_read_transaction_refuses_writes,
+            a_transaction_reads_its_own_writes,
         );
     };
-    (@tests $w:expr, $c:expr, $f:expr, $s:expr; $($name:ident: $kind:ident,)*) => {
+    (@tests $make:expr; $($name:ident,)*) => {
         $(
             #[test]
             fn $name() {
-                crate::adapters::suite::repository_suite!(@call $name $kind $w, $c, $f, $s);
+                let (_guard, metadata) = $make;
+                let tx = crate::ports::MetadataStore::begin(&metadata, crate::ports::Access::Write).unwrap();
+                crate::adapters::suite::$name(&*tx);
+                tx.commit(&[]).unwrap();
             }
         )*
     };
-    (@call $name:ident workspaces $w:expr, $c:expr, $f:expr, $s:expr) => { suite::$name(&$w) };
-    (@call $name:ident chats $w:expr, $c:expr, $f:expr, $s:expr) => { suite::$name(&$c) };
-    (@call $name:ident files $w:expr, $c:expr, $f:expr, $s:expr) => { suite::$name(&$f) };
-    (@call $name:ident sandboxes $w:expr, $c:expr, $f:expr, $s:expr) => { suite::$name(&$s) };
+    (@whole $make:expr; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                let (_guard, metadata) = $make;
+                crate::adapters::suite::$name(&metadata);
+            }
+        )*
+    };
 }
 pub(crate) use repository_suite;
 
@@ -248,4 +263,55 @@ pub fn a_started_sandbox_is_active_until_it_ends(repo: &dyn SandboxSessionReposi
     assert_eq!(repo.end(chat_id).unwrap(), Some(session));
     assert_eq!(repo.get_active_by_chat_id(chat_id).unwrap(), None);
     assert_eq!(repo.end(chat_id).unwrap(), None);
+}
+
+pub fn a_commit_is_seen_by_later_transactions(metadata: &dyn MetadataStore) {
+    let w = workspace(Uuid::now_v7());
+    let tx = metadata.begin(Access::Write).unwrap();
+    WorkspaceRepository::save(&*tx, &w).unwrap();
+    tx.commit(&[]).unwrap();
+    let later = metadata.begin(Access::Read).unwrap();
+    assert_eq!(
+        WorkspaceRepository::get(&*later, w.workspace_id).unwrap(),
+        Some(w)
+    );
+}
+
+pub fn a_rollback_leaves_nothing(metadata: &dyn MetadataStore) {
+    let w = workspace(Uuid::now_v7());
+    let c = chat(w.workspace_id);
+    let tx = metadata.begin(Access::Write).unwrap();
+    WorkspaceRepository::save(&*tx, &w).unwrap();
+    ChatRepository::save(&*tx, &c).unwrap();
+    ChatFileRepository::save(&*tx, &file(c.chat_id, "a")).unwrap();
+    tx.rollback();
+    let later = metadata.begin(Access::Read).unwrap();
+    assert_eq!(
+        WorkspaceRepository::get(&*later, w.workspace_id).unwrap(),
+        None
+    );
+    assert_eq!(ChatRepository::get(&*later, c.chat_id).unwrap(), None);
+    assert!(later.list_by_chat_id(c.chat_id).unwrap().is_empty());
+}
+
+pub fn a_read_transaction_refuses_writes(metadata: &dyn MetadataStore) {
+    let tx = metadata.begin(Access::Read).unwrap();
+    let w = workspace(Uuid::now_v7());
+    assert!(WorkspaceRepository::save(&*tx, &w).is_err());
+    assert!(ChatRepository::delete(&*tx, Uuid::now_v7()).is_err());
+    assert!(tx.delete_by_chat_id(Uuid::now_v7()).is_err());
+    tx.rollback();
+}
+
+pub fn a_transaction_reads_its_own_writes(metadata: &dyn MetadataStore) {
+    let c = chat(Uuid::now_v7());
+    let tx = metadata.begin(Access::Write).unwrap();
+    ChatRepository::save(&*tx, &c).unwrap();
+    assert_eq!(
+        ChatRepository::get(&*tx, c.chat_id).unwrap(),
+        Some(c.clone())
+    );
+    ChatRepository::delete(&*tx, c.chat_id).unwrap();
+    assert_eq!(ChatRepository::get(&*tx, c.chat_id).unwrap(), None);
+    tx.commit(&[]).unwrap();
 }
