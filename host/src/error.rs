@@ -71,11 +71,31 @@ impl Error {
         }
     }
 
+    /// The error as the CLI and HTTP API print it:
+    /// `{"error": "<code>", "message": "…", "id": "…"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": self.code(),
+            "message": self.to_string(),
+            "id": self.subject(),
+        })
+    }
+
     pub(crate) fn unavailable(port: &str, message: impl Into<String>) -> Error {
         Error::StorageUnavailable {
             port: port.to_owned(),
             message: message.into(),
         }
+    }
+}
+
+/// Parses a user-supplied id: a hyphenated UUID in either case; anything
+/// else is `invalid_id`.
+pub fn parse_id(s: &str) -> Result<Uuid, Error> {
+    let hyphenated = s.len() == 36 && [8, 13, 18, 23].iter().all(|&i| s.as_bytes()[i] == b'-');
+    match Uuid::try_parse(s) {
+        Ok(id) if hyphenated => Ok(id),
+        _ => Err(Error::InvalidId(s.chars().take(64).collect())),
     }
 }
 

@@ -28,12 +28,13 @@
 pub mod adapters;
 mod bindings;
 mod error;
+pub mod fsck;
 pub mod model;
 pub mod names;
 pub mod ports;
 mod store;
 
-pub use error::{Error, PortError, PortResult, SetupError};
+pub use error::{Error, PortError, PortResult, SetupError, parse_id};
 pub use model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace, WorkspaceUsage};
 pub use names::AttachmentName;
 pub use store::{

@@ -1,220 +1,491 @@
 //! `chatstore`: the storage component and its host, from a shell.
+//!
+//! Output is JSON on stdout (history and attachment content raw). A refused
+//! call prints `{"error": "<code>", "message": …, "id": …}` on stderr and
+//! exits 2; any other failure prints one line on stderr and exits 1.
 
-use anyhow::{Context, Result};
-use chatstore_host::{ChatStore, DEFAULT_DATA_DIR, DEFAULT_QUOTA_BYTES, Error};
-use clap::{Parser, Subcommand};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+mod demo;
+
+use chatstore_host::fsck::{Progress, fsck};
+use chatstore_host::{
+    ChatStore, ChatStoreBuilder, DEFAULT_DATA_DIR, DEFAULT_QUOTA_BYTES, Error, Metadata, parse_id,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use uuid::Uuid;
 
 /// chatstore: per-user workspaces of chats, each with a working directory
 /// holding `history.md` and its attachments. The storage policy runs as a
 /// WebAssembly component; this program hosts it.
 #[derive(Parser)]
-#[command(name = "chatstore", version)]
+#[command(name = "chatstore", version, propagate_version = true)]
 struct Cli {
     /// The data directory.
-    #[arg(long, global = true, default_value = DEFAULT_DATA_DIR)]
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// Where metadata lives: SQLite in the data directory, or memory (gone when the command ends).
+    #[arg(long, global = true, value_enum, default_value_t = MetadataArg::Sqlite)]
+    metadata: MetadataArg,
     /// The quota of every workspace, in bytes.
-    #[arg(long, global = true, default_value_t = DEFAULT_QUOTA_BYTES)]
+    #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_QUOTA_BYTES)]
     quota_bytes: u64,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum MetadataArg {
+    Sqlite,
+    Memory,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// A user's workspace.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// A user's chats.
+    #[command(subcommand)]
+    Chat(ChatCommand),
+    /// A chat's history.md.
+    #[command(subcommand)]
+    History(HistoryCommand),
+    /// A chat's attachments.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// Marks a sandbox session active or ended on a chat (stands in for the sandbox subsystem).
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Compares metadata with the chat directories and prints a JSON report.
+    Fsck {
+        /// Also fix what can be fixed without losing acknowledged data.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Walks every storage flow against the data directory and prints each step.
     Demo,
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+#[derive(Args)]
+struct User {
+    /// The user's id (a UUID).
+    #[arg(long, value_name = "UUID")]
+    user: String,
+}
+
+#[derive(Args)]
+struct UserChat {
+    /// The user's id (a UUID).
+    #[arg(long, value_name = "UUID")]
+    user: String,
+    /// The chat's id (a UUID).
+    #[arg(long, value_name = "UUID")]
+    chat: String,
+}
+
+#[derive(Args)]
+struct UserChatFile {
+    #[command(flatten)]
+    at: UserChat,
+    /// The file's id (a UUID).
+    #[arg(long, value_name = "UUID")]
+    file_id: String,
+}
+
+#[derive(Args)]
+struct Input {
+    /// Read the content from this file instead of standard input.
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    /// Creates the user's workspace if it is missing; prints it.
+    Ensure(User),
+    /// Prints the user's workspace.
+    Get(User),
+    /// Prints the bytes the workspace stores and its quota.
+    Usage(User),
+}
+
+#[derive(Subcommand)]
+enum ChatCommand {
+    /// Creates a chat with its directory and an empty history.md.
+    Create(User),
+    /// Lists the user's chats, oldest first.
+    List(User),
+    /// Prints one chat.
+    Get(UserChat),
+    /// Deletes a chat, its files and its directory.
+    Delete(UserChat),
+}
+
+#[derive(Subcommand)]
+enum HistoryCommand {
+    /// Prints history.md as it is.
+    Read(UserChat),
+    /// Replaces history.md with the content of --file or standard input.
+    Write {
+        #[command(flatten)]
+        at: UserChat,
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Appends the content of --file or standard input to history.md.
+    Append {
+        #[command(flatten)]
+        at: UserChat,
+        #[command(flatten)]
+        input: Input,
+    },
+}
+
+#[derive(Subcommand)]
+enum FileCommand {
+    /// Uploads an attachment from --file or standard input (replacing one of the same name).
+    Put {
+        #[command(flatten)]
+        at: UserChat,
+        /// The attachment's name.
+        #[arg(long)]
+        name: String,
+        /// The attachment's media type.
+        #[arg(long, value_name = "TYPE")]
+        content_type: Option<String>,
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Lists the chat's attachments, oldest first.
+    List(UserChat),
+    /// Writes an attachment's bytes to standard output or --output.
+    Get {
+        #[command(flatten)]
+        at: UserChatFile,
+        /// Write the bytes to this file instead of standard output.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Prints an attachment's metadata.
+    Info(UserChatFile),
+    /// Deletes one attachment.
+    Delete(UserChatFile),
+    /// Deletes every attachment of the chat, keeping history.md.
+    Clear(UserChat),
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Marks a sandbox session active on the chat.
+    Start {
+        /// The chat's id (a UUID).
+        #[arg(long, value_name = "UUID")]
+        chat: String,
+    },
+    /// Ends the chat's active sandbox session.
+    Stop {
+        /// The chat's id (a UUID).
+        #[arg(long, value_name = "UUID")]
+        chat: String,
+    },
+}
+
+/// Why a command failed: a refused call (exit 2) or anything else (exit 1).
+enum Failure {
+    Refused(Error),
+    Other(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Refused(e)
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn other(message: impl std::fmt::Display) -> Failure {
+    Failure::Other(message.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!("chatstore: {e:#}");
-            std::process::ExitCode::FAILURE
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "chatstore: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(e)) => {
+            eprintln!("{}", e.to_json());
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(message)) => {
+            eprintln!("chatstore: {message}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Demo => demo(&cli.data_dir, cli.quota_bytes),
-    }
+fn builder(cli: &Cli) -> ChatStoreBuilder {
+    ChatStore::builder()
+        .data_dir(&cli.data_dir)
+        .metadata(match cli.metadata {
+            MetadataArg::Sqlite => Metadata::Sqlite,
+            MetadataArg::Memory => Metadata::Memory,
+        })
+        .quota_bytes(cli.quota_bytes)
 }
 
-/// Prints one numbered step.
-struct Steps(usize);
-
-impl Steps {
-    fn step(&mut self, what: impl AsRef<str>) {
-        self.0 += 1;
-        println!("{:>2}. {}", self.0, what.as_ref());
+fn run(cli: Cli) -> Outcome {
+    match &cli.command {
+        Command::Demo => return demo::run(&cli.data_dir, builder(&cli)).map_err(other),
+        Command::Fsck { repair } => return run_fsck(&cli, *repair),
+        _ => {}
     }
+    // Parse every argument before anything is opened, so bad input changes nothing.
+    let command = Parsed::from(&cli.command)?;
+    let store = builder(&cli).build().map_err(other)?;
+    command.run(&store)
 }
 
-fn demo(data_dir: &Path, quota_bytes: u64) -> Result<()> {
-    let mut steps = Steps(0);
-    let started = Instant::now();
-    let store = ChatStore::builder()
-        .data_dir(data_dir)
-        .quota_bytes(quota_bytes)
-        .build()
-        .context("opening the store")?;
-    steps.step(format!(
-        "loaded the storage component and opened {} ({} ms)",
-        data_dir.display(),
-        started.elapsed().as_millis()
-    ));
-
-    let alice = Uuid::now_v7();
-    let workspace = store.ensure_workspace(alice)?;
-    steps.step(format!(
-        "user {alice} has workspace {}",
-        workspace.workspace_id
-    ));
-    let again = store.ensure_workspace(alice)?;
-    steps.step(format!(
-        "ensure-workspace again gives the same one: {}",
-        again == workspace
-    ));
-
-    let chat = store.create_chat(alice)?;
-    let chat_dir = data_dir
-        .join("workspaces")
-        .join(workspace.workspace_id.to_string())
-        .join("chats")
-        .join(chat.chat_id.to_string());
-    steps.step(format!(
-        "created chat {} in {}",
-        chat.chat_id,
-        chat_dir.display()
-    ));
-
-    store.write_history(alice, chat.chat_id, "# Quarterly report\n\n")?;
-    store.append_history(alice, chat.chat_id, "**user:** summarise data.csv\n")?;
-    store.append_history(alice, chat.chat_id, "**agent:** done, see summary.md\n")?;
-    let history = store.read_history(alice, chat.chat_id)?;
-    steps.step(format!("history.md now holds {} bytes:", history.len()));
-    for line in history.lines() {
-        println!("      | {line}");
-    }
-
-    let csv = store.upload_attachment(
-        alice,
-        chat.chat_id,
-        "data.csv",
-        Some("text/csv"),
-        b"q,revenue\n1,10\n2,12\n",
-    )?;
-    steps.step(format!(
-        "uploaded {} ({} bytes) as file {}",
-        csv.name, csv.size_bytes, csv.file_id
-    ));
-    let replaced = store.upload_attachment(
-        alice,
-        chat.chat_id,
-        "data.csv",
-        Some("text/csv"),
-        b"q,revenue\n1,10\n2,12\n3,15\n",
-    )?;
-    steps.step(format!(
-        "uploaded data.csv again: new file id {}, the old one is {}",
-        replaced.file_id,
-        outcome(store.get_attachment(alice, chat.chat_id, csv.file_id))
-    ));
-    store.upload_attachment(
-        alice,
-        chat.chat_id,
-        "summary.md",
-        Some("text/markdown"),
-        b"Revenue grew 50%.\n",
-    )?;
-    let files = store.list_attachments(alice, chat.chat_id)?;
-    let names: Vec<_> = files.iter().map(|f| f.name.as_str()).collect();
-    steps.step(format!(
-        "the chat has {} attachments: {}",
-        files.len(),
-        names.join(", ")
-    ));
-
-    for bad in ["../escape.txt", "history.md", ""] {
-        let refused = store.upload_attachment(alice, chat.chat_id, bad, None, b"x");
-        steps.step(format!(
-            "uploading {bad:?} is refused: {}",
-            outcome(refused)
+fn run_fsck(cli: &Cli, repair: bool) -> Outcome {
+    if matches!(cli.metadata, MetadataArg::Memory) {
+        return Err(other(
+            "fsck compares durable metadata with the files: use --metadata sqlite",
         ));
     }
-
-    let usage = store.get_usage(alice)?;
-    steps.step(format!(
-        "usage: {} of {} bytes",
-        usage.used_bytes, usage.quota_bytes
-    ));
-    let room = usage.quota_bytes.saturating_sub(usage.used_bytes);
-    match usize::try_from(room + 1) {
-        Ok(one_past) if one_past <= 64 << 20 => {
-            let refused = store.upload_attachment(
-                alice,
-                chat.chat_id,
-                "too-big.bin",
-                None,
-                &vec![0; one_past],
-            );
-            steps.step(format!(
-                "an upload one byte past the quota is refused: {}",
-                outcome(refused)
-            ));
+    let backend = builder(cli).open_backend().map_err(other)?;
+    let mut last_shown = std::time::Instant::now();
+    let report = fsck(&backend, repair, |Progress { done, total }| {
+        if total >= 1000 && (done == total || last_shown.elapsed().as_secs() >= 1) {
+            eprintln!("fsck: checked {done} of {total} chats");
+            last_shown = std::time::Instant::now();
         }
-        _ => steps.step("(run with --quota-bytes 300 to see an upload refused for the quota)"),
-    }
-
-    let bob = Uuid::now_v7();
-    store.ensure_workspace(bob)?;
-    steps.step(format!(
-        "user {bob} asks for alice's chat: {}; lists {} chats",
-        outcome(store.get_chat(bob, chat.chat_id)),
-        store.list_chats(bob)?.len()
-    ));
-
-    let session = store.start_sandbox(chat.chat_id)?;
-    steps.step(format!(
-        "sandbox session {} started on the chat",
-        session.session_id
-    ));
-    steps.step(format!(
-        "delete-chat is refused: {}",
-        outcome(store.delete_chat(alice, chat.chat_id))
-    ));
-    steps.step(format!(
-        "clear-attachments is refused: {}",
-        outcome(store.clear_attachments(alice, chat.chat_id))
-    ));
-    store.end_sandbox(chat.chat_id)?;
-    steps.step("sandbox session ended");
-
-    store.clear_attachments(alice, chat.chat_id)?;
-    steps.step(format!(
-        "cleared attachments; {} left, history kept ({} bytes)",
-        store.list_attachments(alice, chat.chat_id)?.len(),
-        store.read_history(alice, chat.chat_id)?.len()
-    ));
-    store.delete_chat(alice, chat.chat_id)?;
-    steps.step(format!(
-        "deleted the chat; its directory exists: {}",
-        chat_dir.exists()
-    ));
-    steps.step(format!("done in {} ms", started.elapsed().as_millis()));
-    Ok(())
+    })
+    .map_err(other)?;
+    print_json(&report)
 }
 
-/// "ok" or the error's code, for the demo's narration.
-fn outcome<T>(r: Result<T, Error>) -> String {
-    match r {
-        Ok(_) => "ok".into(),
-        Err(e) => e.code().into(),
+fn id(s: &str) -> Result<Uuid, Failure> {
+    Ok(parse_id(s)?)
+}
+
+fn read_input(input: &Input) -> Result<Vec<u8>, Failure> {
+    match &input.file {
+        Some(path) => {
+            std::fs::read(path).map_err(|e| other(format!("cannot read {}: {e}", path.display())))
+        }
+        None => {
+            let mut content = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut content)
+                .map_err(|e| other(format!("cannot read standard input: {e}")))?;
+            Ok(content)
+        }
+    }
+}
+
+fn read_text(input: &Input) -> Result<String, Failure> {
+    String::from_utf8(read_input(input)?).map_err(|_| other("the history must be UTF-8 text"))
+}
+
+fn print_json(value: &impl Serialize) -> Outcome {
+    let text = serde_json::to_string_pretty(value).map_err(other)?;
+    write_stdout(format!("{text}\n").as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Outcome {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| other(format!("cannot write standard output: {e}")))
+}
+
+fn done() -> Outcome {
+    print_json(&serde_json::json!({ "ok": true }))
+}
+
+/// A command with its ids parsed and its input read.
+enum Parsed {
+    EnsureWorkspace(Uuid),
+    GetWorkspace(Uuid),
+    Usage(Uuid),
+    CreateChat(Uuid),
+    ListChats(Uuid),
+    GetChat(Uuid, Uuid),
+    DeleteChat(Uuid, Uuid),
+    ReadHistory(Uuid, Uuid),
+    WriteHistory(Uuid, Uuid, String),
+    AppendHistory(Uuid, Uuid, String),
+    PutFile {
+        user: Uuid,
+        chat: Uuid,
+        name: String,
+        content_type: Option<String>,
+        content: Vec<u8>,
+    },
+    ListFiles(Uuid, Uuid),
+    GetFile(Uuid, Uuid, Uuid, Option<PathBuf>),
+    FileInfo(Uuid, Uuid, Uuid),
+    DeleteFile(Uuid, Uuid, Uuid),
+    ClearFiles(Uuid, Uuid),
+    StartSandbox(Uuid),
+    StopSandbox(Uuid),
+}
+
+impl Parsed {
+    fn from(command: &Command) -> Result<Parsed, Failure> {
+        let pair =
+            |at: &UserChat| -> Result<(Uuid, Uuid), Failure> { Ok((id(&at.user)?, id(&at.chat)?)) };
+        let triple = |at: &UserChatFile| -> Result<(Uuid, Uuid, Uuid), Failure> {
+            let (user, chat) = pair(&at.at)?;
+            Ok((user, chat, id(&at.file_id)?))
+        };
+        Ok(match command {
+            Command::Workspace(WorkspaceCommand::Ensure(u)) => {
+                Parsed::EnsureWorkspace(id(&u.user)?)
+            }
+            Command::Workspace(WorkspaceCommand::Get(u)) => Parsed::GetWorkspace(id(&u.user)?),
+            Command::Workspace(WorkspaceCommand::Usage(u)) => Parsed::Usage(id(&u.user)?),
+            Command::Chat(ChatCommand::Create(u)) => Parsed::CreateChat(id(&u.user)?),
+            Command::Chat(ChatCommand::List(u)) => Parsed::ListChats(id(&u.user)?),
+            Command::Chat(ChatCommand::Get(at)) => {
+                let (u, c) = pair(at)?;
+                Parsed::GetChat(u, c)
+            }
+            Command::Chat(ChatCommand::Delete(at)) => {
+                let (u, c) = pair(at)?;
+                Parsed::DeleteChat(u, c)
+            }
+            Command::History(HistoryCommand::Read(at)) => {
+                let (u, c) = pair(at)?;
+                Parsed::ReadHistory(u, c)
+            }
+            Command::History(HistoryCommand::Write { at, input }) => {
+                let (u, c) = pair(at)?;
+                Parsed::WriteHistory(u, c, read_text(input)?)
+            }
+            Command::History(HistoryCommand::Append { at, input }) => {
+                let (u, c) = pair(at)?;
+                Parsed::AppendHistory(u, c, read_text(input)?)
+            }
+            Command::File(FileCommand::Put {
+                at,
+                name,
+                content_type,
+                input,
+            }) => {
+                let (user, chat) = pair(at)?;
+                Parsed::PutFile {
+                    user,
+                    chat,
+                    name: name.clone(),
+                    content_type: content_type.clone(),
+                    content: read_input(input)?,
+                }
+            }
+            Command::File(FileCommand::List(at)) => {
+                let (u, c) = pair(at)?;
+                Parsed::ListFiles(u, c)
+            }
+            Command::File(FileCommand::Get { at, output }) => {
+                let (u, c, f) = triple(at)?;
+                Parsed::GetFile(u, c, f, output.clone())
+            }
+            Command::File(FileCommand::Info(at)) => {
+                let (u, c, f) = triple(at)?;
+                Parsed::FileInfo(u, c, f)
+            }
+            Command::File(FileCommand::Delete(at)) => {
+                let (u, c, f) = triple(at)?;
+                Parsed::DeleteFile(u, c, f)
+            }
+            Command::File(FileCommand::Clear(at)) => {
+                let (u, c) = pair(at)?;
+                Parsed::ClearFiles(u, c)
+            }
+            Command::Sandbox(SandboxCommand::Start { chat }) => Parsed::StartSandbox(id(chat)?),
+            Command::Sandbox(SandboxCommand::Stop { chat }) => Parsed::StopSandbox(id(chat)?),
+            Command::Fsck { .. } | Command::Demo => unreachable!("handled before parsing"),
+        })
+    }
+
+    fn run(self, store: &ChatStore) -> Outcome {
+        match self {
+            Parsed::EnsureWorkspace(u) => print_json(&store.ensure_workspace(u)?),
+            Parsed::GetWorkspace(u) => print_json(&store.get_workspace(u)?),
+            Parsed::Usage(u) => print_json(&store.get_usage(u)?),
+            Parsed::CreateChat(u) => print_json(&store.create_chat(u)?),
+            Parsed::ListChats(u) => print_json(&store.list_chats(u)?),
+            Parsed::GetChat(u, c) => print_json(&store.get_chat(u, c)?),
+            Parsed::DeleteChat(u, c) => {
+                store.delete_chat(u, c)?;
+                done()
+            }
+            Parsed::ReadHistory(u, c) => write_stdout(store.read_history(u, c)?.as_bytes()),
+            Parsed::WriteHistory(u, c, content) => {
+                store.write_history(u, c, &content)?;
+                done()
+            }
+            Parsed::AppendHistory(u, c, content) => {
+                store.append_history(u, c, &content)?;
+                done()
+            }
+            Parsed::PutFile {
+                user,
+                chat,
+                name,
+                content_type,
+                content,
+            } => print_json(&store.upload_attachment(
+                user,
+                chat,
+                &name,
+                content_type.as_deref(),
+                &content,
+            )?),
+            Parsed::ListFiles(u, c) => print_json(&store.list_attachments(u, c)?),
+            Parsed::GetFile(u, c, f, output) => {
+                let bytes = store.read_attachment(u, c, f)?;
+                match output {
+                    None => write_stdout(&bytes),
+                    Some(path) => {
+                        std::fs::write(&path, &bytes)
+                            .map_err(|e| other(format!("cannot write {}: {e}", path.display())))?;
+                        print_json(&store.get_attachment(u, c, f)?)
+                    }
+                }
+            }
+            Parsed::FileInfo(u, c, f) => print_json(&store.get_attachment(u, c, f)?),
+            Parsed::DeleteFile(u, c, f) => {
+                store.delete_attachment(u, c, f)?;
+                done()
+            }
+            Parsed::ClearFiles(u, c) => {
+                store.clear_attachments(u, c)?;
+                done()
+            }
+            Parsed::StartSandbox(c) => print_json(&store.start_sandbox(c)?),
+            Parsed::StopSandbox(c) => match store.end_sandbox(c)? {
+                Some(session) => print_json(&session),
+                None => print_json(&serde_json::json!({ "ok": true, "was_active": false })),
+            },
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The values the host API speaks in.
 
 use crate::names::AttachmentName;
+use serde::{Serialize, Serializer};
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
@@ -39,6 +41,19 @@ impl Timestamp {
         }
     }
 
+    /// RFC 3339 in UTC, with as many fractional digits as needed
+    /// (`2026-01-01T00:00:00Z`, `2026-01-01T00:00:00.5Z`).
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.seconds) * 1_000_000_000 + i128::from(self.nanoseconds);
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| format!("{}.{:09}", self.seconds, self.nanoseconds))
+    }
+
     /// The system time of this timestamp.
     pub fn to_system_time(self) -> SystemTime {
         let nanos = Duration::from_nanos(u64::from(self.nanoseconds));
@@ -50,8 +65,21 @@ impl Timestamp {
     }
 }
 
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+/// Serialized as RFC 3339 text, as the CLI and the HTTP API show it.
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
 /// The one workspace a user owns.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Workspace {
     /// The workspace's own id.
     pub workspace_id: Uuid,
@@ -62,7 +90,7 @@ pub struct Workspace {
 }
 
 /// The bytes a workspace stores and the most it may store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WorkspaceUsage {
     /// The workspace this usage is of.
     pub workspace_id: Uuid,
@@ -73,7 +101,7 @@ pub struct WorkspaceUsage {
 }
 
 /// A conversation; it owns one working directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Chat {
     /// The chat's own id.
     pub chat_id: Uuid,
@@ -84,7 +112,7 @@ pub struct Chat {
 }
 
 /// The metadata of one attachment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChatFile {
     /// The file's own id; replacing a name gives a new one.
     pub file_id: Uuid,
@@ -101,7 +129,7 @@ pub struct ChatFile {
 }
 
 /// A code sandbox running on a chat's directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SandboxSession {
     /// The session's own id.
     pub session_id: Uuid,
@@ -112,6 +140,20 @@ pub struct SandboxSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_render_as_rfc3339_utc() {
+        let t = Timestamp {
+            seconds: 1_767_225_600,
+            nanoseconds: 0,
+        };
+        assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:00Z");
+        let t = Timestamp {
+            seconds: 1_767_225_600,
+            nanoseconds: 500_000_000,
+        };
+        assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:00.5Z");
+    }
 
     #[test]
     fn timestamps_round_trip_through_system_time() {

@@ -30,6 +30,8 @@ pub trait ChatRepository: Send + Sync {
     fn save(&self, chat: &Chat) -> PortResult<()>;
     /// Removes the chat; a missing chat is not an error.
     fn delete(&self, chat_id: Uuid) -> PortResult<()>;
+    /// Every chat of every workspace (host only: `fsck`).
+    fn list_all(&self) -> PortResult<Vec<Chat>>;
 }
 
 /// Attachment metadata.
@@ -50,6 +52,8 @@ pub trait ChatFileRepository: Send + Sync {
     fn delete(&self, file_id: Uuid) -> PortResult<()>;
     /// Removes every file of the chat.
     fn delete_by_chat_id(&self, chat_id: Uuid) -> PortResult<()>;
+    /// Every file of every chat (host only: `fsck`).
+    fn list_all(&self) -> PortResult<Vec<ChatFile>>;
 }
 
 /// Sandbox sessions. The sandbox subsystem starts and ends them; the

@@ -165,9 +165,9 @@ impl ChatStoreBuilder {
         self
     }
 
-    /// Opens the data directory (recovering from any crash) and builds the
-    /// store with the configured adapters.
-    pub fn build(self) -> Result<ChatStore, SetupError> {
+    /// Opens the data directory and the metadata (recovering from any
+    /// crash) without loading the component: what `fsck` works on.
+    pub fn open_backend(&self) -> Result<Arc<DataDirBackend>, SetupError> {
         let data_dir_error = |source| SetupError::DataDir {
             path: self.data_dir.clone(),
             source,
@@ -182,7 +182,14 @@ impl ChatStoreBuilder {
         };
         let backend = DataDirBackend::open(data, metadata, self.quota_bytes)
             .map_err(|e| data_dir_error(std::io::Error::other(e.message)))?;
-        self.build_with_backend(Arc::new(backend))
+        Ok(Arc::new(backend))
+    }
+
+    /// Opens the data directory (recovering from any crash) and builds the
+    /// store with the configured adapters.
+    pub fn build(self) -> Result<ChatStore, SetupError> {
+        let backend = self.open_backend()?;
+        self.build_with_backend(backend)
     }
 
     /// Builds the store on the given adapters instead (fakes, fault

@@ -38,6 +38,7 @@ use uuid::Uuid;
 const WORKSPACES: &str = "workspaces";
 const STAGING: &str = "staging";
 const LOCK_FILE: &str = "chatstore.lock";
+const LOST_AND_FOUND: &str = "lost+found";
 
 /// A change to a chat directory, recorded during a call and applied after
 /// it commits. Applying one twice is the same as applying it once.
@@ -382,20 +383,6 @@ impl DataDir {
         Ok(files)
     }
 
-    /// Removes one file from a chat directory, for `fsck --repair`.
-    pub fn remove_chat_file(
-        &self,
-        workspace_id: Uuid,
-        chat_id: Uuid,
-        name: &str,
-    ) -> io::Result<()> {
-        self.apply(&Effect::Remove {
-            workspace_id,
-            chat_id,
-            name: name.to_owned(),
-        })
-    }
-
     /// Creates a missing chat directory or history, for `fsck --repair`.
     pub fn ensure_chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<()> {
         self.apply(&Effect::CreateChat {
@@ -404,12 +391,23 @@ impl DataDir {
         })
     }
 
-    /// Removes a chat directory, for `fsck --repair`.
-    pub fn remove_chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<()> {
-        self.apply(&Effect::DeleteChat {
-            workspace_id,
-            chat_id,
-        })
+    /// Moves a chat directory no metadata names to
+    /// `lost+found/<workspace-id>.<chat-id>`, for `fsck --repair`.
+    pub fn move_to_lost_and_found(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<()> {
+        self.root.create_dir_all(LOST_AND_FOUND)?;
+        let found = self.root.open_dir(LOST_AND_FOUND)?;
+        let mut name = format!("{workspace_id}.{chat_id}");
+        if found.symlink_metadata(&name).is_ok() {
+            name = format!("{name}.{}", Uuid::now_v7());
+        }
+        self.root
+            .rename(Self::chat_path(workspace_id, chat_id), &found, &name)?;
+        sync_dir(&found)?;
+        sync_dir(
+            &self
+                .root
+                .open_dir(format!("{WORKSPACES}/{workspace_id}/chats"))?,
+        )
     }
 }
 

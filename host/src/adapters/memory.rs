@@ -137,6 +137,10 @@ impl ChatRepository for MemoryTransaction {
             t.chats.remove(&chat_id);
         })
     }
+
+    fn list_all(&self) -> PortResult<Vec<Chat>> {
+        Ok(self.read().chats.values().cloned().collect())
+    }
 }
 
 impl ChatFileRepository for MemoryTransaction {
@@ -185,6 +189,10 @@ impl ChatFileRepository for MemoryTransaction {
 
     fn delete_by_chat_id(&self, chat_id: Uuid) -> PortResult<()> {
         self.write(|t| t.files.retain(|_, f| f.chat_id != chat_id))
+    }
+
+    fn list_all(&self) -> PortResult<Vec<ChatFile>> {
+        Ok(self.read().files.values().cloned().collect())
     }
 }
 

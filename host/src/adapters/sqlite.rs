@@ -359,6 +359,14 @@ impl ChatRepository for SqliteTransaction {
             .map(drop)
         })
     }
+
+    fn list_all(&self) -> PortResult<Vec<Chat>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(CHAT_COLUMNS)?;
+            let rows = stmt.query_map([], chat_row)?;
+            rows.collect()
+        })
+    }
 }
 
 impl ChatFileRepository for SqliteTransaction {
@@ -436,6 +444,14 @@ impl ChatFileRepository for SqliteTransaction {
                 [chat_id.to_string()],
             )
             .map(drop)
+        })
+    }
+
+    fn list_all(&self) -> PortResult<Vec<ChatFile>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(FILE_COLUMNS)?;
+            let rows = stmt.query_map([], file_row)?;
+            rows.collect()
         })
     }
 }

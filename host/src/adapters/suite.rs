@@ -28,6 +28,7 @@ macro_rules! repository_suite {
             the_same_name_is_replaced_by_a_new_id,
             content_type_none_round_trips,
             a_started_sandbox_is_active_until_it_ends,
+            list_all_sees_every_workspace,
         );
         crate::adapters::suite::repository_suite!(@whole $make;
             a_commit_is_seen_by_later_transactions,
@@ -263,6 +264,26 @@ pub fn a_started_sandbox_is_active_until_it_ends(repo: &dyn SandboxSessionReposi
     assert_eq!(repo.end(chat_id).unwrap(), Some(session));
     assert_eq!(repo.get_active_by_chat_id(chat_id).unwrap(), None);
     assert_eq!(repo.end(chat_id).unwrap(), None);
+}
+
+pub fn list_all_sees_every_workspace(tx: &dyn crate::ports::MetadataTransaction) {
+    let (a, b) = (chat(Uuid::now_v7()), chat(Uuid::now_v7()));
+    ChatRepository::save(tx, &a).unwrap();
+    ChatRepository::save(tx, &b).unwrap();
+    let fa = file(a.chat_id, "x");
+    let fb = file(b.chat_id, "x");
+    ChatFileRepository::save(tx, &fa).unwrap();
+    ChatFileRepository::save(tx, &fb).unwrap();
+    let key = |c: &Chat| c.chat_id;
+    assert_eq!(
+        sorted(&ChatRepository::list_all(tx).unwrap(), key),
+        sorted(&[a, b], key)
+    );
+    let key = |f: &ChatFile| f.file_id;
+    assert_eq!(
+        sorted(&ChatFileRepository::list_all(tx).unwrap(), key),
+        sorted(&[fa, fb], key)
+    );
 }
 
 pub fn a_commit_is_seen_by_later_transactions(metadata: &dyn MetadataStore) {
