@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: a store on a temporary data directory
 //! with a clock the test sets, and ways to look at what is on disk.
 
+pub mod script;
+
 use chatstore_host::{Chat, ChatStore, ChatStoreBuilder, Clock};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -106,6 +108,21 @@ impl Default for Harness {
     fn default() -> Self {
         Harness::new()
     }
+}
+
+/// The chat directories and the staging area of a data directory, as
+/// [`snapshot`] sees them.
+pub fn data_snapshot(data: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut all = BTreeMap::new();
+    for part in ["workspaces", "staging"] {
+        let root = data.join(part);
+        all.extend(
+            snapshot(&root)
+                .into_iter()
+                .map(|(p, c)| (Path::new(part).join(p), c)),
+        );
+    }
+    all
 }
 
 /// Every file and symlink under `root`: path relative to it and content

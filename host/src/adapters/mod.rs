@@ -169,3 +169,177 @@ impl UnitOfWork for DataDirUnit {
         self.fs.discard();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Chat, ChatFile, Timestamp};
+    use crate::names::AttachmentName;
+    use crate::ports::{ChatFileRepository, ChatStorage};
+    use fs::Effect;
+    use sqlite::SqliteMetadata;
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        root: std::path::PathBuf,
+        data: Arc<DataDir>,
+        metadata: Arc<SqliteMetadata>,
+        chat: Chat,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        let data = DataDir::open(&root).unwrap();
+        let metadata = Arc::new(SqliteMetadata::open(root.join("chatstore.db")).unwrap());
+        let chat = Chat {
+            chat_id: Uuid::now_v7(),
+            workspace_id: Uuid::now_v7(),
+            created_at: Timestamp::default(),
+        };
+        let backend = DataDirBackend::open(data.clone(), metadata.clone(), 1 << 20).unwrap();
+        let unit = backend.begin(Access::Write).unwrap();
+        unit.ports().storage.ensure_chat(&chat).unwrap();
+        unit.ports().chats.save(&chat).unwrap();
+        unit.commit().unwrap();
+        Fixture {
+            _tmp: tmp,
+            root,
+            data,
+            metadata,
+            chat,
+        }
+    }
+
+    fn staged_count(root: &std::path::Path) -> usize {
+        std::fs::read_dir(root.join("staging")).unwrap().count()
+    }
+
+    #[test]
+    fn a_journal_committed_before_a_crash_is_replayed_on_open() {
+        let f = fixture();
+        let name = AttachmentName::new("report.txt").unwrap();
+        // A call that committed, then "crashed" before applying its effects.
+        let tx = f.metadata.begin(Access::Write).unwrap();
+        let fs = FsTransaction::new(f.data.clone(), Access::Write);
+        fs.write_attachment(&f.chat, &name, b"committed bytes")
+            .unwrap();
+        ChatFileRepository::save(
+            &*tx,
+            &ChatFile {
+                file_id: Uuid::now_v7(),
+                chat_id: f.chat.chat_id,
+                name: name.clone(),
+                content_type: None,
+                size_bytes: 15,
+                created_at: Timestamp::default(),
+            },
+        )
+        .unwrap();
+        tx.commit(&fs.prepare().unwrap()).unwrap();
+        let target = f.root.join(format!(
+            "workspaces/{}/chats/{}/report.txt",
+            f.chat.workspace_id, f.chat.chat_id
+        ));
+        assert!(!target.exists());
+        assert_eq!(staged_count(&f.root), 1);
+
+        DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+
+        assert_eq!(std::fs::read(&target).unwrap(), b"committed bytes");
+        assert!(f.metadata.pending_effects().unwrap().is_empty());
+        assert_eq!(staged_count(&f.root), 0);
+    }
+
+    #[test]
+    fn staging_left_by_a_call_that_never_committed_is_removed_on_open() {
+        let f = fixture();
+        let fs = FsTransaction::new(f.data.clone(), Access::Write);
+        fs.write_attachment(
+            &f.chat,
+            &AttachmentName::new("lost.txt").unwrap(),
+            b"never acknowledged",
+        )
+        .unwrap();
+        fs.prepare().unwrap();
+        assert_eq!(staged_count(&f.root), 1);
+
+        DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+
+        assert_eq!(staged_count(&f.root), 0);
+        let dir = f.root.join(format!(
+            "workspaces/{}/chats/{}",
+            f.chat.workspace_id, f.chat.chat_id
+        ));
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["history.md"]);
+    }
+
+    #[test]
+    fn replaying_an_effect_twice_is_the_same_as_once() {
+        let f = fixture();
+        let effects = [
+            Effect::Remove {
+                workspace_id: f.chat.workspace_id,
+                chat_id: f.chat.chat_id,
+                name: "none".into(),
+            },
+            Effect::ClearAttachments {
+                workspace_id: f.chat.workspace_id,
+                chat_id: f.chat.chat_id,
+            },
+            Effect::CreateChat {
+                workspace_id: f.chat.workspace_id,
+                chat_id: f.chat.chat_id,
+            },
+            Effect::DeleteChat {
+                workspace_id: f.chat.workspace_id,
+                chat_id: f.chat.chat_id,
+            },
+        ];
+        for effect in &effects {
+            f.data.apply(effect).unwrap();
+            f.data.apply(effect).unwrap();
+        }
+        let dir = f.root.join(format!(
+            "workspaces/{}/chats/{}",
+            f.chat.workspace_id, f.chat.chat_id
+        ));
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_rolled_back_call_leaves_no_staged_file() {
+        let f = fixture();
+        let backend = DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+        let unit = backend.begin(Access::Write).unwrap();
+        unit.ports()
+            .storage
+            .write_attachment(&f.chat, &AttachmentName::new("a").unwrap(), b"bytes")
+            .unwrap();
+        assert_eq!(staged_count(&f.root), 1);
+        unit.rollback();
+        assert_eq!(staged_count(&f.root), 0);
+    }
+
+    #[test]
+    fn a_journal_with_a_path_in_a_name_is_refused() {
+        let f = fixture();
+        let hostile = Effect::Remove {
+            workspace_id: f.chat.workspace_id,
+            chat_id: f.chat.chat_id,
+            name: "../../../x".into(),
+        };
+        assert!(f.data.apply(&hostile).is_err());
+        let hostile = Effect::Install {
+            workspace_id: f.chat.workspace_id,
+            chat_id: f.chat.chat_id,
+            name: "a".into(),
+            staged: "../chatstore.db".into(),
+        };
+        assert!(f.data.apply(&hostile).is_err());
+    }
+}
