@@ -1,0 +1,368 @@
+//! The `chatstore` binary, driven as a user would: flags in, JSON out,
+//! typed exit codes, and nothing changed by bad input.
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const CHATSTORE: &str = env!("CARGO_BIN_EXE_chatstore");
+
+struct Cli {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        Cli { _tmp: tmp, data }
+    }
+
+    fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(CHATSTORE)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, b"")
+    }
+
+    /// Runs a command that must succeed and print JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn tree(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut pending = vec![self.data.join("workspaces")];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path.clone());
+                    out.push((path, Vec::new()));
+                } else {
+                    out.push((path.clone(), std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+const USER: &str = "0190f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a";
+
+fn text(v: &Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} in {v}"))
+        .to_owned()
+}
+
+fn exit_code(out: &Output) -> i32 {
+    out.status.code().unwrap()
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A user with a workspace and a chat; returns the chat id.
+fn chat(cli: &Cli) -> String {
+    cli.json(&["workspace", "ensure", "--user", USER]);
+    text(&cli.json(&["chat", "create", "--user", USER]), "chat_id")
+}
+
+#[test]
+fn the_flows_work_end_to_end_and_persist_between_commands() {
+    let cli = Cli::new();
+    let workspace = cli.json(&["workspace", "ensure", "--user", USER]);
+    assert_eq!(text(&workspace, "user_id"), USER);
+    assert!(
+        text(&workspace, "created_at").ends_with('Z'),
+        "RFC 3339 UTC: {workspace}"
+    );
+    assert_eq!(cli.json(&["workspace", "get", "--user", USER]), workspace);
+
+    let chat = cli.json(&["chat", "create", "--user", USER]);
+    let c = text(&chat, "chat_id");
+    assert_eq!(
+        text(&chat, "workspace_id"),
+        text(&workspace, "workspace_id")
+    );
+    assert_eq!(
+        cli.json(&["chat", "list", "--user", USER]),
+        Value::Array(vec![chat.clone()])
+    );
+    assert_eq!(
+        cli.json(&["chat", "get", "--user", USER, "--chat", &c]),
+        chat
+    );
+
+    let out = cli.run_with(
+        &["history", "write", "--user", USER, "--chat", &c],
+        b"# Title\n",
+    );
+    assert!(out.status.success());
+    let note = cli._tmp.path().join("note.md");
+    std::fs::write(&note, "more ✓\n").unwrap();
+    cli.json(&[
+        "history",
+        "append",
+        "--user",
+        USER,
+        "--chat",
+        &c,
+        "--file",
+        note.to_str().unwrap(),
+    ]);
+    let history = cli.run(&["history", "read", "--user", USER, "--chat", &c]);
+    assert_eq!(history.stdout, "# Title\nmore ✓\n".as_bytes());
+
+    let bytes: Vec<u8> = (0..=255).collect();
+    let out = cli.run_with(
+        &[
+            "file",
+            "put",
+            "--user",
+            USER,
+            "--chat",
+            &c,
+            "--name",
+            "raw.bin",
+            "--content-type",
+            "application/octet-stream",
+        ],
+        &bytes,
+    );
+    let file: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "file_id",
+        "chat_id",
+        "name",
+        "content_type",
+        "size_bytes",
+        "created_at",
+    ] {
+        assert!(file.get(key).is_some(), "{key} in {file}");
+    }
+    assert_eq!(file["size_bytes"], 256);
+    let f = text(&file, "file_id");
+    let got = cli.run(&["file", "get", "--user", USER, "--chat", &c, "--file-id", &f]);
+    assert_eq!(got.stdout, bytes);
+    let copy = cli._tmp.path().join("copy.bin");
+    cli.json(&[
+        "file",
+        "get",
+        "--user",
+        USER,
+        "--chat",
+        &c,
+        "--file-id",
+        &f,
+        "--output",
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+    assert_eq!(
+        cli.json(&[
+            "file",
+            "info",
+            "--user",
+            USER,
+            "--chat",
+            &c,
+            "--file-id",
+            &f
+        ]),
+        file
+    );
+    assert_eq!(
+        cli.json(&["file", "list", "--user", USER, "--chat", &c]),
+        Value::Array(vec![file])
+    );
+    let usage = cli.json(&["workspace", "usage", "--user", USER]);
+    assert_eq!(usage["used_bytes"], 256 + "# Title\nmore ✓\n".len());
+
+    cli.json(&["sandbox", "start", "--chat", &c]);
+    let refused = cli.run(&["chat", "delete", "--user", USER, "--chat", &c]);
+    assert_eq!(exit_code(&refused), 2);
+    let error: Value = serde_json::from_slice(&refused.stderr).unwrap();
+    assert_eq!(error["error"], "chat_has_active_sandbox");
+    assert_eq!(error["id"], c.as_str());
+    assert_eq!(
+        exit_code(&cli.run(&["file", "clear", "--user", USER, "--chat", &c])),
+        2
+    );
+    cli.json(&["sandbox", "stop", "--chat", &c]);
+    cli.json(&["file", "clear", "--user", USER, "--chat", &c]);
+    assert_eq!(
+        cli.json(&["file", "list", "--user", USER, "--chat", &c]),
+        Value::Array(vec![])
+    );
+    cli.json(&["chat", "delete", "--user", USER, "--chat", &c]);
+    let gone = cli.run(&["chat", "get", "--user", USER, "--chat", &c]);
+    assert_eq!(exit_code(&gone), 2);
+    let error: Value = serde_json::from_slice(&gone.stderr).unwrap();
+    assert_eq!(error["error"], "chat_not_found");
+
+    let report = cli.json(&["fsck"]);
+    assert_eq!(report["missing_files"], Value::Array(vec![]));
+    assert_eq!(report["chats_checked"], 0);
+}
+
+#[test]
+fn a_bad_flag_is_one_line_and_exit_1() {
+    let cli = Cli::new();
+    let out = cli.run(&["chat", "list", "--user", USER, "--colour"]);
+    assert_eq!(exit_code(&out), 1);
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("--colour"), "{lines:?}");
+    assert!(!cli.data.exists(), "nothing was created");
+}
+
+#[test]
+fn a_malformed_uuid_is_invalid_id_and_changes_nothing() {
+    let cli = Cli::new();
+    let out = cli.run(&["workspace", "ensure", "--user", "not-a-uuid"]);
+    assert_eq!(exit_code(&out), 2);
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1);
+    let error: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(error["error"], "invalid_id");
+    assert_eq!(error["id"], "not-a-uuid");
+    assert!(!cli.data.exists(), "nothing was created");
+}
+
+#[test]
+fn a_missing_input_file_is_one_line_and_changes_nothing() {
+    let cli = Cli::new();
+    let c = chat(&cli);
+    let before = cli.tree();
+    let out = cli.run(&[
+        "file",
+        "put",
+        "--user",
+        USER,
+        "--chat",
+        &c,
+        "--name",
+        "a",
+        "--file",
+        "/no/such/file",
+    ]);
+    assert_eq!(exit_code(&out), 1);
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("/no/such/file"), "{lines:?}");
+    assert_eq!(cli.tree(), before);
+}
+
+#[test]
+fn a_name_that_is_a_path_is_refused_and_changes_nothing() {
+    let cli = Cli::new();
+    let c = chat(&cli);
+    let before = cli.tree();
+    for name in ["../x", "/etc/passwd", "history.md", ""] {
+        let out = cli.run_with(
+            &["file", "put", "--user", USER, "--chat", &c, "--name", name],
+            b"payload",
+        );
+        assert_eq!(exit_code(&out), 2, "{name:?}");
+        let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+        let expected = if name == "history.md" {
+            "reserved_attachment_name"
+        } else {
+            "invalid_attachment_name"
+        };
+        assert_eq!(error["error"], expected);
+    }
+    assert_eq!(cli.tree(), before);
+    assert!(!cli.data.parent().unwrap().join("x").exists());
+}
+
+#[test]
+fn non_utf8_history_is_refused() {
+    let cli = Cli::new();
+    let c = chat(&cli);
+    let out = cli.run_with(
+        &["history", "write", "--user", USER, "--chat", &c],
+        &[0xff, 0xfe],
+    );
+    assert_eq!(exit_code(&out), 1);
+    assert_eq!(stderr_lines(&out).len(), 1);
+}
+
+#[test]
+fn every_command_answers_help() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["workspace"],
+        &["workspace", "ensure"],
+        &["workspace", "get"],
+        &["workspace", "usage"],
+        &["chat"],
+        &["chat", "create"],
+        &["chat", "list"],
+        &["chat", "get"],
+        &["chat", "delete"],
+        &["history"],
+        &["history", "read"],
+        &["history", "write"],
+        &["history", "append"],
+        &["file"],
+        &["file", "put"],
+        &["file", "list"],
+        &["file", "get"],
+        &["file", "info"],
+        &["file", "delete"],
+        &["file", "clear"],
+        &["sandbox"],
+        &["sandbox", "start"],
+        &["sandbox", "stop"],
+        &["fsck"],
+        &["demo"],
+    ];
+    for command in commands {
+        let out = Command::new(CHATSTORE)
+            .args(*command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{command:?}"
+        );
+    }
+}
+
+#[test]
+fn memory_metadata_is_refused_for_fsck() {
+    let cli = Cli::new();
+    let out = cli.run(&["--metadata", "memory", "fsck"]);
+    assert_eq!(exit_code(&out), 1);
+    assert_eq!(stderr_lines(&out).len(), 1);
+}
