@@ -2,7 +2,7 @@
 //! failed leaves nothing, and the quota holds.
 
 use chatstore_host::fsck::fsck;
-use chatstore_host::{ChatStore, Error};
+use chatstore_host::{ChatStore, Error, Metadata};
 use chatstore_tests::script::{Model, content};
 use chatstore_tests::{Harness, data_snapshot, snapshot};
 use std::collections::BTreeMap;
@@ -96,10 +96,22 @@ fn everything_written_before_an_orderly_restart_reads_back_identically() {
 }
 
 #[test]
-fn sixteen_threads_racing_for_the_last_bytes_never_exceed_the_quota() {
+fn sixteen_threads_racing_for_the_last_bytes_never_exceed_the_quota_with_sqlite_metadata() {
+    sixteen_threads_racing_for_the_last_bytes(Metadata::Sqlite);
+}
+
+#[test]
+fn sixteen_threads_racing_for_the_last_bytes_never_exceed_the_quota_with_memory_metadata() {
+    sixteen_threads_racing_for_the_last_bytes(Metadata::Memory);
+}
+
+fn sixteen_threads_racing_for_the_last_bytes(metadata: Metadata) {
     const WRITERS: usize = 16;
     const SIZE: usize = 10_000;
-    let h = Harness::with_quota((WRITERS / 2 * SIZE) as u64);
+    let h = Harness::with(|b| {
+        b.metadata(metadata)
+            .quota_bytes((WRITERS / 2 * SIZE) as u64)
+    });
     let (user, chat) = h.user_with_chat();
     let barrier = Arc::new(Barrier::new(WRITERS));
     let outcomes: Vec<Result<(), Error>> = std::thread::scope(|s| {
@@ -139,6 +151,50 @@ fn sixteen_threads_racing_for_the_last_bytes_never_exceed_the_quota() {
         h.store.list_attachments(user, chat.chat_id).unwrap().len(),
         won
     );
+}
+
+#[test]
+fn concurrent_appends_lose_no_update_with_sqlite_metadata() {
+    concurrent_appends_lose_no_update(Metadata::Sqlite);
+}
+
+#[test]
+fn concurrent_appends_lose_no_update_with_memory_metadata() {
+    concurrent_appends_lose_no_update(Metadata::Memory);
+}
+
+fn concurrent_appends_lose_no_update(metadata: Metadata) {
+    const THREADS: usize = 8;
+    const APPENDS: usize = 10;
+    let h = Harness::with(|b| b.metadata(metadata));
+    let (user, chat) = h.user_with_chat();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let store = h.store.clone();
+            s.spawn(move || {
+                for i in 0..APPENDS {
+                    store
+                        .append_history(user, chat.chat_id, &format!("t{t}-{i}\n"))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let history = h.store.read_history(user, chat.chat_id).unwrap();
+    let mut lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), THREADS * APPENDS);
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), THREADS * APPENDS, "every append is there once");
+    // Each thread's appends kept their order.
+    for t in 0..THREADS {
+        let mine: Vec<&str> = history
+            .lines()
+            .filter(|l| l.starts_with(&format!("t{t}-")))
+            .collect();
+        let expected: Vec<String> = (0..APPENDS).map(|i| format!("t{t}-{i}")).collect();
+        assert_eq!(mine, expected);
+    }
 }
 
 #[test]
