@@ -29,6 +29,7 @@ pub mod adapters;
 mod bindings;
 mod error;
 pub mod fsck;
+pub mod http;
 pub mod model;
 pub mod names;
 pub mod ports;

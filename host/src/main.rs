@@ -8,7 +8,8 @@ mod demo;
 
 use chatstore_host::fsck::{Progress, fsck};
 use chatstore_host::{
-    ChatStore, ChatStoreBuilder, DEFAULT_DATA_DIR, DEFAULT_QUOTA_BYTES, Error, Metadata, parse_id,
+    ChatStore, ChatStoreBuilder, DEFAULT_DATA_DIR, DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES,
+    Error, Metadata, parse_id,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -32,6 +33,9 @@ struct Cli {
     /// The quota of every workspace, in bytes.
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_QUOTA_BYTES)]
     quota_bytes: u64,
+    /// The most linear memory one guest instance may use, in bytes.
+    #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_MAX_GUEST_MEMORY)]
+    max_guest_memory: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +71,18 @@ enum Command {
     },
     /// Walks every storage flow against the data directory and prints each step.
     Demo,
+    /// Serves the HTTP API (logs to stderr; level from RUST_LOG, default info).
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// The largest upload accepted, in bytes.
+        #[arg(long, value_name = "N", default_value_t = 256 << 20)]
+        max_upload_bytes: u64,
+        /// The most requests running a use case at once (guest instances in the pool).
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        max_concurrent: u32,
+    },
 }
 
 #[derive(Args)]
@@ -250,12 +266,20 @@ fn builder(cli: &Cli) -> ChatStoreBuilder {
             MetadataArg::Memory => Metadata::Memory,
         })
         .quota_bytes(cli.quota_bytes)
+        .max_guest_memory(cli.max_guest_memory)
 }
 
 fn run(cli: Cli) -> Outcome {
     match &cli.command {
         Command::Demo => return demo::run(&cli.data_dir, builder(&cli)).map_err(other),
         Command::Fsck { repair } => return run_fsck(&cli, *repair),
+        Command::Serve {
+            addr,
+            max_upload_bytes,
+            max_concurrent,
+        } => {
+            return serve(&cli, addr, *max_upload_bytes, *max_concurrent);
+        }
         _ => {}
     }
     // Parse every argument before anything is opened, so bad input changes nothing.
@@ -280,6 +304,50 @@ fn run_fsck(cli: &Cli, repair: bool) -> Outcome {
     })
     .map_err(other)?;
     print_json(&report)
+}
+
+fn serve(cli: &Cli, addr: &str, max_upload_bytes: u64, max_concurrent: u32) -> Outcome {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let started = std::time::Instant::now();
+    let store = builder(cli)
+        .pooled_instances(max_concurrent)
+        .build()
+        .map_err(other)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(other)?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| other(format!("cannot listen on {addr}: {e}")))?;
+        let local = listener.local_addr().map_err(other)?;
+        tracing::info!(
+            addr = %local,
+            data_dir = %cli.data_dir.display(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "listening"
+        );
+        let config = chatstore_host::http::ServerConfig {
+            max_upload_bytes,
+            quota_bytes: cli.quota_bytes,
+            max_concurrent: max_concurrent as usize,
+        };
+        chatstore_host::http::serve(
+            listener,
+            store,
+            config,
+            chatstore_host::http::shutdown_signal(),
+        )
+        .await
+        .map_err(other)?;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }
 
 fn id(s: &str) -> Result<Uuid, Failure> {
@@ -422,7 +490,9 @@ impl Parsed {
             }
             Command::Sandbox(SandboxCommand::Start { chat }) => Parsed::StartSandbox(id(chat)?),
             Command::Sandbox(SandboxCommand::Stop { chat }) => Parsed::StopSandbox(id(chat)?),
-            Command::Fsck { .. } | Command::Demo => unreachable!("handled before parsing"),
+            Command::Fsck { .. } | Command::Demo | Command::Serve { .. } => {
+                unreachable!("handled before parsing")
+            }
         })
     }
 

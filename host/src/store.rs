@@ -112,6 +112,7 @@ pub struct ChatStoreBuilder {
     clock: Clock,
     component: Option<Vec<u8>>,
     max_guest_memory: usize,
+    pooled_instances: Option<u32>,
 }
 
 impl Default for ChatStoreBuilder {
@@ -123,6 +124,7 @@ impl Default for ChatStoreBuilder {
             clock: Clock::system(),
             component: None,
             max_guest_memory: DEFAULT_MAX_GUEST_MEMORY,
+            pooled_instances: None,
         }
     }
 }
@@ -165,6 +167,15 @@ impl ChatStoreBuilder {
         self
     }
 
+    /// Allocates guest instances from a pool of `instances` slots set up
+    /// once (wasmtime's pooling allocator): cheaper instantiation for a
+    /// server. At most `instances` calls run at once; more fail with
+    /// `storage_unavailable`, so callers should bound their concurrency.
+    pub fn pooled_instances(mut self, instances: u32) -> Self {
+        self.pooled_instances = Some(instances);
+        self
+    }
+
     /// Opens the data directory and the metadata (recovering from any
     /// crash) without loading the component: what `fsck` works on.
     pub fn open_backend(&self) -> Result<Arc<DataDirBackend>, SetupError> {
@@ -203,7 +214,18 @@ impl ChatStoreBuilder {
     /// decides its fate.
     pub fn build_with_backend(self, backend: Arc<dyn Backend>) -> Result<ChatStore, SetupError> {
         let component_error = |e: wasmtime::Error| SetupError::Component(format!("{e:#}"));
-        let engine = Engine::new(&wasmtime::Config::new()).map_err(component_error)?;
+        let mut config = wasmtime::Config::new();
+        if let Some(instances) = self.pooled_instances {
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(instances)
+                .total_core_instances(instances.saturating_mul(MAX_CORE_INSTANCES as u32))
+                .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
+                .total_memories(instances.saturating_mul(2))
+                .total_tables(instances.saturating_mul(4))
+                .max_memory_size(self.max_guest_memory);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(component_error)?;
         let bytes = self.component.as_deref().unwrap_or(STORAGE_COMPONENT);
         let component = Component::new(&engine, bytes).map_err(component_error)?;
         let mut linker = Linker::new(&engine);
