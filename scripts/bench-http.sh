@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Load figures for the HTTP API: wrk against a release build on loopback.
+# Prints requests/s and latency percentiles for GET history and a 64 KiB upload.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { echo "bench-http: needs wrk (apt-get install wrk)" >&2; exit 1; }
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-16}
+
+echo "== building (release)" >&2
+cargo build --release --quiet --bin chatstore
+work=$(mktemp -d)
+port=$((20000 + RANDOM % 20000))
+base="http://127.0.0.1:$port"
+RUST_LOG=warn target/release/chatstore --data-dir "$work/data" serve --addr "127.0.0.1:$port" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+
+user=0190f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a
+curl -sf -X PUT -H "X-User-Id: $user" "$base/v1/workspace" >/dev/null
+chat=$(curl -sf -X POST -H "X-User-Id: $user" "$base/v1/chats" | sed -E 's/.*"chat_id":"([^"]+)".*/\1/')
+head -c 1024 /dev/zero | tr '\0' 'h' | curl -sf -X PUT -H "X-User-Id: $user" --data-binary @- "$base/v1/chats/$chat/history"
+
+cat > "$work/upload.lua" <<LUA
+wrk.method = "PUT"
+wrk.body = string.rep("x", 65536)
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.headers["X-User-Id"] = "$user"
+LUA
+
+echo "== GET /v1/chats/{id}/history (1 KiB), $connections connections, $duration"
+wrk -t2 -c"$connections" -d"$duration" --latency -H "X-User-Id: $user" "$base/v1/chats/$chat/history"
+echo "== PUT /v1/chats/{id}/files/{name} (64 KiB, replacing), $connections connections, $duration"
+wrk -t2 -c"$connections" -d"$duration" --latency -s "$work/upload.lua" "$base/v1/chats/$chat/files/bench.bin"
