@@ -8,7 +8,7 @@ use crate::adapters::sqlite::SqliteMetadata;
 use crate::bindings::{self, CallState, FromGuest, Guest, StorageServicePre, wit};
 use crate::error::{Error, SetupError};
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
-use crate::ports::{Access, Backend, FixedPorts, MetadataStore, Ports};
+use crate::ports::{Access, Backend, FixedPorts, MetadataStore, Ports, UnitOfWork};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -282,16 +282,8 @@ impl ChatStore {
             .backend
             .begin(access)
             .map_err(unavailable("transaction"))?;
-        match f(&unit.ports()) {
-            Ok(value) => {
-                unit.commit().map_err(unavailable("transaction"))?;
-                Ok(value)
-            }
-            Err(e) => {
-                unit.rollback();
-                Err(e)
-            }
-        }
+        let result = f(&unit.ports());
+        settle(unit, result)
     }
 
     /// Runs one export in a fresh instance. A trap is this call's
@@ -343,16 +335,7 @@ impl ChatStore {
                 Err(Error::unavailable("guest", message))
             }
         };
-        match result {
-            Ok(value) => {
-                unit.commit().map_err(unavailable("transaction"))?;
-                Ok(value)
-            }
-            Err(e) => {
-                unit.rollback();
-                Err(e)
-            }
-        }
+        settle(unit, result)
     }
 
     /// The user's workspace, created on the first call.
@@ -582,6 +565,20 @@ impl ChatStore {
                 .end(chat_id)
                 .map_err(unavailable("sandbox-session-repository"))
         })
+    }
+}
+
+/// Ends a unit of work by the call's outcome: commit on `Ok`, roll back on `Err`.
+fn settle<T>(unit: Box<dyn UnitOfWork>, result: Result<T, Error>) -> Result<T, Error> {
+    match result {
+        Ok(value) => {
+            unit.commit().map_err(unavailable("transaction"))?;
+            Ok(value)
+        }
+        Err(e) => {
+            unit.rollback();
+            Err(e)
+        }
     }
 }
 
