@@ -3,6 +3,7 @@
 
 pub mod script;
 
+use chatstore_host::faults::FaultInjector;
 use chatstore_host::{Chat, ChatStore, ChatStoreBuilder, Clock};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,8 +37,23 @@ impl Harness {
         Harness::with(|b| b.quota_bytes(bytes))
     }
 
+    /// A harness whose every port call goes through a fault injector.
+    pub fn with_faults() -> (Harness, Arc<FaultInjector>) {
+        let mut injector = None;
+        let harness = Harness::build(|builder| {
+            let faults = Arc::new(FaultInjector::new(builder.open_backend().expect("backend")));
+            injector = Some(faults.clone());
+            builder.build_with_backend(faults).expect("store")
+        });
+        (harness, injector.expect("built"))
+    }
+
     /// A harness with extra builder settings.
     pub fn with(configure: impl FnOnce(ChatStoreBuilder) -> ChatStoreBuilder) -> Harness {
+        Harness::build(|builder| configure(builder).build().expect("store"))
+    }
+
+    fn build(make: impl FnOnce(ChatStoreBuilder) -> ChatStore) -> Harness {
         let tmp = tempfile::tempdir().expect("temporary directory");
         let seconds = Arc::new(AtomicI64::new(START));
         let clock_seconds = seconds.clone();
@@ -47,7 +63,7 @@ impl Harness {
         let builder = ChatStore::builder()
             .data_dir(tmp.path().join("data"))
             .clock(clock);
-        let store = configure(builder).build().expect("store");
+        let store = make(builder);
         Harness {
             tmp,
             store,

@@ -28,6 +28,7 @@
 pub mod adapters;
 mod bindings;
 mod error;
+pub mod faults;
 pub mod fsck;
 pub mod http;
 pub mod model;
