@@ -40,7 +40,7 @@ pub use error::{Error, PortError, PortResult, SetupError, parse_id};
 pub use model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace, WorkspaceUsage};
 pub use names::AttachmentName;
 pub use store::{
-    ChatStore, ChatStoreBuilder, Clock, DEFAULT_DATA_DIR, DEFAULT_MAX_GUEST_MEMORY,
-    DEFAULT_QUOTA_BYTES, Metadata, STORAGE_COMPONENT,
+    ChatStore, ChatStoreBuilder, Clock, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR,
+    DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Metadata, STORAGE_COMPONENT,
 };
 pub use uuid::Uuid;

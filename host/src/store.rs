@@ -31,6 +31,12 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 1 << 30;
 /// The default memory cap of one guest instance: 256 MiB.
 pub const DEFAULT_MAX_GUEST_MEMORY: usize = 256 << 20;
 
+/// The default time one call may run guest code: 10 s.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the engine's epoch advances; a call's deadline is counted in these.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
 /// Core instances one component instance may create: the guest has a few
 /// (its module plus the shims the component linker adds); a hostile one gets no more.
 const MAX_CORE_INSTANCES: usize = 16;
@@ -113,6 +119,7 @@ pub struct ChatStoreBuilder {
     component: Option<Vec<u8>>,
     max_guest_memory: usize,
     pooled_instances: Option<u32>,
+    call_timeout: Duration,
 }
 
 impl Default for ChatStoreBuilder {
@@ -125,6 +132,7 @@ impl Default for ChatStoreBuilder {
             component: None,
             max_guest_memory: DEFAULT_MAX_GUEST_MEMORY,
             pooled_instances: None,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 }
@@ -164,6 +172,14 @@ impl ChatStoreBuilder {
     /// The most linear memory one guest instance may use (default 256 MiB).
     pub fn max_guest_memory(mut self, bytes: usize) -> Self {
         self.max_guest_memory = bytes;
+        self
+    }
+
+    /// The longest one call may run guest code (default 10 s); past it the
+    /// guest is interrupted and the call is `storage_unavailable`. Time spent
+    /// in the host's ports (disk, database) does not count.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
         self
     }
 
@@ -215,6 +231,7 @@ impl ChatStoreBuilder {
     pub fn build_with_backend(self, backend: Arc<dyn Backend>) -> Result<ChatStore, SetupError> {
         let component_error = |e: wasmtime::Error| SetupError::Component(format!("{e:#}"));
         let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
         if let Some(instances) = self.pooled_instances {
             let mut pool = wasmtime::PoolingAllocationConfig::default();
             pool.total_component_instances(instances)
@@ -234,24 +251,65 @@ impl ChatStoreBuilder {
             .instantiate_pre(&component)
             .map_err(component_error)?;
         let pre = StorageServicePre::new(pre).map_err(component_error)?;
+        let ticks = self
+            .call_timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1);
         Ok(ChatStore {
             inner: Arc::new(Inner {
+                _ticker: EpochTicker::start(&engine),
                 engine,
                 pre,
                 backend,
                 clock: self.clock,
                 max_guest_memory: self.max_guest_memory,
+                deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX),
             }),
         })
     }
 }
 
+/// Advances an engine's epoch every [`EPOCH_TICK`] until dropped, so that
+/// guest code past its deadline is interrupted.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> EpochTicker {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (engine, stopped) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("chatstore-epoch".into())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .ok();
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 struct Inner {
+    _ticker: EpochTicker,
     engine: Engine,
     pre: StorageServicePre<CallState>,
     backend: Arc<dyn Backend>,
     clock: Clock,
     max_guest_memory: usize,
+    deadline_ticks: u64,
 }
 
 /// The storage API: each method runs one use case of the storage component
@@ -315,6 +373,7 @@ impl ChatStore {
         };
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(inner.deadline_ticks);
         let outcome = inner
             .pre
             .instantiate(&mut store)

@@ -1,0 +1,290 @@
+//! A hostile policy component for the host's tests. `ensure-workspace`
+//! picks the attack from the last digit of the user id:
+//!
+//! - `…1`: loops forever;
+//! - `…2`: allocates without bound;
+//! - `…3`: panics (a trap);
+//! - `…4`: calls every port with hostile ids, names and values and answers
+//!   `storage-unavailable` from port `report` with what the host let through.
+//!
+//! Every other export answers `storage-unavailable`. Native builds are empty.
+
+#![cfg(target_arch = "wasm32")]
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "storage-service",
+});
+
+use chatstore::storage::types::{Chat, ChatFile, PortError, StorageError, Timestamp, Workspace};
+use chatstore::storage::{
+    chat_file_repository as files, chat_repository as chats, chat_storage as storage,
+    sandbox_session_repository as sandboxes, workspace_repository as workspaces,
+};
+use exports::chatstore::storage::storage::Guest;
+
+struct Hostile;
+
+export!(Hostile);
+
+const GOOD: &str = "0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a";
+
+fn bad_ids() -> Vec<String> {
+    vec![
+        "../../etc".into(),
+        "..".into(),
+        "/etc/passwd".into(),
+        String::new(),
+        "not-a-uuid".into(),
+        "0192F0C1-7D3A-7C4E-8A5B-1F2E3D4C5B6A".into(),
+        "{0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a}".into(),
+        "0192f0c17d3a7c4e8a5b1f2e3d4c5b6a".into(),
+        "0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a/../x".into(),
+        "\0".into(),
+        "a".repeat(1 << 20),
+    ]
+}
+
+fn bad_names() -> Vec<String> {
+    vec![
+        String::new(),
+        ".".into(),
+        "..".into(),
+        "../x".into(),
+        "../../../../outside.txt".into(),
+        "a/b".into(),
+        "/etc/passwd".into(),
+        "a\\b".into(),
+        "a\0b".into(),
+        "history.md".into(),
+        "n".repeat(256),
+        "n".repeat(1 << 20),
+    ]
+}
+
+fn at() -> Timestamp {
+    Timestamp {
+        seconds: 0,
+        nanoseconds: 0,
+    }
+}
+
+fn chat(chat_id: &str, workspace_id: &str) -> Chat {
+    Chat {
+        chat_id: chat_id.into(),
+        workspace_id: workspace_id.into(),
+        created_at: at(),
+    }
+}
+
+/// Runs every attack; returns (tried, the ones the host accepted).
+fn attack() -> (usize, Vec<String>) {
+    let mut tried = 0;
+    let mut accepted = Vec::new();
+    let mut expect_refusal = |what: String, outcome: Result<(), PortError>| {
+        tried += 1;
+        if outcome.is_ok() {
+            accepted.push(what.chars().take(80).collect());
+        }
+    };
+    for id in bad_ids() {
+        let short: String = id.chars().take(40).collect();
+        expect_refusal(
+            format!("workspaces.get({short})"),
+            workspaces::get(&id).map(drop),
+        );
+        expect_refusal(
+            format!("workspaces.get-by-user-id({short})"),
+            workspaces::get_by_user_id(&id).map(drop),
+        );
+        let w = Workspace {
+            workspace_id: id.clone(),
+            user_id: GOOD.into(),
+            created_at: at(),
+        };
+        expect_refusal(format!("workspaces.save({short})"), workspaces::save(&w));
+        expect_refusal(format!("chats.get({short})"), chats::get(&id).map(drop));
+        expect_refusal(
+            format!("chats.list({short})"),
+            chats::list_by_workspace_id(&id).map(drop),
+        );
+        expect_refusal(
+            format!("chats.save({short})"),
+            chats::save(&chat(&id, GOOD)),
+        );
+        expect_refusal(format!("chats.delete({short})"), chats::delete(&id));
+        expect_refusal(format!("files.get({short})"), files::get(&id).map(drop));
+        expect_refusal(
+            format!("files.list({short})"),
+            files::list_by_chat_id(&id).map(drop),
+        );
+        expect_refusal(format!("files.delete({short})"), files::delete(&id));
+        expect_refusal(
+            format!("files.delete-by-chat({short})"),
+            files::delete_by_chat_id(&id),
+        );
+        expect_refusal(
+            format!("sandboxes.get({short})"),
+            sandboxes::get_active_by_chat_id(&id).map(drop),
+        );
+        for c in [chat(&id, GOOD), chat(GOOD, &id)] {
+            expect_refusal(
+                format!("storage.ensure-chat({short})"),
+                storage::ensure_chat(&c),
+            );
+            expect_refusal(
+                format!("storage.read-history({short})"),
+                storage::read_history(&c).map(drop),
+            );
+            expect_refusal(
+                format!("storage.write-history({short})"),
+                storage::write_history(&c, "x"),
+            );
+            expect_refusal(
+                format!("storage.append-history({short})"),
+                storage::append_history(&c, "x"),
+            );
+            expect_refusal(
+                format!("storage.delete-chat({short})"),
+                storage::delete_chat(&c),
+            );
+            expect_refusal(
+                format!("storage.write-attachment({short})"),
+                storage::write_attachment(&c, "a", b"x").map(drop),
+            );
+            expect_refusal(
+                format!("storage.read-attachment({short})"),
+                storage::read_attachment(&c, "a").map(drop),
+            );
+            expect_refusal(
+                format!("storage.clear({short})"),
+                storage::clear_attachments(&c),
+            );
+        }
+    }
+    let good = chat(GOOD, GOOD);
+    for name in bad_names() {
+        let short: String = name.chars().take(40).collect();
+        expect_refusal(
+            format!("storage.write-attachment({short:?})"),
+            storage::write_attachment(&good, &name, b"x").map(drop),
+        );
+        expect_refusal(
+            format!("storage.read-attachment({short:?})"),
+            storage::read_attachment(&good, &name).map(drop),
+        );
+        expect_refusal(
+            format!("storage.delete-attachment({short:?})"),
+            storage::delete_attachment(&good, &name),
+        );
+        expect_refusal(
+            format!("files.get-by-name({short:?})"),
+            files::get_by_chat_id_and_name(GOOD, &name).map(drop),
+        );
+        let file = ChatFile {
+            file_id: GOOD.into(),
+            chat_id: GOOD.into(),
+            name: name.clone(),
+            content_type: None,
+            size_bytes: 1,
+            created_at: at(),
+        };
+        expect_refusal(format!("files.save({short:?})"), files::save(&file));
+    }
+    let late = Chat {
+        created_at: Timestamp {
+            seconds: 0,
+            nanoseconds: 2_000_000_000,
+        },
+        ..chat(GOOD, GOOD)
+    };
+    expect_refusal("chats.save(nanoseconds 2e9)".into(), chats::save(&late));
+    (tried, accepted)
+}
+
+fn unavailable<T>(message: &str) -> Result<T, StorageError> {
+    Err(StorageError::StorageUnavailable(PortError {
+        port: "hostile".into(),
+        message: message.into(),
+    }))
+}
+
+impl Guest for Hostile {
+    fn ensure_workspace(user_id: String) -> Result<Workspace, StorageError> {
+        match user_id.chars().last() {
+            Some('1') => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Some('2') => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Some('3') => panic!("the hostile guest panics on purpose"),
+            Some('4') => {
+                let (tried, accepted) = attack();
+                Err(StorageError::StorageUnavailable(PortError {
+                    port: "report".into(),
+                    message: format!("tried {tried}; accepted {accepted:?}"),
+                }))
+            }
+            _ => unavailable("no attack chosen"),
+        }
+    }
+    fn get_workspace(_: String) -> Result<Workspace, StorageError> {
+        unavailable("hostile")
+    }
+    fn get_usage(_: String) -> Result<chatstore::storage::types::WorkspaceUsage, StorageError> {
+        unavailable("hostile")
+    }
+    fn create_chat(_: String) -> Result<Chat, StorageError> {
+        unavailable("hostile")
+    }
+    fn list_chats(_: String) -> Result<Vec<Chat>, StorageError> {
+        unavailable("hostile")
+    }
+    fn get_chat(_: String, _: String) -> Result<Chat, StorageError> {
+        unavailable("hostile")
+    }
+    fn delete_chat(_: String, _: String) -> Result<(), StorageError> {
+        unavailable("hostile")
+    }
+    fn read_history(_: String, _: String) -> Result<String, StorageError> {
+        unavailable("hostile")
+    }
+    fn write_history(_: String, _: String, _: String) -> Result<(), StorageError> {
+        unavailable("hostile")
+    }
+    fn append_history(_: String, _: String, _: String) -> Result<(), StorageError> {
+        unavailable("hostile")
+    }
+    fn upload_attachment(
+        _: String,
+        _: String,
+        _: String,
+        _: Option<String>,
+        _: Vec<u8>,
+    ) -> Result<ChatFile, StorageError> {
+        unavailable("hostile")
+    }
+    fn list_attachments(_: String, _: String) -> Result<Vec<ChatFile>, StorageError> {
+        unavailable("hostile")
+    }
+    fn get_attachment(_: String, _: String, _: String) -> Result<ChatFile, StorageError> {
+        unavailable("hostile")
+    }
+    fn read_attachment(_: String, _: String, _: String) -> Result<Vec<u8>, StorageError> {
+        unavailable("hostile")
+    }
+    fn delete_attachment(_: String, _: String, _: String) -> Result<(), StorageError> {
+        unavailable("hostile")
+    }
+    fn clear_attachments(_: String, _: String) -> Result<(), StorageError> {
+        unavailable("hostile")
+    }
+}

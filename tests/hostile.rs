@@ -1,0 +1,111 @@
+//! A hostile component in place of the storage policy: it loops, hoards
+//! memory, panics, and feeds the ports every malformed id and name it can.
+//! The host stays up, answers each call with a typed error, refuses every
+//! hostile port call, and touches nothing.
+
+use chatstore_host::{ChatStoreBuilder, Error, Uuid};
+use chatstore_tests::{Harness, data_snapshot, snapshot};
+use std::fs;
+use std::time::{Duration, Instant};
+
+const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile.wasm"));
+
+fn hostile(b: ChatStoreBuilder) -> ChatStoreBuilder {
+    b.component(HOSTILE)
+        .call_timeout(Duration::from_millis(300))
+        .max_guest_memory(32 << 20)
+}
+
+/// A user id whose last digit picks the attack.
+fn attack(n: u8) -> Uuid {
+    Uuid::parse_str(&format!("00000000-0000-7000-8000-00000000000{n}")).unwrap()
+}
+
+fn guest_failure(e: Error) -> String {
+    match e {
+        Error::StorageUnavailable { port, message } if port == "guest" => message,
+        other => panic!("expected the guest's failure, got {other:?}"),
+    }
+}
+
+/// The hostile component answers every call it does not attack in with
+/// this: proof that the store still runs calls.
+fn still_serves(h: &Harness) {
+    let answer = h.store.ensure_workspace(attack(9)).unwrap_err();
+    assert_eq!(
+        answer,
+        Error::StorageUnavailable {
+            port: "hostile".into(),
+            message: "no attack chosen".into()
+        }
+    );
+}
+
+#[test]
+fn a_guest_that_loops_forever_is_interrupted_at_its_deadline() {
+    let h = Harness::with(hostile);
+    let started = Instant::now();
+    let message = guest_failure(h.store.ensure_workspace(attack(1)).unwrap_err());
+    println!("interrupted after {:?}: {message}", started.elapsed());
+    assert!(message.contains("interrupt"), "{message}");
+    still_serves(&h);
+}
+
+#[test]
+fn a_guest_that_allocates_without_bound_is_stopped_at_its_memory_cap() {
+    let h = Harness::with(hostile);
+    let message = guest_failure(h.store.ensure_workspace(attack(2)).unwrap_err());
+    assert!(message.contains("trapped"), "{message}");
+    still_serves(&h);
+}
+
+#[test]
+fn a_guest_that_panics_is_a_typed_error_with_what_it_printed() {
+    let h = Harness::with(hostile);
+    let message = guest_failure(h.store.ensure_workspace(attack(3)).unwrap_err());
+    assert!(message.contains("panics on purpose"), "{message}");
+    still_serves(&h);
+}
+
+#[test]
+fn every_hostile_port_call_is_refused_and_nothing_outside_is_touched() {
+    let h = Harness::with(hostile);
+    // A sentinel tree beside the data directory, where `../` would lead.
+    let sentinel = h.tmp.path().join("outside");
+    fs::create_dir_all(sentinel.join("etc")).unwrap();
+    fs::write(sentinel.join("etc/passwd"), b"root:x:0:0").unwrap();
+    fs::write(h.tmp.path().join("outside.txt"), b"keep").unwrap();
+    let outside_before = snapshot(h.tmp.path());
+    let data_before = data_snapshot(&h.data_dir());
+
+    let report = match h.store.ensure_workspace(attack(4)).unwrap_err() {
+        Error::StorageUnavailable { port, message } if port == "report" => message,
+        other => panic!("{other:?}"),
+    };
+    println!("{report}");
+    let tried: usize = report
+        .strip_prefix("tried ")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(tried > 300, "{report}");
+    assert!(
+        report.ends_with("accepted []"),
+        "the host let something through: {report}"
+    );
+
+    assert_eq!(data_snapshot(&h.data_dir()), data_before);
+    let outside_after: Vec<_> = snapshot(h.tmp.path())
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("data"))
+        .collect();
+    let outside_before: Vec<_> = outside_before
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("data"))
+        .collect();
+    assert_eq!(outside_after, outside_before);
+    still_serves(&h);
+}
