@@ -8,8 +8,8 @@ mod demo;
 
 use chatstore_host::fsck::{Progress, fsck};
 use chatstore_host::{
-    ChatStore, ChatStoreBuilder, DEFAULT_DATA_DIR, DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES,
-    Error, Metadata, parse_id,
+    ChatStore, ChatStoreBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR, DEFAULT_MAX_GUEST_MEMORY,
+    DEFAULT_QUOTA_BYTES, Error, Metadata, parse_id,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -33,6 +33,13 @@ struct Cli {
     /// The quota of every workspace, in bytes.
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_QUOTA_BYTES)]
     quota_bytes: u64,
+    /// Run this storage-policy component (any component of the
+    /// `storage-service` world) instead of the built-in one.
+    #[arg(long, global = true, value_name = "PATH")]
+    component: Option<PathBuf>,
+    /// The longest one call may run guest code, in milliseconds.
+    #[arg(long, global = true, value_name = "MS", default_value_t = DEFAULT_CALL_TIMEOUT.as_millis() as u64)]
+    call_timeout_ms: u64,
     /// The most linear memory one guest instance may use, in bytes.
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_MAX_GUEST_MEMORY)]
     max_guest_memory: usize,
@@ -258,8 +265,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn builder(cli: &Cli) -> ChatStoreBuilder {
-    ChatStore::builder()
+fn builder(cli: &Cli) -> Result<ChatStoreBuilder, Failure> {
+    let mut builder = ChatStore::builder();
+    if let Some(path) = &cli.component {
+        let bytes = std::fs::read(path)
+            .map_err(|e| other(format!("cannot read {}: {e}", path.display())))?;
+        builder = builder.component(bytes);
+    }
+    Ok(builder
         .data_dir(&cli.data_dir)
         .metadata(match cli.metadata {
             MetadataArg::Sqlite => Metadata::Sqlite,
@@ -267,11 +280,12 @@ fn builder(cli: &Cli) -> ChatStoreBuilder {
         })
         .quota_bytes(cli.quota_bytes)
         .max_guest_memory(cli.max_guest_memory)
+        .call_timeout(std::time::Duration::from_millis(cli.call_timeout_ms)))
 }
 
 fn run(cli: Cli) -> Outcome {
     match &cli.command {
-        Command::Demo => return demo::run(&cli.data_dir, builder(&cli)).map_err(other),
+        Command::Demo => return demo::run(&cli.data_dir, builder(&cli)?).map_err(other),
         Command::Fsck { repair } => return run_fsck(&cli, *repair),
         Command::Serve {
             addr,
@@ -284,7 +298,7 @@ fn run(cli: Cli) -> Outcome {
     }
     // Parse every argument before anything is opened, so bad input changes nothing.
     let command = Parsed::from(&cli.command)?;
-    let store = builder(&cli).build().map_err(other)?;
+    let store = builder(&cli)?.build().map_err(other)?;
     command.run(&store)
 }
 
@@ -294,7 +308,7 @@ fn run_fsck(cli: &Cli, repair: bool) -> Outcome {
             "fsck compares durable metadata with the files: use --metadata sqlite",
         ));
     }
-    let backend = builder(cli).open_backend().map_err(other)?;
+    let backend = builder(cli)?.open_backend().map_err(other)?;
     let mut last_shown = std::time::Instant::now();
     let report = fsck(&backend, repair, |Progress { done, total }| {
         if total >= 1000 && (done == total || last_shown.elapsed().as_secs() >= 1) {
@@ -316,7 +330,7 @@ fn serve(cli: &Cli, addr: &str, max_upload_bytes: u64, max_concurrent: u32) -> O
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let started = std::time::Instant::now();
-    let store = builder(cli)
+    let store = builder(cli)?
         .pooled_instances(max_concurrent)
         .build()
         .map_err(other)?;

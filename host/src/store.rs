@@ -229,7 +229,14 @@ impl ChatStoreBuilder {
     /// Builds the store on a backend that gives each call its ports and
     /// decides its fate.
     pub fn build_with_backend(self, backend: Arc<dyn Backend>) -> Result<ChatStore, SetupError> {
-        let component_error = |e: wasmtime::Error| SetupError::Component(format!("{e:#}"));
+        // One line, whatever wasmtime's message looks like.
+        let one_line = |e: &wasmtime::Error| {
+            format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let component_error = |e: wasmtime::Error| SetupError::Component(one_line(&e));
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         if let Some(instances) = self.pooled_instances {
@@ -250,7 +257,13 @@ impl ChatStoreBuilder {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(component_error)?;
-        let pre = StorageServicePre::new(pre).map_err(component_error)?;
+        let pre = StorageServicePre::new(pre).map_err(|e| {
+            SetupError::Component(format!(
+                "it does not export `chatstore:storage/storage@0.1.0` as the storage-service world \
+                 requires ({})",
+                one_line(&e)
+            ))
+        })?;
         let ticks = self
             .call_timeout
             .as_millis()

@@ -366,3 +366,55 @@ fn memory_metadata_is_refused_for_fsck() {
     assert_eq!(exit_code(&out), 1);
     assert_eq!(stderr_lines(&out).len(), 1);
 }
+
+#[test]
+fn another_component_can_be_loaded_from_a_path() {
+    let cli = Cli::new();
+    let path = cli._tmp.path().join("policy.wasm");
+    std::fs::write(&path, chatstore_host::STORAGE_COMPONENT).unwrap();
+    let workspace = cli.json(&[
+        "--component",
+        path.to_str().unwrap(),
+        "workspace",
+        "ensure",
+        "--user",
+        USER,
+    ]);
+    assert_eq!(text(&workspace, "user_id"), USER);
+}
+
+#[test]
+fn a_component_that_is_not_a_storage_service_is_refused_with_one_line() {
+    let cli = Cli::new();
+    let empty = cli._tmp.path().join("empty.wasm");
+    // The smallest valid component: it exports nothing.
+    std::fs::write(&empty, b"\0asm\x0d\x00\x01\x00").unwrap();
+    let out = cli.run(&[
+        "--component",
+        empty.to_str().unwrap(),
+        "workspace",
+        "get",
+        "--user",
+        USER,
+    ]);
+    assert_eq!(exit_code(&out), 1);
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("does not export `chatstore:storage/storage@0.1.0`"),
+        "{lines:?}"
+    );
+
+    let not_wasm = cli._tmp.path().join("notes.txt");
+    std::fs::write(&not_wasm, b"hello").unwrap();
+    let out = cli.run(&[
+        "--component",
+        not_wasm.to_str().unwrap(),
+        "workspace",
+        "get",
+        "--user",
+        USER,
+    ]);
+    assert_eq!(exit_code(&out), 1);
+    assert_eq!(stderr_lines(&out).len(), 1);
+}
