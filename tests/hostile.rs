@@ -109,3 +109,59 @@ fn every_hostile_port_call_is_refused_and_nothing_outside_is_touched() {
     assert_eq!(outside_after, outside_before);
     still_serves(&h);
 }
+
+#[test]
+fn a_guest_cannot_read_or_touch_another_users_chat_through_the_ports() {
+    let h = Harness::with(hostile);
+    // Alice's data, written through the built-in policy on the same data directory.
+    let builtin = chatstore_host::ChatStore::builder()
+        .data_dir(h.data_dir())
+        .build()
+        .unwrap();
+    let alice = Uuid::now_v7();
+    let workspace = builtin.ensure_workspace(alice).unwrap();
+    let chat = builtin.create_chat(alice).unwrap();
+    builtin
+        .write_history(alice, chat.chat_id, "# alice\n")
+        .unwrap();
+    let file = builtin
+        .upload_attachment(alice, chat.chat_id, "secret.txt", None, b"alice only")
+        .unwrap();
+    builtin.start_sandbox(chat.chat_id).unwrap();
+    let bob = Uuid::now_v7();
+    builtin.ensure_workspace(bob).unwrap();
+    let disk_before = data_snapshot(&h.data_dir());
+
+    // Bob's call runs the hostile policy, aimed at Alice's chat.
+    let report = match h
+        .store
+        .delete_attachment(bob, chat.chat_id, workspace.workspace_id)
+        .unwrap_err()
+    {
+        Error::StorageUnavailable { port, message } if port == "report" => message,
+        other => panic!("{other:?}"),
+    };
+    println!("{report}");
+    assert!(
+        report.ends_with("accepted []"),
+        "the host let something through: {report}"
+    );
+
+    assert_eq!(data_snapshot(&h.data_dir()), disk_before);
+    assert_eq!(
+        builtin.list_attachments(alice, chat.chat_id).unwrap(),
+        vec![file.clone()]
+    );
+    assert_eq!(
+        builtin
+            .read_attachment(alice, chat.chat_id, file.file_id)
+            .unwrap(),
+        b"alice only"
+    );
+    assert_eq!(
+        builtin.read_history(alice, chat.chat_id).unwrap(),
+        "# alice\n"
+    );
+    assert_eq!(builtin.get_workspace(alice).unwrap(), workspace);
+    assert_eq!(builtin.list_chats(bob).unwrap(), vec![]);
+}

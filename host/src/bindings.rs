@@ -36,6 +36,70 @@ pub(crate) struct CallState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     pub(crate) ports: Ports,
+    /// The user the call is for: every record the guest touches must be theirs.
+    pub(crate) caller: Uuid,
+    /// The caller's workspace, once looked up.
+    pub(crate) caller_workspace: Option<Uuid>,
+}
+
+/// Scoping: a guest may only see and touch the calling user's records.
+/// Another user's records read as missing; writing them is refused.
+impl CallState {
+    fn own_workspace(&mut self) -> WitResult<Option<Uuid>> {
+        if self.caller_workspace.is_none() {
+            let found = self
+                .ports
+                .workspaces
+                .get_by_user_id(self.caller)
+                .map_err(|e| WORKSPACES.failed(e))?;
+            self.caller_workspace = found.map(|w| w.workspace_id);
+        }
+        Ok(self.caller_workspace)
+    }
+
+    fn is_own_workspace(&mut self, workspace_id: Uuid) -> WitResult<bool> {
+        Ok(self.own_workspace()? == Some(workspace_id))
+    }
+
+    fn is_own_chat(&mut self, chat_id: Uuid) -> WitResult<bool> {
+        match self.ports.chats.get(chat_id).map_err(|e| CHATS.failed(e))? {
+            Some(chat) => self.is_own_workspace(chat.workspace_id),
+            None => Ok(false),
+        }
+    }
+
+    /// Refuses a chat record that is not the caller's; with `must_exist`,
+    /// also one that has no row (or a row in another workspace).
+    fn check_chat(&mut self, port: &Port, chat: &Chat, must_exist: bool) -> WitResult<()> {
+        if !self.is_own_workspace(chat.workspace_id)? {
+            return Err(port.refuse("the chat is not in the calling user's workspace".into()));
+        }
+        match self
+            .ports
+            .chats
+            .get(chat.chat_id)
+            .map_err(|e| CHATS.failed(e))?
+        {
+            Some(row) if row.workspace_id != chat.workspace_id => {
+                Err(port.refuse("the chat is not in the calling user's workspace".into()))
+            }
+            None if must_exist => Err(port.refuse("no such chat".into())),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_own_chat_id(&mut self, port: &Port, chat_id: Uuid) -> WitResult<()> {
+        let exists = self
+            .ports
+            .chats
+            .get(chat_id)
+            .map_err(|e| CHATS.failed(e))?
+            .is_some();
+        if exists && !self.is_own_chat(chat_id)? {
+            return Err(port.refuse("the chat is not in the calling user's workspace".into()));
+        }
+        Ok(())
+    }
 }
 
 impl WasiView for CallState {
@@ -219,11 +283,14 @@ impl workspace_repository::Host for CallState {
             .workspaces
             .get(id)
             .map_err(|e| WORKSPACES.failed(e))?;
-        Ok(found.map(Into::into))
+        Ok(found.filter(|w| w.user_id == self.caller).map(Into::into))
     }
 
     fn get_by_user_id(&mut self, user_id: String) -> WitResult<Option<wit::Workspace>> {
         let id = WORKSPACES.id(&user_id)?;
+        if id != self.caller {
+            return Ok(None);
+        }
         let found = self
             .ports
             .workspaces
@@ -234,6 +301,15 @@ impl workspace_repository::Host for CallState {
 
     fn save(&mut self, workspace: wit::Workspace) -> WitResult<()> {
         let workspace = WORKSPACES.workspace(workspace)?;
+        let existing = self
+            .ports
+            .workspaces
+            .get(workspace.workspace_id)
+            .map_err(|e| WORKSPACES.failed(e))?;
+        if workspace.user_id != self.caller || existing.is_some_and(|w| w.user_id != self.caller) {
+            return Err(WORKSPACES.refuse("the workspace is not the calling user's".into()));
+        }
+        self.caller_workspace = None;
         self.ports
             .workspaces
             .save(&workspace)
@@ -245,11 +321,17 @@ impl chat_repository::Host for CallState {
     fn get(&mut self, chat_id: String) -> WitResult<Option<wit::Chat>> {
         let id = CHATS.id(&chat_id)?;
         let found = self.ports.chats.get(id).map_err(|e| CHATS.failed(e))?;
-        Ok(found.map(Into::into))
+        match found {
+            Some(chat) if self.is_own_workspace(chat.workspace_id)? => Ok(Some(chat.into())),
+            _ => Ok(None),
+        }
     }
 
     fn list_by_workspace_id(&mut self, workspace_id: String) -> WitResult<Vec<wit::Chat>> {
         let id = CHATS.id(&workspace_id)?;
+        if !self.is_own_workspace(id)? {
+            return Ok(Vec::new());
+        }
         let chats = self
             .ports
             .chats
@@ -260,11 +342,13 @@ impl chat_repository::Host for CallState {
 
     fn save(&mut self, chat: wit::Chat) -> WitResult<()> {
         let chat = CHATS.chat(chat)?;
+        self.check_chat(&CHATS, &chat, false)?;
         self.ports.chats.save(&chat).map_err(|e| CHATS.failed(e))
     }
 
     fn delete(&mut self, chat_id: String) -> WitResult<()> {
         let id = CHATS.id(&chat_id)?;
+        self.check_own_chat_id(&CHATS, id)?;
         self.ports.chats.delete(id).map_err(|e| CHATS.failed(e))
     }
 }
@@ -273,7 +357,10 @@ impl chat_file_repository::Host for CallState {
     fn get(&mut self, file_id: String) -> WitResult<Option<wit::ChatFile>> {
         let id = FILES.id(&file_id)?;
         let found = self.ports.files.get(id).map_err(|e| FILES.failed(e))?;
-        Ok(found.map(Into::into))
+        match found {
+            Some(file) if self.is_own_chat(file.chat_id)? => Ok(Some(file.into())),
+            _ => Ok(None),
+        }
     }
 
     fn get_by_chat_id_and_name(
@@ -282,6 +369,9 @@ impl chat_file_repository::Host for CallState {
         name: String,
     ) -> WitResult<Option<wit::ChatFile>> {
         let (id, name) = (FILES.id(&chat_id)?, FILES.name(name)?);
+        if !self.is_own_chat(id)? {
+            return Ok(None);
+        }
         let found = self
             .ports
             .files
@@ -292,6 +382,9 @@ impl chat_file_repository::Host for CallState {
 
     fn list_by_chat_id(&mut self, chat_id: String) -> WitResult<Vec<wit::ChatFile>> {
         let id = FILES.id(&chat_id)?;
+        if !self.is_own_chat(id)? {
+            return Ok(Vec::new());
+        }
         let files = self
             .ports
             .files
@@ -302,16 +395,34 @@ impl chat_file_repository::Host for CallState {
 
     fn save(&mut self, chat_file: wit::ChatFile) -> WitResult<()> {
         let file = FILES.chat_file(chat_file)?;
+        if !self.is_own_chat(file.chat_id)? {
+            return Err(
+                FILES.refuse("the file's chat is not in the calling user's workspace".into())
+            );
+        }
+        if let Some(existing) = self
+            .ports
+            .files
+            .get(file.file_id)
+            .map_err(|e| FILES.failed(e))?
+            && existing.chat_id != file.chat_id
+        {
+            return Err(FILES.refuse("the file id belongs to another chat".into()));
+        }
         self.ports.files.save(&file).map_err(|e| FILES.failed(e))
     }
 
     fn delete(&mut self, file_id: String) -> WitResult<()> {
         let id = FILES.id(&file_id)?;
+        if let Some(file) = self.ports.files.get(id).map_err(|e| FILES.failed(e))? {
+            self.check_own_chat_id(&FILES, file.chat_id)?;
+        }
         self.ports.files.delete(id).map_err(|e| FILES.failed(e))
     }
 
     fn delete_by_chat_id(&mut self, chat_id: String) -> WitResult<()> {
         let id = FILES.id(&chat_id)?;
+        self.check_own_chat_id(&FILES, id)?;
         self.ports
             .files
             .delete_by_chat_id(id)
@@ -322,6 +433,9 @@ impl chat_file_repository::Host for CallState {
 impl sandbox_session_repository::Host for CallState {
     fn get_active_by_chat_id(&mut self, chat_id: String) -> WitResult<Option<wit::SandboxSession>> {
         let id = SANDBOXES.id(&chat_id)?;
+        if !self.is_own_chat(id)? {
+            return Ok(None);
+        }
         let found = self
             .ports
             .sandboxes
@@ -334,6 +448,7 @@ impl sandbox_session_repository::Host for CallState {
 impl chat_storage::Host for CallState {
     fn ensure_chat(&mut self, chat: wit::Chat) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
+        self.check_chat(&STORAGE, &chat, false)?;
         self.ports
             .storage
             .ensure_chat(&chat)
@@ -342,6 +457,7 @@ impl chat_storage::Host for CallState {
 
     fn read_history(&mut self, chat: wit::Chat) -> WitResult<String> {
         let chat = STORAGE.chat(chat)?;
+        self.check_chat(&STORAGE, &chat, true)?;
         self.ports
             .storage
             .read_history(&chat)
@@ -350,6 +466,7 @@ impl chat_storage::Host for CallState {
 
     fn write_history(&mut self, chat: wit::Chat, content: String) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
+        self.check_chat(&STORAGE, &chat, true)?;
         self.ports
             .storage
             .write_history(&chat, &content)
@@ -358,6 +475,7 @@ impl chat_storage::Host for CallState {
 
     fn append_history(&mut self, chat: wit::Chat, content: String) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
+        self.check_chat(&STORAGE, &chat, true)?;
         self.ports
             .storage
             .append_history(&chat, &content)
@@ -366,6 +484,7 @@ impl chat_storage::Host for CallState {
 
     fn delete_chat(&mut self, chat: wit::Chat) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
+        self.check_chat(&STORAGE, &chat, true)?;
         self.ports
             .storage
             .delete_chat(&chat)
@@ -379,6 +498,7 @@ impl chat_storage::Host for CallState {
         content: Vec<u8>,
     ) -> WitResult<u64> {
         let (chat, name) = (STORAGE.chat(chat)?, STORAGE.name(name)?);
+        self.check_chat(&STORAGE, &chat, true)?;
         self.ports
             .storage
             .write_attachment(&chat, &name, &content)
@@ -387,6 +507,7 @@ impl chat_storage::Host for CallState {
 
     fn read_attachment(&mut self, chat: wit::Chat, name: String) -> WitResult<Vec<u8>> {
         let (chat, name) = (STORAGE.chat(chat)?, STORAGE.name(name)?);
+        self.check_chat(&STORAGE, &chat, true)?;
         self.ports
             .storage
             .read_attachment(&chat, &name)
@@ -395,6 +516,7 @@ impl chat_storage::Host for CallState {
 
     fn delete_attachment(&mut self, chat: wit::Chat, name: String) -> WitResult<()> {
         let (chat, name) = (STORAGE.chat(chat)?, STORAGE.name(name)?);
+        self.check_chat(&STORAGE, &chat, true)?;
         self.ports
             .storage
             .delete_attachment(&chat, &name)
@@ -403,6 +525,7 @@ impl chat_storage::Host for CallState {
 
     fn clear_attachments(&mut self, chat: wit::Chat) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
+        self.check_chat(&STORAGE, &chat, true)?;
         self.ports
             .storage
             .clear_attachments(&chat)
@@ -417,6 +540,9 @@ impl storage_usage::Host for CallState {
         chats: Vec<wit::Chat>,
     ) -> WitResult<wit::WorkspaceUsage> {
         let workspace = USAGE.workspace(workspace)?;
+        if !self.is_own_workspace(workspace.workspace_id)? {
+            return Err(USAGE.refuse("the workspace is not the calling user's".into()));
+        }
         let chats = chats
             .into_iter()
             .map(|c| USAGE.chat(c))

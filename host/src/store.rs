@@ -362,6 +362,7 @@ impl ChatStore {
     fn call<T, U>(
         &self,
         access: Access,
+        caller: Uuid,
         export: impl FnOnce(&Guest, &mut Store<CallState>) -> GuestResult<T>,
         convert: impl FnOnce(T) -> Result<U, Error>,
     ) -> Result<U, Error> {
@@ -383,6 +384,8 @@ impl ChatStore {
                 .instances(MAX_CORE_INSTANCES)
                 .build(),
             ports: unit.ports(),
+            caller,
+            caller_workspace: None,
         };
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -415,6 +418,7 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             Access::Write,
+            user_id,
             |g, s| g.call_ensure_workspace(s, &user),
             FromGuest::workspace,
         )
@@ -425,6 +429,7 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             Access::Read,
+            user_id,
             |g, s| g.call_get_workspace(s, &user),
             FromGuest::workspace,
         )
@@ -435,6 +440,7 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             Access::Read,
+            user_id,
             |g, s| g.call_get_usage(s, &user),
             FromGuest::usage,
         )
@@ -445,6 +451,7 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             Access::Write,
+            user_id,
             |g, s| g.call_create_chat(s, &user),
             FromGuest::chat,
         )
@@ -455,6 +462,7 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             Access::Read,
+            user_id,
             |g, s| g.call_list_chats(s, &user),
             FromGuest::chats,
         )
@@ -465,6 +473,7 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             Access::Read,
+            user_id,
             |g, s| g.call_get_chat(s, &user, &chat),
             FromGuest::chat,
         )
@@ -475,6 +484,7 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             Access::Write,
+            user_id,
             |g, s| g.call_delete_chat(s, &user, &chat),
             Ok,
         )
@@ -485,6 +495,7 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             Access::Read,
+            user_id,
             |g, s| g.call_read_history(s, &user, &chat),
             Ok,
         )
@@ -495,6 +506,7 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             Access::Write,
+            user_id,
             |g, s| g.call_write_history(s, &user, &chat, content),
             Ok,
         )
@@ -505,6 +517,7 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             Access::Write,
+            user_id,
             |g, s| g.call_append_history(s, &user, &chat, content),
             Ok,
         )
@@ -522,6 +535,7 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             Access::Write,
+            user_id,
             |g, s| g.call_upload_attachment(s, &user, &chat, name, content_type, content),
             FromGuest::chat_file,
         )
@@ -532,6 +546,7 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             Access::Read,
+            user_id,
             |g, s| g.call_list_attachments(s, &user, &chat),
             FromGuest::chat_files,
         )
@@ -551,6 +566,7 @@ impl ChatStore {
         );
         self.call(
             Access::Read,
+            user_id,
             |g, s| g.call_get_attachment(s, &user, &chat, &file),
             FromGuest::chat_file,
         )
@@ -570,6 +586,7 @@ impl ChatStore {
         );
         self.call(
             Access::Read,
+            user_id,
             |g, s| g.call_read_attachment(s, &user, &chat, &file),
             Ok,
         )
@@ -589,6 +606,7 @@ impl ChatStore {
         );
         self.call(
             Access::Write,
+            user_id,
             |g, s| g.call_delete_attachment(s, &user, &chat, &file),
             Ok,
         )
@@ -600,6 +618,7 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             Access::Write,
+            user_id,
             |g, s| g.call_clear_attachments(s, &user, &chat),
             Ok,
         )

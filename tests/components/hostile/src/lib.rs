@@ -7,6 +7,10 @@
 //! - `…4`: calls every port with hostile ids, names and values and answers
 //!   `storage-unavailable` from port `report` with what the host let through.
 //!
+//! `delete-attachment(user, chat, workspace)` attacks another user's chat:
+//! it reads, writes and deletes through every port with that chat's id and
+//! its workspace's id (passed in the file-id slot), and reports the same way.
+//!
 //! Every other export answers `storage-unavailable`. Native builds are empty.
 
 #![cfg(target_arch = "wasm32")]
@@ -19,7 +23,7 @@ wit_bindgen::generate!({
 use chatstore::storage::types::{Chat, ChatFile, PortError, StorageError, Timestamp, Workspace};
 use chatstore::storage::{
     chat_file_repository as files, chat_repository as chats, chat_storage as storage,
-    sandbox_session_repository as sandboxes, workspace_repository as workspaces,
+    sandbox_session_repository as sandboxes, storage_usage, workspace_repository as workspaces,
 };
 use exports::chatstore::storage::storage::Guest;
 
@@ -202,6 +206,122 @@ fn attack() -> (usize, Vec<String>) {
     (tried, accepted)
 }
 
+/// Attacks a chat of another user's workspace; returns (tried, what got through).
+fn trespass(user: &str, theirs: &str, their_workspace: &str) -> (usize, Vec<String>) {
+    let mut tried = 0;
+    let mut accepted: Vec<String> = Vec::new();
+    let mut check = |what: &str, got_through: bool| {
+        tried += 1;
+        if got_through {
+            accepted.push(what.into());
+        }
+    };
+    let mine = workspaces::get_by_user_id(user)
+        .ok()
+        .flatten()
+        .map(|w| w.workspace_id)
+        .unwrap_or_default();
+    let their_chat = chat(theirs, their_workspace);
+    check(
+        "workspaces.get",
+        matches!(workspaces::get(their_workspace), Ok(Some(_))),
+    );
+    check("chats.get", matches!(chats::get(theirs), Ok(Some(_))));
+    check(
+        "chats.list",
+        matches!(chats::list_by_workspace_id(their_workspace), Ok(l) if !l.is_empty()),
+    );
+    check(
+        "files.list",
+        matches!(files::list_by_chat_id(theirs), Ok(l) if !l.is_empty()),
+    );
+    check(
+        "files.get-by-name",
+        matches!(
+            files::get_by_chat_id_and_name(theirs, "secret.txt"),
+            Ok(Some(_))
+        ),
+    );
+    check(
+        "sandboxes.get",
+        matches!(sandboxes::get_active_by_chat_id(theirs), Ok(Some(_))),
+    );
+    check(
+        "storage.read-history",
+        storage::read_history(&their_chat).is_ok(),
+    );
+    check(
+        "storage.read-attachment",
+        storage::read_attachment(&their_chat, "secret.txt").is_ok(),
+    );
+    check(
+        "storage.write-history",
+        storage::write_history(&their_chat, "pwned").is_ok(),
+    );
+    check(
+        "storage.append-history",
+        storage::append_history(&their_chat, "pwned").is_ok(),
+    );
+    check(
+        "storage.write-attachment",
+        storage::write_attachment(&their_chat, "secret.txt", b"pwned").is_ok(),
+    );
+    check(
+        "storage.delete-attachment",
+        storage::delete_attachment(&their_chat, "secret.txt").is_ok(),
+    );
+    check(
+        "storage.clear",
+        storage::clear_attachments(&their_chat).is_ok(),
+    );
+    check(
+        "storage.delete-chat",
+        storage::delete_chat(&their_chat).is_ok(),
+    );
+    check(
+        "storage.ensure-chat",
+        storage::ensure_chat(&their_chat).is_ok(),
+    );
+    let usage_of_theirs = Workspace {
+        workspace_id: their_workspace.into(),
+        user_id: GOOD.into(),
+        created_at: at(),
+    };
+    check(
+        "usage.get",
+        storage_usage::get_workspace_usage(&usage_of_theirs, &[their_chat.clone()]).is_ok(),
+    );
+    check("chats.delete", chats::delete(theirs).is_ok());
+    check("chats.save (theirs)", chats::save(&their_chat).is_ok());
+    check(
+        "chats.save (moved into mine)",
+        chats::save(&chat(theirs, &mine)).is_ok(),
+    );
+    check(
+        "files.delete-by-chat",
+        files::delete_by_chat_id(theirs).is_ok(),
+    );
+    let planted = ChatFile {
+        file_id: GOOD.into(),
+        chat_id: theirs.into(),
+        name: "planted.txt".into(),
+        content_type: None,
+        size_bytes: 1,
+        created_at: at(),
+    };
+    check("files.save", files::save(&planted).is_ok());
+    let stolen = Workspace {
+        workspace_id: their_workspace.into(),
+        user_id: user.into(),
+        created_at: at(),
+    };
+    check(
+        "workspaces.save (take theirs)",
+        workspaces::save(&stolen).is_ok(),
+    );
+    (tried, accepted)
+}
+
 fn unavailable<T>(message: &str) -> Result<T, StorageError> {
     Err(StorageError::StorageUnavailable(PortError {
         port: "hostile".into(),
@@ -281,8 +401,16 @@ impl Guest for Hostile {
     fn read_attachment(_: String, _: String, _: String) -> Result<Vec<u8>, StorageError> {
         unavailable("hostile")
     }
-    fn delete_attachment(_: String, _: String, _: String) -> Result<(), StorageError> {
-        unavailable("hostile")
+    fn delete_attachment(
+        user_id: String,
+        chat_id: String,
+        workspace_id: String,
+    ) -> Result<(), StorageError> {
+        let (tried, accepted) = trespass(&user_id, &chat_id, &workspace_id);
+        Err(StorageError::StorageUnavailable(PortError {
+            port: "report".into(),
+            message: format!("tried {tried}; accepted {accepted:?}"),
+        }))
     }
     fn clear_attachments(_: String, _: String) -> Result<(), StorageError> {
         unavailable("hostile")
