@@ -289,7 +289,8 @@ fn trespass(user: &str, theirs: &str, their_workspace: &str) -> (usize, Vec<Stri
     };
     check(
         "usage.get",
-        storage_usage::get_workspace_usage(&usage_of_theirs, &[their_chat.clone()]).is_ok(),
+        storage_usage::get_workspace_usage(&usage_of_theirs, std::slice::from_ref(&their_chat))
+            .is_ok(),
     );
     check("chats.delete", chats::delete(theirs).is_ok());
     check("chats.save (theirs)", chats::save(&their_chat).is_ok());
