@@ -88,17 +88,14 @@ impl CallState {
         }
     }
 
+    /// Refuses a chat id whose row is in another workspace; a missing chat passes.
     fn check_own_chat_id(&mut self, port: &Port, chat_id: Uuid) -> WitResult<()> {
-        let exists = self
-            .ports
-            .chats
-            .get(chat_id)
-            .map_err(|e| CHATS.failed(e))?
-            .is_some();
-        if exists && !self.is_own_chat(chat_id)? {
-            return Err(port.refuse("the chat is not in the calling user's workspace".into()));
+        match self.ports.chats.get(chat_id).map_err(|e| CHATS.failed(e))? {
+            Some(chat) if !self.is_own_workspace(chat.workspace_id)? => {
+                Err(port.refuse("the chat is not in the calling user's workspace".into()))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -31,7 +31,7 @@ use cap_std::fs::{Dir, File, OpenOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -118,7 +118,6 @@ fn checked_staged(name: &str) -> io::Result<&str> {
 /// An opened data directory, shared by everything that touches it.
 #[derive(Debug)]
 pub struct DataDir {
-    path: PathBuf,
     root: Dir,
     staging: Dir,
 }
@@ -132,23 +131,14 @@ pub struct DirLock {
 impl DataDir {
     /// Opens the data directory at `path`, creating it and its layout if missing.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Arc<DataDir>> {
-        let path = path.as_ref().to_path_buf();
+        let path = path.as_ref();
         // The one place the adapter uses ambient authority: opening the root.
-        Dir::create_ambient_dir_all(&path, ambient_authority())?;
-        let root = Dir::open_ambient_dir(&path, ambient_authority())?;
+        Dir::create_ambient_dir_all(path, ambient_authority())?;
+        let root = Dir::open_ambient_dir(path, ambient_authority())?;
         root.create_dir_all(WORKSPACES)?;
         root.create_dir_all(STAGING)?;
         let staging = root.open_dir(STAGING)?;
-        Ok(Arc::new(DataDir {
-            path,
-            root,
-            staging,
-        }))
-    }
-
-    /// Where the data directory is.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Arc::new(DataDir { root, staging }))
     }
 
     /// Takes the data directory's lock: shared for reading, exclusive for

@@ -61,7 +61,7 @@ impl DataDirBackend {
             ids: Arc::new(UuidV7Ids),
         };
         let _lock = backend.data.lock(Access::Write).map_err(io_error("lock"))?;
-        backend.recover()?;
+        backend.recover(false)?;
         Ok(backend)
     }
 
@@ -75,9 +75,13 @@ impl DataDirBackend {
         &self.metadata
     }
 
-    /// Replays the journal and cleans staging. Call with the exclusive lock held.
-    fn recover(&self) -> PortResult<()> {
+    /// Replays the journal and cleans staging. Call with the exclusive lock
+    /// held; with `only_if_pending`, does nothing when there is no journal.
+    fn recover(&self, only_if_pending: bool) -> PortResult<()> {
         let pending = self.metadata.pending_effects()?;
+        if only_if_pending && pending.is_empty() {
+            return Ok(());
+        }
         self.data.recover(&pending).map_err(io_error("recovery"))?;
         if !pending.is_empty() {
             self.metadata.forget_effects()?;
@@ -91,11 +95,7 @@ impl Backend for DataDirBackend {
         let lock = self.data.lock(access).map_err(io_error("lock"))?;
         if access == Access::Write {
             // A journal left by a writer whose effects failed to apply.
-            let pending = self.metadata.pending_effects()?;
-            if !pending.is_empty() {
-                self.data.recover(&pending).map_err(io_error("recovery"))?;
-                self.metadata.forget_effects()?;
-            }
+            self.recover(true)?;
         }
         let tx = self.metadata.begin(access)?;
         Ok(Box::new(DataDirUnit {
