@@ -10,4 +10,15 @@ fn main() {
         ],
         "hostile.wasm",
     );
+    chatstore_build_support::build_component(
+        "chatstore-file-limit-guest",
+        "chatstore_file_limit_guest",
+        &[
+            "tests/components/file-limit/src",
+            "tests/components/file-limit/Cargo.toml",
+            "guest/src",
+            "guest/Cargo.toml",
+        ],
+        "file-limit.wasm",
+    );
 }

@@ -165,3 +165,45 @@ fn a_guest_cannot_read_or_touch_another_users_chat_through_the_ports() {
     assert_eq!(builtin.get_workspace(alice).unwrap(), workspace);
     assert_eq!(builtin.list_chats(bob).unwrap(), vec![]);
 }
+
+#[test]
+fn one_call_cannot_write_more_than_the_quota_whatever_the_policy() {
+    const QUOTA: u64 = 4 << 20;
+    let h = Harness::with(|b| hostile(b).quota_bytes(QUOTA));
+    let builtin = chatstore_host::ChatStore::builder()
+        .data_dir(h.data_dir())
+        .quota_bytes(QUOTA)
+        .build()
+        .unwrap();
+    let bob = Uuid::now_v7();
+    builtin.ensure_workspace(bob).unwrap();
+    let chat = builtin.create_chat(bob).unwrap();
+    let disk_before = data_snapshot(&h.data_dir());
+
+    let report = match h.store.clear_attachments(bob, chat.chat_id).unwrap_err() {
+        Error::StorageUnavailable { port, message } if port == "report" => message,
+        other => panic!("{other:?}"),
+    };
+    println!("{report}");
+    let parts: Vec<&str> = report.split("; ").collect();
+    for (part, what) in parts.iter().zip(["huge", "history", "append"]) {
+        assert!(
+            part.starts_with(&format!("{what} refused (chat-storage: refused to write ")),
+            "{part}"
+        );
+    }
+    let written: u64 = parts[3]
+        .strip_prefix("flood wrote ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(written, QUOTA, "{report}");
+    assert!(
+        parts[3].contains("then refused (chat-storage: refused to write 1048576 bytes"),
+        "{report}"
+    );
+    // The call failed, so nothing it wrote stays.
+    assert_eq!(data_snapshot(&h.data_dir()), disk_before);
+    assert_eq!(builtin.get_usage(bob).unwrap().used_bytes, 0);
+}

@@ -3,10 +3,18 @@
 //!
 //! Everything a port returns is parsed like any other input: a malformed id
 //! or name from a port is that port's failure, never a panic.
+//!
+//! With the default `export` feature this crate *is* the built-in storage
+//! component. Without it, another crate can build its own policy on top:
+//! implement [`Guest`] for its own type, delegate to [`BuiltIn`] where the
+//! rules stay the same, and export it with
+//! `chatstore_guest::component::export!(MyPolicy with_types_in chatstore_guest::component);`.
 
 wit_bindgen::generate!({
     path: "../wit",
     world: "storage-service",
+    pub_export_macro: true,
+    default_bindings_module: "chatstore_guest::component",
 });
 
 use crate::domain::{
@@ -16,15 +24,19 @@ use crate::domain::{
 use crate::usecase::ports::{self, PortResult};
 use crate::usecase::{Ports, Storage};
 use chatstore::storage::types as wit;
+/// The WIT values the `storage` exports take and return.
+pub use chatstore::storage::types;
 use chatstore::storage::{
     chat_file_repository, chat_repository, chat_storage, id_generator, sandbox_session_repository,
     storage_usage, workspace_repository,
 };
-use exports::chatstore::storage::storage::Guest;
+pub use exports::chatstore::storage::storage::Guest;
 
-struct Component;
+/// The built-in storage policy: every rule of the design contract.
+pub struct BuiltIn;
 
-export!(Component);
+#[cfg(feature = "export")]
+export!(BuiltIn with_types_in crate::component);
 
 /// The imports, one unit struct per port.
 struct Imports;
@@ -378,7 +390,7 @@ fn out<T, U>(r: Result<T, StorageError>, f: impl FnOnce(T) -> U) -> Out<U> {
     r.map(f).map_err(storage_error)
 }
 
-impl Guest for Component {
+impl Guest for BuiltIn {
     fn ensure_workspace(user_id: String) -> Out<wit::Workspace> {
         out(storage().ensure_workspace(&user_id), workspace)
     }

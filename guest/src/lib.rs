@@ -13,4 +13,4 @@ pub mod domain;
 pub mod usecase;
 
 #[cfg(target_arch = "wasm32")]
-mod component;
+pub mod component;

@@ -40,6 +40,9 @@ pub(crate) struct CallState {
     pub(crate) caller: Uuid,
     /// The caller's workspace, once looked up.
     pub(crate) caller_workspace: Option<Uuid>,
+    /// What the call may still write to chat storage, once looked up: the
+    /// workspace's quota, less what the call has written.
+    pub(crate) write_budget: Option<u64>,
 }
 
 /// Scoping: a guest may only see and touch the calling user's records.
@@ -86,6 +89,40 @@ impl CallState {
             None if must_exist => Err(port.refuse("no such chat".into())),
             _ => Ok(()),
         }
+    }
+
+    /// Charges `bytes` written to the caller's workspace against the call's
+    /// budget: one call writes at most the workspace's quota in total, so a
+    /// policy that ignores the quota still cannot fill the disk in one call.
+    fn spend(&mut self, workspace_id: Uuid, bytes: usize) -> WitResult<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let budget = match self.write_budget {
+            Some(budget) => budget,
+            None => {
+                let workspace = self
+                    .ports
+                    .workspaces
+                    .get(workspace_id)
+                    .map_err(|e| WORKSPACES.failed(e))?
+                    .ok_or_else(|| STORAGE.refuse("no such workspace".into()))?;
+                self.ports
+                    .usage
+                    .get_workspace_usage(&workspace, &[])
+                    .map_err(|e| USAGE.failed(e))?
+                    .quota_bytes
+            }
+        };
+        let bytes = bytes as u64;
+        if bytes > budget {
+            return Err(STORAGE.refuse(format!(
+                "refused to write {bytes} bytes: one call may write at most the workspace's \
+                 quota, and {budget} bytes of it are left"
+            )));
+        }
+        self.write_budget = Some(budget - bytes);
+        Ok(())
     }
 
     /// Refuses a chat id whose row is in another workspace; a missing chat passes.
@@ -464,6 +501,7 @@ impl chat_storage::Host for CallState {
     fn write_history(&mut self, chat: wit::Chat, content: String) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
         self.check_chat(&STORAGE, &chat, true)?;
+        self.spend(chat.workspace_id, content.len())?;
         self.ports
             .storage
             .write_history(&chat, &content)
@@ -473,6 +511,7 @@ impl chat_storage::Host for CallState {
     fn append_history(&mut self, chat: wit::Chat, content: String) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
         self.check_chat(&STORAGE, &chat, true)?;
+        self.spend(chat.workspace_id, content.len())?;
         self.ports
             .storage
             .append_history(&chat, &content)
@@ -496,6 +535,7 @@ impl chat_storage::Host for CallState {
     ) -> WitResult<u64> {
         let (chat, name) = (STORAGE.chat(chat)?, STORAGE.name(name)?);
         self.check_chat(&STORAGE, &chat, true)?;
+        self.spend(chat.workspace_id, content.len())?;
         self.ports
             .storage
             .write_attachment(&chat, &name, &content)

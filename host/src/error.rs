@@ -90,13 +90,30 @@ impl Error {
 }
 
 /// Parses a user-supplied id: a hyphenated UUID in either case; anything
-/// else is `invalid_id`.
+/// else is `invalid_id`, carrying the string as the component would (cut
+/// to 256 bytes, with `…`, if longer).
 pub fn parse_id(s: &str) -> Result<Uuid, Error> {
     let hyphenated = s.len() == 36 && [8, 13, 18, 23].iter().all(|&i| s.as_bytes()[i] == b'-');
     match Uuid::try_parse(s) {
         Ok(id) if hyphenated => Ok(id),
-        _ => Err(Error::InvalidId(s.chars().take(64).collect())),
+        _ => Err(Error::InvalidId(echo(s))),
     }
+}
+
+/// The most of a refused string an error carries, in bytes.
+const ECHO_LIMIT: usize = 256;
+
+/// `s`, cut at a character boundary to at most [`ECHO_LIMIT`] bytes and
+/// marked with `…` if cut: the component's rule for what errors carry.
+fn echo(s: &str) -> String {
+    if s.len() <= ECHO_LIMIT {
+        return s.to_owned();
+    }
+    let mut end = ECHO_LIMIT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// A port adapter failed. The binding layer adds which port it was.

@@ -27,6 +27,7 @@
 
 pub mod adapters;
 mod bindings;
+pub mod conformance;
 mod error;
 pub mod faults;
 pub mod fsck;

@@ -78,6 +78,19 @@ enum Command {
     },
     /// Walks every storage flow against the data directory and prints each step.
     Demo,
+    /// Plays the conformance scenarios against the component (the built-in
+    /// one, or --component) and reports each step that differs.
+    ///
+    /// Each scenario runs on its own temporary data directory; --data-dir
+    /// and --quota-bytes are not used. Exits 1 if any scenario fails.
+    Conformance {
+        /// Play the scenarios in this directory instead of the built-in ones.
+        #[arg(long, value_name = "DIR")]
+        scenarios: Option<PathBuf>,
+        /// Play only the scenarios with these names.
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+    },
     /// Serves the HTTP API (logs to stderr; level from RUST_LOG, default info).
     Serve {
         /// The address to listen on.
@@ -287,6 +300,9 @@ fn run(cli: Cli) -> Outcome {
     match &cli.command {
         Command::Demo => return demo::run(&cli.data_dir, builder(&cli)?).map_err(other),
         Command::Fsck { repair } => return run_fsck(&cli, *repair),
+        Command::Conformance { scenarios, only } => {
+            return run_conformance(&cli, scenarios.as_deref(), only);
+        }
         Command::Serve {
             addr,
             max_upload_bytes,
@@ -318,6 +334,73 @@ fn run_fsck(cli: &Cli, repair: bool) -> Outcome {
     })
     .map_err(other)?;
     print_json(&report)
+}
+
+fn run_conformance(cli: &Cli, dir: Option<&std::path::Path>, only: &[String]) -> Outcome {
+    use chatstore_host::conformance::{self, Runner, Verdict};
+    let mut scenarios = match dir {
+        Some(dir) => conformance::load_dir(dir),
+        None => conformance::built_in(),
+    }
+    .map_err(other)?;
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !scenarios.iter().any(|s| s.name() == name.as_str()))
+    {
+        return Err(other(format!("no scenario named {unknown:?}")));
+    }
+    if !only.is_empty() {
+        scenarios.retain(|s| only.iter().any(|name| name == s.name()));
+    }
+    let mut runner = Runner::new().metadata(match cli.metadata {
+        MetadataArg::Sqlite => Metadata::Sqlite,
+        MetadataArg::Memory => Metadata::Memory,
+    });
+    if let Some(path) = &cli.component {
+        let bytes = std::fs::read(path)
+            .map_err(|e| other(format!("cannot read {}: {e}", path.display())))?;
+        // Load it once up front, so a component of another world fails with one line.
+        let tmp = tempfile::tempdir().map_err(other)?;
+        ChatStore::builder()
+            .metadata(Metadata::Memory)
+            .data_dir(tmp.path())
+            .component(bytes.clone())
+            .build()
+            .map_err(other)?;
+        runner = runner.component(bytes);
+    }
+    let width = scenarios.iter().map(|s| s.name().len()).max().unwrap_or(0);
+    let mut failed = 0;
+    let mut out = std::io::stdout().lock();
+    for scenario in &scenarios {
+        let line = match runner.run(scenario).map_err(other)? {
+            Verdict::Passed { steps } => format!("ok    {:width$}  {steps} steps", scenario.name()),
+            Verdict::Failed(failure) => {
+                failed += 1;
+                format!(
+                    "FAIL  {:width$}  {failure}\n      {:width$}  rule: {}",
+                    scenario.name(),
+                    "",
+                    scenario.rule()
+                )
+            }
+        };
+        writeln!(out, "{line}").map_err(other)?;
+    }
+    writeln!(
+        out,
+        "{} scenarios: {} passed, {failed} failed",
+        scenarios.len(),
+        scenarios.len() - failed
+    )
+    .map_err(other)?;
+    if failed > 0 {
+        return Err(other(format!(
+            "{failed} of {} scenarios failed",
+            scenarios.len()
+        )));
+    }
+    Ok(())
 }
 
 fn serve(cli: &Cli, addr: &str, max_upload_bytes: u64, max_concurrent: u32) -> Outcome {
@@ -504,8 +587,11 @@ impl Parsed {
             }
             Command::Sandbox(SandboxCommand::Start { chat }) => Parsed::StartSandbox(id(chat)?),
             Command::Sandbox(SandboxCommand::Stop { chat }) => Parsed::StopSandbox(id(chat)?),
-            Command::Fsck { .. } | Command::Demo | Command::Serve { .. } => {
-                unreachable!("handled before parsing")
+            Command::Fsck { .. }
+            | Command::Demo
+            | Command::Conformance { .. }
+            | Command::Serve { .. } => {
+                return Err(other("this command makes no single storage call"));
             }
         })
     }

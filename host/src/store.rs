@@ -48,7 +48,7 @@ const GUEST_STDERR_BYTES: usize = 4096;
 pub const DATABASE_FILE: &str = "chatstore.db";
 
 /// Where metadata lives.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Metadata {
     /// SQLite at `<data-dir>/chatstore.db`: durable, shared by processes.
     #[default]
@@ -144,7 +144,7 @@ impl ChatStoreBuilder {
         self
     }
 
-    /// Where metadata lives (default in memory).
+    /// Where metadata lives (default SQLite in the data directory).
     pub fn metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
         self
@@ -335,7 +335,7 @@ pub struct ChatStore {
 type GuestResult<T> = wasmtime::Result<Result<T, wit::StorageError>>;
 
 impl ChatStore {
-    /// A builder with the defaults: `./chatstore-data`, metadata in memory,
+    /// A builder with the defaults: `./chatstore-data`, SQLite metadata,
     /// 1 GiB quota, the system clock, the built-in component.
     pub fn builder() -> ChatStoreBuilder {
         ChatStoreBuilder::default()
@@ -386,6 +386,7 @@ impl ChatStore {
             ports: unit.ports(),
             caller,
             caller_workspace: None,
+            write_budget: None,
         };
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|state| &mut state.limits);

@@ -344,6 +344,7 @@ fn every_command_answers_help() {
         &["sandbox", "stop"],
         &["fsck"],
         &["demo"],
+        &["conformance"],
     ];
     for command in commands {
         let out = Command::new(CHATSTORE)
@@ -417,4 +418,61 @@ fn a_component_that_is_not_a_storage_service_is_refused_with_one_line() {
     ]);
     assert_eq!(exit_code(&out), 1);
     assert_eq!(stderr_lines(&out).len(), 1);
+}
+
+#[test]
+fn conformance_passes_for_the_built_in_component() {
+    let cli = Cli::new();
+    let out = cli.run(&["conformance"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(exit_code(&out), 0, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let (summary, scenarios) = lines.split_last().unwrap();
+    assert!(scenarios.len() >= 10, "{stdout}");
+    assert!(scenarios.iter().all(|l| l.starts_with("ok ")), "{stdout}");
+    let n = scenarios.len();
+    assert_eq!(*summary, format!("{n} scenarios: {n} passed, 0 failed"));
+    assert!(
+        !cli.data.exists(),
+        "conformance leaves the data directory alone"
+    );
+}
+
+#[test]
+fn conformance_reports_the_step_that_differs_and_exits_1() {
+    let cli = Cli::new();
+    let dir = cli._tmp.path().join("scenarios");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("usage.json"),
+        r#"{"rule": "An empty workspace uses nothing.", "ids": ["alice"], "steps": [
+            {"call": "ensure-workspace", "user-id": "$alice", "as": "ws"},
+            {"call": "get-usage", "user-id": "$alice", "expect": {"ok": {"used-bytes": 1}}}
+        ]}"#,
+    )
+    .unwrap();
+    let out = cli.run(&["conformance", "--scenarios", dir.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), 1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "FAIL  usage  step 2 (call get-usage): expected ok {\"used-bytes\":1}, got ok {"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(lines[1].trim(), "rule: An empty workspace uses nothing.");
+    assert_eq!(lines[2], "1 scenarios: 0 passed, 1 failed");
+    assert_eq!(stderr_lines(&out), ["chatstore: 1 of 1 scenarios failed"]);
+
+    let out = cli.run(&["conformance", "--only", "no-such-scenario"]);
+    assert_eq!(exit_code(&out), 1);
+    assert_eq!(stderr_lines(&out).len(), 1);
+
+    std::fs::write(dir.join("broken.json"), "{").unwrap();
+    let out = cli.run(&["conformance", "--scenarios", dir.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), 1);
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("chatstore: broken: "), "{lines:?}");
 }

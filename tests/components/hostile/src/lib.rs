@@ -11,6 +11,10 @@
 //! it reads, writes and deletes through every port with that chat's id and
 //! its workspace's id (passed in the file-id slot), and reports the same way.
 //!
+//! `clear-attachments(user, chat)` floods the user's own chat: one
+//! attachment and one history larger than the workspace's quota, then 1 MiB
+//! attachments until the host refuses one, and reports what happened.
+//!
 //! Every other export answers `storage-unavailable`. Native builds are empty.
 
 #![cfg(target_arch = "wasm32")]
@@ -323,6 +327,43 @@ fn trespass(user: &str, theirs: &str, their_workspace: &str) -> (usize, Vec<Stri
     (tried, accepted)
 }
 
+/// Writes more than the quota into one of the caller's own chats; returns
+/// what the host did with each attempt.
+fn flood(chat_id: &str) -> String {
+    let Ok(Some(chat)) = chats::get(chat_id) else {
+        return "no such chat".into();
+    };
+    let Ok(Some(workspace)) = workspaces::get(&chat.workspace_id) else {
+        return "no workspace".into();
+    };
+    let Ok(usage) = storage_usage::get_workspace_usage(&workspace, &[]) else {
+        return "no usage".into();
+    };
+    let quota = usage.quota_bytes as usize;
+    let outcome = |r: Result<(), PortError>| match r {
+        Ok(()) => "accepted".to_owned(),
+        Err(e) => format!("refused ({}: {})", e.port, e.message),
+    };
+    let huge = outcome(storage::write_attachment(&chat, "huge.bin", &vec![0; quota + 1]).map(drop));
+    let history = outcome(storage::write_history(&chat, &"h".repeat(quota + 1)));
+    let appended = outcome(storage::append_history(&chat, &"h".repeat(quota + 1)));
+    let piece = vec![1u8; 1 << 20];
+    let mut written = 0;
+    let mut stopped = "never refused".to_owned();
+    for i in 0..1000 {
+        match storage::write_attachment(&chat, &format!("flood-{i}.bin"), &piece) {
+            Ok(n) => written += n,
+            Err(e) => {
+                stopped = outcome(Err(e));
+                break;
+            }
+        }
+    }
+    format!(
+        "huge {huge}; history {history}; append {appended}; flood wrote {written} then {stopped}"
+    )
+}
+
 fn unavailable<T>(message: &str) -> Result<T, StorageError> {
     Err(StorageError::StorageUnavailable(PortError {
         port: "hostile".into(),
@@ -413,7 +454,10 @@ impl Guest for Hostile {
             message: format!("tried {tried}; accepted {accepted:?}"),
         }))
     }
-    fn clear_attachments(_: String, _: String) -> Result<(), StorageError> {
-        unavailable("hostile")
+    fn clear_attachments(_: String, chat_id: String) -> Result<(), StorageError> {
+        Err(StorageError::StorageUnavailable(PortError {
+            port: "report".into(),
+            message: flood(&chat_id),
+        }))
     }
 }

@@ -1,0 +1,992 @@
+//! The conformance suite: the storage policy's rules as scenario files, and a
+//! runner that plays them against a component through this host.
+//!
+//! A scenario is a list of steps — calls of the `storage` interface and
+//! actions of the host around it (the clock, sandbox sessions, files a
+//! sandbox writes) — each with the result it must give. The format is
+//! described in `conformance/README.md`; the same files run from JavaScript
+//! and Python. The runner stops a scenario at its first step that differs
+//! and reports that step, so pointing it at another component shows exactly
+//! where that policy departs from the built-in one.
+//!
+//! ```no_run
+//! use chatstore_host::conformance::{self, Runner, Verdict};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runner = Runner::new().component(std::fs::read("my-policy.wasm")?);
+//! for scenario in conformance::built_in()? {
+//!     if let Verdict::Failed(failure) = runner.run(&scenario)? {
+//!         println!("{}: {failure}", scenario.name());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use crate::{
+    Chat, ChatFile, ChatStore, Clock, Error, Metadata, SandboxSession, Timestamp, Workspace,
+    WorkspaceUsage, parse_id,
+};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use uuid::Uuid;
+
+/// The scenarios of `conformance/scenarios`, built into the binary.
+const BUILT_IN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/scenarios.rs"));
+
+/// The quota of a scenario that names none.
+const DEFAULT_QUOTA_BYTES: u64 = 1 << 30;
+/// The clock of a scenario that sets none: 2026-01-01T00:00:00Z.
+const DEFAULT_CLOCK: i64 = 1_767_225_600;
+
+/// The built-in scenarios, in name order.
+pub fn built_in() -> Result<Vec<Scenario>, SuiteError> {
+    BUILT_IN
+        .iter()
+        .map(|(name, text)| Scenario::parse(name, text))
+        .collect()
+}
+
+/// Every `*.json` scenario in a directory, in name order.
+pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, SuiteError> {
+    let unreadable = |e: std::io::Error| SuiteError::new(dir.display().to_string(), e.to_string());
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    if paths.is_empty() {
+        return Err(SuiteError::new(
+            dir.display().to_string(),
+            "holds no .json scenarios",
+        ));
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| SuiteError::new(path.display().to_string(), e.to_string()))?;
+            Scenario::parse(&name, &text)
+        })
+        .collect()
+}
+
+/// A scenario is malformed, or could not be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{scenario}: {message}")]
+pub struct SuiteError {
+    /// The scenario (or file) concerned.
+    pub scenario: String,
+    /// What is wrong, with the step number where there is one.
+    pub message: String,
+}
+
+impl SuiteError {
+    fn new(scenario: impl Into<String>, message: impl Into<String>) -> SuiteError {
+        SuiteError {
+            scenario: scenario.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a step's result is, for comparing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// A WIT value in JSON.
+    Value,
+    /// Text or bytes, compared with the content the expectation describes.
+    Content,
+}
+
+/// A call or host action: its name, its arguments, which may be left out,
+/// and the shape of its result.
+#[derive(Debug)]
+struct Signature {
+    name: &'static str,
+    params: &'static [&'static str],
+    optional: &'static [&'static str],
+    shape: Shape,
+}
+
+const fn sig(name: &'static str, params: &'static [&'static str]) -> Signature {
+    Signature {
+        name,
+        params,
+        optional: &[],
+        shape: Shape::Value,
+    }
+}
+
+const USER: &[&str] = &["user-id"];
+const CHAT: &[&str] = &["user-id", "chat-id"];
+const FILE: &[&str] = &["user-id", "chat-id", "file-id"];
+const CONTENT: &[&str] = &["user-id", "chat-id", "content"];
+
+/// The exports of the `storage` interface.
+const CALLS: &[Signature] = &[
+    sig("ensure-workspace", USER),
+    sig("get-workspace", USER),
+    sig("get-usage", USER),
+    sig("create-chat", USER),
+    sig("list-chats", USER),
+    sig("get-chat", CHAT),
+    sig("delete-chat", CHAT),
+    Signature {
+        shape: Shape::Content,
+        ..sig("read-history", CHAT)
+    },
+    sig("write-history", CONTENT),
+    sig("append-history", CONTENT),
+    Signature {
+        optional: &["content-type"],
+        ..sig(
+            "upload-attachment",
+            &["user-id", "chat-id", "name", "content-type", "content"],
+        )
+    },
+    sig("list-attachments", CHAT),
+    sig("get-attachment", FILE),
+    Signature {
+        shape: Shape::Content,
+        ..sig("read-attachment", FILE)
+    },
+    sig("delete-attachment", FILE),
+    sig("clear-attachments", CHAT),
+];
+
+/// What the host and the sandbox subsystem do around the component.
+const HOST_ACTIONS: &[Signature] = &[
+    Signature {
+        optional: &["nanoseconds"],
+        ..sig("set-clock", &["seconds", "nanoseconds"])
+    },
+    sig("start-sandbox", &["chat"]),
+    sig("end-sandbox", &["chat"]),
+    sig("sandbox-write", &["chat", "path", "content"]),
+    sig("list-dir", &["chat"]),
+];
+
+/// What a step must give.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// Success; with a value, one that matches it.
+    Ok(Option<Value>),
+    /// Failure with this code, and this subject if given.
+    Error {
+        code: String,
+        subject: Option<Value>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    host: bool,
+    signature: &'static Signature,
+    args: Map<String, Value>,
+    bind: Option<String>,
+    expect: Expect,
+    note: Option<String>,
+}
+
+/// One scenario: a rule of the policy and the steps that check it.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    name: String,
+    rule: String,
+    quota_bytes: u64,
+    clock: i64,
+    ids: Vec<String>,
+    steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// Parses a scenario file's text; `name` is its file name without `.json`.
+    pub fn parse(name: &str, text: &str) -> Result<Scenario, SuiteError> {
+        let fail = |message: String| SuiteError::new(name, message);
+        let root: Value = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let root = root
+            .as_object()
+            .ok_or_else(|| fail("is not a JSON object".into()))?;
+        if let Some(key) = root
+            .keys()
+            .find(|k| !["rule", "quota-bytes", "clock", "ids", "steps"].contains(&k.as_str()))
+        {
+            return Err(fail(format!("unknown key {key:?}")));
+        }
+        let rule = match root.get("rule") {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(fail("`rule` must be a string".into())),
+        };
+        let quota_bytes = match root.get("quota-bytes") {
+            None => DEFAULT_QUOTA_BYTES,
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| fail("`quota-bytes` must be a whole number".into()))?,
+        };
+        let clock = match root.get("clock") {
+            None => DEFAULT_CLOCK,
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| fail("`clock` must be whole seconds".into()))?,
+        };
+        let ids = match root.get("ids") {
+            None => Vec::new(),
+            Some(Value::Array(ids)) => ids
+                .iter()
+                .map(|id| id.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| fail("`ids` must be a list of names".into()))?,
+            Some(_) => return Err(fail("`ids` must be a list of names".into())),
+        };
+        let steps = match root.get("steps") {
+            Some(Value::Array(steps)) if !steps.is_empty() => steps,
+            _ => return Err(fail("`steps` must be a non-empty list".into())),
+        };
+        let steps = steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| Step::parse(step).map_err(|m| fail(format!("step {}: {m}", i + 1))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Scenario {
+            name: name.to_owned(),
+            rule,
+            quota_bytes,
+            clock,
+            ids,
+            steps,
+        })
+    }
+
+    /// The scenario's name: its file name without `.json`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The rule it checks, in words.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// How many steps it has.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether it has no steps (never, for a parsed scenario).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+impl Step {
+    fn parse(step: &Value) -> Result<Step, String> {
+        let step = step.as_object().ok_or("is not a JSON object")?;
+        let (host, name) = match (step.get("call"), step.get("host")) {
+            (Some(Value::String(call)), None) => (false, call),
+            (None, Some(Value::String(action))) => (true, action),
+            _ => return Err("needs exactly one of `call` or `host`, naming what it does".into()),
+        };
+        let table = if host { HOST_ACTIONS } else { CALLS };
+        let signature = table.iter().find(|s| s.name == name).ok_or_else(|| {
+            format!(
+                "no such {} {name:?}",
+                if host { "host action" } else { "call" }
+            )
+        })?;
+        let mut args = Map::new();
+        let mut bind = None;
+        let mut expect = Expect::Ok(None);
+        let mut note = None;
+        for (key, value) in step {
+            match key.as_str() {
+                "call" | "host" => {}
+                "as" => {
+                    bind = Some(value.as_str().ok_or("`as` must be a name")?.to_owned());
+                }
+                "note" => note = Some(value.as_str().ok_or("`note` must be text")?.to_owned()),
+                "expect" => expect = Expect::parse(value)?,
+                param if signature.params.contains(&param) => {
+                    args.insert(key.clone(), value.clone());
+                }
+                other => return Err(format!("{name} takes no {other:?}")),
+            }
+        }
+        if let Some(missing) = signature
+            .params
+            .iter()
+            .find(|p| !args.contains_key(**p) && !signature.optional.contains(p))
+        {
+            return Err(format!("{name} needs {missing:?}"));
+        }
+        Ok(Step {
+            host,
+            signature,
+            args,
+            bind,
+            expect,
+            note,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} {}",
+            if self.host { "host" } else { "call" },
+            self.signature.name
+        )
+    }
+}
+
+impl Expect {
+    fn parse(value: &Value) -> Result<Expect, String> {
+        if value == "ok" {
+            return Ok(Expect::Ok(None));
+        }
+        let bad = || "`expect` must be \"ok\", {\"ok\": value} or {\"error\": code}".to_owned();
+        let map = value.as_object().ok_or_else(bad)?;
+        match (map.get("ok"), map.get("error")) {
+            (Some(v), None) if map.len() == 1 => Ok(Expect::Ok(Some(v.clone()))),
+            (None, Some(Value::String(code)))
+                if map.keys().all(|k| k == "error" || k == "subject") =>
+            {
+                Ok(Expect::Error {
+                    code: code.clone(),
+                    subject: map.get("subject").cloned(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// How a scenario ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every step gave what it should.
+    Passed {
+        /// The steps run.
+        steps: usize,
+    },
+    /// A step did not; the scenario stopped there.
+    Failed(Failure),
+}
+
+/// The first step of a scenario that did not give what it should.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Its number, counted from 1.
+    pub step: usize,
+    /// What it did, for example `call upload-attachment`.
+    pub action: String,
+    /// Why the step is there, if the scenario says.
+    pub note: Option<String>,
+    /// What it should have given.
+    pub expected: String,
+    /// What it gave.
+    pub actual: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "step {} ({}): expected {}, got {}",
+            self.step, self.action, self.expected, self.actual
+        )?;
+        if let Some(note) = &self.note {
+            write!(f, " [{note}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs scenarios against a component, each on a fresh data directory.
+#[derive(Debug, Clone, Default)]
+pub struct Runner {
+    component: Option<Arc<[u8]>>,
+    metadata: Metadata,
+}
+
+impl Runner {
+    /// A runner for the built-in component with SQLite metadata.
+    pub fn new() -> Runner {
+        Runner::default()
+    }
+
+    /// Runs this component instead of the built-in one.
+    pub fn component(mut self, bytes: impl Into<Vec<u8>>) -> Runner {
+        self.component = Some(bytes.into().into());
+        self
+    }
+
+    /// Where the stores keep metadata (default SQLite).
+    pub fn metadata(mut self, metadata: Metadata) -> Runner {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Plays one scenario on a fresh, empty store.
+    pub fn run(&self, scenario: &Scenario) -> Result<Verdict, SuiteError> {
+        let fail = |message: String| SuiteError::new(&scenario.name, message);
+        let tmp = tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?;
+        let now = Arc::new(Mutex::new(Timestamp {
+            seconds: scenario.clock,
+            nanoseconds: 0,
+        }));
+        let clock_now = now.clone();
+        let clock = Clock::from_fn(move || {
+            clock_now
+                .lock()
+                .map(|t| t.to_system_time())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        });
+        let mut builder = ChatStore::builder()
+            .data_dir(tmp.path())
+            .metadata(self.metadata)
+            .quota_bytes(scenario.quota_bytes)
+            .clock(clock);
+        if let Some(bytes) = &self.component {
+            builder = builder.component(bytes.to_vec());
+        }
+        let store = builder.build().map_err(|e| fail(e.to_string()))?;
+        let mut run = Run {
+            store,
+            data_dir: tmp.path().to_path_buf(),
+            now,
+            vars: Bindings(
+                scenario
+                    .ids
+                    .iter()
+                    .map(|name| (name.clone(), json!(Uuid::now_v7().to_string())))
+                    .collect(),
+            ),
+        };
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let at = |message: String| fail(format!("step {}: {message}", i + 1));
+            let outcome = if step.host {
+                run.host(step)
+            } else {
+                run.call(step)
+            }
+            .map_err(at)?;
+            if let Some(failure) = run.vars.check(step, &outcome).map_err(at)? {
+                return Ok(Verdict::Failed(Failure {
+                    step: i + 1,
+                    ..failure
+                }));
+            }
+            if let (Some(name), Ok(value)) = (&step.bind, outcome) {
+                run.vars.0.insert(name.clone(), value);
+            }
+        }
+        Ok(Verdict::Passed {
+            steps: scenario.steps.len(),
+        })
+    }
+}
+
+/// What a step gave: a value in the WIT's JSON shape, or a refusal.
+type Outcome = Result<Value, Error>;
+
+/// One scenario being played.
+struct Run {
+    store: ChatStore,
+    data_dir: PathBuf,
+    now: Arc<Mutex<Timestamp>>,
+    vars: Bindings,
+}
+
+/// The values bound so far: the scenario's ids and the results named by `as`.
+struct Bindings(HashMap<String, Value>);
+
+impl Bindings {
+    /// The value a `$name.field…` reference names.
+    fn lookup(&self, reference: &str) -> Result<Value, String> {
+        let mut path = reference[1..].split('.');
+        let name = path.next().unwrap_or_default();
+        let mut value = self
+            .0
+            .get(name)
+            .ok_or_else(|| format!("{reference}: nothing is bound to {name:?}"))?;
+        for field in path {
+            value = value
+                .get(field)
+                .ok_or_else(|| format!("{reference}: no field {field:?}"))?;
+        }
+        Ok(value.clone())
+    }
+
+    /// Content: a string, `{"text"}`, `{"repeat", "count"}` or `{"hex"}`, or
+    /// a `$` reference to a string.
+    fn content(&self, spec: &Value) -> Result<Vec<u8>, String> {
+        match spec {
+            Value::String(s) if s.starts_with('$') => match self.lookup(s)? {
+                Value::String(s) => Ok(s.into_bytes()),
+                other => Err(format!("{s} is {other}, not text")),
+            },
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            Value::Object(map) => {
+                let text = |key: &str| map.get(key).and_then(Value::as_str);
+                if let (Some(s), 1) = (text("text"), map.len()) {
+                    Ok(s.as_bytes().to_vec())
+                } else if let (Some(s), Some(n), 2) = (
+                    text("repeat"),
+                    map.get("count").and_then(Value::as_u64),
+                    map.len(),
+                ) {
+                    Ok(s.repeat(usize::try_from(n).map_err(|e| e.to_string())?)
+                        .into_bytes())
+                } else if let (Some(hex), 1) = (text("hex"), map.len()) {
+                    decode_hex(hex)
+                } else {
+                    Err(format!("{spec} is not content"))
+                }
+            }
+            other => Err(format!("{other} is not content")),
+        }
+    }
+
+    fn text(&self, spec: &Value) -> Result<String, String> {
+        String::from_utf8(self.content(spec)?).map_err(|_| format!("{spec} is not UTF-8 text"))
+    }
+}
+
+impl Run {
+    fn arg<'s>(step: &'s Step, name: &str) -> &'s Value {
+        step.args.get(name).unwrap_or(&Value::Null)
+    }
+
+    /// Calls one export through the typed host API. Ids are parsed by the
+    /// host first, as every caller of the Rust host has them parsed.
+    fn call(&self, step: &Step) -> Result<Outcome, String> {
+        let mut ids = Vec::new();
+        for param in step.signature.params.iter().filter(|p| p.ends_with("-id")) {
+            match parse_id(&self.vars.text(Self::arg(step, param))?) {
+                Ok(id) => ids.push(id),
+                Err(refused) => return Ok(Err(refused)),
+            }
+        }
+        let s = &self.store;
+        let unit = |()| Value::Null;
+        Ok(match (step.signature.name, ids.as_slice()) {
+            ("ensure-workspace", &[u]) => s.ensure_workspace(u).map(workspace),
+            ("get-workspace", &[u]) => s.get_workspace(u).map(workspace),
+            ("get-usage", &[u]) => s.get_usage(u).map(usage),
+            ("create-chat", &[u]) => s.create_chat(u).map(|c| chat(&c)),
+            ("list-chats", &[u]) => s.list_chats(u).map(|cs| cs.iter().map(chat).collect()),
+            ("get-chat", &[u, c]) => s.get_chat(u, c).map(|c| chat(&c)),
+            ("delete-chat", &[u, c]) => s.delete_chat(u, c).map(unit),
+            ("read-history", &[u, c]) => s.read_history(u, c).map(|h| content_value(h.as_bytes())),
+            ("write-history", &[u, c]) => {
+                let content = self.vars.text(Self::arg(step, "content"))?;
+                s.write_history(u, c, &content).map(unit)
+            }
+            ("append-history", &[u, c]) => {
+                let content = self.vars.text(Self::arg(step, "content"))?;
+                s.append_history(u, c, &content).map(unit)
+            }
+            ("upload-attachment", &[u, c]) => {
+                let name = self.vars.text(Self::arg(step, "name"))?;
+                let content_type = match Self::arg(step, "content-type") {
+                    Value::Null => None,
+                    spec => Some(self.vars.text(spec)?),
+                };
+                let content = self.vars.content(Self::arg(step, "content"))?;
+                s.upload_attachment(u, c, &name, content_type.as_deref(), &content)
+                    .map(|f| chat_file(&f))
+            }
+            ("list-attachments", &[u, c]) => s
+                .list_attachments(u, c)
+                .map(|fs| fs.iter().map(chat_file).collect()),
+            ("get-attachment", &[u, c, f]) => s.get_attachment(u, c, f).map(|f| chat_file(&f)),
+            ("read-attachment", &[u, c, f]) => {
+                s.read_attachment(u, c, f).map(|b| content_value(&b))
+            }
+            ("delete-attachment", &[u, c, f]) => s.delete_attachment(u, c, f).map(unit),
+            ("clear-attachments", &[u, c]) => s.clear_attachments(u, c).map(unit),
+            (name, _) => return Err(format!("{name} has no runner")),
+        })
+    }
+
+    /// The chat record a host action names, and its directory by the
+    /// documented layout.
+    fn chat_dir(&self, step: &Step) -> Result<(Uuid, PathBuf), String> {
+        let chat = match Self::arg(step, "chat") {
+            Value::String(s) if s.starts_with('$') => self.vars.lookup(s)?,
+            other => other.clone(),
+        };
+        let id = |field: &str| {
+            chat.get(field)
+                .and_then(Value::as_str)
+                .and_then(|s| parse_id(s).ok())
+                .ok_or_else(|| format!("`chat` must be a chat record, not {chat}"))
+        };
+        let (workspace_id, chat_id) = (id("workspace-id")?, id("chat-id")?);
+        let dir = self
+            .data_dir
+            .join("workspaces")
+            .join(workspace_id.to_string())
+            .join("chats")
+            .join(chat_id.to_string());
+        Ok((chat_id, dir))
+    }
+
+    fn host(&self, step: &Step) -> Result<Outcome, String> {
+        let io = |e: std::io::Error| e.to_string();
+        Ok(match step.signature.name {
+            "set-clock" => {
+                let seconds = Self::arg(step, "seconds")
+                    .as_i64()
+                    .ok_or("`seconds` must be a whole number")?;
+                let nanoseconds = match Self::arg(step, "nanoseconds") {
+                    Value::Null => 0,
+                    n => n
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|n| *n < 1_000_000_000)
+                        .ok_or("`nanoseconds` must be below 1000000000")?,
+                };
+                *self.now.lock().map_err(|e| e.to_string())? = Timestamp {
+                    seconds,
+                    nanoseconds,
+                };
+                Ok(Value::Null)
+            }
+            "start-sandbox" => {
+                let (chat_id, _) = self.chat_dir(step)?;
+                self.store.start_sandbox(chat_id).map(|s| session(&s))
+            }
+            "end-sandbox" => {
+                let (chat_id, _) = self.chat_dir(step)?;
+                self.store
+                    .end_sandbox(chat_id)
+                    .map(|s| s.as_ref().map_or(Value::Null, session))
+            }
+            "sandbox-write" => {
+                let (_, dir) = self.chat_dir(step)?;
+                let path = self.vars.text(Self::arg(step, "path"))?;
+                let parts: Vec<&str> = path.split('/').collect();
+                if parts
+                    .iter()
+                    .any(|p| p.is_empty() || *p == "." || *p == "..")
+                {
+                    return Err(format!("{path:?} is not a relative path inside the chat"));
+                }
+                let file = parts.iter().fold(dir, |dir, part| dir.join(part));
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::write(&file, self.vars.content(Self::arg(step, "content"))?)
+                    .map_err(io)?;
+                Ok(Value::Null)
+            }
+            "list-dir" => {
+                let (_, dir) = self.chat_dir(step)?;
+                Ok(match list_files(&dir).map_err(io)? {
+                    Some(files) => json!(files),
+                    None => Value::Null,
+                })
+            }
+            name => return Err(format!("{name} has no runner")),
+        })
+    }
+}
+
+impl Bindings {
+    /// Compares a step's outcome with what it expects.
+    fn check(&self, step: &Step, outcome: &Outcome) -> Result<Option<Failure>, String> {
+        let passed = match (&step.expect, outcome) {
+            (Expect::Ok(None), Ok(_)) => true,
+            (Expect::Ok(Some(expected)), Ok(actual)) => match step.signature.shape {
+                Shape::Content => content_value(&self.content(expected)?) == *actual,
+                Shape::Value => self.matches(expected, actual)?,
+            },
+            (Expect::Error { code, subject }, Err(e)) => {
+                code == e.code()
+                    && match subject {
+                        None => true,
+                        Some(subject) => e.subject() == Some(self.text(subject)?),
+                    }
+            }
+            _ => false,
+        };
+        if passed {
+            return Ok(None);
+        }
+        Ok(Some(Failure {
+            step: 0,
+            action: step.describe(),
+            note: step.note.clone(),
+            expected: self.describe_expected(step),
+            actual: match outcome {
+                Ok(value) => format!("ok {value}"),
+                Err(e) => match e.subject() {
+                    Some(subject) => format!("error {} ({subject})", e.code()),
+                    None => format!("error {e}"),
+                },
+            },
+        }))
+    }
+
+    /// Whether `actual` has every field `expected` names, with its value.
+    fn matches(&self, expected: &Value, actual: &Value) -> Result<bool, String> {
+        Ok(match expected {
+            Value::String(s) if s.starts_with('$') => included(&self.lookup(s)?, actual),
+            Value::Object(fields) => match actual.as_object() {
+                Some(actual) => {
+                    let mut all = true;
+                    for (key, value) in fields {
+                        all &= match actual.get(key) {
+                            Some(field) => self.matches(value, field)?,
+                            None => false,
+                        };
+                    }
+                    all
+                }
+                None => false,
+            },
+            Value::Array(items) => match actual.as_array() {
+                Some(actual) if actual.len() == items.len() => {
+                    let mut all = true;
+                    for (item, value) in items.iter().zip(actual) {
+                        all &= self.matches(item, value)?;
+                    }
+                    all
+                }
+                _ => false,
+            },
+            other => other == actual,
+        })
+    }
+
+    /// The expectation with its references filled in, for a report.
+    fn describe_expected(&self, step: &Step) -> String {
+        match &step.expect {
+            Expect::Ok(None) => "ok".to_owned(),
+            Expect::Ok(Some(v)) if step.signature.shape == Shape::Content => {
+                match self.content(v) {
+                    Ok(bytes) => format!("ok {}", content_value(&bytes)),
+                    Err(_) => format!("ok {v}"),
+                }
+            }
+            Expect::Ok(Some(v)) => format!("ok {}", self.resolved(v)),
+            Expect::Error {
+                code,
+                subject: None,
+            } => format!("error {code}"),
+            Expect::Error {
+                code,
+                subject: Some(s),
+            } => format!(
+                "error {code} ({})",
+                self.text(s).unwrap_or_else(|_| s.to_string())
+            ),
+        }
+    }
+
+    fn resolved(&self, v: &Value) -> Value {
+        match v {
+            Value::String(s) if s.starts_with('$') => self.lookup(s).unwrap_or_else(|_| v.clone()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), self.resolved(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.resolved(v)).collect()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// Partial match without references: every field of `expected` is in `actual`.
+fn included(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .all(|(k, v)| a.get(k).is_some_and(|field| included(v, field))),
+        (Value::Array(e), Value::Array(a)) => {
+            e.len() == a.len() && e.iter().zip(a).all(|(e, a)| included(e, a))
+        }
+        (e, a) => e == a,
+    }
+}
+
+/// Bytes as the suite shows them: text if they are UTF-8, else `{"hex"}`.
+fn content_value(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json!(text),
+        Err(_) => json!({ "hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() }),
+    }
+}
+
+fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
+    let bad = || format!("{hex:?} is not hex");
+    if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
+        return Err(bad());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad()))
+        .collect()
+}
+
+/// The sorted `/`-separated paths of the files under `dir`, or `None` if
+/// it does not exist.
+fn list_files(dir: &Path) -> std::io::Result<Option<Vec<String>>> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let mut files = Vec::new();
+    let mut pending = vec![(dir.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if entry.file_type()?.is_dir() {
+                pending.push((entry.path(), format!("{name}/")));
+            } else {
+                files.push(name);
+            }
+        }
+    }
+    files.sort();
+    Ok(Some(files))
+}
+
+// ---- host values in the WIT's JSON shape ----
+
+fn timestamp(t: Timestamp) -> Value {
+    json!({ "seconds": t.seconds, "nanoseconds": t.nanoseconds })
+}
+
+fn workspace(w: Workspace) -> Value {
+    json!({
+        "workspace-id": w.workspace_id.to_string(),
+        "user-id": w.user_id.to_string(),
+        "created-at": timestamp(w.created_at),
+    })
+}
+
+fn usage(u: WorkspaceUsage) -> Value {
+    json!({
+        "workspace-id": u.workspace_id.to_string(),
+        "used-bytes": u.used_bytes,
+        "quota-bytes": u.quota_bytes,
+    })
+}
+
+fn chat(c: &Chat) -> Value {
+    json!({
+        "chat-id": c.chat_id.to_string(),
+        "workspace-id": c.workspace_id.to_string(),
+        "created-at": timestamp(c.created_at),
+    })
+}
+
+fn chat_file(f: &ChatFile) -> Value {
+    json!({
+        "file-id": f.file_id.to_string(),
+        "chat-id": f.chat_id.to_string(),
+        "name": f.name.as_str(),
+        "content-type": f.content_type,
+        "size-bytes": f.size_bytes,
+        "created-at": timestamp(f.created_at),
+    })
+}
+
+fn session(s: &SandboxSession) -> Value {
+    json!({
+        "session-id": s.session_id.to_string(),
+        "chat-id": s.chat_id.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_scenarios_parse() {
+        let scenarios = built_in().expect("built-in scenarios");
+        assert!(scenarios.len() >= 10, "{} scenarios", scenarios.len());
+        assert!(
+            scenarios
+                .iter()
+                .all(|s| !s.is_empty() && !s.rule().is_empty())
+        );
+    }
+
+    #[test]
+    fn malformed_scenarios_are_refused_with_the_step() {
+        let refused = |text: &str| Scenario::parse("x", text).expect_err(text).message;
+        assert_eq!(refused("[]"), "is not a JSON object");
+        assert_eq!(
+            refused(r#"{"rule": "r", "steps": [{"call": "nope"}]}"#),
+            "step 1: no such call \"nope\""
+        );
+        assert_eq!(
+            refused(r#"{"rule": "r", "steps": [{"call": "get-chat", "user-id": "x"}]}"#),
+            "step 1: get-chat needs \"chat-id\""
+        );
+        assert_eq!(
+            refused(
+                r#"{"rule": "r", "steps": [{"call": "get-usage", "user-id": "x", "chat-id": "y"}]}"#
+            ),
+            "step 1: get-usage takes no \"chat-id\""
+        );
+        assert_eq!(
+            refused(
+                r#"{"rule": "r", "steps": [{"host": "set-clock", "seconds": 1, "expect": {"ok": 1, "error": "x"}}]}"#
+            ),
+            "step 1: `expect` must be \"ok\", {\"ok\": value} or {\"error\": code}"
+        );
+        assert_eq!(
+            refused(r#"{"rule": "r", "steps": []}"#),
+            "`steps` must be a non-empty list"
+        );
+        assert_eq!(
+            refused(
+                r#"{"rule": "r", "steps": [{"call": "list-chats", "user-id": "x"}], "extra": 1}"#
+            ),
+            "unknown key \"extra\""
+        );
+    }
+
+    #[test]
+    fn content_specs_decode() {
+        let run = Bindings(HashMap::from([("x".to_owned(), json!({"name": "n"}))]));
+        assert_eq!(run.content(&json!("ab")).unwrap(), b"ab");
+        assert_eq!(run.content(&json!({"text": "$x"})).unwrap(), b"$x");
+        assert_eq!(
+            run.content(&json!({"repeat": "ab", "count": 3})).unwrap(),
+            b"ababab"
+        );
+        assert_eq!(run.content(&json!({"hex": "00ff"})).unwrap(), [0, 255]);
+        assert_eq!(run.content(&json!("$x.name")).unwrap(), b"n");
+        assert!(run.content(&json!({"hex": "0"})).is_err());
+        assert!(run.content(&json!({"repeat": "a"})).is_err());
+        assert!(run.content(&json!("$y")).is_err());
+        assert_eq!(content_value(&[0xff]), json!({"hex": "ff"}));
+        assert!(
+            run.matches(&json!({"name": "n"}), &json!({"name": "n", "size": 1}))
+                .unwrap()
+        );
+        assert!(
+            !run.matches(&json!({"name": "m"}), &json!({"name": "n"}))
+                .unwrap()
+        );
+        assert!(!run.matches(&json!([{}]), &json!([{}, {}])).unwrap());
+        assert!(run.matches(&json!("$x"), &json!({"name": "n"})).unwrap());
+    }
+}
