@@ -80,6 +80,30 @@ fn the_suite_pinpoints_where_the_file_limit_policy_differs() {
 }
 
 #[test]
+fn the_file_limit_rule_has_its_own_scenario_which_the_built_in_policy_fails() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("components/file-limit/scenarios");
+    let scenarios = conformance::load_dir(&dir).expect("file-limit scenarios");
+    for scenario in &scenarios {
+        let verdict = Runner::new()
+            .component(FILE_LIMIT)
+            .run(scenario)
+            .expect("runs");
+        assert!(matches!(verdict, Verdict::Passed { .. }), "{verdict:?}");
+    }
+    let built_in = Runner::new().run(&scenarios[0]).expect("runs");
+    let Verdict::Failed(failure) = built_in else {
+        panic!("the built-in policy has no file limit, yet passed");
+    };
+    assert_eq!(failure.step, 6);
+    assert!(
+        failure
+            .expected
+            .starts_with("error workspace_quota_exceeded")
+    );
+    assert!(failure.actual.starts_with("ok {"), "{}", failure.actual);
+}
+
+#[test]
 fn a_wrong_expectation_fails_at_its_step() {
     // The chats scenario with one expected number changed.
     let text = std::fs::read_to_string(scenario_dir().join("chats.json")).expect("chats.json");
