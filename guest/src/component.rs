@@ -322,18 +322,12 @@ impl ports::ChatStorage for Imports {
     fn delete_chat(&self, c: &Chat) -> PortResult<()> {
         STORAGE.unit(chat_storage::delete_chat(&chat(c)))
     }
-    fn write_attachment(&self, c: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<u64> {
-        STORAGE.result(
-            chat_storage::write_attachment(&chat(c), name.as_str(), content),
-            |p, n| {
-                // The size written is the size asked for, or the port lies.
-                if n == content.len() as u64 {
-                    Ok(n)
-                } else {
-                    Err(p.fail("size"))
-                }
-            },
-        )
+    fn write_attachment(&self, c: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<()> {
+        STORAGE.unit(chat_storage::write_attachment(
+            &chat(c),
+            name.as_str(),
+            content,
+        ))
     }
     fn read_attachment(&self, c: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>> {
         STORAGE.result(
@@ -350,10 +344,9 @@ impl ports::ChatStorage for Imports {
 }
 
 impl ports::StorageUsage for Imports {
-    fn get_workspace_usage(&self, w: &Workspace, chats: &[Chat]) -> PortResult<WorkspaceUsage> {
-        let chats: Vec<wit::Chat> = chats.iter().map(chat).collect();
+    fn get_workspace_usage(&self, w: &Workspace) -> PortResult<WorkspaceUsage> {
         USAGE.result(
-            storage_usage::get_workspace_usage(&workspace(w.clone()), &chats),
+            storage_usage::get_workspace_usage(&workspace(w.clone())),
             |p, u| {
                 Ok(WorkspaceUsage {
                     workspace_id: p.id(&u.workspace_id)?,

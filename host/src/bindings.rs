@@ -109,7 +109,7 @@ impl CallState {
                     .ok_or_else(|| STORAGE.refuse("no such workspace".into()))?;
                 self.ports
                     .usage
-                    .get_workspace_usage(&workspace, &[])
+                    .get_workspace_usage(&workspace)
                     .map_err(|e| USAGE.failed(e))?
                     .quota_bytes
             }
@@ -532,7 +532,7 @@ impl chat_storage::Host for CallState {
         chat: wit::Chat,
         name: String,
         content: Vec<u8>,
-    ) -> WitResult<u64> {
+    ) -> WitResult<()> {
         let (chat, name) = (STORAGE.chat(chat)?, STORAGE.name(name)?);
         self.check_chat(&STORAGE, &chat, true)?;
         self.spend(chat.workspace_id, content.len())?;
@@ -571,23 +571,15 @@ impl chat_storage::Host for CallState {
 }
 
 impl storage_usage::Host for CallState {
-    fn get_workspace_usage(
-        &mut self,
-        workspace: wit::Workspace,
-        chats: Vec<wit::Chat>,
-    ) -> WitResult<wit::WorkspaceUsage> {
+    fn get_workspace_usage(&mut self, workspace: wit::Workspace) -> WitResult<wit::WorkspaceUsage> {
         let workspace = USAGE.workspace(workspace)?;
         if !self.is_own_workspace(workspace.workspace_id)? {
             return Err(USAGE.refuse("the workspace is not the calling user's".into()));
         }
-        let chats = chats
-            .into_iter()
-            .map(|c| USAGE.chat(c))
-            .collect::<WitResult<Vec<_>>>()?;
         let usage = self
             .ports
             .usage
-            .get_workspace_usage(&workspace, &chats)
+            .get_workspace_usage(&workspace)
             .map_err(|e| USAGE.failed(e))?;
         Ok(usage.into())
     }

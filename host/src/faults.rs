@@ -257,7 +257,7 @@ impl ChatStorage for Faulty<dyn ChatStorage> {
         fn write_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
         fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
         fn delete_chat(&self, chat: &Chat) -> PortResult<()>;
-        fn write_attachment(&self, chat: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<u64>;
+        fn write_attachment(&self, chat: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<()>;
         fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>>;
         fn delete_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()>;
         fn clear_attachments(&self, chat: &Chat) -> PortResult<()>;
@@ -266,7 +266,7 @@ impl ChatStorage for Faulty<dyn ChatStorage> {
 
 impl StorageUsage for Faulty<dyn StorageUsage> {
     gated! {
-        fn get_workspace_usage(&self, workspace: &Workspace, chats: &[Chat]) -> PortResult<WorkspaceUsage>;
+        fn get_workspace_usage(&self, workspace: &Workspace) -> PortResult<WorkspaceUsage>;
     }
 }
 

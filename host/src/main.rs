@@ -78,6 +78,12 @@ enum Command {
     },
     /// Walks every storage flow against the data directory and prints each step.
     Demo,
+    /// Writes the built-in storage component (the `.wasm` every host loads) to a file.
+    Component {
+        /// Where to write it.
+        #[arg(long, value_name = "PATH")]
+        output: PathBuf,
+    },
     /// Plays the conformance scenarios against the component (the built-in
     /// one, or --component) and reports each step that differs.
     ///
@@ -300,6 +306,10 @@ fn run(cli: Cli) -> Outcome {
     match &cli.command {
         Command::Demo => return demo::run(&cli.data_dir, builder(&cli)?).map_err(other),
         Command::Fsck { repair } => return run_fsck(&cli, *repair),
+        Command::Component { output } => {
+            return std::fs::write(output, chatstore_host::STORAGE_COMPONENT)
+                .map_err(|e| other(format!("cannot write {}: {e}", output.display())));
+        }
         Command::Conformance { scenarios, only } => {
             return run_conformance(&cli, scenarios.as_deref(), only);
         }
@@ -590,6 +600,7 @@ impl Parsed {
             Command::Fsck { .. }
             | Command::Demo
             | Command::Conformance { .. }
+            | Command::Component { .. }
             | Command::Serve { .. } => {
                 return Err(other("this command makes no single storage call"));
             }

@@ -79,13 +79,13 @@ pub trait ChatStorage: Send + Sync {
     fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
     /// Removes the chat's directory and everything in it.
     fn delete_chat(&self, chat: &Chat) -> PortResult<()>;
-    /// Stores an attachment, replacing any of that name; returns the bytes written.
+    /// Stores an attachment, replacing any of that name.
     fn write_attachment(
         &self,
         chat: &Chat,
         name: &AttachmentName,
         content: &[u8],
-    ) -> PortResult<u64>;
+    ) -> PortResult<()>;
     /// An attachment's bytes.
     fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>>;
     /// Removes an attachment; a missing one is not an error.
@@ -96,12 +96,9 @@ pub trait ChatStorage: Send + Sync {
 
 /// How much a workspace stores.
 pub trait StorageUsage: Send + Sync {
-    /// The bytes in these chats' directories, and the workspace's quota.
-    fn get_workspace_usage(
-        &self,
-        workspace: &Workspace,
-        chats: &[Chat],
-    ) -> PortResult<WorkspaceUsage>;
+    /// The bytes in the workspace's chat directories (sandbox files
+    /// included), and the workspace's quota.
+    fn get_workspace_usage(&self, workspace: &Workspace) -> PortResult<WorkspaceUsage>;
 }
 
 /// New identifiers.

@@ -259,7 +259,7 @@ impl ChatStoreBuilder {
             .map_err(component_error)?;
         let pre = StorageServicePre::new(pre).map_err(|e| {
             SetupError::Component(format!(
-                "it does not export `chatstore:storage/storage@0.1.0` as the storage-service world \
+                "it does not export `chatstore:storage/storage@0.2.0` as the storage-service world \
                  requires ({})",
                 one_line(&e)
             ))

@@ -24,7 +24,7 @@ impl Storage<'_> {
         self.ensure_room(&workspace, old_bytes, content.len() as u64)?;
 
         let file_id = self.ports.ids.new_id()?;
-        let size_bytes = self.ports.storage.write_attachment(&chat, &name, content)?;
+        self.ports.storage.write_attachment(&chat, &name, content)?;
         if let Some(replaced) = replaced {
             self.ports.files.delete(&replaced.file_id)?;
         }
@@ -33,7 +33,7 @@ impl Storage<'_> {
             chat_id: chat.chat_id,
             name,
             content_type: content_type.map(str::to_owned),
-            size_bytes,
+            size_bytes: content.len() as u64,
             created_at: self.ports.clock.now(),
         };
         self.ports.files.save(&file)?;

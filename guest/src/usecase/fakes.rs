@@ -180,10 +180,9 @@ impl ChatStorage for Fakes {
         chat: &Chat,
         name: &AttachmentName,
         content: &[u8],
-    ) -> PortResult<u64> {
+    ) -> PortResult<()> {
         self.dir(chat, |d| {
             d.1.insert(name.to_string(), content.to_vec());
-            content.len() as u64
         })
     }
     fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>> {
@@ -204,14 +203,12 @@ impl ChatStorage for Fakes {
 }
 
 impl StorageUsage for Fakes {
-    fn get_workspace_usage(
-        &self,
-        workspace: &Workspace,
-        chats: &[Chat],
-    ) -> PortResult<WorkspaceUsage> {
+    fn get_workspace_usage(&self, workspace: &Workspace) -> PortResult<WorkspaceUsage> {
+        let chats = self.chats.borrow();
         let dirs = self.dirs.borrow();
         let used_bytes = chats
-            .iter()
+            .values()
+            .filter(|c| c.workspace_id == workspace.workspace_id)
             .filter_map(|c| dirs.get(&c.chat_id))
             .map(|(h, a)| h.len() as u64 + a.values().map(|c| c.len() as u64).sum::<u64>())
             .sum();

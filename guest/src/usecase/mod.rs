@@ -102,11 +102,7 @@ impl<'a> Storage<'a> {
         if new_bytes <= old_bytes {
             return Ok(());
         }
-        let chats = self
-            .ports
-            .chats
-            .list_by_workspace_id(&workspace.workspace_id)?;
-        let usage = self.ports.usage.get_workspace_usage(workspace, &chats)?;
+        let usage = self.ports.usage.get_workspace_usage(workspace)?;
         if usage.fits(old_bytes, new_bytes) {
             Ok(())
         } else {

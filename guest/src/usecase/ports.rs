@@ -69,13 +69,13 @@ pub trait ChatStorage {
     fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
     /// Removes the chat's directory.
     fn delete_chat(&self, chat: &Chat) -> PortResult<()>;
-    /// Stores an attachment's bytes; returns the size written.
+    /// Stores an attachment's bytes.
     fn write_attachment(
         &self,
         chat: &Chat,
         name: &AttachmentName,
         content: &[u8],
-    ) -> PortResult<u64>;
+    ) -> PortResult<()>;
     /// An attachment's bytes.
     fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>>;
     /// Removes an attachment's bytes.
@@ -86,12 +86,8 @@ pub trait ChatStorage {
 
 /// How much a workspace stores.
 pub trait StorageUsage {
-    /// The bytes in these chats' directories and the workspace's quota.
-    fn get_workspace_usage(
-        &self,
-        workspace: &Workspace,
-        chats: &[Chat],
-    ) -> PortResult<WorkspaceUsage>;
+    /// The bytes in the workspace's chat directories and its quota.
+    fn get_workspace_usage(&self, workspace: &Workspace) -> PortResult<WorkspaceUsage>;
 }
 
 /// New identifiers.

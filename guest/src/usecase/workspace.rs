@@ -25,10 +25,6 @@ impl Storage<'_> {
     /// The bytes the user's workspace stores, and its quota.
     pub fn get_usage(&self, user_id: &str) -> StorageResult<WorkspaceUsage> {
         let workspace = self.workspace_of(&Id::parse(user_id)?)?;
-        let chats = self
-            .ports
-            .chats
-            .list_by_workspace_id(&workspace.workspace_id)?;
-        Ok(self.ports.usage.get_workspace_usage(&workspace, &chats)?)
+        Ok(self.ports.usage.get_workspace_usage(&workspace)?)
     }
 }

@@ -165,6 +165,12 @@ impl DataDir {
         self.root.open_dir(Self::chat_path(workspace_id, chat_id))
     }
 
+    /// The directory holding a workspace's chat directories.
+    fn chats_dir(&self, workspace_id: Uuid) -> io::Result<Dir> {
+        self.root
+            .open_dir(format!("{WORKSPACES}/{workspace_id}/chats"))
+    }
+
     /// Writes `content` to a new, synced file in `staging/`; returns its name.
     fn stage(&self, content: &[u8]) -> io::Result<String> {
         let staged = format!("write-{}", Uuid::now_v7());
@@ -553,9 +559,8 @@ impl ChatStorage for FsTransaction {
         chat: &Chat,
         name: &AttachmentName,
         content: &[u8],
-    ) -> PortResult<u64> {
-        self.install(chat, name.as_str(), content)?;
-        Ok(content.len() as u64)
+    ) -> PortResult<()> {
+        self.install(chat, name.as_str(), content)
     }
 
     fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>> {
@@ -615,24 +620,14 @@ impl FsStorageUsage {
 }
 
 impl StorageUsage for FsStorageUsage {
-    fn get_workspace_usage(
-        &self,
-        workspace: &Workspace,
-        chats: &[Chat],
-    ) -> PortResult<WorkspaceUsage> {
-        let mut used_bytes = 0u64;
-        // Only the workspace's own chats count, whatever list the guest passed.
-        for chat in chats
-            .iter()
-            .filter(|c| c.workspace_id == workspace.workspace_id)
-        {
-            let bytes = match self.data.chat_dir(chat.workspace_id, chat.chat_id) {
-                Ok(dir) => Self::bytes_under(dir),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-                Err(e) => Err(e),
-            };
-            used_bytes = used_bytes.saturating_add(bytes.map_err(|e| about("usage", e))?);
+    fn get_workspace_usage(&self, workspace: &Workspace) -> PortResult<WorkspaceUsage> {
+        // Every chat directory of the workspace counts, whatever the metadata says.
+        let used_bytes = match self.data.chats_dir(workspace.workspace_id) {
+            Ok(dir) => Self::bytes_under(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
         }
+        .map_err(|e| about("usage", e))?;
         Ok(WorkspaceUsage {
             workspace_id: workspace.workspace_id,
             used_bytes,

@@ -158,7 +158,7 @@ fn attack() -> (usize, Vec<String>) {
             );
             expect_refusal(
                 format!("storage.write-attachment({short})"),
-                storage::write_attachment(&c, "a", b"x").map(drop),
+                storage::write_attachment(&c, "a", b"x"),
             );
             expect_refusal(
                 format!("storage.read-attachment({short})"),
@@ -175,7 +175,7 @@ fn attack() -> (usize, Vec<String>) {
         let short: String = name.chars().take(40).collect();
         expect_refusal(
             format!("storage.write-attachment({short:?})"),
-            storage::write_attachment(&good, &name, b"x").map(drop),
+            storage::write_attachment(&good, &name, b"x"),
         );
         expect_refusal(
             format!("storage.read-attachment({short:?})"),
@@ -293,8 +293,7 @@ fn trespass(user: &str, theirs: &str, their_workspace: &str) -> (usize, Vec<Stri
     };
     check(
         "usage.get",
-        storage_usage::get_workspace_usage(&usage_of_theirs, std::slice::from_ref(&their_chat))
-            .is_ok(),
+        storage_usage::get_workspace_usage(&usage_of_theirs).is_ok(),
     );
     check("chats.delete", chats::delete(theirs).is_ok());
     check("chats.save (theirs)", chats::save(&their_chat).is_ok());
@@ -336,7 +335,7 @@ fn flood(chat_id: &str) -> String {
     let Ok(Some(workspace)) = workspaces::get(&chat.workspace_id) else {
         return "no workspace".into();
     };
-    let Ok(usage) = storage_usage::get_workspace_usage(&workspace, &[]) else {
+    let Ok(usage) = storage_usage::get_workspace_usage(&workspace) else {
         return "no usage".into();
     };
     let quota = usage.quota_bytes as usize;
@@ -344,7 +343,11 @@ fn flood(chat_id: &str) -> String {
         Ok(()) => "accepted".to_owned(),
         Err(e) => format!("refused ({}: {})", e.port, e.message),
     };
-    let huge = outcome(storage::write_attachment(&chat, "huge.bin", &vec![0; quota + 1]).map(drop));
+    let huge = outcome(storage::write_attachment(
+        &chat,
+        "huge.bin",
+        &vec![0; quota + 1],
+    ));
     let history = outcome(storage::write_history(&chat, &"h".repeat(quota + 1)));
     let appended = outcome(storage::append_history(&chat, &"h".repeat(quota + 1)));
     let piece = vec![1u8; 1 << 20];
@@ -352,7 +355,7 @@ fn flood(chat_id: &str) -> String {
     let mut stopped = "never refused".to_owned();
     for i in 0..1000 {
         match storage::write_attachment(&chat, &format!("flood-{i}.bin"), &piece) {
-            Ok(n) => written += n,
+            Ok(()) => written += piece.len(),
             Err(e) => {
                 stopped = outcome(Err(e));
                 break;

@@ -1,0 +1,123 @@
+//! The same component from JavaScript and Python: runs the Node suite
+//! (`tests/js`, jco) and the Python suite (`tests/python`, wasmtime-py)
+//! against the component this build embeds. Sets up what they need on
+//! first use: `npm ci` in `tests/js`, a virtual environment with the pinned
+//! requirements under cargo's scratch directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+fn scratch() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("languages");
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// The built-in component, written where both suites load it from.
+fn component() -> PathBuf {
+    let path = scratch().join("chatstore_storage.wasm");
+    std::fs::write(&path, chatstore_host::STORAGE_COMPONENT).expect("component written");
+    path
+}
+
+/// Runs a command; fails the test with its output if it does not succeed.
+fn run(what: &str, command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
+/// Whether `stamp` holds exactly `source`'s bytes (then the setup it marks is current).
+fn current(stamp: &Path, source: &Path) -> bool {
+    matches!((std::fs::read(stamp), std::fs::read(source)), (Ok(a), Ok(b)) if a == b)
+}
+
+#[test]
+fn the_javascript_host_passes_the_conformance_scenarios() {
+    let js = repo().join("tests/js");
+    let lock = js.join("package-lock.json");
+    let stamp = js.join("node_modules/.chatstore-package-lock.json");
+    if !current(&stamp, &lock) {
+        run(
+            "npm ci",
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&js),
+        );
+        std::fs::copy(&lock, &stamp).expect("stamp");
+    }
+    let bindings = scratch().join("js-bindings");
+    let env = [
+        ("CHATSTORE_WASM", component()),
+        ("CHATSTORE_JS_BINDINGS", bindings),
+    ];
+    run(
+        "jco transpile",
+        Command::new("node")
+            .arg("prepare.mjs")
+            .current_dir(&js)
+            .envs(env.clone()),
+    );
+    let output = run(
+        "node --test",
+        Command::new("node")
+            .args(["--test", "--test-reporter=spec"])
+            .current_dir(&js)
+            .envs(env),
+    );
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+fn the_python_host_passes_the_conformance_scenarios() {
+    let python = repo().join("tests/python");
+    let requirements = python.join("requirements.txt");
+    let venv = scratch().join("python-venv");
+    let stamp = venv.join("chatstore-requirements.txt");
+    if !current(&stamp, &requirements) {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(
+            "python3 -m venv",
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        );
+        run(
+            "pip install",
+            Command::new(venv.join("bin/python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&requirements),
+        );
+        std::fs::copy(&requirements, &stamp).expect("stamp");
+    }
+    let output = run(
+        "pytest",
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pytest", "-v", "-p", "no:cacheprovider"])
+            .arg(&python)
+            .env("CHATSTORE_WASM", component())
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    );
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+}
