@@ -345,6 +345,7 @@ fn every_command_answers_help() {
         &["fsck"],
         &["demo"],
         &["conformance"],
+        &["component"],
     ];
     for command in commands {
         let out = Command::new(CHATSTORE)
@@ -475,4 +476,25 @@ fn conformance_reports_the_step_that_differs_and_exits_1() {
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("chatstore: broken: "), "{lines:?}");
+}
+
+#[test]
+fn component_writes_the_embedded_wasm() {
+    let cli = Cli::new();
+    let path = cli._tmp.path().join("chatstore_storage.wasm");
+    let out = cli.run(&["component", "--output", path.to_str().unwrap()]);
+    assert_eq!(
+        exit_code(&out),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        chatstore_host::STORAGE_COMPONENT
+    );
+
+    let out = cli.run(&["component", "--output", "/nonexistent-dir/x.wasm"]);
+    assert_eq!(exit_code(&out), 1);
+    assert_eq!(stderr_lines(&out).len(), 1);
 }
