@@ -10,6 +10,14 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::fs;
 
+/// Failing cases are kept beside this file (the default looks for a
+/// `lib.rs` this test target does not have).
+fn regressions() -> Option<Box<dyn proptest::test_runner::FailurePersistence>> {
+    Some(Box::new(
+        proptest::test_runner::FileFailurePersistence::Direct("properties.proptest-regressions"),
+    ))
+}
+
 /// Names built from the characters that matter to the rules, of any length
 /// around the 255-byte limit, plus arbitrary text.
 fn names() -> impl Strategy<Value = String> {
@@ -47,7 +55,7 @@ enum Verdict {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: regressions(), ..ProptestConfig::default() })]
 
     #[test]
     fn guest_and_host_agree_on_every_name(name in names()) {
@@ -95,7 +103,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 const QUOTA: u64 = 1000;
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: regressions(), ..ProptestConfig::default() })]
 
     #[test]
     fn no_sequence_of_writes_breaks_the_quota_or_the_metadata(steps in steps()) {
