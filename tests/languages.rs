@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,11 +21,17 @@ fn scratch() -> PathBuf {
     dir
 }
 
-/// The built-in component, written where both suites load it from.
+/// The built-in component, written once (the two tests run at the same
+/// time) where both suites load it from.
 fn component() -> PathBuf {
-    let path = scratch().join("chatstore_storage.wasm");
-    std::fs::write(&path, chatstore_host::STORAGE_COMPONENT).expect("component written");
-    path
+    static WRITTEN: OnceLock<PathBuf> = OnceLock::new();
+    WRITTEN
+        .get_or_init(|| {
+            let path = scratch().join("chatstore_storage.wasm");
+            std::fs::write(&path, chatstore_host::STORAGE_COMPONENT).expect("component written");
+            path
+        })
+        .clone()
 }
 
 /// Runs a command; fails the test with its output if it does not succeed.

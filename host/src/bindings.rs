@@ -39,7 +39,7 @@ pub(crate) struct CallState {
     /// The user the call is for: every record the guest touches must be theirs.
     pub(crate) caller: Uuid,
     /// The caller's workspace, once looked up.
-    pub(crate) caller_workspace: Option<Uuid>,
+    pub(crate) caller_workspace: Option<Workspace>,
     /// What the call may still write to chat storage, once looked up: the
     /// workspace's quota, less what the call has written.
     pub(crate) write_budget: Option<u64>,
@@ -55,9 +55,9 @@ impl CallState {
                 .workspaces
                 .get_by_user_id(self.caller)
                 .map_err(|e| WORKSPACES.failed(e))?;
-            self.caller_workspace = found.map(|w| w.workspace_id);
+            self.caller_workspace = found;
         }
-        Ok(self.caller_workspace)
+        Ok(self.caller_workspace.as_ref().map(|w| w.workspace_id))
     }
 
     fn is_own_workspace(&mut self, workspace_id: Uuid) -> WitResult<bool> {
@@ -94,25 +94,21 @@ impl CallState {
     /// Charges `bytes` written to the caller's workspace against the call's
     /// budget: one call writes at most the workspace's quota in total, so a
     /// policy that ignores the quota still cannot fill the disk in one call.
-    fn spend(&mut self, workspace_id: Uuid, bytes: usize) -> WitResult<()> {
+    /// Called after `check_chat`, so the caller's workspace is known.
+    fn spend(&mut self, bytes: usize) -> WitResult<()> {
         if bytes == 0 {
             return Ok(());
         }
-        let budget = match self.write_budget {
-            Some(budget) => budget,
-            None => {
-                let workspace = self
-                    .ports
-                    .workspaces
-                    .get(workspace_id)
-                    .map_err(|e| WORKSPACES.failed(e))?
-                    .ok_or_else(|| STORAGE.refuse("no such workspace".into()))?;
+        let budget = match (self.write_budget, &self.caller_workspace) {
+            (Some(budget), _) => budget,
+            (None, Some(workspace)) => {
                 self.ports
                     .usage
-                    .get_workspace_usage(&workspace)
+                    .get_workspace_usage(workspace)
                     .map_err(|e| USAGE.failed(e))?
                     .quota_bytes
             }
+            (None, None) => return Err(STORAGE.refuse("the caller has no workspace".into())),
         };
         let bytes = bytes as u64;
         if bytes > budget {
@@ -501,7 +497,7 @@ impl chat_storage::Host for CallState {
     fn write_history(&mut self, chat: wit::Chat, content: String) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
         self.check_chat(&STORAGE, &chat, true)?;
-        self.spend(chat.workspace_id, content.len())?;
+        self.spend(content.len())?;
         self.ports
             .storage
             .write_history(&chat, &content)
@@ -511,7 +507,7 @@ impl chat_storage::Host for CallState {
     fn append_history(&mut self, chat: wit::Chat, content: String) -> WitResult<()> {
         let chat = STORAGE.chat(chat)?;
         self.check_chat(&STORAGE, &chat, true)?;
-        self.spend(chat.workspace_id, content.len())?;
+        self.spend(content.len())?;
         self.ports
             .storage
             .append_history(&chat, &content)
@@ -535,7 +531,7 @@ impl chat_storage::Host for CallState {
     ) -> WitResult<()> {
         let (chat, name) = (STORAGE.chat(chat)?, STORAGE.name(name)?);
         self.check_chat(&STORAGE, &chat, true)?;
-        self.spend(chat.workspace_id, content.len())?;
+        self.spend(content.len())?;
         self.ports
             .storage
             .write_attachment(&chat, &name, &content)

@@ -480,11 +480,8 @@ impl Runner {
                 run.call(step)
             }
             .map_err(at)?;
-            if let Some(failure) = run.vars.check(step, &outcome).map_err(at)? {
-                return Ok(Verdict::Failed(Failure {
-                    step: i + 1,
-                    ..failure
-                }));
+            if let Some(failure) = run.vars.check(i + 1, step, &outcome).map_err(at)? {
+                return Ok(Verdict::Failed(failure));
             }
             if let (Some(name), Ok(value)) = (&step.bind, outcome) {
                 run.vars.0.insert(name.clone(), value);
@@ -704,8 +701,13 @@ impl Run {
 }
 
 impl Bindings {
-    /// Compares a step's outcome with what it expects.
-    fn check(&self, step: &Step, outcome: &Outcome) -> Result<Option<Failure>, String> {
+    /// Compares step number `number`'s outcome with what it expects.
+    fn check(
+        &self,
+        number: usize,
+        step: &Step,
+        outcome: &Outcome,
+    ) -> Result<Option<Failure>, String> {
         let passed = match (&step.expect, outcome) {
             (Expect::Ok(None), Ok(_)) => true,
             (Expect::Ok(Some(expected)), Ok(actual)) => match step.signature.shape {
@@ -725,7 +727,7 @@ impl Bindings {
             return Ok(None);
         }
         Ok(Some(Failure {
-            step: 0,
+            step: number,
             action: step.describe(),
             note: step.note.clone(),
             expected: self.describe_expected(step),
@@ -741,33 +743,7 @@ impl Bindings {
 
     /// Whether `actual` has every field `expected` names, with its value.
     fn matches(&self, expected: &Value, actual: &Value) -> Result<bool, String> {
-        Ok(match expected {
-            Value::String(s) if s.starts_with('$') => included(&self.lookup(s)?, actual),
-            Value::Object(fields) => match actual.as_object() {
-                Some(actual) => {
-                    let mut all = true;
-                    for (key, value) in fields {
-                        all &= match actual.get(key) {
-                            Some(field) => self.matches(value, field)?,
-                            None => false,
-                        };
-                    }
-                    all
-                }
-                None => false,
-            },
-            Value::Array(items) => match actual.as_array() {
-                Some(actual) if actual.len() == items.len() => {
-                    let mut all = true;
-                    for (item, value) in items.iter().zip(actual) {
-                        all &= self.matches(item, value)?;
-                    }
-                    all
-                }
-                _ => false,
-            },
-            other => other == actual,
-        })
+        Ok(included(&self.resolve(expected)?, actual))
     }
 
     /// The expectation with its references filled in, for a report.
@@ -780,7 +756,9 @@ impl Bindings {
                     Err(_) => format!("ok {v}"),
                 }
             }
-            Expect::Ok(Some(v)) => format!("ok {}", self.resolved(v)),
+            Expect::Ok(Some(v)) => {
+                format!("ok {}", self.resolve(v).unwrap_or_else(|_| v.clone()))
+            }
             Expect::Error {
                 code,
                 subject: None,
@@ -795,21 +773,28 @@ impl Bindings {
         }
     }
 
-    fn resolved(&self, v: &Value) -> Value {
-        match v {
-            Value::String(s) if s.starts_with('$') => self.lookup(s).unwrap_or_else(|_| v.clone()),
+    /// `v` with every `$` reference replaced by the value it names (which
+    /// is taken as it is, not resolved again).
+    fn resolve(&self, v: &Value) -> Result<Value, String> {
+        Ok(match v {
+            Value::String(s) if s.starts_with('$') => self.lookup(s)?,
             Value::Object(m) => Value::Object(
                 m.iter()
-                    .map(|(k, v)| (k.clone(), self.resolved(v)))
-                    .collect(),
+                    .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
+                    .collect::<Result<_, String>>()?,
             ),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.resolved(v)).collect()),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| self.resolve(v))
+                    .collect::<Result<_, _>>()?,
+            ),
             other => other.clone(),
-        }
+        })
     }
 }
 
-/// Partial match without references: every field of `expected` is in `actual`.
+/// Partial match: every field of `expected` is in `actual`, with its value.
 fn included(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
         (Value::Object(e), Value::Object(a)) => e

@@ -284,19 +284,33 @@ fn main() -> ExitCode {
     }
 }
 
+impl From<MetadataArg> for Metadata {
+    fn from(arg: MetadataArg) -> Metadata {
+        match arg {
+            MetadataArg::Sqlite => Metadata::Sqlite,
+            MetadataArg::Memory => Metadata::Memory,
+        }
+    }
+}
+
+/// The bytes of `--component`, if given.
+fn component(cli: &Cli) -> Result<Option<Vec<u8>>, Failure> {
+    cli.component
+        .as_ref()
+        .map(|path| {
+            std::fs::read(path).map_err(|e| other(format!("cannot read {}: {e}", path.display())))
+        })
+        .transpose()
+}
+
 fn builder(cli: &Cli) -> Result<ChatStoreBuilder, Failure> {
     let mut builder = ChatStore::builder();
-    if let Some(path) = &cli.component {
-        let bytes = std::fs::read(path)
-            .map_err(|e| other(format!("cannot read {}: {e}", path.display())))?;
+    if let Some(bytes) = component(cli)? {
         builder = builder.component(bytes);
     }
     Ok(builder
         .data_dir(&cli.data_dir)
-        .metadata(match cli.metadata {
-            MetadataArg::Sqlite => Metadata::Sqlite,
-            MetadataArg::Memory => Metadata::Memory,
-        })
+        .metadata(cli.metadata.into())
         .quota_bytes(cli.quota_bytes)
         .max_guest_memory(cli.max_guest_memory)
         .call_timeout(std::time::Duration::from_millis(cli.call_timeout_ms)))
@@ -362,13 +376,8 @@ fn run_conformance(cli: &Cli, dir: Option<&std::path::Path>, only: &[String]) ->
     if !only.is_empty() {
         scenarios.retain(|s| only.iter().any(|name| name == s.name()));
     }
-    let mut runner = Runner::new().metadata(match cli.metadata {
-        MetadataArg::Sqlite => Metadata::Sqlite,
-        MetadataArg::Memory => Metadata::Memory,
-    });
-    if let Some(path) = &cli.component {
-        let bytes = std::fs::read(path)
-            .map_err(|e| other(format!("cannot read {}: {e}", path.display())))?;
+    let mut runner = Runner::new().metadata(cli.metadata.into());
+    if let Some(bytes) = component(cli)? {
         // Load it once up front, so a component of another world fails with one line.
         let tmp = tempfile::tempdir().map_err(other)?;
         ChatStore::builder()

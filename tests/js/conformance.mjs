@@ -133,34 +133,23 @@ class Bindings {
 
   /** Whether `actual` has every field `expected` names, with its value. */
   matches(expected, actual) {
-    if (typeof expected === 'string' && expected.startsWith('$')) return included(this.lookup(expected), actual);
-    if (Array.isArray(expected)) {
-      return Array.isArray(actual) && actual.length === expected.length && expected.every((e, i) => this.matches(e, actual[i]));
-    }
-    if (expected !== null && typeof expected === 'object') {
-      return actual !== null && typeof actual === 'object' && !Array.isArray(actual) && Object.entries(expected).every(([k, v]) => k in actual && this.matches(v, actual[k]));
-    }
-    return expected === actual;
+    return included(this.resolve(expected), actual);
   }
 
-  resolved(value) {
-    if (typeof value === 'string' && value.startsWith('$')) {
-      try {
-        return this.lookup(value);
-      } catch {
-        return value;
-      }
-    }
-    if (Array.isArray(value)) return value.map((v) => this.resolved(v));
-    if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, this.resolved(v)]));
+  /** `value` with every `$` reference replaced by the value it names (taken as it is). */
+  resolve(value) {
+    if (typeof value === 'string' && value.startsWith('$')) return this.lookup(value);
+    if (Array.isArray(value)) return value.map((v) => this.resolve(v));
+    if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, this.resolve(v)]));
     return value;
   }
 }
 
+/** Partial match: every field of `expected` is in `actual`, with its value. */
 function included(expected, actual) {
   if (Array.isArray(expected)) return Array.isArray(actual) && actual.length === expected.length && expected.every((e, i) => included(e, actual[i]));
   if (expected !== null && typeof expected === 'object') {
-    return actual !== null && typeof actual === 'object' && Object.entries(expected).every(([k, v]) => k in actual && included(v, actual[k]));
+    return actual !== null && typeof actual === 'object' && !Array.isArray(actual) && Object.entries(expected).every(([k, v]) => k in actual && included(v, actual[k]));
   }
   return expected === actual;
 }
@@ -300,7 +289,7 @@ function check(vars, expect, outcome, contentShaped) {
 function describeExpected(vars, expect, contentShaped) {
   if (expect === undefined || expect === 'ok') return 'ok';
   if ('ok' in expect) {
-    const value = contentShaped ? contentValue(vars.content(expect.ok)) : vars.resolved(expect.ok);
+    const value = contentShaped ? contentValue(vars.content(expect.ok)) : vars.resolve(expect.ok);
     return `ok ${JSON.stringify(value)}`;
   }
   return expect.subject === undefined ? `error ${expect.error}` : `error ${expect.error} (${vars.text(expect.subject)})`;

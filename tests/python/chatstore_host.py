@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -139,7 +140,7 @@ class PyHost:
     def __init__(self, root: Path, quota_bytes: int = 1 << 30, now: Callable[[], tuple[int, int]] | None = None):
         self.root = Path(root)
         self.quota_bytes = quota_bytes
-        self.now = now or (lambda: (int(__import__("time").time()), 0))
+        self.now = now or (lambda: (int(time.time()), 0))
         self.workspaces: dict[str, Record] = {}
         self.chats: dict[str, Record] = {}
         self.files: dict[str, Record] = {}
@@ -320,7 +321,7 @@ class PyHost:
         ports = self.ports()
         with linker.root() as root:
             with root.add_instance(clock) as instance:
-                instance.add_func("now", lambda _store: record(seconds=self.now()[0], nanoseconds=self.now()[1]))
+                instance.add_func("now", lambda _store: record(**dict(zip(("seconds", "nanoseconds"), self.now()))))
                 instance.add_func("resolution", lambda _store: record(seconds=0, nanoseconds=1))
             for interface in sorted({i for i, _ in loaded.tagged}):
                 port = interface.split("/")[1].split("@")[0]

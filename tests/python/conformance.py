@@ -126,42 +126,28 @@ class Bindings:
             raise ScenarioError(f"{json.dumps(spec)} is not UTF-8 text") from None
 
     def matches(self, expected: Any, actual: Any) -> bool:
-        if isinstance(expected, str) and expected.startswith("$"):
-            return included(self.lookup(expected), actual)
-        if isinstance(expected, list):
-            return (
-                isinstance(actual, list)
-                and len(actual) == len(expected)
-                and all(self.matches(e, a) for e, a in zip(expected, actual))
-            )
-        if isinstance(expected, dict):
-            return isinstance(actual, dict) and all(k in actual and self.matches(v, actual[k]) for k, v in expected.items())
-        return same(expected, actual)
+        """Whether `actual` has every field `expected` names, with its value."""
+        return included(self.resolve(expected), actual)
 
-    def resolved(self, value: Any) -> Any:
+    def resolve(self, value: Any) -> Any:
+        """`value` with every `$` reference replaced by the value it names (taken as it is)."""
         if isinstance(value, str) and value.startswith("$"):
-            try:
-                return self.lookup(value)
-            except ScenarioError:
-                return value
+            return self.lookup(value)
         if isinstance(value, list):
-            return [self.resolved(v) for v in value]
+            return [self.resolve(v) for v in value]
         if isinstance(value, dict):
-            return {k: self.resolved(v) for k, v in value.items()}
+            return {k: self.resolve(v) for k, v in value.items()}
         return value
 
 
-def same(expected: Any, actual: Any) -> bool:
-    # JSON has no booleans among the WIT values here; keep 1 != True anyway.
-    return type(expected) is type(actual) and expected == actual
-
-
 def included(expected: Any, actual: Any) -> bool:
+    """Partial match: every field of `expected` is in `actual`, with its value
+    (scalars of the same type: 1 is not True)."""
     if isinstance(expected, list):
         return isinstance(actual, list) and len(actual) == len(expected) and all(map(included, expected, actual))
     if isinstance(expected, dict):
         return isinstance(actual, dict) and all(k in actual and included(v, actual[k]) for k, v in expected.items())
-    return same(expected, actual)
+    return type(expected) is type(actual) and expected == actual
 
 
 def parse_step(step: dict) -> tuple[str, str, list[str]]:
@@ -231,7 +217,7 @@ def run_scenario(loaded: Loaded, scenario: dict) -> dict:
             directory = root / "workspaces" / chat["workspace-id"] / "chats" / chat["chat-id"]
             if name == "start-sandbox":
                 if chat["chat-id"] not in host.chats:
-                    return "err", refusal("chat_not_found", chat["chat-id"])
+                    return "err", Refusal("chat_not_found", chat["chat-id"])
                 session = record(session_id=str(uuid.uuid4()), chat_id=chat["chat-id"])
                 host.sandboxes[chat["chat-id"]] = session
                 return "ok", wit_json(session)
@@ -271,16 +257,14 @@ def run_scenario(loaded: Loaded, scenario: dict) -> dict:
         return {"passed": True, "steps": len(scenario["steps"])}
 
 
-class _Refusal:
+class Refusal:
+    """A refusal by the host itself (not the component), shaped like `StorageError`."""
+
     def __init__(self, code: str, subject: str | None):
         self.code, self.subject = code, subject
 
     def __str__(self) -> str:
         return self.code
-
-
-def refusal(code: str, subject: str | None) -> _Refusal:
-    return _Refusal(code, subject)
 
 
 def check(bindings: Bindings, expect: Any, outcome: tuple[str, Any], content_shaped: bool) -> bool:
@@ -306,7 +290,7 @@ def describe_expected(bindings: Bindings, expect: Any, content_shaped: bool) -> 
     if expect is None or expect == "ok":
         return "ok"
     if "ok" in expect:
-        value = content_value(bindings.content(expect["ok"])) if content_shaped else bindings.resolved(expect["ok"])
+        value = content_value(bindings.content(expect["ok"])) if content_shaped else bindings.resolve(expect["ok"])
         return f"ok {dumps(value)}"
     if "subject" in expect:
         return f"error {expect['error']} ({bindings.text(expect['subject'])})"
