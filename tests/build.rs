@@ -7,6 +7,8 @@ fn main() {
         &[
             "tests/components/hostile/src",
             "tests/components/hostile/Cargo.toml",
+            "guest/src",
+            "guest/Cargo.toml",
         ],
         "hostile.wasm",
     );

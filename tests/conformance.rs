@@ -2,7 +2,7 @@
 //! deliberately different policy, whose one difference they must pinpoint.
 
 use chatstore_host::Metadata;
-use chatstore_host::conformance::{self, Failure, Runner, Scenario, Verdict};
+use chatstore_testkit::conformance::{self, Failure, Runner, Scenario, Verdict};
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -2,9 +2,9 @@
 //! port calls: each answers `storage_unavailable` and leaves metadata and
 //! the data directory exactly as they were.
 
-use chatstore_host::faults::{Fault, FaultInjector};
-use chatstore_host::ports::Access;
+use chatstore_host::unit::Access;
 use chatstore_host::{Chat, ChatFile, Error, Uuid};
+use chatstore_testkit::faults::{Fault, FaultInjector};
 use chatstore_tests::Harness;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,17 +58,15 @@ fn fingerprint(w: &World) -> Fingerprint {
     w.faults.clear();
     let (chats, files, workspace, sandboxes) =
         w.h.store
-            .with_ports(Access::Read, |p| {
-                let mut chats: Vec<String> = p
-                    .chats
-                    .list_all()
+            .with_ports(Access::Read, |p, records| {
+                let mut chats: Vec<String> = records
+                    .all_chats()
                     .unwrap()
                     .iter()
                     .map(|c| format!("{c:?}"))
                     .collect();
-                let mut files: Vec<String> = p
-                    .files
-                    .list_all()
+                let mut files: Vec<String> = records
+                    .all_files()
                     .unwrap()
                     .iter()
                     .map(|f| format!("{f:?}"))

@@ -8,12 +8,15 @@ use chatstore_tests::{Harness, data_snapshot, snapshot};
 use std::fs;
 use std::time::{Duration, Instant};
 
+/// The deadline of the looping guest's calls: short, since it always runs out.
+const SHORT_DEADLINE: Duration = Duration::from_millis(300);
+
 const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile.wasm"));
 
+/// The hostile component with a small memory cap and the default deadline:
+/// only the looping guest's test depends on running out of time.
 fn hostile(b: ChatStoreBuilder) -> ChatStoreBuilder {
-    b.component(HOSTILE)
-        .call_timeout(Duration::from_millis(300))
-        .max_guest_memory(32 << 20)
+    b.component(HOSTILE).max_guest_memory(32 << 20)
 }
 
 /// A user id whose last digit picks the attack.
@@ -43,12 +46,27 @@ fn still_serves(h: &Harness) {
 
 #[test]
 fn a_guest_that_loops_forever_is_interrupted_at_its_deadline() {
-    let h = Harness::with(hostile);
+    let h = Harness::with(|b| hostile(b).call_timeout(SHORT_DEADLINE));
     let started = Instant::now();
     let message = guest_failure(h.store.ensure_workspace(attack(1)).unwrap_err());
     println!("interrupted after {:?}: {message}", started.elapsed());
+    assert!(message.contains("deadline of 300 ms"), "{message}");
     assert!(message.contains("interrupt"), "{message}");
     still_serves(&h);
+}
+
+#[test]
+fn time_spent_in_ports_does_not_count_toward_the_deadline() {
+    const PORT_DELAY: Duration = Duration::from_millis(250);
+    let (h, faults) = Harness::with_faults_and(|b| b.call_timeout(SHORT_DEADLINE));
+    let (user, _) = h.user_with_chat();
+    faults.slow_down(None, PORT_DELAY);
+    // Creating a chat makes several port calls: together far longer than the
+    // deadline, while the guest itself runs for microseconds.
+    let chat = h.store.create_chat(user);
+    let slowed = PORT_DELAY * faults.calls().len() as u32;
+    assert!(slowed > 2 * SHORT_DEADLINE, "only {slowed:?} in ports");
+    assert!(chat.is_ok(), "{chat:?}");
 }
 
 #[test]

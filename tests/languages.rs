@@ -4,8 +4,9 @@
 //! first use: `npm ci` in `tests/js`, a virtual environment with the pinned
 //! requirements under cargo's scratch directory.
 
+use chatstore_tests::venv::{self, current, run};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 fn repo() -> PathBuf {
@@ -16,9 +17,7 @@ fn repo() -> PathBuf {
 }
 
 fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("languages");
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
+    venv::scratch(env!("CARGO_TARGET_TMPDIR"), "languages")
 }
 
 /// The built-in component, written once (the two tests run at the same
@@ -32,27 +31,6 @@ fn component() -> PathBuf {
             path
         })
         .clone()
-}
-
-/// Runs a command; fails the test with its output if it does not succeed.
-fn run(what: &str, command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    output
-}
-
-/// Whether `stamp` holds exactly `source`'s bytes (then the setup it marks is current).
-fn current(stamp: &Path, source: &Path) -> bool {
-    matches!((std::fs::read(stamp), std::fs::read(source)), (Ok(a), Ok(b)) if a == b)
 }
 
 #[test]
@@ -95,32 +73,10 @@ fn the_javascript_host_passes_the_conformance_scenarios() {
 fn the_python_host_passes_the_conformance_scenarios() {
     let python = repo().join("tests/python");
     let requirements = python.join("requirements.txt");
-    let venv = scratch().join("python-venv");
-    let stamp = venv.join("chatstore-requirements.txt");
-    if !current(&stamp, &requirements) {
-        let _ = std::fs::remove_dir_all(&venv);
-        run(
-            "python3 -m venv",
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        );
-        run(
-            "pip install",
-            Command::new(venv.join("bin/python"))
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
-                .arg(&requirements),
-        );
-        std::fs::copy(&requirements, &stamp).expect("stamp");
-    }
+    let bin = venv::python_venv(&scratch().join("python-venv"), &requirements);
     let output = run(
         "pytest",
-        Command::new(venv.join("bin/python"))
+        Command::new(bin.join("python"))
             .args(["-m", "pytest", "-v", "-p", "no:cacheprovider"])
             .arg(&python)
             .env("CHATSTORE_WASM", component())

@@ -1,7 +1,7 @@
 //! The policy of DESIGN.md, observed through the real component and the
 //! real filesystem: each rule from the host API and on disk.
 
-use chatstore_host::ports::Access;
+use chatstore_host::unit::Access;
 use chatstore_host::{Error, Timestamp};
 use chatstore_tests::{Harness, START};
 use std::fs;
@@ -163,7 +163,7 @@ fn deleting_a_chat_removes_its_metadata_files_and_directory() {
         code(h.store.get_attachment(user, chat.chat_id, file.file_id)),
         "chat_not_found"
     );
-    let files = h.store.with_ports(Access::Read, |p| {
+    let files = h.store.with_ports(Access::Read, |p, _| {
         Ok(p.files.list_by_chat_id(chat.chat_id).unwrap())
     });
     assert!(files.unwrap().is_empty());

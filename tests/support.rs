@@ -2,9 +2,10 @@
 //! with a clock the test sets, and ways to look at what is on disk.
 
 pub mod script;
+pub mod venv;
 
-use chatstore_host::faults::FaultInjector;
 use chatstore_host::{Chat, ChatStore, ChatStoreBuilder, Clock};
+use chatstore_testkit::faults::FaultInjector;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,8 +40,17 @@ impl Harness {
 
     /// A harness whose every port call goes through a fault injector.
     pub fn with_faults() -> (Harness, Arc<FaultInjector>) {
+        Harness::with_faults_and(|b| b)
+    }
+
+    /// A harness with extra builder settings whose every port call goes
+    /// through a fault injector.
+    pub fn with_faults_and(
+        configure: impl FnOnce(ChatStoreBuilder) -> ChatStoreBuilder,
+    ) -> (Harness, Arc<FaultInjector>) {
         let mut injector = None;
         let harness = Harness::build(|builder| {
+            let builder = configure(builder);
             let faults = Arc::new(FaultInjector::new(builder.open_backend().expect("backend")));
             injector = Some(faults.clone());
             builder.build_with_backend(faults).expect("store")

@@ -5,10 +5,9 @@
 //! or name from a port is that port's failure, never a panic.
 //!
 //! With the default `export` feature this crate *is* the built-in storage
-//! component. Without it, another crate can build its own policy on top:
-//! implement [`Guest`] for its own type, delegate to [`BuiltIn`] where the
-//! rules stay the same, and export it with
-//! `chatstore_guest::component::export!(MyPolicy with_types_in chatstore_guest::component);`.
+//! component. Without it, another crate builds its own policy on top:
+//! implement [`Policy`] for its own type, overriding only the exports whose
+//! rules change, and export it with `chatstore_guest::export_policy!(MyPolicy);`.
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -22,7 +21,10 @@ use crate::domain::{
     Workspace, WorkspaceUsage,
 };
 use crate::usecase::ports::{self, PortResult};
-use crate::usecase::{Ports, Storage};
+use crate::usecase::{Policy, Ports, Storage};
+/// The WIT imports themselves, for a policy (or a test) that calls a port
+/// with values of its own.
+pub use chatstore::storage as imports;
 use chatstore::storage::types as wit;
 /// The WIT values the `storage` exports take and return.
 pub use chatstore::storage::types;
@@ -31,12 +33,19 @@ use chatstore::storage::{
     storage_usage, workspace_repository,
 };
 pub use exports::chatstore::storage::storage::Guest;
+use std::marker::PhantomData;
 
-/// The built-in storage policy: every rule of the design contract.
-pub struct BuiltIn;
+/// Exports a [`Policy`] as the component's `storage` interface.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        type __ChatstorePolicy = $crate::component::Exported<$policy>;
+        $crate::component::export!(__ChatstorePolicy with_types_in $crate::component);
+    };
+}
 
 #[cfg(feature = "export")]
-export!(BuiltIn with_types_in crate::component);
+export_policy!(crate::usecase::BuiltIn);
 
 /// The imports, one unit struct per port.
 struct Imports;
@@ -222,13 +231,13 @@ fn maybe<T, U>(
 
 impl ports::WorkspaceRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<Workspace>> {
-        WORKSPACES.result(workspace_repository::get(id.as_str()), |p, w| {
+        WORKSPACES.result(workspace_repository::get(&id.to_string()), |p, w| {
             maybe(p, w, Port::workspace)
         })
     }
     fn get_by_user_id(&self, user_id: &Id) -> PortResult<Option<Workspace>> {
         WORKSPACES.result(
-            workspace_repository::get_by_user_id(user_id.as_str()),
+            workspace_repository::get_by_user_id(&user_id.to_string()),
             |p, w| maybe(p, w, Port::workspace),
         )
     }
@@ -239,13 +248,13 @@ impl ports::WorkspaceRepository for Imports {
 
 impl ports::ChatRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<Chat>> {
-        CHATS.result(chat_repository::get(id.as_str()), |p, c| {
+        CHATS.result(chat_repository::get(&id.to_string()), |p, c| {
             maybe(p, c, Port::chat)
         })
     }
     fn list_by_workspace_id(&self, id: &Id) -> PortResult<Vec<Chat>> {
         CHATS.result(
-            chat_repository::list_by_workspace_id(id.as_str()),
+            chat_repository::list_by_workspace_id(&id.to_string()),
             |p, cs| each(p, cs, Port::chat),
         )
     }
@@ -253,13 +262,13 @@ impl ports::ChatRepository for Imports {
         CHATS.unit(chat_repository::save(&chat(c)))
     }
     fn delete(&self, id: &Id) -> PortResult<()> {
-        CHATS.unit(chat_repository::delete(id.as_str()))
+        CHATS.unit(chat_repository::delete(&id.to_string()))
     }
 }
 
 impl ports::ChatFileRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<ChatFile>> {
-        FILES.result(chat_file_repository::get(id.as_str()), |p, f| {
+        FILES.result(chat_file_repository::get(&id.to_string()), |p, f| {
             maybe(p, f, Port::chat_file)
         })
     }
@@ -269,13 +278,13 @@ impl ports::ChatFileRepository for Imports {
         name: &AttachmentName,
     ) -> PortResult<Option<ChatFile>> {
         FILES.result(
-            chat_file_repository::get_by_chat_id_and_name(chat_id.as_str(), name.as_str()),
+            chat_file_repository::get_by_chat_id_and_name(&chat_id.to_string(), name.as_str()),
             |p, f| maybe(p, f, Port::chat_file),
         )
     }
     fn list_by_chat_id(&self, chat_id: &Id) -> PortResult<Vec<ChatFile>> {
         FILES.result(
-            chat_file_repository::list_by_chat_id(chat_id.as_str()),
+            chat_file_repository::list_by_chat_id(&chat_id.to_string()),
             |p, fs| each(p, fs, Port::chat_file),
         )
     }
@@ -283,17 +292,19 @@ impl ports::ChatFileRepository for Imports {
         FILES.unit(chat_file_repository::save(&chat_file(f)))
     }
     fn delete(&self, id: &Id) -> PortResult<()> {
-        FILES.unit(chat_file_repository::delete(id.as_str()))
+        FILES.unit(chat_file_repository::delete(&id.to_string()))
     }
     fn delete_by_chat_id(&self, chat_id: &Id) -> PortResult<()> {
-        FILES.unit(chat_file_repository::delete_by_chat_id(chat_id.as_str()))
+        FILES.unit(chat_file_repository::delete_by_chat_id(
+            &chat_id.to_string(),
+        ))
     }
 }
 
 impl ports::SandboxSessionRepository for Imports {
     fn get_active_by_chat_id(&self, chat_id: &Id) -> PortResult<Option<SandboxSession>> {
         SANDBOXES.result(
-            sandbox_session_repository::get_active_by_chat_id(chat_id.as_str()),
+            sandbox_session_repository::get_active_by_chat_id(&chat_id.to_string()),
             |p, s| {
                 maybe(p, s, |p, s| {
                     Ok(SandboxSession {
@@ -383,44 +394,44 @@ fn out<T, U>(r: Result<T, StorageError>, f: impl FnOnce(T) -> U) -> Out<U> {
     r.map(f).map_err(storage_error)
 }
 
-impl Guest for BuiltIn {
+/// A [`Policy`] as the `Guest` of the `storage` interface: each export
+/// converts its WIT values and runs the policy's function over the imports.
+pub struct Exported<P>(PhantomData<P>);
+
+impl<P: Policy> Guest for Exported<P> {
     fn ensure_workspace(user_id: String) -> Out<wit::Workspace> {
-        out(storage().ensure_workspace(&user_id), workspace)
+        out(P::ensure_workspace(&storage(), &user_id), workspace)
     }
     fn get_workspace(user_id: String) -> Out<wit::Workspace> {
-        out(storage().get_workspace(&user_id), workspace)
+        out(P::get_workspace(&storage(), &user_id), workspace)
     }
     fn get_usage(user_id: String) -> Out<wit::WorkspaceUsage> {
-        out(storage().get_usage(&user_id), usage)
+        out(P::get_usage(&storage(), &user_id), usage)
     }
     fn create_chat(user_id: String) -> Out<wit::Chat> {
-        out(storage().create_chat(&user_id), |c| chat(&c))
+        out(P::create_chat(&storage(), &user_id), |c| chat(&c))
     }
     fn list_chats(user_id: String) -> Out<Vec<wit::Chat>> {
-        out(storage().list_chats(&user_id), |cs| {
+        out(P::list_chats(&storage(), &user_id), |cs| {
             cs.iter().map(chat).collect()
         })
     }
     fn get_chat(user_id: String, chat_id: String) -> Out<wit::Chat> {
-        out(storage().get_chat(&user_id, &chat_id), |c| chat(&c))
+        out(P::get_chat(&storage(), &user_id, &chat_id), |c| chat(&c))
     }
     fn delete_chat(user_id: String, chat_id: String) -> Out<()> {
-        out(storage().delete_chat(&user_id, &chat_id), |()| ())
+        out(P::delete_chat(&storage(), &user_id, &chat_id), |()| ())
     }
     fn read_history(user_id: String, chat_id: String) -> Out<String> {
-        out(storage().read_history(&user_id, &chat_id), |h| h)
+        out(P::read_history(&storage(), &user_id, &chat_id), |h| h)
     }
     fn write_history(user_id: String, chat_id: String, content: String) -> Out<()> {
-        out(
-            storage().write_history(&user_id, &chat_id, &content),
-            |()| (),
-        )
+        let r = P::write_history(&storage(), &user_id, &chat_id, &content);
+        out(r, |()| ())
     }
     fn append_history(user_id: String, chat_id: String, content: String) -> Out<()> {
-        out(
-            storage().append_history(&user_id, &chat_id, &content),
-            |()| (),
-        )
+        let r = P::append_history(&storage(), &user_id, &chat_id, &content);
+        out(r, |()| ())
     }
     fn upload_attachment(
         user_id: String,
@@ -429,7 +440,8 @@ impl Guest for BuiltIn {
         content_type: Option<String>,
         content: Vec<u8>,
     ) -> Out<wit::ChatFile> {
-        let r = storage().upload_attachment(
+        let r = P::upload_attachment(
+            &storage(),
             &user_id,
             &chat_id,
             &name,
@@ -439,29 +451,25 @@ impl Guest for BuiltIn {
         out(r, |f| chat_file(&f))
     }
     fn list_attachments(user_id: String, chat_id: String) -> Out<Vec<wit::ChatFile>> {
-        out(storage().list_attachments(&user_id, &chat_id), |fs| {
+        out(P::list_attachments(&storage(), &user_id, &chat_id), |fs| {
             fs.iter().map(chat_file).collect()
         })
     }
     fn get_attachment(user_id: String, chat_id: String, file_id: String) -> Out<wit::ChatFile> {
-        out(
-            storage().get_attachment(&user_id, &chat_id, &file_id),
-            |f| chat_file(&f),
-        )
+        let r = P::get_attachment(&storage(), &user_id, &chat_id, &file_id);
+        out(r, |f| chat_file(&f))
     }
     fn read_attachment(user_id: String, chat_id: String, file_id: String) -> Out<Vec<u8>> {
-        out(
-            storage().read_attachment(&user_id, &chat_id, &file_id),
-            |b| b,
-        )
+        let r = P::read_attachment(&storage(), &user_id, &chat_id, &file_id);
+        out(r, |b| b)
     }
     fn delete_attachment(user_id: String, chat_id: String, file_id: String) -> Out<()> {
-        out(
-            storage().delete_attachment(&user_id, &chat_id, &file_id),
-            |()| (),
-        )
+        let r = P::delete_attachment(&storage(), &user_id, &chat_id, &file_id);
+        out(r, |()| ())
     }
     fn clear_attachments(user_id: String, chat_id: String) -> Out<()> {
-        out(storage().clear_attachments(&user_id, &chat_id), |()| ())
+        out(P::clear_attachments(&storage(), &user_id, &chat_id), |()| {
+            ()
+        })
     }
 }

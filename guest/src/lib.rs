@@ -12,5 +12,7 @@
 pub mod domain;
 pub mod usecase;
 
+pub use usecase::{BuiltIn, Policy, Storage};
+
 #[cfg(target_arch = "wasm32")]
 pub mod component;

@@ -11,25 +11,21 @@ import { JsHost, instantiate } from './host.mjs';
 const DEFAULT_QUOTA_BYTES = 1n << 30n;
 const DEFAULT_CLOCK = 1767225600;
 
-/** Each call: its WIT parameters in order, and whether its result is content. */
-const CALLS = {
-  'ensure-workspace': [['user-id']],
-  'get-workspace': [['user-id']],
-  'get-usage': [['user-id']],
-  'create-chat': [['user-id']],
-  'list-chats': [['user-id']],
-  'get-chat': [['user-id', 'chat-id']],
-  'delete-chat': [['user-id', 'chat-id']],
-  'read-history': [['user-id', 'chat-id'], 'content'],
-  'write-history': [['user-id', 'chat-id', 'content']],
-  'append-history': [['user-id', 'chat-id', 'content']],
-  'upload-attachment': [['user-id', 'chat-id', 'name', 'content-type', 'content']],
-  'list-attachments': [['user-id', 'chat-id']],
-  'get-attachment': [['user-id', 'chat-id', 'file-id']],
-  'read-attachment': [['user-id', 'chat-id', 'file-id'], 'content'],
-  'delete-attachment': [['user-id', 'chat-id', 'file-id']],
-  'clear-attachments': [['user-id', 'chat-id']],
-};
+/**
+ * Each call of the WIT `storage` interface, read from `wit/storage.wit`: its
+ * parameters in order, and 'content' if it returns a history or bytes.
+ */
+export function witCalls(witText) {
+  const start = witText.indexOf('interface storage');
+  const body = witText.slice(start, witText.indexOf('\n}', start));
+  const calls = {};
+  for (const [, name, params, ok] of body.matchAll(/^\s*([a-z-]+): func\(([^)]*)\)\s*->\s*result<(.+?),/gm)) {
+    const names = params.split(',').map((p) => p.split(':')[0].trim()).filter(Boolean);
+    calls[name] = [names, ok === 'string' || ok === 'list<u8>' ? 'content' : undefined];
+  }
+  return calls;
+}
+const CALLS = witCalls(fs.readFileSync(new URL('../../wit/storage.wit', import.meta.url), 'utf8'));
 const HOST_ACTIONS = {
   'set-clock': ['seconds', 'nanoseconds'],
   'start-sandbox': ['chat'],

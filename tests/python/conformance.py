@@ -5,6 +5,7 @@ temporary directory, stopping at the first step that differs."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,26 +18,28 @@ from chatstore_host import Loaded, PyHost, StorageError, field, record
 DEFAULT_QUOTA_BYTES = 1 << 30
 DEFAULT_CLOCK = 1767225600
 
-# Each call: its WIT parameters in order; read-history and read-attachment return content.
-CALLS = {
-    "ensure-workspace": ["user-id"],
-    "get-workspace": ["user-id"],
-    "get-usage": ["user-id"],
-    "create-chat": ["user-id"],
-    "list-chats": ["user-id"],
-    "get-chat": ["user-id", "chat-id"],
-    "delete-chat": ["user-id", "chat-id"],
-    "read-history": ["user-id", "chat-id"],
-    "write-history": ["user-id", "chat-id", "content"],
-    "append-history": ["user-id", "chat-id", "content"],
-    "upload-attachment": ["user-id", "chat-id", "name", "content-type", "content"],
-    "list-attachments": ["user-id", "chat-id"],
-    "get-attachment": ["user-id", "chat-id", "file-id"],
-    "read-attachment": ["user-id", "chat-id", "file-id"],
-    "delete-attachment": ["user-id", "chat-id", "file-id"],
-    "clear-attachments": ["user-id", "chat-id"],
-}
-CONTENT_RESULTS = {"read-history", "read-attachment"}
+
+
+def wit_calls(wit_text: str) -> tuple[dict[str, list[str]], set[str]]:
+    """Each call of the WIT ``storage`` interface, read from
+    ``wit/storage.wit``: its parameters in order; and the calls that return
+    content (a history or bytes)."""
+    start = wit_text.index("interface storage")
+    body = wit_text[start : wit_text.index("\n}", start)]
+    calls: dict[str, list[str]] = {}
+    content: set[str] = set()
+    for name, params, ok in re.findall(
+        r"^\s*([a-z-]+): func\(([^)]*)\)\s*->\s*result<(.+?),", body, re.MULTILINE
+    ):
+        calls[name] = [p.split(":")[0].strip() for p in params.split(",") if p.strip()]
+        if ok in ("string", "list<u8>"):
+            content.add(name)
+    return calls, content
+
+
+CALLS, CONTENT_RESULTS = wit_calls(
+    (Path(__file__).resolve().parents[2] / "wit" / "storage.wit").read_text()
+)
 HOST_ACTIONS = {
     "set-clock": ["seconds", "nanoseconds"],
     "start-sandbox": ["chat"],

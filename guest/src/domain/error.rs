@@ -1,8 +1,8 @@
 use super::Id;
-use std::fmt;
 
 /// A port failed (I/O, database, disk full); the use case is aborted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{port}: {message}")]
 pub struct PortError {
     /// The port that failed, as named in the WIT (`chat-storage`, …).
     pub port: String,
@@ -10,27 +10,37 @@ pub struct PortError {
     pub message: String,
 }
 
-/// Why a use case refused. [`StorageError::code`] gives the stable code.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why a use case refused. [`StorageError::code`] gives the stable code,
+/// which its message starts with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
     /// The user has no workspace (carries the user id).
+    #[error("workspace_not_found: {0}")]
     WorkspaceNotFound(Id),
     /// The write would grow the workspace past its quota (carries the workspace id).
+    #[error("workspace_quota_exceeded: {0}")]
     WorkspaceQuotaExceeded(Id),
     /// No such chat in the caller's workspace.
+    #[error("chat_not_found: {0}")]
     ChatNotFound(Id),
     /// The chat has an active sandbox session.
+    #[error("chat_has_active_sandbox: {0}")]
     ChatHasActiveSandbox(Id),
     /// No such file in the chat.
+    #[error("chat_file_not_found: {0}")]
     ChatFileNotFound(Id),
     /// The attachment name breaks the name rules.
+    #[error("invalid_attachment_name: {0:?}")]
     InvalidAttachmentName(String),
     /// The attachment name is reserved.
+    #[error("reserved_attachment_name: {0:?}")]
     ReservedAttachmentName(String),
     /// A string that should be a UUID is not one.
+    #[error("invalid_id: {0:?}")]
     InvalidId(String),
     /// A port failed.
-    StorageUnavailable(PortError),
+    #[error("storage_unavailable: {0}")]
+    StorageUnavailable(#[from] PortError),
 }
 
 impl StorageError {
@@ -49,29 +59,3 @@ impl StorageError {
         }
     }
 }
-
-impl From<PortError> for StorageError {
-    fn from(e: PortError) -> Self {
-        StorageError::StorageUnavailable(e)
-    }
-}
-
-impl fmt::Display for StorageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StorageError::WorkspaceNotFound(id)
-            | StorageError::WorkspaceQuotaExceeded(id)
-            | StorageError::ChatNotFound(id)
-            | StorageError::ChatHasActiveSandbox(id)
-            | StorageError::ChatFileNotFound(id) => write!(f, "{}: {id}", self.code()),
-            StorageError::InvalidAttachmentName(s)
-            | StorageError::ReservedAttachmentName(s)
-            | StorageError::InvalidId(s) => write!(f, "{}: {s:?}", self.code()),
-            StorageError::StorageUnavailable(e) => {
-                write!(f, "{}: {}: {}", self.code(), e.port, e.message)
-            }
-        }
-    }
-}
-
-impl std::error::Error for StorageError {}

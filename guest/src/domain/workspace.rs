@@ -42,7 +42,7 @@ mod tests {
 
     fn usage(used: u64, quota: u64) -> WorkspaceUsage {
         WorkspaceUsage {
-            workspace_id: Id::from_canonical_bytes([0; 16]),
+            workspace_id: Id::from_bytes([0; 16]),
             used_bytes: used,
             quota_bytes: quota,
         }

@@ -48,11 +48,9 @@ impl Fakes {
     pub fn start_sandbox(&self, chat_id: &Id) {
         let session = SandboxSession {
             session_id: self.new_id().unwrap(),
-            chat_id: chat_id.clone(),
+            chat_id: *chat_id,
         };
-        self.active_sandboxes
-            .borrow_mut()
-            .insert(chat_id.clone(), session);
+        self.active_sandboxes.borrow_mut().insert(*chat_id, session);
     }
 
     pub fn used_bytes(&self) -> u64 {
@@ -84,7 +82,7 @@ impl WorkspaceRepository for Fakes {
     fn save(&self, w: &Workspace) -> PortResult<()> {
         self.workspaces
             .borrow_mut()
-            .insert(w.workspace_id.clone(), w.clone());
+            .insert(w.workspace_id, w.clone());
         Ok(())
     }
 }
@@ -102,7 +100,7 @@ impl ChatRepository for Fakes {
             .collect())
     }
     fn save(&self, c: &Chat) -> PortResult<()> {
-        self.chats.borrow_mut().insert(c.chat_id.clone(), c.clone());
+        self.chats.borrow_mut().insert(c.chat_id, c.clone());
         Ok(())
     }
     fn delete(&self, id: &Id) -> PortResult<()> {
@@ -135,7 +133,7 @@ impl ChatFileRepository for Fakes {
             .collect())
     }
     fn save(&self, f: &ChatFile) -> PortResult<()> {
-        self.files.borrow_mut().insert(f.file_id.clone(), f.clone());
+        self.files.borrow_mut().insert(f.file_id, f.clone());
         Ok(())
     }
     fn delete(&self, id: &Id) -> PortResult<()> {
@@ -156,10 +154,7 @@ impl SandboxSessionRepository for Fakes {
 
 impl ChatStorage for Fakes {
     fn ensure_chat(&self, chat: &Chat) -> PortResult<()> {
-        self.dirs
-            .borrow_mut()
-            .entry(chat.chat_id.clone())
-            .or_default();
+        self.dirs.borrow_mut().entry(chat.chat_id).or_default();
         Ok(())
     }
     fn read_history(&self, chat: &Chat) -> PortResult<String> {
@@ -213,7 +208,7 @@ impl StorageUsage for Fakes {
             .map(|(h, a)| h.len() as u64 + a.values().map(|c| c.len() as u64).sum::<u64>())
             .sum();
         Ok(WorkspaceUsage {
-            workspace_id: workspace.workspace_id.clone(),
+            workspace_id: workspace.workspace_id,
             used_bytes,
             quota_bytes: self.quota_bytes.get(),
         })
@@ -225,7 +220,7 @@ impl IdGenerator for Fakes {
         let n = self.next_id.get();
         self.next_id
             .set(if self.ids_descend.get() { n - 1 } else { n + 1 });
-        Ok(Id::from_canonical_bytes(n.to_be_bytes()))
+        Ok(Id::from_bytes(n.to_be_bytes()))
     }
 }
 

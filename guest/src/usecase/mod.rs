@@ -7,8 +7,11 @@
 mod attachment;
 mod chat;
 mod history;
+mod policy;
 pub mod ports;
 mod workspace;
+
+pub use policy::{BuiltIn, Policy};
 
 use crate::domain::{Chat, ChatFile, Id, StorageError, Workspace};
 use ports::{
@@ -51,19 +54,25 @@ impl<'a> Storage<'a> {
         Storage { ports }
     }
 
+    /// The ports the use cases run against, for policies that need more
+    /// than the use cases give.
+    pub fn ports(&self) -> Ports<'a> {
+        self.ports
+    }
+
     /// The user's workspace, or `workspace_not_found`.
     fn workspace_of(&self, user_id: &Id) -> StorageResult<Workspace> {
         self.ports
             .workspaces
             .get_by_user_id(user_id)?
-            .ok_or_else(|| StorageError::WorkspaceNotFound(user_id.clone()))
+            .ok_or(StorageError::WorkspaceNotFound(*user_id))
     }
 
     /// The chat if it belongs to the workspace; any other chat is "not found".
     fn owned_chat(&self, workspace: &Workspace, chat_id: &Id) -> StorageResult<Chat> {
         match self.ports.chats.get(chat_id)? {
             Some(chat) if chat.workspace_id == workspace.workspace_id => Ok(chat),
-            _ => Err(StorageError::ChatNotFound(chat_id.clone())),
+            _ => Err(StorageError::ChatNotFound(*chat_id)),
         }
     }
 
@@ -79,14 +88,14 @@ impl<'a> Storage<'a> {
     fn owned_file(&self, chat: &Chat, file_id: &Id) -> StorageResult<ChatFile> {
         match self.ports.files.get(file_id)? {
             Some(file) if file.chat_id == chat.chat_id => Ok(file),
-            _ => Err(StorageError::ChatFileNotFound(file_id.clone())),
+            _ => Err(StorageError::ChatFileNotFound(*file_id)),
         }
     }
 
     /// Refuses with `chat_has_active_sandbox` while a sandbox runs on the chat.
     fn ensure_no_active_sandbox(&self, chat: &Chat) -> StorageResult<()> {
         match self.ports.sandboxes.get_active_by_chat_id(&chat.chat_id)? {
-            Some(_) => Err(StorageError::ChatHasActiveSandbox(chat.chat_id.clone())),
+            Some(_) => Err(StorageError::ChatHasActiveSandbox(chat.chat_id)),
             None => Ok(()),
         }
     }
@@ -106,9 +115,7 @@ impl<'a> Storage<'a> {
         if usage.fits(old_bytes, new_bytes) {
             Ok(())
         } else {
-            Err(StorageError::WorkspaceQuotaExceeded(
-                workspace.workspace_id.clone(),
-            ))
+            Err(StorageError::WorkspaceQuotaExceeded(workspace.workspace_id))
         }
     }
 }

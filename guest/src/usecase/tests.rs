@@ -61,7 +61,10 @@ fn creating_a_chat_creates_its_directory_with_an_empty_history() {
     let s = fakes.storage();
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    assert_eq!(s.read_history(ALICE, chat.chat_id.as_str()).unwrap(), "");
+    assert_eq!(
+        s.read_history(ALICE, &chat.chat_id.to_string()).unwrap(),
+        ""
+    );
     assert!(fakes.dirs.borrow().contains_key(&chat.chat_id));
 }
 
@@ -72,10 +75,10 @@ fn another_users_chat_is_not_found() {
     s.ensure_workspace(ALICE).unwrap();
     s.ensure_workspace(BOB).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     assert_eq!(
         s.get_chat(BOB, id),
-        Err(StorageError::ChatNotFound(chat.chat_id.clone()))
+        Err(StorageError::ChatNotFound(chat.chat_id))
     );
     assert_eq!(code(s.read_history(BOB, id)), "chat_not_found");
     assert_eq!(code(s.write_history(BOB, id, "x")), "chat_not_found");
@@ -96,9 +99,9 @@ fn a_file_of_another_chat_is_not_found() {
     let one = s.create_chat(ALICE).unwrap();
     let two = s.create_chat(ALICE).unwrap();
     let file = s
-        .upload_attachment(ALICE, one.chat_id.as_str(), "a.txt", None, b"x")
+        .upload_attachment(ALICE, &one.chat_id.to_string(), "a.txt", None, b"x")
         .unwrap();
-    let (two, fid) = (two.chat_id.as_str(), file.file_id.as_str());
+    let (two, fid) = (&two.chat_id.to_string(), &file.file_id.to_string());
     assert_eq!(
         code(s.get_attachment(ALICE, two, fid)),
         "chat_file_not_found"
@@ -112,7 +115,7 @@ fn a_file_of_another_chat_is_not_found() {
         "chat_file_not_found"
     );
     assert_eq!(
-        s.list_attachments(ALICE, one.chat_id.as_str()).unwrap(),
+        s.list_attachments(ALICE, &one.chat_id.to_string()).unwrap(),
         vec![file]
     );
 }
@@ -139,7 +142,7 @@ fn lists_are_ordered_by_creation_time_then_id() {
         vec![early_b.clone(), early_a, late.clone()]
     );
 
-    let chat = early_b.chat_id.as_str();
+    let chat = &early_b.chat_id.to_string();
     fakes.now.set(at(30));
     let f_late = s.upload_attachment(ALICE, chat, "late", None, b"").unwrap();
     fakes.now.set(at(5));
@@ -158,7 +161,7 @@ fn bad_attachment_names_are_refused_before_anything_is_written() {
     let s = fakes.storage();
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     for (name, want) in [
         ("", "invalid_attachment_name"),
         (".", "invalid_attachment_name"),
@@ -189,7 +192,7 @@ fn replacing_a_name_gives_a_new_file_id() {
     let s = fakes.storage();
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     let old = s
         .upload_attachment(ALICE, id, "a.txt", Some("text/plain"), b"old")
         .unwrap();
@@ -198,12 +201,13 @@ fn replacing_a_name_gives_a_new_file_id() {
         .unwrap();
     assert_ne!(old.file_id, new.file_id);
     assert_eq!(
-        code(s.get_attachment(ALICE, id, old.file_id.as_str())),
+        code(s.get_attachment(ALICE, id, &old.file_id.to_string())),
         "chat_file_not_found"
     );
     assert_eq!(s.list_attachments(ALICE, id).unwrap(), vec![new.clone()]);
     assert_eq!(
-        s.read_attachment(ALICE, id, new.file_id.as_str()).unwrap(),
+        s.read_attachment(ALICE, id, &new.file_id.to_string())
+            .unwrap(),
         b"newer"
     );
     assert_eq!(new.size_bytes, 5);
@@ -216,7 +220,7 @@ fn an_upload_past_the_quota_is_refused_and_changes_nothing() {
     let s = fakes.storage();
     let ws = s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     s.upload_attachment(ALICE, id, "a", None, b"123456")
         .unwrap();
     assert_eq!(
@@ -236,7 +240,7 @@ fn quota_is_counted_net_of_the_replaced_file() {
     let s = fakes.storage();
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     s.upload_attachment(ALICE, id, "a", None, b"12345678")
         .unwrap();
     // 8 used; replacing the 8 bytes by 10 fits, adding 10 more would not.
@@ -251,7 +255,7 @@ fn shrinking_writes_pass_even_over_quota() {
     let s = fakes.storage();
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     s.upload_attachment(ALICE, id, "a", None, b"1234567890")
         .unwrap();
     s.write_history(ALICE, id, "hello").unwrap();
@@ -276,7 +280,7 @@ fn history_writes_and_appends_count_against_the_quota() {
     let s = fakes.storage();
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     s.write_history(ALICE, id, "# a\n").unwrap();
     s.append_history(ALICE, id, "b\n").unwrap();
     assert_eq!(
@@ -297,12 +301,12 @@ fn an_active_sandbox_blocks_delete_chat_and_clear_attachments() {
     let s = fakes.storage();
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     s.upload_attachment(ALICE, id, "a", None, b"x").unwrap();
     fakes.start_sandbox(&chat.chat_id);
     assert_eq!(
         s.delete_chat(ALICE, id),
-        Err(StorageError::ChatHasActiveSandbox(chat.chat_id.clone()))
+        Err(StorageError::ChatHasActiveSandbox(chat.chat_id))
     );
     assert_eq!(
         code(s.clear_attachments(ALICE, id)),
@@ -324,9 +328,9 @@ fn deleting_a_chat_removes_its_metadata_files_and_directory() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let keep = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     s.upload_attachment(ALICE, id, "a", None, b"x").unwrap();
-    s.upload_attachment(ALICE, keep.chat_id.as_str(), "a", None, b"y")
+    s.upload_attachment(ALICE, &keep.chat_id.to_string(), "a", None, b"y")
         .unwrap();
     s.delete_chat(ALICE, id).unwrap();
     assert_eq!(code(s.get_chat(ALICE, id)), "chat_not_found");
@@ -341,13 +345,13 @@ fn deleting_an_attachment_removes_bytes_and_metadata() {
     let s = fakes.storage();
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
-    let id = chat.chat_id.as_str();
+    let id = &chat.chat_id.to_string();
     let file = s.upload_attachment(ALICE, id, "a", None, b"xyz").unwrap();
-    s.delete_attachment(ALICE, id, file.file_id.as_str())
+    s.delete_attachment(ALICE, id, &file.file_id.to_string())
         .unwrap();
     assert_eq!(fakes.used_bytes(), 0);
     assert_eq!(
-        code(s.read_attachment(ALICE, id, file.file_id.as_str())),
+        code(s.read_attachment(ALICE, id, &file.file_id.to_string())),
         "chat_file_not_found"
     );
 }
@@ -360,6 +364,8 @@ fn a_failing_port_is_storage_unavailable() {
     let chat = s.create_chat(ALICE).unwrap();
     // The directory vanished under the chat: the storage port fails.
     fakes.dirs.borrow_mut().clear();
-    let err = s.read_history(ALICE, chat.chat_id.as_str()).unwrap_err();
+    let err = s
+        .read_history(ALICE, &chat.chat_id.to_string())
+        .unwrap_err();
     assert_eq!(err.code(), "storage_unavailable");
 }

@@ -15,25 +15,22 @@
 //! attachment and one history larger than the workspace's quota, then 1 MiB
 //! attachments until the host refuses one, and reports what happened.
 //!
-//! Every other export answers `storage-unavailable`. Native builds are empty.
+//! Every other export is the built-in policy's. Native builds are empty.
 
 #![cfg(target_arch = "wasm32")]
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "storage-service",
-});
-
-use chatstore::storage::types::{Chat, ChatFile, PortError, StorageError, Timestamp, Workspace};
-use chatstore::storage::{
+use chatstore_guest::component::imports::{
     chat_file_repository as files, chat_repository as chats, chat_storage as storage,
     sandbox_session_repository as sandboxes, storage_usage, workspace_repository as workspaces,
 };
-use exports::chatstore::storage::storage::Guest;
+use chatstore_guest::component::types::{Chat, ChatFile, PortError, Timestamp, Workspace};
+use chatstore_guest::domain::{self, StorageError};
+use chatstore_guest::usecase::StorageResult;
+use chatstore_guest::{Policy, Storage};
 
 struct Hostile;
 
-export!(Hostile);
+chatstore_guest::export_policy!(Hostile);
 
 const GOOD: &str = "0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a";
 
@@ -367,15 +364,16 @@ fn flood(chat_id: &str) -> String {
     )
 }
 
-fn unavailable<T>(message: &str) -> Result<T, StorageError> {
-    Err(StorageError::StorageUnavailable(PortError {
-        port: "hostile".into(),
-        message: message.into(),
+/// The hostile component's answer: `storage-unavailable` from port `port`.
+fn answer<T>(port: &str, message: String) -> StorageResult<T> {
+    Err(StorageError::StorageUnavailable(domain::PortError {
+        port: port.into(),
+        message,
     }))
 }
 
-impl Guest for Hostile {
-    fn ensure_workspace(user_id: String) -> Result<Workspace, StorageError> {
+impl Policy for Hostile {
+    fn ensure_workspace(_: &Storage, user_id: &str) -> StorageResult<domain::Workspace> {
         match user_id.chars().last() {
             Some('1') => {
                 let mut n: u64 = 0;
@@ -393,74 +391,23 @@ impl Guest for Hostile {
             Some('3') => panic!("the hostile guest panics on purpose"),
             Some('4') => {
                 let (tried, accepted) = attack();
-                Err(StorageError::StorageUnavailable(PortError {
-                    port: "report".into(),
-                    message: format!("tried {tried}; accepted {accepted:?}"),
-                }))
+                answer("report", format!("tried {tried}; accepted {accepted:?}"))
             }
-            _ => unavailable("no attack chosen"),
+            _ => answer("hostile", "no attack chosen".into()),
         }
     }
-    fn get_workspace(_: String) -> Result<Workspace, StorageError> {
-        unavailable("hostile")
-    }
-    fn get_usage(_: String) -> Result<chatstore::storage::types::WorkspaceUsage, StorageError> {
-        unavailable("hostile")
-    }
-    fn create_chat(_: String) -> Result<Chat, StorageError> {
-        unavailable("hostile")
-    }
-    fn list_chats(_: String) -> Result<Vec<Chat>, StorageError> {
-        unavailable("hostile")
-    }
-    fn get_chat(_: String, _: String) -> Result<Chat, StorageError> {
-        unavailable("hostile")
-    }
-    fn delete_chat(_: String, _: String) -> Result<(), StorageError> {
-        unavailable("hostile")
-    }
-    fn read_history(_: String, _: String) -> Result<String, StorageError> {
-        unavailable("hostile")
-    }
-    fn write_history(_: String, _: String, _: String) -> Result<(), StorageError> {
-        unavailable("hostile")
-    }
-    fn append_history(_: String, _: String, _: String) -> Result<(), StorageError> {
-        unavailable("hostile")
-    }
-    fn upload_attachment(
-        _: String,
-        _: String,
-        _: String,
-        _: Option<String>,
-        _: Vec<u8>,
-    ) -> Result<ChatFile, StorageError> {
-        unavailable("hostile")
-    }
-    fn list_attachments(_: String, _: String) -> Result<Vec<ChatFile>, StorageError> {
-        unavailable("hostile")
-    }
-    fn get_attachment(_: String, _: String, _: String) -> Result<ChatFile, StorageError> {
-        unavailable("hostile")
-    }
-    fn read_attachment(_: String, _: String, _: String) -> Result<Vec<u8>, StorageError> {
-        unavailable("hostile")
-    }
+
     fn delete_attachment(
-        user_id: String,
-        chat_id: String,
-        workspace_id: String,
-    ) -> Result<(), StorageError> {
-        let (tried, accepted) = trespass(&user_id, &chat_id, &workspace_id);
-        Err(StorageError::StorageUnavailable(PortError {
-            port: "report".into(),
-            message: format!("tried {tried}; accepted {accepted:?}"),
-        }))
+        _: &Storage,
+        user_id: &str,
+        chat_id: &str,
+        workspace_id: &str,
+    ) -> StorageResult<()> {
+        let (tried, accepted) = trespass(user_id, chat_id, workspace_id);
+        answer("report", format!("tried {tried}; accepted {accepted:?}"))
     }
-    fn clear_attachments(_: String, chat_id: String) -> Result<(), StorageError> {
-        Err(StorageError::StorageUnavailable(PortError {
-            port: "report".into(),
-            message: flood(&chat_id),
-        }))
+
+    fn clear_attachments(_: &Storage, _: &str, chat_id: &str) -> StorageResult<()> {
+        answer("report", flood(chat_id))
     }
 }

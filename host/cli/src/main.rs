@@ -1,0 +1,650 @@
+//! `chatstore`: the storage component and its host, from a shell.
+//!
+//! Output is JSON on stdout (history and attachment content raw). A refused
+//! call prints `{"error": "<code>", "message": …, "id": …}` on stderr and
+//! exits 2; any other failure prints one line on stderr and exits 1.
+
+mod demo;
+
+use chatstore_host::fsck::{Progress, fsck};
+use chatstore_host::{
+    Call, ChatStore, ChatStoreBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR,
+    DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Error, Metadata, Output, parse_id,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use uuid::Uuid;
+
+/// Reads an id flag: a malformed one is the `invalid_id` refusal (exit 2),
+/// like any id the store refuses, before anything is opened.
+fn uuid_arg(s: &str) -> Result<Uuid, Error> {
+    parse_id(s)
+}
+
+/// chatstore: per-user workspaces of chats, each with a working directory
+/// holding `history.md` and its attachments. The storage policy runs as a
+/// WebAssembly component; this program hosts it.
+#[derive(Parser)]
+#[command(name = "chatstore", version, propagate_version = true)]
+struct Cli {
+    /// The data directory.
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Where metadata lives: SQLite in the data directory, or memory (gone when the command ends).
+    #[arg(long, global = true, value_enum, default_value_t = MetadataArg::Sqlite)]
+    metadata: MetadataArg,
+    /// The quota of every workspace, in bytes.
+    #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_QUOTA_BYTES)]
+    quota_bytes: u64,
+    /// Run this storage-policy component (any component of the
+    /// `storage-service` world) instead of the built-in one.
+    #[arg(long, global = true, value_name = "PATH")]
+    component: Option<PathBuf>,
+    /// The longest one call may run guest code, in milliseconds.
+    #[arg(long, global = true, value_name = "MS", default_value_t = DEFAULT_CALL_TIMEOUT.as_millis() as u64)]
+    call_timeout_ms: u64,
+    /// The most linear memory one guest instance may use, in bytes.
+    #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_MAX_GUEST_MEMORY)]
+    max_guest_memory: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MetadataArg {
+    Sqlite,
+    Memory,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A user's workspace.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// A user's chats.
+    #[command(subcommand)]
+    Chat(ChatCommand),
+    /// A chat's history.md.
+    #[command(subcommand)]
+    History(HistoryCommand),
+    /// A chat's attachments.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// Marks a sandbox session active or ended on a chat (stands in for the sandbox subsystem).
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Compares metadata with the chat directories and prints a JSON report.
+    Fsck {
+        /// Also fix what can be fixed without losing acknowledged data.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Walks every storage flow against the data directory and prints each step.
+    Demo,
+    /// Writes the built-in storage component (the `.wasm` every host loads) to a file.
+    Component {
+        /// Where to write it.
+        #[arg(long, value_name = "PATH")]
+        output: PathBuf,
+    },
+    /// Plays the conformance scenarios against the component (the built-in
+    /// one, or --component) and reports each step that differs.
+    ///
+    /// Each scenario runs on its own temporary data directory; --data-dir
+    /// and --quota-bytes are not used. Exits 1 if any scenario fails.
+    Conformance {
+        /// Play the scenarios in this directory instead of the built-in ones.
+        #[arg(long, value_name = "DIR")]
+        scenarios: Option<PathBuf>,
+        /// Play only the scenarios with these names.
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+    },
+    /// Serves the HTTP API (logs to stderr; level from RUST_LOG, default info).
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// The largest upload accepted, in bytes.
+        #[arg(long, value_name = "N", default_value_t = 256 << 20)]
+        max_upload_bytes: u64,
+        /// The most requests running a use case at once (guest instances in the pool).
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        max_concurrent: u32,
+    },
+}
+
+#[derive(Args)]
+struct User {
+    /// The user's id (a UUID).
+    #[arg(long, value_name = "UUID", value_parser = uuid_arg)]
+    user: Uuid,
+}
+
+#[derive(Args)]
+struct UserChat {
+    /// The user's id (a UUID).
+    #[arg(long, value_name = "UUID", value_parser = uuid_arg)]
+    user: Uuid,
+    /// The chat's id (a UUID).
+    #[arg(long, value_name = "UUID", value_parser = uuid_arg)]
+    chat: Uuid,
+}
+
+#[derive(Args)]
+struct UserChatFile {
+    #[command(flatten)]
+    at: UserChat,
+    /// The file's id (a UUID).
+    #[arg(long, value_name = "UUID", value_parser = uuid_arg)]
+    file_id: Uuid,
+}
+
+#[derive(Args)]
+struct Input {
+    /// Read the content from this file instead of standard input.
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    /// Creates the user's workspace if it is missing; prints it.
+    Ensure(User),
+    /// Prints the user's workspace.
+    Get(User),
+    /// Prints the bytes the workspace stores and its quota.
+    Usage(User),
+}
+
+#[derive(Subcommand)]
+enum ChatCommand {
+    /// Creates a chat with its directory and an empty history.md.
+    Create(User),
+    /// Lists the user's chats, oldest first.
+    List(User),
+    /// Prints one chat.
+    Get(UserChat),
+    /// Deletes a chat, its files and its directory.
+    Delete(UserChat),
+}
+
+#[derive(Subcommand)]
+enum HistoryCommand {
+    /// Prints history.md as it is.
+    Read(UserChat),
+    /// Replaces history.md with the content of --file or standard input.
+    Write {
+        #[command(flatten)]
+        at: UserChat,
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Appends the content of --file or standard input to history.md.
+    Append {
+        #[command(flatten)]
+        at: UserChat,
+        #[command(flatten)]
+        input: Input,
+    },
+}
+
+#[derive(Subcommand)]
+enum FileCommand {
+    /// Uploads an attachment from --file or standard input (replacing one of the same name).
+    Put {
+        #[command(flatten)]
+        at: UserChat,
+        /// The attachment's name.
+        #[arg(long)]
+        name: String,
+        /// The attachment's media type.
+        #[arg(long, value_name = "TYPE")]
+        content_type: Option<String>,
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Lists the chat's attachments, oldest first.
+    List(UserChat),
+    /// Writes an attachment's bytes to standard output or --output.
+    Get {
+        #[command(flatten)]
+        at: UserChatFile,
+        /// Write the bytes to this file instead of standard output.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Prints an attachment's metadata.
+    Info(UserChatFile),
+    /// Deletes one attachment.
+    Delete(UserChatFile),
+    /// Deletes every attachment of the chat, keeping history.md.
+    Clear(UserChat),
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Marks a sandbox session active on the chat.
+    Start {
+        /// The chat's id (a UUID).
+        #[arg(long, value_name = "UUID", value_parser = uuid_arg)]
+        chat: Uuid,
+    },
+    /// Ends the chat's active sandbox session.
+    Stop {
+        /// The chat's id (a UUID).
+        #[arg(long, value_name = "UUID", value_parser = uuid_arg)]
+        chat: Uuid,
+    },
+}
+
+/// Why a command failed: a refused call (exit 2) or anything else (exit 1).
+enum Failure {
+    Refused(Error),
+    Other(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Refused(e)
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn other(message: impl std::fmt::Display) -> Failure {
+    Failure::Other(message.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // A malformed id is the store's refusal, whichever flag carried it.
+            if let Some(refused) =
+                std::error::Error::source(&e).and_then(|source| source.downcast_ref::<Error>())
+            {
+                eprintln!("{}", refused.to_json());
+                return ExitCode::from(2);
+            }
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "chatstore: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(e)) => {
+            eprintln!("{}", e.to_json());
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(message)) => {
+            eprintln!("chatstore: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<MetadataArg> for Metadata {
+    fn from(arg: MetadataArg) -> Metadata {
+        match arg {
+            MetadataArg::Sqlite => Metadata::Sqlite,
+            MetadataArg::Memory => Metadata::Memory,
+        }
+    }
+}
+
+/// The bytes of `--component`, if given.
+fn component(cli: &Cli) -> Result<Option<Vec<u8>>, Failure> {
+    cli.component
+        .as_ref()
+        .map(|path| {
+            std::fs::read(path).map_err(|e| other(format!("cannot read {}: {e}", path.display())))
+        })
+        .transpose()
+}
+
+fn builder(cli: &Cli) -> Result<ChatStoreBuilder, Failure> {
+    let mut builder = ChatStore::builder();
+    if let Some(bytes) = component(cli)? {
+        builder = builder.component(bytes);
+    }
+    Ok(builder
+        .data_dir(&cli.data_dir)
+        .metadata(cli.metadata.into())
+        .quota_bytes(cli.quota_bytes)
+        .max_guest_memory(cli.max_guest_memory)
+        .call_timeout(std::time::Duration::from_millis(cli.call_timeout_ms)))
+}
+
+fn run(cli: Cli) -> Outcome {
+    match &cli.command {
+        Command::Demo => return demo::run(&cli.data_dir, builder(&cli)?).map_err(other),
+        Command::Fsck { repair } => return run_fsck(&cli, *repair),
+        Command::Component { output } => {
+            return std::fs::write(output, chatstore_host::STORAGE_COMPONENT)
+                .map_err(|e| other(format!("cannot write {}: {e}", output.display())));
+        }
+        Command::Conformance { scenarios, only } => {
+            return run_conformance(&cli, scenarios.as_deref(), only);
+        }
+        Command::Serve {
+            addr,
+            max_upload_bytes,
+            max_concurrent,
+        } => {
+            return serve(&cli, addr, *max_upload_bytes, *max_concurrent);
+        }
+        _ => {}
+    }
+    // Read every input before anything is opened, so bad input changes nothing.
+    let command = StorageCommand::from(&cli.command)?;
+    let store = builder(&cli)?.build().map_err(other)?;
+    command.run(&store)
+}
+
+fn run_fsck(cli: &Cli, repair: bool) -> Outcome {
+    if matches!(cli.metadata, MetadataArg::Memory) {
+        return Err(other(
+            "fsck compares durable metadata with the files: use --metadata sqlite",
+        ));
+    }
+    let backend = builder(cli)?.open_backend().map_err(other)?;
+    let mut last_shown = std::time::Instant::now();
+    let report = fsck(&backend, repair, |Progress { done, total }| {
+        if total >= 1000 && (done == total || last_shown.elapsed().as_secs() >= 1) {
+            eprintln!("fsck: checked {done} of {total} chats");
+            last_shown = std::time::Instant::now();
+        }
+    })
+    .map_err(other)?;
+    print_json(&report)
+}
+
+fn run_conformance(cli: &Cli, dir: Option<&std::path::Path>, only: &[String]) -> Outcome {
+    use chatstore_testkit::conformance::{self, Runner, Verdict};
+    let mut scenarios = match dir {
+        Some(dir) => conformance::load_dir(dir),
+        None => conformance::built_in(),
+    }
+    .map_err(other)?;
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !scenarios.iter().any(|s| s.name() == name.as_str()))
+    {
+        return Err(other(format!("no scenario named {unknown:?}")));
+    }
+    if !only.is_empty() {
+        scenarios.retain(|s| only.iter().any(|name| name == s.name()));
+    }
+    let mut runner = Runner::new().metadata(cli.metadata.into());
+    if let Some(bytes) = component(cli)? {
+        // Load it once up front, so a component of another world fails with one line.
+        let tmp = tempfile::tempdir().map_err(other)?;
+        ChatStore::builder()
+            .metadata(Metadata::Memory)
+            .data_dir(tmp.path())
+            .component(bytes.clone())
+            .build()
+            .map_err(other)?;
+        runner = runner.component(bytes);
+    }
+    let width = scenarios.iter().map(|s| s.name().len()).max().unwrap_or(0);
+    let mut failed = 0;
+    let mut out = std::io::stdout().lock();
+    for scenario in &scenarios {
+        let line = match runner.run(scenario).map_err(other)? {
+            Verdict::Passed { steps } => format!("ok    {:width$}  {steps} steps", scenario.name()),
+            Verdict::Failed(failure) => {
+                failed += 1;
+                format!(
+                    "FAIL  {:width$}  {failure}\n      {:width$}  rule: {}",
+                    scenario.name(),
+                    "",
+                    scenario.rule()
+                )
+            }
+        };
+        writeln!(out, "{line}").map_err(other)?;
+    }
+    writeln!(
+        out,
+        "{} scenarios: {} passed, {failed} failed",
+        scenarios.len(),
+        scenarios.len() - failed
+    )
+    .map_err(other)?;
+    if failed > 0 {
+        return Err(other(format!(
+            "{failed} of {} scenarios failed",
+            scenarios.len()
+        )));
+    }
+    Ok(())
+}
+
+fn serve(cli: &Cli, addr: &str, max_upload_bytes: u64, max_concurrent: u32) -> Outcome {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let started = std::time::Instant::now();
+    let store = builder(cli)?
+        .pooled_instances(max_concurrent)
+        .build()
+        .map_err(other)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(other)?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| other(format!("cannot listen on {addr}: {e}")))?;
+        let local = listener.local_addr().map_err(other)?;
+        tracing::info!(
+            addr = %local,
+            data_dir = %cli.data_dir.display(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "listening"
+        );
+        let config = chatstore_http::ServerConfig {
+            max_upload_bytes,
+            quota_bytes: cli.quota_bytes,
+            max_concurrent: max_concurrent as usize,
+        };
+        chatstore_http::serve(listener, store, config, chatstore_http::shutdown_signal())
+            .await
+            .map_err(other)?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn read_input(input: &Input) -> Result<Vec<u8>, Failure> {
+    match &input.file {
+        Some(path) => {
+            std::fs::read(path).map_err(|e| other(format!("cannot read {}: {e}", path.display())))
+        }
+        None => {
+            let mut content = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut content)
+                .map_err(|e| other(format!("cannot read standard input: {e}")))?;
+            Ok(content)
+        }
+    }
+}
+
+fn read_text(input: &Input) -> Result<String, Failure> {
+    String::from_utf8(read_input(input)?).map_err(|_| other("the history must be UTF-8 text"))
+}
+
+fn print_json(value: &impl Serialize) -> Outcome {
+    let text = serde_json::to_string_pretty(value).map_err(other)?;
+    write_stdout(format!("{text}\n").as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Outcome {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| other(format!("cannot write standard output: {e}")))
+}
+
+/// A command that makes storage calls, with its input read.
+enum StorageCommand {
+    /// One use case; its output printed as JSON, or raw for content.
+    Call(Call),
+    /// An attachment's bytes written to a file, then its metadata printed.
+    SaveFile {
+        user: Uuid,
+        chat: Uuid,
+        file: Uuid,
+        path: PathBuf,
+    },
+    StartSandbox(Uuid),
+    StopSandbox(Uuid),
+}
+
+impl StorageCommand {
+    fn from(command: &Command) -> Result<StorageCommand, Failure> {
+        use Call as C;
+        let call = match command {
+            Command::Workspace(WorkspaceCommand::Ensure(u)) => {
+                C::EnsureWorkspace { user_id: u.user }
+            }
+            Command::Workspace(WorkspaceCommand::Get(u)) => C::GetWorkspace { user_id: u.user },
+            Command::Workspace(WorkspaceCommand::Usage(u)) => C::GetUsage { user_id: u.user },
+            Command::Chat(ChatCommand::Create(u)) => C::CreateChat { user_id: u.user },
+            Command::Chat(ChatCommand::List(u)) => C::ListChats { user_id: u.user },
+            Command::Chat(ChatCommand::Get(at)) => C::GetChat {
+                user_id: at.user,
+                chat_id: at.chat,
+            },
+            Command::Chat(ChatCommand::Delete(at)) => C::DeleteChat {
+                user_id: at.user,
+                chat_id: at.chat,
+            },
+            Command::History(HistoryCommand::Read(at)) => C::ReadHistory {
+                user_id: at.user,
+                chat_id: at.chat,
+            },
+            Command::History(HistoryCommand::Write { at, input }) => C::WriteHistory {
+                user_id: at.user,
+                chat_id: at.chat,
+                content: read_text(input)?,
+            },
+            Command::History(HistoryCommand::Append { at, input }) => C::AppendHistory {
+                user_id: at.user,
+                chat_id: at.chat,
+                content: read_text(input)?,
+            },
+            Command::File(FileCommand::Put {
+                at,
+                name,
+                content_type,
+                input,
+            }) => C::UploadAttachment {
+                user_id: at.user,
+                chat_id: at.chat,
+                name: name.clone(),
+                content_type: content_type.clone(),
+                content: read_input(input)?,
+            },
+            Command::File(FileCommand::List(at)) => C::ListAttachments {
+                user_id: at.user,
+                chat_id: at.chat,
+            },
+            Command::File(FileCommand::Get { at, output: None }) => C::ReadAttachment {
+                user_id: at.at.user,
+                chat_id: at.at.chat,
+                file_id: at.file_id,
+            },
+            Command::File(FileCommand::Get {
+                at,
+                output: Some(path),
+            }) => {
+                return Ok(StorageCommand::SaveFile {
+                    user: at.at.user,
+                    chat: at.at.chat,
+                    file: at.file_id,
+                    path: path.clone(),
+                });
+            }
+            Command::File(FileCommand::Info(at)) => C::GetAttachment {
+                user_id: at.at.user,
+                chat_id: at.at.chat,
+                file_id: at.file_id,
+            },
+            Command::File(FileCommand::Delete(at)) => C::DeleteAttachment {
+                user_id: at.at.user,
+                chat_id: at.at.chat,
+                file_id: at.file_id,
+            },
+            Command::File(FileCommand::Clear(at)) => C::ClearAttachments {
+                user_id: at.user,
+                chat_id: at.chat,
+            },
+            Command::Sandbox(SandboxCommand::Start { chat }) => {
+                return Ok(StorageCommand::StartSandbox(*chat));
+            }
+            Command::Sandbox(SandboxCommand::Stop { chat }) => {
+                return Ok(StorageCommand::StopSandbox(*chat));
+            }
+            Command::Fsck { .. }
+            | Command::Demo
+            | Command::Conformance { .. }
+            | Command::Component { .. }
+            | Command::Serve { .. } => {
+                return Err(other("this command makes no single storage call"));
+            }
+        };
+        Ok(StorageCommand::Call(call))
+    }
+
+    fn run(self, store: &ChatStore) -> Outcome {
+        match self {
+            StorageCommand::Call(call) => match store.run(call)? {
+                Output::Workspace(w) => print_json(&w),
+                Output::Usage(u) => print_json(&u),
+                Output::Chat(c) => print_json(&c),
+                Output::Chats(cs) => print_json(&cs),
+                Output::File(f) => print_json(&f),
+                Output::Files(fs) => print_json(&fs),
+                Output::Text(text) => write_stdout(text.as_bytes()),
+                Output::Bytes(bytes) => write_stdout(&bytes),
+                Output::Done => print_json(&serde_json::json!({ "ok": true })),
+            },
+            StorageCommand::SaveFile {
+                user: u,
+                chat: c,
+                file: f,
+                path,
+            } => {
+                let bytes = store.read_attachment(u, c, f)?;
+                std::fs::write(&path, &bytes)
+                    .map_err(|e| other(format!("cannot write {}: {e}", path.display())))?;
+                print_json(&store.get_attachment(u, c, f)?)
+            }
+            StorageCommand::StartSandbox(chat) => print_json(&store.start_sandbox(chat)?),
+            StorageCommand::StopSandbox(chat) => match store.end_sandbox(chat)? {
+                Some(session) => print_json(&session),
+                None => print_json(&serde_json::json!({ "ok": true, "was_active": false })),
+            },
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! One handler per route; each handler's `#[utoipa::path]` is its entry in
+//! the OpenAPI document, so the document describes what the code does.
+
+use crate::failure::Failure;
+use crate::{App, USER_HEADER};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chatstore_host::{Chat, ChatFile, Error, SandboxSession, Workspace, WorkspaceUsage, parse_id};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+type AppState = State<Arc<App>>;
+type Reply = Result<Response, Failure>;
+
+/// The caller's user, from exactly one `X-User-Id` header; anything else is
+/// 400 `invalid_id`.
+pub(crate) struct User(Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for User {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Failure> {
+        let mut values = parts.headers.get_all(USER_HEADER).iter();
+        let value = match (values.next(), values.next()) {
+            (Some(value), None) => value.to_str().unwrap_or_default(),
+            (None, _) => "",
+            (Some(_), Some(_)) => {
+                return Err(Failure::plain(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_id",
+                    "give exactly one X-User-Id header",
+                ));
+            }
+        };
+        parse_id(value)
+            .map(User)
+            .map_err(|e| Failure::with_status(e, StatusCode::BAD_REQUEST))
+    }
+}
+
+/// Path segments, refused with a JSON 400 rather than axum's text.
+pub(crate) struct Segments<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segments<T> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Segments(value))
+            .map_err(|e| Failure::plain(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))
+    }
+}
+
+/// A query string, refused with a JSON 400 rather than axum's text.
+pub(crate) struct QueryOf<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for QueryOf<T> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| QueryOf(value))
+            .map_err(|e| Failure::plain(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))
+    }
+}
+
+fn id(s: &str) -> Result<Uuid, Failure> {
+    Ok(parse_id(s)?)
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    (status, Json(value)).into_response()
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The `X-User-Id` parameter every storage route takes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documents the header that `User` reads.
+pub(crate) struct UserHeader {
+    /// The user the request is for, named by the trusted caller.
+    #[param(rename = "X-User-Id")]
+    x_user_id: Uuid,
+}
+
+/// Liveness: answers while the server runs.
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses((status = 200, description = "The server is up", body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// This document: the OpenAPI 3.1 description of every route.
+#[utoipa::path(get, path = "/openapi.json", tag = "server",
+    responses((status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json")))]
+pub(crate) async fn openapi_json() -> Response {
+    static DOCUMENT: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let document = DOCUMENT
+        .get_or_init(|| Bytes::from(serde_json::to_vec(&crate::openapi()).unwrap_or_default()));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.clone(),
+    )
+        .into_response()
+}
+
+/// The user's workspace, created on the first call.
+#[utoipa::path(put, path = "/v1/workspace", tag = "workspace", params(UserHeader),
+    responses((status = 200, description = "The workspace", body = Workspace)))]
+pub(crate) async fn ensure_workspace(State(app): AppState, User(user): User) -> Reply {
+    let workspace = app.run(move |s| s.ensure_workspace(user)).await?;
+    Ok(json(StatusCode::OK, &workspace))
+}
+
+/// The user's workspace.
+#[utoipa::path(get, path = "/v1/workspace", tag = "workspace", params(UserHeader),
+    responses((status = 200, description = "The workspace", body = Workspace)))]
+pub(crate) async fn get_workspace(State(app): AppState, User(user): User) -> Reply {
+    let workspace = app.run(move |s| s.get_workspace(user)).await?;
+    Ok(json(StatusCode::OK, &workspace))
+}
+
+/// The bytes the workspace stores and its quota.
+#[utoipa::path(get, path = "/v1/workspace/usage", tag = "workspace", params(UserHeader),
+    responses((status = 200, description = "Usage and quota", body = WorkspaceUsage)))]
+pub(crate) async fn get_usage(State(app): AppState, User(user): User) -> Reply {
+    let usage = app.run(move |s| s.get_usage(user)).await?;
+    Ok(json(StatusCode::OK, &usage))
+}
+
+/// A new chat, with its directory and an empty `history.md`.
+#[utoipa::path(post, path = "/v1/chats", tag = "chats", params(UserHeader),
+    responses((status = 201, description = "The new chat", body = Chat)))]
+pub(crate) async fn create_chat(State(app): AppState, User(user): User) -> Reply {
+    let chat = app.run(move |s| s.create_chat(user)).await?;
+    Ok(json(StatusCode::CREATED, &chat))
+}
+
+/// The user's chats, oldest first.
+#[utoipa::path(get, path = "/v1/chats", tag = "chats", params(UserHeader),
+    responses((status = 200, description = "The chats, by (created_at, chat_id)", body = Vec<Chat>)))]
+pub(crate) async fn list_chats(State(app): AppState, User(user): User) -> Reply {
+    let chats = app.run(move |s| s.list_chats(user)).await?;
+    Ok(json(StatusCode::OK, &chats))
+}
+
+/// One of the user's chats.
+#[utoipa::path(get, path = "/v1/chats/{chat_id}", tag = "chats", params(UserHeader, ChatPath),
+    responses((status = 200, description = "The chat", body = Chat)))]
+pub(crate) async fn get_chat(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+) -> Reply {
+    let chat = id(&chat)?;
+    let chat = app.run(move |s| s.get_chat(user, chat)).await?;
+    Ok(json(StatusCode::OK, &chat))
+}
+
+/// Deletes a chat, its files and its directory; refused while a sandbox is active on it.
+#[utoipa::path(delete, path = "/v1/chats/{chat_id}", tag = "chats", params(UserHeader, ChatPath),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn delete_chat(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+) -> Reply {
+    let chat = id(&chat)?;
+    app.run(move |s| s.delete_chat(user, chat)).await?;
+    Ok(no_content())
+}
+
+/// The chat's id in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documents the segment that `Segments` reads.
+pub(crate) struct ChatPath {
+    /// The chat's id.
+    chat_id: Uuid,
+}
+
+/// The chat's and the file's ids in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documents the segments that `Segments` reads.
+pub(crate) struct FilePath {
+    /// The chat's id.
+    chat_id: Uuid,
+    /// The file's id.
+    file_id: Uuid,
+}
+
+/// The chat's `history.md`.
+#[utoipa::path(get, path = "/v1/chats/{chat_id}/history", tag = "history", params(UserHeader, ChatPath),
+    responses((status = 200, description = "The history", body = String, content_type = "text/markdown")))]
+pub(crate) async fn read_history(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+) -> Reply {
+    let chat = id(&chat)?;
+    let history = app.run(move |s| s.read_history(user, chat)).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        history,
+    )
+        .into_response())
+}
+
+/// Replaces the chat's history with the body (UTF-8; empty clears it).
+#[utoipa::path(put, path = "/v1/chats/{chat_id}/history", tag = "history", params(UserHeader, ChatPath),
+    request_body(content = String, content_type = "text/markdown", description = "The new history (UTF-8; may be empty)"),
+    responses((status = 204, description = "Replaced")))]
+pub(crate) async fn write_history(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+    body: Body,
+) -> Reply {
+    let chat = id(&chat)?;
+    let content = text_body(&app, body).await?;
+    app.run(move |s| s.write_history(user, chat, &content))
+        .await?;
+    Ok(no_content())
+}
+
+/// Appends the body (UTF-8) to the chat's history.
+#[utoipa::path(post, path = "/v1/chats/{chat_id}/history", tag = "history", params(UserHeader, ChatPath),
+    request_body(content = String, content_type = "text/markdown", description = "What to append (UTF-8)"),
+    responses((status = 204, description = "Appended")))]
+pub(crate) async fn append_history(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+    body: Body,
+) -> Reply {
+    let chat = id(&chat)?;
+    let content = text_body(&app, body).await?;
+    app.run(move |s| s.append_history(user, chat, &content))
+        .await?;
+    Ok(no_content())
+}
+
+/// The request body as UTF-8 text, within the upload limit.
+async fn text_body(app: &App, body: Body) -> Result<String, Failure> {
+    let bytes = bounded_body(app, body).await?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        Failure::plain(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_history",
+            "the history must be UTF-8 text",
+        )
+    })
+}
+
+/// The request body, refused with 413 once it passes `max_upload_bytes`.
+async fn bounded_body(app: &App, body: Body) -> Result<Bytes, Failure> {
+    let limit = usize::try_from(app.config.max_upload_bytes).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(app))
+}
+
+fn too_large(app: &App) -> Failure {
+    Failure::plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "upload_too_large",
+        format!(
+            "the body is larger than {} bytes",
+            app.config.max_upload_bytes
+        ),
+    )
+}
+
+/// The chat's attachments, oldest first.
+#[utoipa::path(get, path = "/v1/chats/{chat_id}/files", tag = "files", params(UserHeader, ChatPath),
+    responses((status = 200, description = "The attachments, by (created_at, file_id)", body = Vec<ChatFile>)))]
+pub(crate) async fn list_files(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+) -> Reply {
+    let chat = id(&chat)?;
+    let files = app.run(move |s| s.list_attachments(user, chat)).await?;
+    Ok(json(StatusCode::OK, &files))
+}
+
+/// Where an upload goes.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UploadQuery {
+    /// The attachment's name: not empty, not `.` or `..`, no `/`, `\` or
+    /// NUL, at most 255 bytes of UTF-8, not `history.md`. An existing
+    /// attachment of that name is replaced.
+    #[param(
+        required = true,
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^(?!\.{1,2}$)(?!history\.md$)[^/\\\x00]+$"
+    )]
+    name: Option<String>,
+}
+
+/// Uploads an attachment; an existing one of the same name is replaced by a
+/// new file id. The request's `Content-Type` is stored as the file's.
+#[utoipa::path(post, path = "/v1/chats/{chat_id}/files", tag = "files", params(UserHeader, ChatPath, UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The attachment's bytes, of any media type (may be empty)"),
+    responses((status = 201, description = "The stored attachment", body = ChatFile,
+        headers(("location" = String, description = "The attachment's URL")))))]
+pub(crate) async fn upload_file(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+    QueryOf(query): QueryOf<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    let chat = id(&chat)?;
+    // A missing name is the empty name, which the policy refuses.
+    let name = query.name.unwrap_or_default();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Refused before a byte of the body is read.
+    if let Some(length) = declared {
+        if length > app.config.max_upload_bytes {
+            return Err(too_large(&app));
+        }
+        if length > app.config.quota_bytes {
+            let workspace = app.run(move |s| s.get_workspace(user)).await?;
+            return Err(Error::WorkspaceQuotaExceeded(workspace.workspace_id).into());
+        }
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let content = bounded_body(&app, body).await?;
+    let file = app
+        .run(move |s| s.upload_attachment(user, chat, &name, content_type.as_deref(), &content))
+        .await?;
+    let mut response = json(StatusCode::CREATED, &file);
+    let location = format!("/v1/chats/{}/files/{}", file.chat_id, file.file_id);
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Deletes every attachment of the chat, keeping its history; refused while
+/// a sandbox is active on it.
+#[utoipa::path(delete, path = "/v1/chats/{chat_id}/files", tag = "files", params(UserHeader, ChatPath),
+    responses((status = 204, description = "Cleared")))]
+pub(crate) async fn clear_files(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+) -> Reply {
+    let chat = id(&chat)?;
+    app.run(move |s| s.clear_attachments(user, chat)).await?;
+    Ok(no_content())
+}
+
+/// One attachment's metadata.
+#[utoipa::path(get, path = "/v1/chats/{chat_id}/files/{file_id}", tag = "files", params(UserHeader, FilePath),
+    responses((status = 200, description = "The attachment", body = ChatFile)))]
+pub(crate) async fn get_file(
+    State(app): AppState,
+    User(user): User,
+    Segments((chat, file)): Segments<(String, String)>,
+) -> Reply {
+    let (chat, file) = (id(&chat)?, id(&file)?);
+    let file = app.run(move |s| s.get_attachment(user, chat, file)).await?;
+    Ok(json(StatusCode::OK, &file))
+}
+
+/// Deletes one attachment.
+#[utoipa::path(delete, path = "/v1/chats/{chat_id}/files/{file_id}", tag = "files", params(UserHeader, FilePath),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn delete_file(
+    State(app): AppState,
+    User(user): User,
+    Segments((chat, file)): Segments<(String, String)>,
+) -> Reply {
+    let (chat, file) = (id(&chat)?, id(&file)?);
+    app.run(move |s| s.delete_attachment(user, chat, file))
+        .await?;
+    Ok(no_content())
+}
+
+/// One attachment's bytes, with its `Content-Type` and an `ETag`.
+#[utoipa::path(get, path = "/v1/chats/{chat_id}/files/{file_id}/content", tag = "files", params(UserHeader, FilePath),
+    responses((status = 200, description = "The bytes", body = Vec<u8>, content_type = "application/octet-stream",
+        headers(("etag" = String, description = "The file id: a replacement always has another")))))]
+pub(crate) async fn read_file(
+    State(app): AppState,
+    User(user): User,
+    Segments((chat, file)): Segments<(String, String)>,
+) -> Reply {
+    let (chat, file) = (id(&chat)?, id(&file)?);
+    let (meta, bytes) = app
+        .run(move |s| {
+            Ok((
+                s.get_attachment(user, chat, file)?,
+                s.read_attachment(user, chat, file)?,
+            ))
+        })
+        .await?;
+    let content_type = meta
+        .content_type
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let mut response = Response::new(Body::from(bytes));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    // A file id names one version of the bytes: a replacement gets a new id.
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{file}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+/// Marks a sandbox session active on the chat (for the sandbox subsystem);
+/// deleting the chat or clearing its files is refused until it ends.
+#[utoipa::path(put, path = "/v1/chats/{chat_id}/sandbox", tag = "sandbox", params(UserHeader, ChatPath),
+    responses((status = 200, description = "The active session", body = SandboxSession)))]
+pub(crate) async fn start_sandbox(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+) -> Reply {
+    let chat = id(&chat)?;
+    // The chat must be the caller's: the same lookup any use case makes.
+    let session = app
+        .run(move |s| {
+            s.get_chat(user, chat)?;
+            s.start_sandbox(chat)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &session))
+}
+
+/// Ends the chat's sandbox session, if one is active.
+#[utoipa::path(delete, path = "/v1/chats/{chat_id}/sandbox", tag = "sandbox", params(UserHeader, ChatPath),
+    responses((status = 204, description = "No session is active")))]
+pub(crate) async fn stop_sandbox(
+    State(app): AppState,
+    User(user): User,
+    Segments(chat): Segments<String>,
+) -> Reply {
+    let chat = id(&chat)?;
+    app.run(move |s| {
+        s.get_chat(user, chat)?;
+        s.end_sandbox(chat)
+    })
+    .await?;
+    Ok(no_content())
+}

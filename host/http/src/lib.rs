@@ -1,0 +1,417 @@
+//! chatstore's HTTP API: the storage use cases over JSON, as
+//! `chatstore serve` runs them.
+//!
+//! The trusted caller names the user in the `X-User-Id` header. Each
+//! request runs its use case on a blocking thread in a fresh, limited guest
+//! instance; at most `max_concurrent` run at once. Errors are
+//! `{"error": "<code>", "message": …, "id": …, "request_id": …}` with a
+//! status per code. Every response carries `x-request-id` (the caller's, or
+//! a new one), and every request is logged in a `request` span that the
+//! use case's and its port calls' spans nest in.
+//!
+//! The OpenAPI document (`GET /openapi.json`) is generated from the
+//! handlers' own annotations and types.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use chatstore_http::{ServerConfig, serve, shutdown_signal};
+//!
+//! let store = chatstore_host::ChatStore::builder().build().expect("store");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! serve(listener, store, ServerConfig::default(), shutdown_signal()).await
+//! # }
+//! ```
+
+#![deny(missing_docs)]
+
+mod failure;
+mod handlers;
+
+pub use failure::{ErrorBody, Failure};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware;
+use axum::response::Response;
+use chatstore_host::{ChatStore, DEFAULT_QUOTA_BYTES, Error, echo};
+use handlers as h;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{OpenApi, RefOr};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The header that names the user.
+pub const USER_HEADER: &str = "x-user-id";
+
+/// The header that names the request.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The largest upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// The workspace quota the store enforces (for refusing oversized uploads early).
+    pub quota_bytes: u64,
+    /// The most use cases running at once.
+    pub max_concurrent: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_upload_bytes: 256 << 20,
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+            max_concurrent: 64,
+        }
+    }
+}
+
+struct App {
+    store: ChatStore,
+    config: ServerConfig,
+    running: Semaphore,
+}
+
+impl App {
+    /// Runs a use case on a blocking thread, in the request's span, at most
+    /// `max_concurrent` at once.
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&ChatStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let _permit = self.running.acquire().await.map_err(|_| {
+            Failure::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "shutting down",
+            )
+        })?;
+        let store = self.store.clone();
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&store))).await {
+            Ok(result) => Ok(result?),
+            Err(e) => {
+                tracing::error!(error = %e, "a request's worker failed");
+                Err(Failure::plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the request's worker failed",
+                ))
+            }
+        }
+    }
+}
+
+/// The routes and their OpenAPI description, before state and layers.
+fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(h::healthz))
+        .routes(routes!(h::openapi_json))
+        .routes(routes!(h::ensure_workspace, h::get_workspace))
+        .routes(routes!(h::get_usage))
+        .routes(routes!(h::create_chat, h::list_chats))
+        .routes(routes!(h::get_chat, h::delete_chat))
+        .routes(routes!(
+            h::read_history,
+            h::write_history,
+            h::append_history
+        ))
+        .routes(routes!(h::list_files, h::upload_file, h::clear_files))
+        .routes(routes!(h::get_file, h::delete_file))
+        .routes(routes!(h::read_file))
+        .routes(routes!(h::start_sandbox, h::stop_sandbox))
+}
+
+/// The OpenAPI 3.1 document of every route, as `GET /openapi.json` serves it.
+pub fn openapi() -> OpenApi {
+    let (_, api) = routes().split_for_parts();
+    describe(api)
+}
+
+/// The routes, ready to serve.
+pub fn router(store: ChatStore, config: ServerConfig) -> Router {
+    let app = Arc::new(App {
+        running: Semaphore::new(config.max_concurrent.max(1)),
+        store,
+        config,
+    });
+    let (router, _) = routes().split_for_parts();
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    router
+        .fallback(|| async { Failure::plain(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            Failure::plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the route does not take this method",
+            )
+        })
+        .with_state(app)
+        .layer(middleware::from_fn(failure::render))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_response)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The span of one request: method, route, request id and user.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| request.uri().path(), |p| p.as_str());
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(echo)
+            .unwrap_or_default()
+    };
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %echo(route),
+        request_id = %header(REQUEST_ID_HEADER),
+        user = %header(USER_HEADER),
+    )
+}
+
+/// One log line per request, when its response is ready.
+fn log_response(response: &Response, latency: Duration, _span: &tracing::Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        duration_ms = %format_args!("{:.3}", latency.as_secs_f64() * 1000.0),
+        "request"
+    );
+}
+
+/// Completes the generated document with what every route shares: the
+/// error responses, the `x-request-id` header, and the links that lead
+/// from a created resource to the routes that use it.
+fn describe(mut api: OpenApi) -> OpenApi {
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, ResponseBuilder, Type};
+    api.info.title = "chatstore".into();
+    api.info.version = env!("CARGO_PKG_VERSION").into();
+    api.info.contact = None;
+    api.info.license = Some(
+        utoipa::openapi::LicenseBuilder::new()
+            .name(env!("CARGO_PKG_LICENSE"))
+            .identifier(Some(env!("CARGO_PKG_LICENSE")))
+            .build(),
+    );
+    api.info.description = Some(
+        "The storage use cases of chatstore: per-user workspaces of chats, each with a \
+         history.md and attachments. The trusted caller names the user in X-User-Id."
+            .into(),
+    );
+    let error_schema = utoipa::openapi::Ref::from_schema_name("ErrorBody");
+    let components = api.components.get_or_insert_with(Default::default);
+    components.schemas.insert(
+        "ErrorBody".into(),
+        <ErrorBody as utoipa::PartialSchema>::schema(),
+    );
+    let request_id = HeaderBuilder::new()
+        .schema(Some(
+            utoipa::openapi::ObjectBuilder::new().schema_type(Type::String),
+        ))
+        .description(Some(
+            "The request's id: the one the caller sent, or a new one",
+        ))
+        .build();
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(error_schema.clone()))
+                    .build(),
+            )
+            .header(REQUEST_ID_HEADER, request_id.clone())
+            .build()
+    };
+    let errors = [
+        (
+            "400",
+            "X-User-Id is missing, repeated or not a UUID (`invalid_id`), or the request is malformed (`invalid_request`)",
+        ),
+        (
+            "404",
+            "No such workspace, chat or file for this user (`workspace_not_found`, `chat_not_found`, `chat_file_not_found`)",
+        ),
+        (
+            "409",
+            "A sandbox session is active on the chat (`chat_has_active_sandbox`)",
+        ),
+        (
+            "413",
+            "The write would exceed the workspace's quota (`workspace_quota_exceeded`), or the body the upload limit (`upload_too_large`)",
+        ),
+        (
+            "422",
+            "An id in the path is not a UUID (`invalid_id`), the attachment name breaks the rules (`invalid_attachment_name`, `reserved_attachment_name`), or a history is not UTF-8 (`invalid_history`)",
+        ),
+        (
+            "503",
+            "Storage failed; nothing of the request was kept (`storage_unavailable`)",
+        ),
+    ];
+    for (path, item) in api.paths.paths.iter_mut() {
+        let storage_route = path.starts_with("/v1/");
+        for operation in operations(item) {
+            if let Some(RefOr::T(body)) = &mut operation.request_body {
+                // Any text or bytes: a body is described by its media type
+                // alone, and may be empty (an empty history, an empty file).
+                body.required = Some(utoipa::openapi::Required::False);
+                for content in body.content.values_mut() {
+                    if let RefOr::T(content) = content {
+                        content.schema = None;
+                    }
+                }
+            }
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response
+                        .headers
+                        .insert(REQUEST_ID_HEADER.into(), RefOr::T(request_id.clone()));
+                    if let Some(RefOr::T(bytes)) =
+                        response.content.get_mut("application/octet-stream")
+                    {
+                        bytes.schema = None;
+                    }
+                }
+            }
+            if storage_route {
+                for (status, description) in errors {
+                    operation
+                        .responses
+                        .responses
+                        .insert(status.into(), RefOr::T(error(description)));
+                }
+            }
+        }
+    }
+    link_created_resources(&mut api);
+    api
+}
+
+/// The operations of a path item.
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.head.as_mut(),
+        item.patch.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Links from an ensured workspace to chat creation, from a new chat to
+/// every chat route, and from a new file to every file route, carrying the
+/// user and the new ids: how a client (or a stateful API test) finds its way.
+fn link_created_resources(api: &mut OpenApi) {
+    use utoipa::openapi::link::LinkBuilder;
+    let user = ("X-User-Id", "$request.header.X-User-Id");
+    let chat_from_body = ("chat_id", "$response.body#/chat_id");
+    let chat_from_path = ("chat_id", "$request.path.chat_id");
+    let file_from_body = ("file_id", "$response.body#/file_id");
+    /// From an operation's response, to these operations, with these parameters.
+    type Links<'a> = (&'a str, &'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let links: [Links; 3] = [
+        (
+            "ensure_workspace",
+            "200",
+            &["create_chat", "get_usage"],
+            &[user],
+        ),
+        (
+            "create_chat",
+            "201",
+            &[
+                "get_chat",
+                "delete_chat",
+                "read_history",
+                "write_history",
+                "append_history",
+                "list_files",
+                "upload_file",
+                "clear_files",
+                "start_sandbox",
+                "stop_sandbox",
+            ],
+            &[user, chat_from_body],
+        ),
+        (
+            "upload_file",
+            "201",
+            &["get_file", "read_file", "delete_file"],
+            &[user, chat_from_path, file_from_body],
+        ),
+    ];
+    for (from, status, targets, parameters) in links {
+        for item in api.paths.paths.values_mut() {
+            for operation in operations(item) {
+                if operation.operation_id.as_deref() != Some(from) {
+                    continue;
+                }
+                let Some(RefOr::T(response)) = operation.responses.responses.get_mut(status) else {
+                    continue;
+                };
+                for target in targets {
+                    let mut link = LinkBuilder::new().operation_id(*target);
+                    for (name, value) in parameters {
+                        link = link.parameter(*name, *value);
+                    }
+                    response
+                        .links
+                        .insert((*target).to_owned(), RefOr::T(link.build()));
+                }
+            }
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: ChatStore,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT: finishing in-flight requests"),
+        _ = terminate => tracing::info!("SIGTERM: finishing in-flight requests"),
+    }
+}

@@ -1,0 +1,687 @@
+//! The HTTP API on a real loopback port, driven by a real HTTP client.
+
+use chatstore_host::{ChatStore, ChatStoreBuilder};
+use chatstore_http::{ServerConfig, serve};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+use uuid::Uuid;
+
+struct Server {
+    base: String,
+    addr: SocketAddr,
+    client: Client,
+    data: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+const MAX_UPLOAD: u64 = 1 << 20;
+
+async fn start(
+    configure: impl FnOnce(ChatStoreBuilder) -> ChatStoreBuilder,
+    quota_bytes: u64,
+) -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let builder = ChatStore::builder()
+        .data_dir(&data)
+        .quota_bytes(quota_bytes)
+        .pooled_instances(32);
+    let store = configure(builder).build().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = ServerConfig {
+        max_upload_bytes: MAX_UPLOAD,
+        quota_bytes,
+        max_concurrent: 32,
+    };
+    tokio::spawn(serve(listener, store, config, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        base: format!("http://{addr}"),
+        addr,
+        client: Client::new(),
+        data,
+        _tmp: tmp,
+        _stop: stop,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("JSON body: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn code(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl Server {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        user: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(user) = user {
+            request = request.header("X-User-Id", user);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request.header("Content-Type", content_type).body(bytes);
+        }
+        let response = request.send().await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        Reply {
+            status,
+            headers,
+            body: response.bytes().await.unwrap().to_vec(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, user: Uuid) -> Reply {
+        self.send(method, path, Some(&user.to_string()), None).await
+    }
+
+    /// A user with a workspace and a chat.
+    async fn user_with_chat(&self) -> (Uuid, String) {
+        let user = Uuid::now_v7();
+        assert_eq!(
+            self.call(Method::PUT, "/v1/workspace", user).await.status,
+            StatusCode::OK
+        );
+        let chat = self.call(Method::POST, "/v1/chats", user).await;
+        assert_eq!(chat.status, StatusCode::CREATED);
+        (user, chat.json()["chat_id"].as_str().unwrap().to_owned())
+    }
+
+    async fn upload(
+        &self,
+        user: Uuid,
+        chat: &str,
+        name: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Reply {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/v1/chats/{chat}/files", self.base),
+            &[("name", name)],
+        )
+        .unwrap();
+        let path = &url.as_str()[self.base.len()..];
+        self.send(
+            Method::POST,
+            path,
+            Some(&user.to_string()),
+            Some((content_type, bytes.to_vec())),
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_works() {
+    let s = start(|b| b, 1 << 30).await;
+    assert_eq!(
+        s.send(Method::GET, "/healthz", None, None).await.status,
+        StatusCode::OK
+    );
+
+    let user = Uuid::now_v7();
+    let ws = s.call(Method::PUT, "/v1/workspace", user).await;
+    assert_eq!(ws.status, StatusCode::OK);
+    assert_eq!(ws.json()["user_id"], user.to_string());
+    assert_eq!(
+        s.call(Method::GET, "/v1/workspace", user).await.json(),
+        ws.json()
+    );
+
+    let chat = s.call(Method::POST, "/v1/chats", user).await;
+    assert_eq!(chat.status, StatusCode::CREATED);
+    let c = chat.json()["chat_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.call(Method::GET, "/v1/chats", user).await.json(),
+        Value::Array(vec![chat.json()])
+    );
+    assert_eq!(
+        s.call(Method::GET, &format!("/v1/chats/{c}"), user)
+            .await
+            .json(),
+        chat.json()
+    );
+
+    let history = format!("/v1/chats/{c}/history");
+    let u = user.to_string();
+    let put = s
+        .send(
+            Method::PUT,
+            &history,
+            Some(&u),
+            Some(("text/markdown", b"# T\n".to_vec())),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let post = s
+        .send(
+            Method::POST,
+            &history,
+            Some(&u),
+            Some(("text/markdown", b"more\n".to_vec())),
+        )
+        .await;
+    assert_eq!(post.status, StatusCode::NO_CONTENT);
+    let read = s.call(Method::GET, &history, user).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.headers["content-type"], "text/markdown; charset=utf-8");
+    assert_eq!(read.body, b"# T\nmore\n");
+
+    let bytes: Vec<u8> = (0..=255).cycle().take(70_000).collect();
+    let file = s.upload(user, &c, "plot.png", "image/png", &bytes).await;
+    assert_eq!(file.status, StatusCode::CREATED);
+    let meta = file.json();
+    assert_eq!(meta["name"], "plot.png");
+    assert_eq!(meta["content_type"], "image/png");
+    assert_eq!(meta["size_bytes"], 70_000);
+    let f = meta["file_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.call(Method::GET, &format!("/v1/chats/{c}/files"), user)
+            .await
+            .json(),
+        Value::Array(vec![meta.clone()])
+    );
+    assert_eq!(
+        s.call(Method::GET, &format!("/v1/chats/{c}/files/{f}"), user)
+            .await
+            .json(),
+        meta
+    );
+    let content = s
+        .call(
+            Method::GET,
+            &format!("/v1/chats/{c}/files/{f}/content"),
+            user,
+        )
+        .await;
+    assert_eq!(content.status, StatusCode::OK);
+    assert_eq!(content.headers["content-type"], "image/png");
+    assert_eq!(content.headers["content-length"], "70000");
+    assert_eq!(content.headers["etag"], format!("\"{f}\"").as_str());
+    assert_eq!(content.body, bytes);
+    let usage = s
+        .call(Method::GET, "/v1/workspace/usage", user)
+        .await
+        .json();
+    assert_eq!(usage["used_bytes"], 70_000 + 9);
+
+    let sandbox = s
+        .call(Method::PUT, &format!("/v1/chats/{c}/sandbox"), user)
+        .await;
+    assert_eq!(sandbox.status, StatusCode::OK);
+    assert_eq!(sandbox.json()["chat_id"], c.as_str());
+    assert_eq!(
+        s.call(Method::DELETE, &format!("/v1/chats/{c}/sandbox"), user)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+
+    assert_eq!(
+        s.call(Method::DELETE, &format!("/v1/chats/{c}/files/{f}"), user)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    s.upload(user, &c, "a", "text/plain", b"a").await;
+    assert_eq!(
+        s.call(Method::DELETE, &format!("/v1/chats/{c}/files"), user)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(Method::GET, &format!("/v1/chats/{c}/files"), user)
+            .await
+            .json(),
+        Value::Array(vec![])
+    );
+    assert_eq!(
+        s.call(Method::DELETE, &format!("/v1/chats/{c}"), user)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(Method::GET, &format!("/v1/chats/{c}"), user)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_has_its_status_and_code() {
+    let s = start(|b| b, 100_000).await;
+    let (user, c) = s.user_with_chat().await;
+    let u = user.to_string();
+
+    // 400: who is asking is missing or malformed.
+    let missing = s.send(Method::GET, "/v1/chats", None, None).await;
+    assert_eq!(
+        (missing.status, missing.code()),
+        (StatusCode::BAD_REQUEST, "invalid_id".into())
+    );
+    let malformed = s
+        .send(Method::GET, "/v1/chats", Some("../../etc"), None)
+        .await;
+    assert_eq!(
+        (malformed.status, malformed.code()),
+        (StatusCode::BAD_REQUEST, "invalid_id".into())
+    );
+
+    // 404s.
+    let stranger = s.call(Method::GET, "/v1/workspace", Uuid::now_v7()).await;
+    assert_eq!(
+        (stranger.status, stranger.code()),
+        (StatusCode::NOT_FOUND, "workspace_not_found".into())
+    );
+    let no_chat = s
+        .call(Method::GET, &format!("/v1/chats/{}", Uuid::now_v7()), user)
+        .await;
+    assert_eq!(
+        (no_chat.status, no_chat.code()),
+        (StatusCode::NOT_FOUND, "chat_not_found".into())
+    );
+    let no_file = s
+        .call(
+            Method::GET,
+            &format!("/v1/chats/{c}/files/{}", Uuid::now_v7()),
+            user,
+        )
+        .await;
+    assert_eq!(
+        (no_file.status, no_file.code()),
+        (StatusCode::NOT_FOUND, "chat_file_not_found".into())
+    );
+    let no_route = s.call(Method::GET, "/v2/anything", user).await;
+    assert_eq!(no_route.status, StatusCode::NOT_FOUND);
+    assert_eq!(no_route.code(), "not_found");
+
+    // 409.
+    s.call(Method::PUT, &format!("/v1/chats/{c}/sandbox"), user)
+        .await;
+    let busy = s
+        .call(Method::DELETE, &format!("/v1/chats/{c}"), user)
+        .await;
+    assert_eq!(
+        (busy.status, busy.code()),
+        (StatusCode::CONFLICT, "chat_has_active_sandbox".into())
+    );
+    assert_eq!(busy.json()["id"], c.as_str());
+    let busy = s
+        .call(Method::DELETE, &format!("/v1/chats/{c}/files"), user)
+        .await;
+    assert_eq!(busy.status, StatusCode::CONFLICT);
+    s.call(Method::DELETE, &format!("/v1/chats/{c}/sandbox"), user)
+        .await;
+
+    // 413 from the quota, with the body read.
+    s.upload(
+        user,
+        &c,
+        "big",
+        "application/octet-stream",
+        &vec![0; 90_000],
+    )
+    .await;
+    let over = s
+        .upload(
+            user,
+            &c,
+            "more",
+            "application/octet-stream",
+            &vec![0; 20_000],
+        )
+        .await;
+    assert_eq!(
+        (over.status, over.code()),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "workspace_quota_exceeded".into()
+        )
+    );
+
+    // 422s.
+    for (name, code) in [
+        ("a/b", "invalid_attachment_name"),
+        ("a\\b", "invalid_attachment_name"),
+        ("a\0b", "invalid_attachment_name"),
+        ("..", "invalid_attachment_name"),
+        ("", "invalid_attachment_name"),
+        ("history.md", "reserved_attachment_name"),
+    ] {
+        let refused = s.upload(user, &c, name, "text/plain", b"x").await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, code.to_owned()),
+            "{name}"
+        );
+    }
+    let bad_chat = s.call(Method::GET, "/v1/chats/not-a-uuid", user).await;
+    assert_eq!(
+        (bad_chat.status, bad_chat.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_id".into())
+    );
+    let not_text = s
+        .send(
+            Method::PUT,
+            &format!("/v1/chats/{c}/history"),
+            Some(&u),
+            Some(("text/markdown", vec![0xff])),
+        )
+        .await;
+    assert_eq!(not_text.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // 405 for a known route with another method.
+    let wrong = s.call(Method::PATCH, "/v1/workspace", user).await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// Sends only the headers of an upload and reads the answer: a 413 that
+/// comes back without the body proves the body was never waited for.
+fn headers_only_upload(addr: SocketAddr, user: Uuid, chat: &str, length: u64) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/chats/{chat}/files?name=huge.bin HTTP/1.1\r\nHost: test\r\nX-User-Id: {user}\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_uploads_are_refused_before_the_body_is_read() {
+    let s = start(|b| b, 4 * MAX_UPLOAD).await;
+    let (user, c) = s.user_with_chat().await;
+    let addr = s.addr;
+    let chat = c.clone();
+    let past_limit =
+        tokio::task::spawn_blocking(move || headers_only_upload(addr, user, &chat, MAX_UPLOAD + 1))
+            .await
+            .unwrap();
+    assert!(past_limit.starts_with("HTTP/1.1 413"), "{past_limit}");
+    assert!(past_limit.contains("upload_too_large"), "{past_limit}");
+
+    let s = start(|b| b, 1000).await;
+    let (user, c) = s.user_with_chat().await;
+    let addr = s.addr;
+    let past_quota = tokio::task::spawn_blocking(move || headers_only_upload(addr, user, &c, 5000))
+        .await
+        .unwrap();
+    assert!(past_quota.starts_with("HTTP/1.1 413"), "{past_quota}");
+    assert!(
+        past_quota.contains("workspace_quota_exceeded"),
+        "{past_quota}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_user_gets_404_and_learns_nothing() {
+    let s = start(|b| b, 1 << 30).await;
+    let (alice, c) = s.user_with_chat().await;
+    let f = s
+        .upload(alice, &c, "secret.txt", "text/plain", b"alice only")
+        .await
+        .json()["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = Uuid::now_v7();
+    s.call(Method::PUT, "/v1/workspace", bob).await;
+    let b = bob.to_string();
+    let missing_chat = Uuid::now_v7();
+    for (method, path) in [
+        (Method::GET, format!("/v1/chats/{c}")),
+        (Method::GET, format!("/v1/chats/{c}/history")),
+        (Method::GET, format!("/v1/chats/{c}/files")),
+        (Method::GET, format!("/v1/chats/{c}/files/{f}")),
+        (Method::GET, format!("/v1/chats/{c}/files/{f}/content")),
+        (Method::DELETE, format!("/v1/chats/{c}/files/{f}")),
+        (Method::DELETE, format!("/v1/chats/{c}/files")),
+        (Method::DELETE, format!("/v1/chats/{c}")),
+        (Method::PUT, format!("/v1/chats/{c}/sandbox")),
+    ] {
+        let theirs = s.send(method.clone(), &path, Some(&b), None).await;
+        let absent = s
+            .send(
+                method.clone(),
+                &path.replace(&c, &missing_chat.to_string()),
+                Some(&b),
+                None,
+            )
+            .await;
+        assert_eq!(theirs.status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(theirs.code(), "chat_not_found");
+        // The same answer as for a chat that does not exist, but for the
+        // id (and the request's own id).
+        let answer = |reply: &Reply, id: &str| {
+            let mut body = reply.json();
+            body["request_id"] = Value::Null;
+            body.to_string().replace(id, "ID")
+        };
+        assert_eq!(
+            answer(&theirs, &c),
+            answer(&absent, &missing_chat.to_string())
+        );
+    }
+    let put = s.upload(bob, &c, "x", "text/plain", b"bob").await;
+    assert_eq!(put.status, StatusCode::NOT_FOUND);
+    assert!(
+        s.call(Method::GET, "/v1/chats", bob)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let content = s
+        .call(
+            Method::GET,
+            &format!("/v1/chats/{c}/files/{f}/content"),
+            alice,
+        )
+        .await;
+    assert_eq!(content.body, b"alice only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapped_request_answers_503_and_the_next_one_works() {
+    let s = start(|b| b.max_guest_memory(2 << 20), 1 << 30).await;
+    let (user, c) = s.user_with_chat().await;
+    let trapped = s
+        .upload(
+            user,
+            &c,
+            "big.bin",
+            "application/octet-stream",
+            &vec![1; 900_000],
+        )
+        .await;
+    let trapped2 = s
+        .upload(
+            user,
+            &c,
+            "big.bin",
+            "application/octet-stream",
+            &vec![1; 1 << 20],
+        )
+        .await;
+    let statuses = [trapped.status, trapped2.status];
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    let failed = if trapped.status == StatusCode::SERVICE_UNAVAILABLE {
+        trapped
+    } else {
+        trapped2
+    };
+    assert_eq!(failed.code(), "storage_unavailable");
+    assert!(
+        !String::from_utf8_lossy(&failed.body).contains("panicked"),
+        "no stack traces"
+    );
+    let next = s.upload(user, &c, "small.txt", "text/plain", b"fine").await;
+    assert_eq!(next.status, StatusCode::CREATED);
+    let staged = std::fs::read_dir(s.data.join("staging")).unwrap().count();
+    assert_eq!(staged, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_describes_every_route() {
+    let s = start(|b| b, 1 << 30).await;
+    let doc = s
+        .send(Method::GET, "/openapi.json", None, None)
+        .await
+        .json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/healthz", &["get"][..]),
+        ("/openapi.json", &["get"]),
+        ("/v1/workspace", &["put", "get"]),
+        ("/v1/workspace/usage", &["get"]),
+        ("/v1/chats", &["post", "get"]),
+        ("/v1/chats/{chat_id}", &["get", "delete"]),
+        ("/v1/chats/{chat_id}/history", &["get", "put", "post"]),
+        ("/v1/chats/{chat_id}/files", &["get", "post", "delete"]),
+        ("/v1/chats/{chat_id}/files/{file_id}", &["get", "delete"]),
+        ("/v1/chats/{chat_id}/files/{file_id}/content", &["get"]),
+        ("/v1/chats/{chat_id}/sandbox", &["put", "delete"]),
+    ] {
+        for method in methods {
+            assert!(paths[path][*method].is_object(), "{method} {path}");
+        }
+    }
+    assert_eq!(paths.len(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_mixed_requests_from_many_tasks_leave_exactly_the_expected_state() {
+    const USERS: usize = 20;
+    const APPENDS: usize = 20;
+    const FILES: usize = 25;
+    let s = std::sync::Arc::new(start(|b| b, 1 << 30).await);
+    let mut tasks = Vec::new();
+    for _ in 0..USERS {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let (user, c) = s.user_with_chat().await;
+            let u = user.to_string();
+            let mut sent = 2;
+            let mut inner = Vec::new();
+            for i in 0..APPENDS {
+                let (s, u, c) = (s.clone(), u.clone(), c.clone());
+                inner.push(tokio::spawn(async move {
+                    let path = format!("/v1/chats/{c}/history");
+                    let r = s
+                        .send(
+                            Method::POST,
+                            &path,
+                            Some(&u),
+                            Some(("text/markdown", format!("line {i}\n").into_bytes())),
+                        )
+                        .await;
+                    assert_eq!(r.status, StatusCode::NO_CONTENT);
+                }));
+            }
+            for i in 0..FILES {
+                let (s, c) = (s.clone(), c.clone());
+                inner.push(tokio::spawn(async move {
+                    // Every other file is uploaded twice: the second replaces the first.
+                    let name = format!("f{}", i % (FILES / 2 + 1));
+                    let r = s
+                        .upload(
+                            user,
+                            &c,
+                            &name,
+                            "text/plain",
+                            format!("{name}:{i}").as_bytes(),
+                        )
+                        .await;
+                    assert_eq!(r.status, StatusCode::CREATED);
+                    let r = s
+                        .call(Method::GET, &format!("/v1/chats/{c}/files"), user)
+                        .await;
+                    assert_eq!(r.status, StatusCode::OK);
+                }));
+            }
+            sent += APPENDS + 2 * FILES;
+            for t in inner {
+                t.await.unwrap();
+            }
+            (user, c, sent)
+        }));
+    }
+    let mut total = 0;
+    let mut results = Vec::new();
+    for t in tasks {
+        let (user, c, sent) = t.await.unwrap();
+        total += sent;
+        results.push((user, c));
+    }
+    for (user, c) in &results {
+        let history = String::from_utf8(
+            s.call(Method::GET, &format!("/v1/chats/{c}/history"), *user)
+                .await
+                .body,
+        )
+        .unwrap();
+        let mut lines: Vec<&str> = history.lines().collect();
+        lines.sort_by_key(|l| l[5..].parse::<usize>().unwrap());
+        let expected: Vec<String> = (0..APPENDS).map(|i| format!("line {i}")).collect();
+        assert_eq!(lines, expected);
+        let files = s
+            .call(Method::GET, &format!("/v1/chats/{c}/files"), *user)
+            .await
+            .json();
+        let files = files.as_array().unwrap();
+        assert_eq!(files.len(), FILES / 2 + 1);
+        for file in files {
+            let id = file["file_id"].as_str().unwrap();
+            let body = s
+                .call(
+                    Method::GET,
+                    &format!("/v1/chats/{c}/files/{id}/content"),
+                    *user,
+                )
+                .await
+                .body;
+            let body = String::from_utf8(body).unwrap();
+            assert!(
+                body.starts_with(&format!("{}:", file["name"].as_str().unwrap())),
+                "{body}"
+            );
+        }
+        total += 2 + files.len();
+    }
+    assert!(total >= 1000, "{total} requests");
+}

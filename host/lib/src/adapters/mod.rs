@@ -1,0 +1,348 @@
+//! Port adapters: metadata in memory or SQLite, the chat directories on
+//! the filesystem, ids; and [`DataDirBackend`], which ties one call's
+//! metadata transaction and file effects into one unit of work.
+
+pub mod fs;
+pub mod memory;
+pub mod sqlite;
+#[cfg(test)]
+mod suite;
+
+use crate::error::{PortError, PortResult};
+use crate::ports::{HostRecords, IdGenerator, Ports};
+use crate::unit::{Access, Backend, MetadataStore, MetadataTransaction, UnitOfWork};
+use fs::{DataDir, DirLock, FsStorageUsage, FsTransaction};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// UUID version 7 ids: unique, and ordered by creation time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UuidV7Ids;
+
+impl IdGenerator for UuidV7Ids {
+    fn new_id(&self) -> PortResult<Uuid> {
+        Ok(Uuid::now_v7())
+    }
+}
+
+/// The default backend: a data directory and a metadata store.
+///
+/// One call is one unit of work. A write call holds the data directory's
+/// exclusive lock from start to finish, so writers, in any thread or
+/// process, run one at a time and a quota check cannot race another write;
+/// read calls share the lock and see no write half done. On commit the
+/// staged files are synced, the metadata commits together with the journal
+/// of file effects, and the effects are applied and synced before the call
+/// returns. A call that fails or traps commits nothing and leaves no file.
+pub struct DataDirBackend {
+    data: Arc<DataDir>,
+    metadata: Arc<dyn MetadataStore>,
+    usage: Arc<FsStorageUsage>,
+    ids: Arc<dyn IdGenerator>,
+}
+
+fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> PortError {
+    move |e| PortError::new(format!("{what}: {e}"))
+}
+
+impl DataDirBackend {
+    /// A backend on this data directory and metadata store. Recovers first:
+    /// replays committed file effects, removes staging left by crashes.
+    pub fn open(
+        data: Arc<DataDir>,
+        metadata: Arc<dyn MetadataStore>,
+        quota_bytes: u64,
+    ) -> PortResult<Self> {
+        let backend = DataDirBackend {
+            usage: Arc::new(FsStorageUsage::new(data.clone(), quota_bytes)),
+            data,
+            metadata,
+            ids: Arc::new(UuidV7Ids),
+        };
+        let _lock = backend.data.lock(Access::Write).map_err(io_error("lock"))?;
+        backend.recover(false)?;
+        Ok(backend)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Arc<DataDir> {
+        &self.data
+    }
+
+    /// The metadata store.
+    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
+        &self.metadata
+    }
+
+    /// Replays the journal and cleans staging. Call with the exclusive lock
+    /// held; with `only_if_pending`, does nothing when there is no journal.
+    fn recover(&self, only_if_pending: bool) -> PortResult<()> {
+        let pending = self.metadata.pending_effects()?;
+        if only_if_pending && pending.is_empty() {
+            return Ok(());
+        }
+        self.data.recover(&pending).map_err(io_error("recovery"))?;
+        if !pending.is_empty() {
+            self.metadata.forget_effects()?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for DataDirBackend {
+    fn begin(&self, access: Access) -> PortResult<Box<dyn UnitOfWork>> {
+        let lock = self.data.lock(access).map_err(io_error("lock"))?;
+        if access == Access::Write {
+            // A journal left by a writer whose effects failed to apply.
+            self.recover(true)?;
+        }
+        let tx = self.metadata.begin(access)?;
+        Ok(Box::new(DataDirUnit {
+            _lock: lock,
+            access,
+            fs: Arc::new(FsTransaction::new(self.data.clone(), access)),
+            tx,
+            data: self.data.clone(),
+            metadata: self.metadata.clone(),
+            usage: self.usage.clone(),
+            ids: self.ids.clone(),
+        }))
+    }
+}
+
+struct DataDirUnit {
+    _lock: DirLock,
+    access: Access,
+    tx: Arc<dyn MetadataTransaction>,
+    fs: Arc<FsTransaction>,
+    data: Arc<DataDir>,
+    metadata: Arc<dyn MetadataStore>,
+    usage: Arc<FsStorageUsage>,
+    ids: Arc<dyn IdGenerator>,
+}
+
+impl UnitOfWork for DataDirUnit {
+    fn ports(&self) -> Ports {
+        Ports {
+            workspaces: self.tx.clone(),
+            chats: self.tx.clone(),
+            files: self.tx.clone(),
+            sandboxes: self.tx.clone(),
+            storage: self.fs.clone(),
+            usage: self.usage.clone(),
+            ids: self.ids.clone(),
+        }
+    }
+
+    fn records(&self) -> Arc<dyn HostRecords> {
+        self.tx.clone()
+    }
+
+    fn commit(self: Box<Self>) -> PortResult<()> {
+        if self.access == Access::Read {
+            self.tx.rollback();
+            return Ok(());
+        }
+        let effects = match self.fs.prepare() {
+            Ok(effects) => effects,
+            Err(e) => {
+                self.rollback();
+                return Err(io_error("staging")(e));
+            }
+        };
+        if let Err(e) = self.tx.commit(&effects) {
+            self.fs.discard();
+            return Err(e);
+        }
+        // Committed: from here the journal makes the effects happen, now or
+        // at the next recovery.
+        for effect in &effects {
+            self.data.apply(effect).map_err(io_error(
+                "applying a committed change (it is retried on the next write)",
+            ))?;
+        }
+        if !effects.is_empty() {
+            self.metadata.forget_effects()?;
+        }
+        Ok(())
+    }
+
+    fn rollback(self: Box<Self>) {
+        self.tx.rollback();
+        self.fs.discard();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Chat, ChatFile, Timestamp};
+    use crate::names::AttachmentName;
+    use crate::ports::{ChatFileRepository, ChatStorage};
+    use crate::unit::Effect;
+    use sqlite::SqliteMetadata;
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        root: std::path::PathBuf,
+        data: Arc<DataDir>,
+        metadata: Arc<SqliteMetadata>,
+        chat: Chat,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        let data = DataDir::open(&root).unwrap();
+        let metadata = Arc::new(SqliteMetadata::open(root.join("chatstore.db")).unwrap());
+        let chat = Chat {
+            chat_id: Uuid::now_v7(),
+            workspace_id: Uuid::now_v7(),
+            created_at: Timestamp::default(),
+        };
+        let backend = DataDirBackend::open(data.clone(), metadata.clone(), 1 << 20).unwrap();
+        let unit = backend.begin(Access::Write).unwrap();
+        unit.ports().storage.ensure_chat(&chat).unwrap();
+        unit.ports().chats.save(&chat).unwrap();
+        unit.commit().unwrap();
+        Fixture {
+            _tmp: tmp,
+            root,
+            data,
+            metadata,
+            chat,
+        }
+    }
+
+    fn staged_count(root: &std::path::Path) -> usize {
+        std::fs::read_dir(root.join("staging")).unwrap().count()
+    }
+
+    #[test]
+    fn a_journal_committed_before_a_crash_is_replayed_on_open() {
+        let f = fixture();
+        let name = AttachmentName::new("report.txt").unwrap();
+        // A call that committed, then "crashed" before applying its effects.
+        let tx = f.metadata.begin(Access::Write).unwrap();
+        let fs = FsTransaction::new(f.data.clone(), Access::Write);
+        fs.write_attachment(&f.chat, &name, b"committed bytes")
+            .unwrap();
+        ChatFileRepository::save(
+            &*tx,
+            &ChatFile {
+                file_id: Uuid::now_v7(),
+                chat_id: f.chat.chat_id,
+                name: name.clone(),
+                content_type: None,
+                size_bytes: 15,
+                created_at: Timestamp::default(),
+            },
+        )
+        .unwrap();
+        tx.commit(&fs.prepare().unwrap()).unwrap();
+        let target = f.root.join(format!(
+            "workspaces/{}/chats/{}/report.txt",
+            f.chat.workspace_id, f.chat.chat_id
+        ));
+        assert!(!target.exists());
+        assert_eq!(staged_count(&f.root), 1);
+
+        DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+
+        assert_eq!(std::fs::read(&target).unwrap(), b"committed bytes");
+        assert!(f.metadata.pending_effects().unwrap().is_empty());
+        assert_eq!(staged_count(&f.root), 0);
+    }
+
+    #[test]
+    fn staging_left_by_a_call_that_never_committed_is_removed_on_open() {
+        let f = fixture();
+        let fs = FsTransaction::new(f.data.clone(), Access::Write);
+        fs.write_attachment(
+            &f.chat,
+            &AttachmentName::new("lost.txt").unwrap(),
+            b"never acknowledged",
+        )
+        .unwrap();
+        fs.prepare().unwrap();
+        assert_eq!(staged_count(&f.root), 1);
+
+        DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+
+        assert_eq!(staged_count(&f.root), 0);
+        let dir = f.root.join(format!(
+            "workspaces/{}/chats/{}",
+            f.chat.workspace_id, f.chat.chat_id
+        ));
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["history.md"]);
+    }
+
+    #[test]
+    fn replaying_an_effect_twice_is_the_same_as_once() {
+        let f = fixture();
+        let effects = [
+            Effect::Remove {
+                workspace_id: f.chat.workspace_id,
+                chat_id: f.chat.chat_id,
+                name: "none".into(),
+            },
+            Effect::ClearAttachments {
+                workspace_id: f.chat.workspace_id,
+                chat_id: f.chat.chat_id,
+            },
+            Effect::CreateChat {
+                workspace_id: f.chat.workspace_id,
+                chat_id: f.chat.chat_id,
+            },
+            Effect::DeleteChat {
+                workspace_id: f.chat.workspace_id,
+                chat_id: f.chat.chat_id,
+            },
+        ];
+        for effect in &effects {
+            f.data.apply(effect).unwrap();
+            f.data.apply(effect).unwrap();
+        }
+        let dir = f.root.join(format!(
+            "workspaces/{}/chats/{}",
+            f.chat.workspace_id, f.chat.chat_id
+        ));
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_rolled_back_call_leaves_no_staged_file() {
+        let f = fixture();
+        let backend = DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+        let unit = backend.begin(Access::Write).unwrap();
+        unit.ports()
+            .storage
+            .write_attachment(&f.chat, &AttachmentName::new("a").unwrap(), b"bytes")
+            .unwrap();
+        assert_eq!(staged_count(&f.root), 1);
+        unit.rollback();
+        assert_eq!(staged_count(&f.root), 0);
+    }
+
+    #[test]
+    fn a_journal_with_a_path_in_a_name_is_refused() {
+        let f = fixture();
+        let hostile = Effect::Remove {
+            workspace_id: f.chat.workspace_id,
+            chat_id: f.chat.chat_id,
+            name: "../../../x".into(),
+        };
+        assert!(f.data.apply(&hostile).is_err());
+        let hostile = Effect::Install {
+            workspace_id: f.chat.workspace_id,
+            chat_id: f.chat.chat_id,
+            name: "a".into(),
+            staged: "../chatstore.db".into(),
+        };
+        assert!(f.data.apply(&hostile).is_err());
+    }
+}

@@ -1,0 +1,564 @@
+//! Metadata in SQLite (bundled, WAL, `synchronous = FULL`): the default,
+//! at `<data-dir>/chatstore.db`.
+//!
+//! Each call gets its own connection and transaction (`BEGIN IMMEDIATE` for
+//! writes); the journal of file effects is written in the same transaction,
+//! so metadata and the files it describes commit together.
+
+use crate::error::{PortError, PortResult};
+use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
+use crate::names::AttachmentName;
+use crate::ports::{
+    ChatFileRepository, ChatRepository, HostRecords, SandboxSessionRepository, WorkspaceRepository,
+};
+use crate::unit::{Access, Effect, MetadataStore, MetadataTransaction};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The schema, one migration per version; `PRAGMA user_version` says how
+/// many have run. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: the four repositories and the journal of file effects.
+    "CREATE TABLE workspaces (
+        workspace_id TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL UNIQUE,
+        created_s    INTEGER NOT NULL,
+        created_ns   INTEGER NOT NULL
+    );
+    CREATE TABLE chats (
+        chat_id      TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL,
+        created_s    INTEGER NOT NULL,
+        created_ns   INTEGER NOT NULL
+    );
+    CREATE INDEX chats_by_workspace ON chats (workspace_id);
+    CREATE TABLE chat_files (
+        file_id      TEXT PRIMARY KEY,
+        chat_id      TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        content_type TEXT,
+        size_bytes   INTEGER NOT NULL,
+        created_s    INTEGER NOT NULL,
+        created_ns   INTEGER NOT NULL,
+        UNIQUE (chat_id, name)
+    );
+    CREATE TABLE sandbox_sessions (
+        chat_id    TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL
+    );
+    CREATE TABLE pending_effects (
+        seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+        effect TEXT NOT NULL
+    );",
+];
+
+fn db_error(e: rusqlite::Error) -> PortError {
+    PortError::new(format!("database: {e}"))
+}
+
+/// SQLite metadata, with a small pool of connections.
+#[derive(Debug, Clone)]
+pub struct SqliteMetadata {
+    path: PathBuf,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// Connections kept open between calls.
+const MAX_IDLE_CONNECTIONS: usize = 8;
+
+impl SqliteMetadata {
+    /// Opens (creating if needed) the database at `path` and runs any
+    /// migrations it has not seen.
+    pub fn open(path: impl AsRef<Path>) -> PortResult<SqliteMetadata> {
+        let metadata = SqliteMetadata {
+            path: path.as_ref().to_path_buf(),
+            idle: Arc::default(),
+        };
+        let mut conn = metadata.connect()?;
+        migrate(&mut conn)?;
+        metadata.release(conn);
+        Ok(metadata)
+    }
+
+    fn connect(&self) -> PortResult<Connection> {
+        let conn = Connection::open(&self.path).map_err(db_error)?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(db_error)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(db_error)?;
+        Ok(conn)
+    }
+
+    fn acquire(&self) -> PortResult<Connection> {
+        let idle = lock(&self.idle).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => self.connect(),
+        }
+    }
+
+    fn release(&self, conn: Connection) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(conn);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn migrate(conn: &mut Connection) -> PortResult<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let version: usize = tx
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(db_error)?
+        .try_into()
+        .map_err(|_| PortError::new("database: negative schema version"))?;
+    if version > MIGRATIONS.len() {
+        return Err(PortError::new(format!(
+            "database schema version {version} is newer than this chatstore knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(migration).map_err(db_error)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(db_error)?;
+    }
+    tx.commit().map_err(db_error)
+}
+
+impl MetadataStore for SqliteMetadata {
+    fn begin(&self, access: Access) -> PortResult<Arc<dyn MetadataTransaction>> {
+        let conn = self.acquire()?;
+        let begin = match access {
+            Access::Read => "BEGIN DEFERRED",
+            Access::Write => "BEGIN IMMEDIATE",
+        };
+        conn.execute_batch(begin).map_err(db_error)?;
+        Ok(Arc::new(SqliteTransaction {
+            metadata: self.clone(),
+            conn: Mutex::new(Some(conn)),
+            access,
+        }))
+    }
+
+    fn pending_effects(&self) -> PortResult<Vec<Effect>> {
+        let conn = self.acquire()?;
+        let effects = (|| {
+            let mut stmt = conn.prepare("SELECT effect FROM pending_effects ORDER BY seq")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })()
+        .map_err(db_error)?;
+        self.release(conn);
+        effects
+            .iter()
+            .map(|e| serde_json::from_str(e).map_err(|e| PortError::new(format!("journal: {e}"))))
+            .collect()
+    }
+
+    fn forget_effects(&self) -> PortResult<()> {
+        let conn = self.acquire()?;
+        conn.execute("DELETE FROM pending_effects", [])
+            .map_err(db_error)?;
+        self.release(conn);
+        Ok(())
+    }
+}
+
+/// One call's transaction on its own connection.
+#[derive(Debug)]
+pub struct SqliteTransaction {
+    metadata: SqliteMetadata,
+    conn: Mutex<Option<Connection>>,
+    access: Access,
+}
+
+impl SqliteTransaction {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> PortResult<T> {
+        let conn = lock(&self.conn);
+        let conn = conn
+            .as_ref()
+            .ok_or_else(|| PortError::new("the transaction has ended"))?;
+        f(conn).map_err(db_error)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> PortResult<T> {
+        if self.access == Access::Read {
+            return Err(PortError::new("this call may only read"));
+        }
+        self.with(f)
+    }
+
+    /// Ends the transaction with `sql` and gives the connection back.
+    fn finish(&self, sql: &str) -> PortResult<()> {
+        let Some(conn) = lock(&self.conn).take() else {
+            return Ok(());
+        };
+        let result = conn.execute_batch(sql).map_err(db_error);
+        if result.is_ok() {
+            self.metadata.release(conn);
+        }
+        result
+    }
+}
+
+impl Drop for SqliteTransaction {
+    fn drop(&mut self) {
+        let _ = self.finish("ROLLBACK");
+    }
+}
+
+impl MetadataTransaction for SqliteTransaction {
+    fn commit(&self, effects: &[Effect]) -> PortResult<()> {
+        for effect in effects {
+            let json = serde_json::to_string(effect)
+                .map_err(|e| PortError::new(format!("journal: {e}")))?;
+            self.write(|c| c.execute("INSERT INTO pending_effects (effect) VALUES (?1)", [json]))?;
+        }
+        self.finish("COMMIT")
+    }
+
+    fn rollback(&self) {
+        let _ = self.finish("ROLLBACK");
+    }
+}
+
+fn uuid_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(i)?;
+    crate::ids::parse_canonical(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("{text:?} is not a canonical UUID").into(),
+        )
+    })
+}
+
+fn timestamp_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Timestamp> {
+    Ok(Timestamp {
+        seconds: row.get(i)?,
+        nanoseconds: row.get(i + 1)?,
+    })
+}
+
+fn workspace_row(row: &Row<'_>) -> rusqlite::Result<Workspace> {
+    Ok(Workspace {
+        workspace_id: uuid_at(row, 0)?,
+        user_id: uuid_at(row, 1)?,
+        created_at: timestamp_at(row, 2)?,
+    })
+}
+
+fn chat_row(row: &Row<'_>) -> rusqlite::Result<Chat> {
+    Ok(Chat {
+        chat_id: uuid_at(row, 0)?,
+        workspace_id: uuid_at(row, 1)?,
+        created_at: timestamp_at(row, 2)?,
+    })
+}
+
+fn file_row(row: &Row<'_>) -> rusqlite::Result<ChatFile> {
+    let name: String = row.get(2)?;
+    Ok(ChatFile {
+        file_id: uuid_at(row, 0)?,
+        chat_id: uuid_at(row, 1)?,
+        name: AttachmentName::new(name).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        content_type: row.get(3)?,
+        size_bytes: row.get::<_, i64>(4)? as u64,
+        created_at: timestamp_at(row, 5)?,
+    })
+}
+
+const WORKSPACE_COLUMNS: &str =
+    "SELECT workspace_id, user_id, created_s, created_ns FROM workspaces";
+const CHAT_COLUMNS: &str = "SELECT chat_id, workspace_id, created_s, created_ns FROM chats";
+const FILE_COLUMNS: &str = "SELECT file_id, chat_id, name, content_type, size_bytes, created_s, created_ns FROM chat_files";
+
+impl WorkspaceRepository for SqliteTransaction {
+    fn get(&self, workspace_id: Uuid) -> PortResult<Option<Workspace>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("{WORKSPACE_COLUMNS} WHERE workspace_id = ?1"),
+                [workspace_id.to_string()],
+                workspace_row,
+            )
+            .optional()
+        })
+    }
+
+    fn get_by_user_id(&self, user_id: Uuid) -> PortResult<Option<Workspace>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("{WORKSPACE_COLUMNS} WHERE user_id = ?1"),
+                [user_id.to_string()],
+                workspace_row,
+            )
+            .optional()
+        })
+    }
+
+    fn save(&self, w: &Workspace) -> PortResult<()> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM workspaces WHERE user_id = ?1 AND workspace_id <> ?2",
+                params![w.user_id.to_string(), w.workspace_id.to_string()],
+            )?;
+            c.execute(
+                "INSERT OR REPLACE INTO workspaces (workspace_id, user_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)",
+                params![w.workspace_id.to_string(), w.user_id.to_string(), w.created_at.seconds, w.created_at.nanoseconds],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+impl ChatRepository for SqliteTransaction {
+    fn get(&self, chat_id: Uuid) -> PortResult<Option<Chat>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("{CHAT_COLUMNS} WHERE chat_id = ?1"),
+                [chat_id.to_string()],
+                chat_row,
+            )
+            .optional()
+        })
+    }
+
+    fn list_by_workspace_id(&self, workspace_id: Uuid) -> PortResult<Vec<Chat>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!("{CHAT_COLUMNS} WHERE workspace_id = ?1"))?;
+            let rows = stmt.query_map([workspace_id.to_string()], chat_row)?;
+            rows.collect()
+        })
+    }
+
+    fn save(&self, chat: &Chat) -> PortResult<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO chats (chat_id, workspace_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)",
+                params![chat.chat_id.to_string(), chat.workspace_id.to_string(), chat.created_at.seconds, chat.created_at.nanoseconds],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn delete(&self, chat_id: Uuid) -> PortResult<()> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM chats WHERE chat_id = ?1",
+                [chat_id.to_string()],
+            )
+            .map(drop)
+        })
+    }
+}
+
+impl ChatFileRepository for SqliteTransaction {
+    fn get(&self, file_id: Uuid) -> PortResult<Option<ChatFile>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("{FILE_COLUMNS} WHERE file_id = ?1"),
+                [file_id.to_string()],
+                file_row,
+            )
+            .optional()
+        })
+    }
+
+    fn get_by_chat_id_and_name(
+        &self,
+        chat_id: Uuid,
+        name: &AttachmentName,
+    ) -> PortResult<Option<ChatFile>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("{FILE_COLUMNS} WHERE chat_id = ?1 AND name = ?2"),
+                params![chat_id.to_string(), name.as_str()],
+                file_row,
+            )
+            .optional()
+        })
+    }
+
+    fn list_by_chat_id(&self, chat_id: Uuid) -> PortResult<Vec<ChatFile>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!("{FILE_COLUMNS} WHERE chat_id = ?1"))?;
+            let rows = stmt.query_map([chat_id.to_string()], file_row)?;
+            rows.collect()
+        })
+    }
+
+    fn save(&self, f: &ChatFile) -> PortResult<()> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM chat_files WHERE chat_id = ?1 AND name = ?2 AND file_id <> ?3",
+                params![f.chat_id.to_string(), f.name.as_str(), f.file_id.to_string()],
+            )?;
+            c.execute(
+                "INSERT OR REPLACE INTO chat_files (file_id, chat_id, name, content_type, size_bytes, created_s, created_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    f.file_id.to_string(),
+                    f.chat_id.to_string(),
+                    f.name.as_str(),
+                    f.content_type,
+                    i64::try_from(f.size_bytes).unwrap_or(i64::MAX),
+                    f.created_at.seconds,
+                    f.created_at.nanoseconds
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn delete(&self, file_id: Uuid) -> PortResult<()> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM chat_files WHERE file_id = ?1",
+                [file_id.to_string()],
+            )
+            .map(drop)
+        })
+    }
+
+    fn delete_by_chat_id(&self, chat_id: Uuid) -> PortResult<()> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM chat_files WHERE chat_id = ?1",
+                [chat_id.to_string()],
+            )
+            .map(drop)
+        })
+    }
+}
+
+impl SandboxSessionRepository for SqliteTransaction {
+    fn get_active_by_chat_id(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT session_id, chat_id FROM sandbox_sessions WHERE chat_id = ?1",
+                [chat_id.to_string()],
+                |r| {
+                    Ok(SandboxSession {
+                        session_id: uuid_at(r, 0)?,
+                        chat_id: uuid_at(r, 1)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+}
+
+impl HostRecords for SqliteTransaction {
+    fn start_sandbox(&self, s: &SandboxSession) -> PortResult<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO sandbox_sessions (chat_id, session_id) VALUES (?1, ?2)",
+                params![s.chat_id.to_string(), s.session_id.to_string()],
+            )
+            .map(drop)
+        })
+    }
+
+    fn end_sandbox(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
+        let active = self.get_active_by_chat_id(chat_id)?;
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM sandbox_sessions WHERE chat_id = ?1",
+                [chat_id.to_string()],
+            )
+            .map(drop)
+        })?;
+        Ok(active)
+    }
+
+    fn all_chats(&self) -> PortResult<Vec<Chat>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(CHAT_COLUMNS)?;
+            let rows = stmt.query_map([], chat_row)?;
+            rows.collect()
+        })
+    }
+
+    fn all_files(&self) -> PortResult<Vec<ChatFile>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(FILE_COLUMNS)?;
+            let rows = stmt.query_map([], file_row)?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, SqliteMetadata) {
+        let dir = tempfile::tempdir().unwrap();
+        let metadata = SqliteMetadata::open(dir.path().join("chatstore.db")).unwrap();
+        (dir, metadata)
+    }
+
+    crate::adapters::suite::repository_suite!(open());
+
+    #[test]
+    fn committed_metadata_survives_reopening() {
+        let (dir, metadata) = open();
+        let w = Workspace {
+            workspace_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            created_at: Timestamp::default(),
+        };
+        let tx = metadata.begin(Access::Write).unwrap();
+        WorkspaceRepository::save(&*tx, &w).unwrap();
+        tx.commit(&[]).unwrap();
+        drop(metadata);
+        let reopened = SqliteMetadata::open(dir.path().join("chatstore.db")).unwrap();
+        let tx = reopened.begin(Access::Read).unwrap();
+        assert_eq!(
+            WorkspaceRepository::get(&*tx, w.workspace_id).unwrap(),
+            Some(w)
+        );
+    }
+
+    #[test]
+    fn the_journal_commits_with_the_metadata_and_is_forgotten_on_request() {
+        let (_dir, metadata) = open();
+        let effect = Effect::Remove {
+            workspace_id: Uuid::now_v7(),
+            chat_id: Uuid::now_v7(),
+            name: "a.txt".into(),
+        };
+        let tx = metadata.begin(Access::Write).unwrap();
+        tx.commit(std::slice::from_ref(&effect)).unwrap();
+        assert_eq!(metadata.pending_effects().unwrap(), vec![effect.clone()]);
+        let rolled_back = metadata.begin(Access::Write).unwrap();
+        rolled_back.rollback();
+        assert_eq!(metadata.pending_effects().unwrap(), vec![effect]);
+        metadata.forget_effects().unwrap();
+        assert!(metadata.pending_effects().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_database_from_a_newer_chatstore_is_refused() {
+        let (dir, metadata) = open();
+        drop(metadata);
+        let conn = Connection::open(dir.path().join("chatstore.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteMetadata::open(dir.path().join("chatstore.db")).unwrap_err();
+        assert!(err.message.contains("newer"), "{err}");
+    }
+}

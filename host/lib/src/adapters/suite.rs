@@ -1,0 +1,333 @@
+//! One test suite for every family of metadata repositories: the behaviour
+//! the use cases rely on, whichever adapter stores it.
+
+use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
+use crate::names::AttachmentName;
+use crate::ports::{ChatFileRepository, ChatRepository, WorkspaceRepository};
+use crate::unit::{Access, MetadataStore, MetadataTransaction};
+use uuid::Uuid;
+
+/// Expands to one `#[test]` per behaviour. `$make` gives a fresh
+/// `(guard, metadata)` pair; the guard (a temporary directory, say) lives
+/// as long as the test.
+macro_rules! repository_suite {
+    ($make:expr) => {
+        crate::adapters::suite::repository_suite!(@tests $make;
+            workspace_is_found_by_id_and_by_user_id,
+            saving_a_users_new_workspace_replaces_the_old_one,
+            saving_a_workspace_again_updates_it,
+            chat_crud_round_trips,
+            chats_are_listed_only_for_their_workspace,
+            deleting_a_missing_chat_is_not_an_error,
+            chat_file_save_get_and_get_by_name,
+            chat_files_are_listed_only_for_their_chat,
+            deleting_one_file_keeps_the_others,
+            deleting_by_chat_clears_only_that_chat,
+            the_same_name_is_replaced_by_a_new_id,
+            content_type_none_round_trips,
+            a_started_sandbox_is_active_until_it_ends,
+            the_host_sees_every_workspace,
+        );
+        crate::adapters::suite::repository_suite!(@whole $make;
+            a_commit_is_seen_by_later_transactions,
+            a_rollback_leaves_nothing,
+            a_read_transaction_refuses_writes,
+            a_transaction_reads_its_own_writes,
+        );
+    };
+    (@tests $make:expr; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                let (_guard, metadata) = $make;
+                let tx = crate::unit::MetadataStore::begin(&metadata, crate::unit::Access::Write).unwrap();
+                crate::adapters::suite::$name(&*tx);
+                tx.commit(&[]).unwrap();
+            }
+        )*
+    };
+    (@whole $make:expr; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                let (_guard, metadata) = $make;
+                crate::adapters::suite::$name(&metadata);
+            }
+        )*
+    };
+}
+pub(crate) use repository_suite;
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp {
+        seconds,
+        nanoseconds: 7,
+    }
+}
+
+fn workspace(user_id: Uuid) -> Workspace {
+    Workspace {
+        workspace_id: Uuid::now_v7(),
+        user_id,
+        created_at: at(1),
+    }
+}
+
+fn chat(workspace_id: Uuid) -> Chat {
+    Chat {
+        chat_id: Uuid::now_v7(),
+        workspace_id,
+        created_at: at(2),
+    }
+}
+
+fn file(chat_id: Uuid, name: &str) -> ChatFile {
+    ChatFile {
+        file_id: Uuid::now_v7(),
+        chat_id,
+        name: AttachmentName::new(name).unwrap(),
+        content_type: Some("text/plain".into()),
+        size_bytes: 42,
+        created_at: at(3),
+    }
+}
+
+fn sorted<T: Clone, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut items = items.to_vec();
+    items.sort_by_key(key);
+    items
+}
+
+pub fn workspace_is_found_by_id_and_by_user_id(repo: &dyn WorkspaceRepository) {
+    let w = workspace(Uuid::now_v7());
+    repo.save(&w).unwrap();
+    assert_eq!(repo.get(w.workspace_id).unwrap(), Some(w.clone()));
+    assert_eq!(repo.get_by_user_id(w.user_id).unwrap(), Some(w));
+    assert_eq!(repo.get(Uuid::now_v7()).unwrap(), None);
+    assert_eq!(repo.get_by_user_id(Uuid::now_v7()).unwrap(), None);
+}
+
+pub fn saving_a_users_new_workspace_replaces_the_old_one(repo: &dyn WorkspaceRepository) {
+    let user = Uuid::now_v7();
+    let old = workspace(user);
+    let new = workspace(user);
+    repo.save(&old).unwrap();
+    repo.save(&new).unwrap();
+    assert_eq!(repo.get_by_user_id(user).unwrap(), Some(new));
+    assert_eq!(repo.get(old.workspace_id).unwrap(), None);
+}
+
+pub fn saving_a_workspace_again_updates_it(repo: &dyn WorkspaceRepository) {
+    let mut w = workspace(Uuid::now_v7());
+    repo.save(&w).unwrap();
+    w.created_at = at(99);
+    repo.save(&w).unwrap();
+    assert_eq!(repo.get(w.workspace_id).unwrap(), Some(w));
+}
+
+pub fn chat_crud_round_trips(repo: &dyn ChatRepository) {
+    let c = chat(Uuid::now_v7());
+    assert_eq!(repo.get(c.chat_id).unwrap(), None);
+    repo.save(&c).unwrap();
+    assert_eq!(repo.get(c.chat_id).unwrap(), Some(c.clone()));
+    repo.delete(c.chat_id).unwrap();
+    assert_eq!(repo.get(c.chat_id).unwrap(), None);
+}
+
+pub fn chats_are_listed_only_for_their_workspace(repo: &dyn ChatRepository) {
+    let (mine, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+    let a = chat(mine);
+    let b = chat(mine);
+    let other = chat(theirs);
+    for c in [&a, &b, &other] {
+        repo.save(c).unwrap();
+    }
+    let key = |c: &Chat| c.chat_id;
+    assert_eq!(
+        sorted(&repo.list_by_workspace_id(mine).unwrap(), key),
+        sorted(&[a, b], key)
+    );
+    assert_eq!(repo.list_by_workspace_id(theirs).unwrap(), vec![other]);
+    assert!(
+        repo.list_by_workspace_id(Uuid::now_v7())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub fn deleting_a_missing_chat_is_not_an_error(repo: &dyn ChatRepository) {
+    repo.delete(Uuid::now_v7()).unwrap();
+}
+
+pub fn chat_file_save_get_and_get_by_name(repo: &dyn ChatFileRepository) {
+    let f = file(Uuid::now_v7(), "notes.txt");
+    repo.save(&f).unwrap();
+    assert_eq!(repo.get(f.file_id).unwrap(), Some(f.clone()));
+    assert_eq!(
+        repo.get_by_chat_id_and_name(f.chat_id, &f.name).unwrap(),
+        Some(f.clone())
+    );
+    let other_name = AttachmentName::new("other.txt").unwrap();
+    assert_eq!(
+        repo.get_by_chat_id_and_name(f.chat_id, &other_name)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        repo.get_by_chat_id_and_name(Uuid::now_v7(), &f.name)
+            .unwrap(),
+        None
+    );
+}
+
+pub fn chat_files_are_listed_only_for_their_chat(repo: &dyn ChatFileRepository) {
+    let (mine, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+    let a = file(mine, "a");
+    let b = file(mine, "b");
+    let other = file(theirs, "a");
+    for f in [&a, &b, &other] {
+        repo.save(f).unwrap();
+    }
+    let key = |f: &ChatFile| f.file_id;
+    assert_eq!(
+        sorted(&repo.list_by_chat_id(mine).unwrap(), key),
+        sorted(&[a, b], key)
+    );
+    assert_eq!(repo.list_by_chat_id(theirs).unwrap(), vec![other]);
+}
+
+pub fn deleting_one_file_keeps_the_others(repo: &dyn ChatFileRepository) {
+    let chat_id = Uuid::now_v7();
+    let a = file(chat_id, "a");
+    let b = file(chat_id, "b");
+    repo.save(&a).unwrap();
+    repo.save(&b).unwrap();
+    repo.delete(a.file_id).unwrap();
+    repo.delete(Uuid::now_v7()).unwrap();
+    assert_eq!(repo.get(a.file_id).unwrap(), None);
+    assert_eq!(repo.list_by_chat_id(chat_id).unwrap(), vec![b]);
+}
+
+pub fn deleting_by_chat_clears_only_that_chat(repo: &dyn ChatFileRepository) {
+    let (mine, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+    repo.save(&file(mine, "a")).unwrap();
+    repo.save(&file(mine, "b")).unwrap();
+    let other = file(theirs, "a");
+    repo.save(&other).unwrap();
+    repo.delete_by_chat_id(mine).unwrap();
+    assert!(repo.list_by_chat_id(mine).unwrap().is_empty());
+    assert_eq!(repo.list_by_chat_id(theirs).unwrap(), vec![other]);
+}
+
+pub fn the_same_name_is_replaced_by_a_new_id(repo: &dyn ChatFileRepository) {
+    let chat_id = Uuid::now_v7();
+    let old = file(chat_id, "report.pdf");
+    let new = ChatFile {
+        size_bytes: 7,
+        ..file(chat_id, "report.pdf")
+    };
+    repo.save(&old).unwrap();
+    repo.save(&new).unwrap();
+    assert_ne!(old.file_id, new.file_id);
+    assert_eq!(repo.get(old.file_id).unwrap(), None);
+    assert_eq!(
+        repo.get_by_chat_id_and_name(chat_id, &new.name).unwrap(),
+        Some(new.clone())
+    );
+    assert_eq!(repo.list_by_chat_id(chat_id).unwrap(), vec![new]);
+}
+
+pub fn content_type_none_round_trips(repo: &dyn ChatFileRepository) {
+    let f = ChatFile {
+        content_type: None,
+        ..file(Uuid::now_v7(), "raw")
+    };
+    repo.save(&f).unwrap();
+    assert_eq!(repo.get(f.file_id).unwrap(), Some(f));
+}
+
+pub fn a_started_sandbox_is_active_until_it_ends(repo: &dyn MetadataTransaction) {
+    let chat_id = Uuid::now_v7();
+    let session = SandboxSession {
+        session_id: Uuid::now_v7(),
+        chat_id,
+    };
+    assert_eq!(repo.get_active_by_chat_id(chat_id).unwrap(), None);
+    repo.start_sandbox(&session).unwrap();
+    assert_eq!(
+        repo.get_active_by_chat_id(chat_id).unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(repo.get_active_by_chat_id(Uuid::now_v7()).unwrap(), None);
+    assert_eq!(repo.end_sandbox(chat_id).unwrap(), Some(session));
+    assert_eq!(repo.get_active_by_chat_id(chat_id).unwrap(), None);
+    assert_eq!(repo.end_sandbox(chat_id).unwrap(), None);
+}
+
+pub fn the_host_sees_every_workspace(tx: &dyn MetadataTransaction) {
+    let (a, b) = (chat(Uuid::now_v7()), chat(Uuid::now_v7()));
+    ChatRepository::save(tx, &a).unwrap();
+    ChatRepository::save(tx, &b).unwrap();
+    let fa = file(a.chat_id, "x");
+    let fb = file(b.chat_id, "x");
+    ChatFileRepository::save(tx, &fa).unwrap();
+    ChatFileRepository::save(tx, &fb).unwrap();
+    let key = |c: &Chat| c.chat_id;
+    assert_eq!(sorted(&tx.all_chats().unwrap(), key), sorted(&[a, b], key));
+    let key = |f: &ChatFile| f.file_id;
+    assert_eq!(
+        sorted(&tx.all_files().unwrap(), key),
+        sorted(&[fa, fb], key)
+    );
+}
+
+pub fn a_commit_is_seen_by_later_transactions(metadata: &dyn MetadataStore) {
+    let w = workspace(Uuid::now_v7());
+    let tx = metadata.begin(Access::Write).unwrap();
+    WorkspaceRepository::save(&*tx, &w).unwrap();
+    tx.commit(&[]).unwrap();
+    let later = metadata.begin(Access::Read).unwrap();
+    assert_eq!(
+        WorkspaceRepository::get(&*later, w.workspace_id).unwrap(),
+        Some(w)
+    );
+}
+
+pub fn a_rollback_leaves_nothing(metadata: &dyn MetadataStore) {
+    let w = workspace(Uuid::now_v7());
+    let c = chat(w.workspace_id);
+    let tx = metadata.begin(Access::Write).unwrap();
+    WorkspaceRepository::save(&*tx, &w).unwrap();
+    ChatRepository::save(&*tx, &c).unwrap();
+    ChatFileRepository::save(&*tx, &file(c.chat_id, "a")).unwrap();
+    tx.rollback();
+    let later = metadata.begin(Access::Read).unwrap();
+    assert_eq!(
+        WorkspaceRepository::get(&*later, w.workspace_id).unwrap(),
+        None
+    );
+    assert_eq!(ChatRepository::get(&*later, c.chat_id).unwrap(), None);
+    assert!(later.list_by_chat_id(c.chat_id).unwrap().is_empty());
+}
+
+pub fn a_read_transaction_refuses_writes(metadata: &dyn MetadataStore) {
+    let tx = metadata.begin(Access::Read).unwrap();
+    let w = workspace(Uuid::now_v7());
+    assert!(WorkspaceRepository::save(&*tx, &w).is_err());
+    assert!(ChatRepository::delete(&*tx, Uuid::now_v7()).is_err());
+    assert!(tx.delete_by_chat_id(Uuid::now_v7()).is_err());
+    tx.rollback();
+}
+
+pub fn a_transaction_reads_its_own_writes(metadata: &dyn MetadataStore) {
+    let c = chat(Uuid::now_v7());
+    let tx = metadata.begin(Access::Write).unwrap();
+    ChatRepository::save(&*tx, &c).unwrap();
+    assert_eq!(
+        ChatRepository::get(&*tx, c.chat_id).unwrap(),
+        Some(c.clone())
+    );
+    ChatRepository::delete(&*tx, c.chat_id).unwrap();
+    assert_eq!(ChatRepository::get(&*tx, c.chat_id).unwrap(), None);
+    tx.commit(&[]).unwrap();
+}

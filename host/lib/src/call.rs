@@ -1,0 +1,190 @@
+//! One call's state in its wasmtime store: WASI for the guest's standard
+//! library, the limits, the ports, and who the call is for.
+//!
+//! Every port call goes through [`CallState::port`], which scopes it to the
+//! calling user, times it (the call's deadline counts guest time only), and
+//! gives it a `port` span saying whether a failure was the guest's
+//! (`refused`) or the host's (`failed`).
+
+use crate::bindings::wit;
+use crate::imports::{CHATS, USAGE, WORKSPACES};
+use crate::model::{Chat, Workspace};
+use crate::ports::Ports;
+use crate::values::{Checked, Fault, refuse};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// What one call's store holds.
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) ports: Ports,
+    /// The user the call is for: every record the guest touches must be theirs.
+    pub(crate) caller: Uuid,
+    /// The caller's workspace, once looked up.
+    caller_workspace: Option<Workspace>,
+    /// What the call may still write to chat storage, once looked up: the
+    /// workspace's quota, less what the call has written.
+    write_budget: Option<u64>,
+    /// When the call started, and how much of that time was spent in ports.
+    started: Instant,
+    host_time: Duration,
+}
+
+impl CallState {
+    pub(crate) fn new(wasi: WasiCtx, limits: StoreLimits, ports: Ports, caller: Uuid) -> Self {
+        CallState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            ports,
+            caller,
+            caller_workspace: None,
+            write_budget: None,
+            started: Instant::now(),
+            host_time: Duration::ZERO,
+        }
+    }
+
+    /// How long the guest itself has run: the call's time so far, less the
+    /// time spent in the host's ports.
+    pub(crate) fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_time)
+    }
+
+    /// Runs one port call (`port`'s function `op`): its checks, scoping and
+    /// adapter call are timed as host time and traced in a `port` span.
+    pub(crate) fn port<T>(
+        &mut self,
+        port: &'static str,
+        op: &'static str,
+        f: impl FnOnce(&mut Self) -> Checked<T>,
+    ) -> Result<T, wit::PortError> {
+        let span = tracing::debug_span!("port", port, op);
+        let _entered = span.enter();
+        let started = Instant::now();
+        let result = f(self);
+        let elapsed = started.elapsed();
+        self.host_time += elapsed;
+        let duration_us = elapsed.as_micros() as u64;
+        match result {
+            Ok(value) => {
+                tracing::debug!(outcome = "ok", duration_us, "port call");
+                Ok(value)
+            }
+            Err(fault) => {
+                let (outcome, failed, message) = match fault {
+                    Fault::Refused(m) => ("refused", port, m),
+                    Fault::Failed { port: at, message } => ("failed", at.unwrap_or(port), message),
+                };
+                tracing::debug!(outcome, failed, duration_us, message, "port call");
+                Err(wit::PortError {
+                    port: failed.to_owned(),
+                    message,
+                })
+            }
+        }
+    }
+}
+
+/// Scoping: a guest may only see and touch the calling user's records.
+/// Another user's records read as missing; writing them is refused.
+impl CallState {
+    fn own_workspace(&mut self) -> Checked<Option<Uuid>> {
+        if self.caller_workspace.is_none() {
+            self.caller_workspace = (self.ports.workspaces.get_by_user_id(self.caller))
+                .map_err(Fault::failed_at(WORKSPACES))?;
+        }
+        Ok(self.caller_workspace.as_ref().map(|w| w.workspace_id))
+    }
+
+    /// Forgets the caller's workspace, after the guest saved it.
+    pub(crate) fn workspace_changed(&mut self) {
+        self.caller_workspace = None;
+    }
+
+    pub(crate) fn is_own_workspace(&mut self, workspace_id: Uuid) -> Checked<bool> {
+        Ok(self.own_workspace()? == Some(workspace_id))
+    }
+
+    /// The chat's row, looked up for scoping.
+    fn chat_row(&self, chat_id: Uuid) -> Checked<Option<Chat>> {
+        self.ports
+            .chats
+            .get(chat_id)
+            .map_err(Fault::failed_at(CHATS))
+    }
+
+    pub(crate) fn is_own_chat(&mut self, chat_id: Uuid) -> Checked<bool> {
+        match self.chat_row(chat_id)? {
+            Some(chat) => self.is_own_workspace(chat.workspace_id),
+            None => Ok(false),
+        }
+    }
+
+    /// Refuses a chat record that is not the caller's; with `must_exist`,
+    /// also one that has no row (or a row in another workspace).
+    pub(crate) fn check_chat(&mut self, chat: &Chat, must_exist: bool) -> Checked<()> {
+        if !self.is_own_workspace(chat.workspace_id)? {
+            return refuse("the chat is not in the calling user's workspace");
+        }
+        match self.chat_row(chat.chat_id)? {
+            Some(row) if row.workspace_id != chat.workspace_id => {
+                refuse("the chat is not in the calling user's workspace")
+            }
+            None if must_exist => refuse("no such chat"),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a chat id whose row is in another workspace; a missing chat passes.
+    pub(crate) fn check_own_chat_id(&mut self, chat_id: Uuid) -> Checked<()> {
+        match self.chat_row(chat_id)? {
+            Some(chat) if !self.is_own_workspace(chat.workspace_id)? => {
+                refuse("the chat is not in the calling user's workspace")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Charges `bytes` written to the caller's workspace against the call's
+    /// budget: one call writes at most the workspace's quota in total, so a
+    /// policy that ignores the quota still cannot fill the disk in one call.
+    /// Called after `check_chat`, so the caller's workspace is known.
+    pub(crate) fn spend(&mut self, bytes: usize) -> Checked<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let budget = match (self.write_budget, &self.caller_workspace) {
+            (Some(budget), _) => budget,
+            (None, Some(workspace)) => {
+                (self.ports.usage.get_workspace_usage(workspace))
+                    .map_err(Fault::failed_at(USAGE))?
+                    .quota_bytes
+            }
+            (None, None) => return refuse("the caller has no workspace"),
+        };
+        let bytes = bytes as u64;
+        if bytes > budget {
+            return refuse(format!(
+                "refused to write {bytes} bytes: one call may write at most the workspace's \
+                 quota, and {budget} bytes of it are left"
+            ));
+        }
+        self.write_budget = Some(budget - bytes);
+        Ok(())
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! `fsck`: compares the metadata with the chat directories.
+//!
+//! It runs holding the data directory's exclusive lock, after recovery, so
+//! it sees no call half done. What it reports:
+//!
+//! - `missing_chat_dirs`: a chat row whose directory (or `history.md`) is gone;
+//! - `orphan_chat_dirs`: a chat directory no chat row names;
+//! - `missing_files`: a file row whose bytes are gone;
+//! - `unregistered_files`: a top-level file in a chat directory that is
+//!   neither `history.md` nor a file row (an orphan attachment, or a file a
+//!   sandbox wrote);
+//! - `size_mismatches`: a file row whose size differs from the bytes on disk.
+//!
+//! `--repair` changes only what holds no acknowledged data: it recreates
+//! missing chat directories and histories (empty), drops rows whose bytes
+//! are gone, sets recorded sizes to the sizes on disk, and moves orphan chat
+//! directories to `lost+found/`. Unregistered files are left where they are:
+//! they may be a sandbox's work.
+
+use crate::adapters::DataDirBackend;
+use crate::error::PortError;
+use crate::names::HISTORY_FILE_NAME;
+use crate::unit::{Access, Backend};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// A chat directory, by ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChatDirRef {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// The chat.
+    pub chat_id: Uuid,
+}
+
+/// A file in a chat directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileRef {
+    /// The file's row, if it has one.
+    pub file_id: Option<Uuid>,
+    /// The chat.
+    pub chat_id: Uuid,
+    /// The file's name.
+    pub name: String,
+}
+
+/// A file whose recorded size is not its size on disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SizeMismatch {
+    /// The file's row.
+    pub file_id: Uuid,
+    /// The chat.
+    pub chat_id: Uuid,
+    /// The file's name.
+    pub name: String,
+    /// The size the metadata records.
+    pub recorded_bytes: u64,
+    /// The size on disk.
+    pub on_disk_bytes: u64,
+}
+
+/// What `fsck` found, and what it repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FsckReport {
+    /// Chat rows checked.
+    pub chats_checked: usize,
+    /// File rows checked.
+    pub files_checked: usize,
+    /// Chat rows without a directory or history.
+    pub missing_chat_dirs: Vec<ChatDirRef>,
+    /// Chat directories without a chat row.
+    pub orphan_chat_dirs: Vec<ChatDirRef>,
+    /// File rows without bytes.
+    pub missing_files: Vec<FileRef>,
+    /// Files on disk without a row.
+    pub unregistered_files: Vec<FileRef>,
+    /// Rows whose size is not the size on disk.
+    pub size_mismatches: Vec<SizeMismatch>,
+    /// Whether the problems above were repaired.
+    pub repaired: bool,
+}
+
+impl FsckReport {
+    /// Whether metadata and directories agree (unregistered files aside).
+    pub fn is_clean(&self) -> bool {
+        self.missing_chat_dirs.is_empty()
+            && self.orphan_chat_dirs.is_empty()
+            && self.missing_files.is_empty()
+            && self.size_mismatches.is_empty()
+    }
+}
+
+/// How far `fsck` has got: chats done out of all chats.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Chats checked so far.
+    pub done: usize,
+    /// Chats to check.
+    pub total: usize,
+}
+
+fn io(e: std::io::Error) -> PortError {
+    PortError::new(format!("fsck: {e}"))
+}
+
+/// Checks (and with `repair`, fixes) the data directory; calls `progress`
+/// as chats are checked.
+pub fn fsck(
+    backend: &DataDirBackend,
+    repair: bool,
+    mut progress: impl FnMut(Progress),
+) -> Result<FsckReport, PortError> {
+    // A write unit of work: exclusive lock, recovery done, one transaction.
+    let unit = backend.begin(Access::Write)?;
+    let (ports, records) = (unit.ports(), unit.records());
+    let data = backend.data_dir();
+    let chats = records.all_chats()?;
+    let files = records.all_files()?;
+    let mut report = FsckReport {
+        chats_checked: chats.len(),
+        files_checked: files.len(),
+        repaired: repair,
+        ..FsckReport::default()
+    };
+
+    let mut files_by_chat: HashMap<Uuid, Vec<_>> = HashMap::new();
+    for file in files {
+        files_by_chat.entry(file.chat_id).or_default().push(file);
+    }
+    let known: HashSet<(Uuid, Uuid)> = chats.iter().map(|c| (c.workspace_id, c.chat_id)).collect();
+    for (workspace_id, chat_id) in data.chat_dirs().map_err(io)? {
+        if !known.contains(&(workspace_id, chat_id)) {
+            report.orphan_chat_dirs.push(ChatDirRef {
+                workspace_id,
+                chat_id,
+            });
+        }
+    }
+
+    let total = chats.len();
+    for (done, chat) in chats.iter().enumerate() {
+        if done % 1000 == 0 {
+            progress(Progress { done, total });
+        }
+        let rows = files_by_chat.remove(&chat.chat_id).unwrap_or_default();
+        let on_disk = match data.chat_files(chat.workspace_id, chat.chat_id) {
+            Ok(found) => found,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(io(e)),
+        };
+        if !on_disk.contains_key(HISTORY_FILE_NAME) {
+            report.missing_chat_dirs.push(ChatDirRef {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+            });
+        }
+        let registered: HashSet<&str> = rows.iter().map(|f| f.name.as_str()).collect();
+        for (name, _) in on_disk
+            .iter()
+            .filter(|(n, _)| *n != HISTORY_FILE_NAME && !registered.contains(n.as_str()))
+        {
+            report.unregistered_files.push(FileRef {
+                file_id: None,
+                chat_id: chat.chat_id,
+                name: name.clone(),
+            });
+        }
+        for row in rows {
+            match on_disk.get(row.name.as_str()) {
+                None => report.missing_files.push(FileRef {
+                    file_id: Some(row.file_id),
+                    chat_id: row.chat_id,
+                    name: row.name.to_string(),
+                }),
+                Some(&size) if size != row.size_bytes => {
+                    report.size_mismatches.push(SizeMismatch {
+                        file_id: row.file_id,
+                        chat_id: row.chat_id,
+                        name: row.name.to_string(),
+                        recorded_bytes: row.size_bytes,
+                        on_disk_bytes: size,
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    // Rows of files whose chat row is gone.
+    for row in files_by_chat.into_values().flatten() {
+        report.missing_files.push(FileRef {
+            file_id: Some(row.file_id),
+            chat_id: row.chat_id,
+            name: row.name.to_string(),
+        });
+    }
+    progress(Progress { done: total, total });
+
+    if !repair {
+        unit.rollback();
+        report
+            .unregistered_files
+            .sort_by(|a, b| (a.chat_id, &a.name).cmp(&(b.chat_id, &b.name)));
+        return Ok(report);
+    }
+    for dir in &report.missing_chat_dirs {
+        data.ensure_chat_dir(dir.workspace_id, dir.chat_id)
+            .map_err(io)?;
+    }
+    for dir in &report.orphan_chat_dirs {
+        data.move_to_lost_and_found(dir.workspace_id, dir.chat_id)
+            .map_err(io)?;
+    }
+    for missing in &report.missing_files {
+        if let Some(file_id) = missing.file_id {
+            ports.files.delete(file_id)?;
+        }
+    }
+    for mismatch in &report.size_mismatches {
+        if let Some(mut row) = ports.files.get(mismatch.file_id)? {
+            row.size_bytes = mismatch.on_disk_bytes;
+            ports.files.save(&row)?;
+        }
+    }
+    unit.commit()?;
+    report
+        .unregistered_files
+        .sort_by(|a, b| (a.chat_id, &a.name).cmp(&(b.chat_id, &b.name)));
+    Ok(report)
+}

@@ -1,0 +1,58 @@
+//! The chatstore host: runs the storage component on wasmtime and
+//! implements the ports it imports.
+//!
+//! The storage policy (ownership, attachment names, quota, sandbox rules)
+//! lives in a WebAssembly component; this crate gives it metadata
+//! repositories, a confined filesystem for the chat directories, usage
+//! accounting and ids, and offers the sixteen use cases as a typed Rust API.
+//! It is the library to embed; the HTTP server (`chatstore-http`), the
+//! `chatstore` command and the test kit (`chatstore-testkit`) are built on it.
+//!
+//! ```
+//! use chatstore_host::ChatStore;
+//! use uuid::Uuid;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let store = ChatStore::builder().data_dir(dir.path()).build()?;
+//! let user = Uuid::now_v7();
+//! store.ensure_workspace(user)?;
+//! let chat = store.create_chat(user)?;
+//! store.append_history(user, chat.chat_id, "# Hello\n")?;
+//! let file = store.upload_attachment(user, chat.chat_id, "notes.txt", Some("text/plain"), b"hi")?;
+//! assert_eq!(store.read_attachment(user, chat.chat_id, file.file_id)?, b"hi");
+//! assert_eq!(store.read_history(user, chat.chat_id)?, "# Hello\n");
+//! # Ok(()) }
+//! ```
+//!
+//! Every use case runs in a `use_case` span and every port call in a `port`
+//! span inside it (`tracing`, at debug level), so a subscriber with
+//! `chatstore=debug` shows where a slow call spent its time.
+
+#![deny(missing_docs)]
+
+pub mod adapters;
+mod bindings;
+mod call;
+pub mod calls;
+mod error;
+pub mod fsck;
+mod ids;
+mod imports;
+pub mod model;
+pub mod names;
+pub mod ports;
+mod store;
+pub mod unit;
+mod values;
+
+pub use calls::{Call, Output};
+pub use error::{Error, PortError, PortResult, SetupError};
+pub use ids::{echo, parse_id};
+pub use model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace, WorkspaceUsage};
+pub use names::AttachmentName;
+pub use store::{
+    ChatStore, ChatStoreBuilder, Clock, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR,
+    DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Metadata, STORAGE_COMPONENT,
+};
+pub use uuid::Uuid;

@@ -1,0 +1,183 @@
+//! The values the host API speaks in.
+
+use crate::names::AttachmentName;
+use serde::{Serialize, Serializer};
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+/// A point in time, UTC, counted from the Unix epoch (the WIT `timestamp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    /// Whole seconds since 1970-01-01T00:00:00Z.
+    pub seconds: i64,
+    /// Nanoseconds past `seconds`, below 1_000_000_000.
+    pub nanoseconds: u32,
+}
+
+impl Timestamp {
+    const NANOS_PER_SECOND: i128 = 1_000_000_000;
+
+    /// The timestamp `nanos` nanoseconds from the epoch (negative: before it).
+    fn from_unix_nanos(nanos: i128) -> Timestamp {
+        Timestamp {
+            seconds: i64::try_from(nanos.div_euclid(Self::NANOS_PER_SECOND)).unwrap_or(i64::MAX),
+            nanoseconds: nanos.rem_euclid(Self::NANOS_PER_SECOND) as u32,
+        }
+    }
+
+    /// The timestamp of a system time (times before the epoch are negative).
+    pub fn from_system_time(t: SystemTime) -> Timestamp {
+        Timestamp::from_unix_nanos(match t.duration_since(UNIX_EPOCH) {
+            Ok(after) => after.as_nanos() as i128,
+            Err(before) => -(before.duration().as_nanos() as i128),
+        })
+    }
+
+    /// The same instant as a `time` date-time, if it is within `time`'s range.
+    pub fn to_offset_date_time(self) -> Option<OffsetDateTime> {
+        let nanos =
+            i128::from(self.seconds) * Self::NANOS_PER_SECOND + i128::from(self.nanoseconds);
+        OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+    }
+
+    /// RFC 3339 in UTC, with as many fractional digits as needed
+    /// (`2026-01-01T00:00:00Z`, `2026-01-01T00:00:00.5Z`).
+    pub fn to_rfc3339(self) -> String {
+        self.to_offset_date_time()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| format!("{}.{:09}", self.seconds, self.nanoseconds))
+    }
+
+    /// The system time of this timestamp (the epoch if `time` cannot represent it).
+    pub fn to_system_time(self) -> SystemTime {
+        self.to_offset_date_time()
+            .map_or(UNIX_EPOCH, SystemTime::from)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+/// Serialized as RFC 3339 text, as the CLI and the HTTP API show it.
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+/// The one workspace a user owns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Workspace {
+    /// The workspace's own id.
+    pub workspace_id: Uuid,
+    /// The owner; one workspace per user.
+    pub user_id: Uuid,
+    /// When it was created.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// The bytes a workspace stores and the most it may store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkspaceUsage {
+    /// The workspace this usage is of.
+    pub workspace_id: Uuid,
+    /// Every byte in the workspace's chat directories, sandbox files included.
+    pub used_bytes: u64,
+    /// The quota.
+    pub quota_bytes: u64,
+}
+
+/// A conversation; it owns one working directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Chat {
+    /// The chat's own id.
+    pub chat_id: Uuid,
+    /// The workspace it belongs to.
+    pub workspace_id: Uuid,
+    /// When it was created.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// The metadata of one attachment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatFile {
+    /// The file's own id; replacing a name gives a new one.
+    pub file_id: Uuid,
+    /// The chat it belongs to.
+    pub chat_id: Uuid,
+    /// Its name, unique within the chat.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub name: AttachmentName,
+    /// The media type the uploader gave.
+    pub content_type: Option<String>,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// When it was uploaded.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// A code sandbox running on a chat's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SandboxSession {
+    /// The session's own id.
+    pub session_id: Uuid,
+    /// The chat whose directory it uses.
+    pub chat_id: Uuid,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_render_as_rfc3339_utc() {
+        let t = Timestamp {
+            seconds: 1_767_225_600,
+            nanoseconds: 0,
+        };
+        assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:00Z");
+        let t = Timestamp {
+            seconds: 1_767_225_600,
+            nanoseconds: 500_000_000,
+        };
+        assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:00.5Z");
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_system_time() {
+        for ts in [
+            Timestamp {
+                seconds: 0,
+                nanoseconds: 0,
+            },
+            Timestamp {
+                seconds: 1_700_000_000,
+                nanoseconds: 123_456_789,
+            },
+            Timestamp {
+                seconds: -1,
+                nanoseconds: 500_000_000,
+            },
+            Timestamp {
+                seconds: -86_400,
+                nanoseconds: 0,
+            },
+        ] {
+            assert_eq!(Timestamp::from_system_time(ts.to_system_time()), ts);
+        }
+    }
+}

@@ -1,0 +1,775 @@
+//! [`ChatStore`]: the storage component, compiled once, called through a
+//! typed Rust API with the ports wired in.
+
+use crate::adapters::DataDirBackend;
+use crate::adapters::fs::DataDir;
+use crate::adapters::memory::MemoryMetadata;
+use crate::adapters::sqlite::SqliteMetadata;
+use crate::bindings::{self, Guest, StorageServicePre, wit};
+use crate::call::CallState;
+use crate::error::{Error, PortError, SetupError};
+use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
+use crate::ports::{HostRecords, Ports};
+use crate::unit::{Access, Backend, FixedPorts, MetadataStore, UnitOfWork};
+use crate::values::FromGuest;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostWallClock, WasiCtxBuilder};
+
+/// The storage component built from this repository's `guest/` crate.
+pub const STORAGE_COMPONENT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/chatstore_storage.wasm"));
+
+/// The default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./chatstore-data";
+
+/// The default quota of every workspace: 1 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 1 << 30;
+
+/// The default memory cap of one guest instance: 256 MiB.
+pub const DEFAULT_MAX_GUEST_MEMORY: usize = 256 << 20;
+
+/// The default time one call may run guest code: 10 s.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the engine's epoch advances; a call's deadline is counted in these.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Core instances one component instance may create: the guest has a few
+/// (its module plus the shims the component linker adds); a hostile one gets no more.
+const MAX_CORE_INSTANCES: usize = 16;
+
+/// How much of a trapped guest's standard error is kept for the error message.
+const GUEST_STDERR_BYTES: usize = 4096;
+
+/// The metadata database's file name inside the data directory.
+pub const DATABASE_FILE: &str = "chatstore.db";
+
+/// Where metadata lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Metadata {
+    /// SQLite at `<data-dir>/chatstore.db`: durable, shared by processes.
+    #[default]
+    Sqlite,
+    /// In memory: gone when the process ends.
+    Memory,
+}
+
+/// The wall clock the guest reads; tests pin it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Clock {
+    /// The system's clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(SystemTime::now))
+    }
+
+    /// A clock stopped at `at`.
+    pub fn fixed(at: SystemTime) -> Clock {
+        Clock(Arc::new(move || at))
+    }
+
+    /// A clock that reads `now()` every time the guest asks.
+    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(now))
+    }
+
+    /// What time it is by this clock.
+    pub fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// The guest's view of a [`Clock`]: WASI's wall clock.
+struct WallClock(Clock);
+
+impl HostWallClock for WallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        // WASI's wall clock cannot go before the epoch.
+        self.0.now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    }
+}
+
+/// Configures and builds a [`ChatStore`].
+#[derive(Debug, Clone)]
+pub struct ChatStoreBuilder {
+    data_dir: PathBuf,
+    metadata: Metadata,
+    quota_bytes: u64,
+    clock: Clock,
+    component: Option<Vec<u8>>,
+    max_guest_memory: usize,
+    pooled_instances: Option<u32>,
+    call_timeout: Duration,
+}
+
+impl Default for ChatStoreBuilder {
+    fn default() -> Self {
+        ChatStoreBuilder {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            metadata: Metadata::default(),
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+            clock: Clock::system(),
+            component: None,
+            max_guest_memory: DEFAULT_MAX_GUEST_MEMORY,
+            pooled_instances: None,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+}
+
+impl ChatStoreBuilder {
+    /// The data directory (default `./chatstore-data`).
+    pub fn data_dir(mut self, path: impl AsRef<Path>) -> Self {
+        self.data_dir = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// Where metadata lives (default SQLite in the data directory).
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The quota of every workspace, in bytes (default 1 GiB).
+    pub fn quota_bytes(mut self, bytes: u64) -> Self {
+        self.quota_bytes = bytes;
+        self
+    }
+
+    /// The wall clock the guest reads (default the system's).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs this component instead of the built-in one; it must target the
+    /// `storage-service` world.
+    pub fn component(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.component = Some(bytes.into());
+        self
+    }
+
+    /// The most linear memory one guest instance may use (default 256 MiB).
+    pub fn max_guest_memory(mut self, bytes: usize) -> Self {
+        self.max_guest_memory = bytes;
+        self
+    }
+
+    /// The longest one call may run guest code (default 10 s); past it the
+    /// guest is interrupted and the call is `storage_unavailable`. Time spent
+    /// in the host's ports (disk, database) does not count, so a slow disk
+    /// or a loaded machine's port calls never use up a policy's time.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Allocates guest instances from a pool of `instances` slots set up
+    /// once (wasmtime's pooling allocator): cheaper instantiation for a
+    /// server. At most `instances` calls run at once; more fail with
+    /// `storage_unavailable`, so callers should bound their concurrency.
+    pub fn pooled_instances(mut self, instances: u32) -> Self {
+        self.pooled_instances = Some(instances);
+        self
+    }
+
+    /// Opens the data directory and the metadata (recovering from any
+    /// crash) without loading the component: what `fsck` works on.
+    pub fn open_backend(&self) -> Result<Arc<DataDirBackend>, SetupError> {
+        let data_dir_error = |source| SetupError::DataDir {
+            path: self.data_dir.clone(),
+            source,
+        };
+        let data = DataDir::open(&self.data_dir).map_err(data_dir_error)?;
+        let metadata: Arc<dyn MetadataStore> = match self.metadata {
+            Metadata::Memory => Arc::new(MemoryMetadata::default()),
+            Metadata::Sqlite => Arc::new(
+                SqliteMetadata::open(self.data_dir.join(DATABASE_FILE))
+                    .map_err(|e| data_dir_error(std::io::Error::other(e.message)))?,
+            ),
+        };
+        let backend = DataDirBackend::open(data, metadata, self.quota_bytes)
+            .map_err(|e| data_dir_error(std::io::Error::other(e.message)))?;
+        Ok(Arc::new(backend))
+    }
+
+    /// Opens the data directory (recovering from any crash) and builds the
+    /// store with the configured adapters.
+    pub fn build(self) -> Result<ChatStore, SetupError> {
+        let backend = self.open_backend()?;
+        self.build_with_backend(backend)
+    }
+
+    /// Builds the store on the given adapters instead (fakes, your own
+    /// backends), without transactions; the data-directory, metadata and
+    /// quota settings are not used.
+    pub fn build_with_ports(
+        self,
+        ports: Ports,
+        records: Arc<dyn HostRecords>,
+    ) -> Result<ChatStore, SetupError> {
+        self.build_with_backend(Arc::new(FixedPorts { ports, records }))
+    }
+
+    /// Builds the store on a backend that gives each call its ports and
+    /// decides its fate.
+    pub fn build_with_backend(self, backend: Arc<dyn Backend>) -> Result<ChatStore, SetupError> {
+        // One line, whatever wasmtime's message looks like.
+        let one_line = |e: &wasmtime::Error| {
+            format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let component_error = |e: wasmtime::Error| SetupError::Component(one_line(&e));
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        if let Some(instances) = self.pooled_instances {
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(instances)
+                .total_core_instances(instances.saturating_mul(MAX_CORE_INSTANCES as u32))
+                .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
+                .total_memories(instances.saturating_mul(2))
+                .total_tables(instances.saturating_mul(4))
+                .max_memory_size(self.max_guest_memory);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(component_error)?;
+        let bytes = self.component.as_deref().unwrap_or(STORAGE_COMPONENT);
+        let component = Component::new(&engine, bytes).map_err(component_error)?;
+        let mut linker = Linker::new(&engine);
+        bindings::add_to_linker(&mut linker).map_err(component_error)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(component_error)?;
+        let pre = StorageServicePre::new(pre).map_err(|e| {
+            SetupError::Component(format!(
+                "it does not export `chatstore:storage/storage@0.2.0` as the storage-service world \
+                 requires ({})",
+                one_line(&e)
+            ))
+        })?;
+        Ok(ChatStore {
+            inner: Arc::new(Inner {
+                _ticker: EpochTicker::start(&engine),
+                engine,
+                pre,
+                backend,
+                clock: self.clock,
+                max_guest_memory: self.max_guest_memory,
+                call_timeout: self.call_timeout,
+            }),
+        })
+    }
+}
+
+/// Advances an engine's epoch every [`EPOCH_TICK`] until dropped, so that
+/// guest code past its deadline is interrupted.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> EpochTicker {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (engine, stopped) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("chatstore-epoch".into())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .ok();
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+struct Inner {
+    _ticker: EpochTicker,
+    engine: Engine,
+    pre: StorageServicePre<CallState>,
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+    max_guest_memory: usize,
+    call_timeout: Duration,
+}
+
+/// The epoch ticks that cover `time` (at least one).
+fn ticks(time: Duration) -> u64 {
+    u64::try_from(time.as_nanos().div_ceil(EPOCH_TICK.as_nanos()))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// One use-case call, as the log names it.
+struct UseCase {
+    /// The export's WIT name.
+    name: &'static str,
+    access: Access,
+    user: Uuid,
+    chat: Option<Uuid>,
+    file: Option<Uuid>,
+}
+
+impl UseCase {
+    fn read(name: &'static str, user: Uuid) -> UseCase {
+        UseCase {
+            name,
+            access: Access::Read,
+            user,
+            chat: None,
+            file: None,
+        }
+    }
+
+    fn write(name: &'static str, user: Uuid) -> UseCase {
+        UseCase {
+            access: Access::Write,
+            ..UseCase::read(name, user)
+        }
+    }
+
+    fn chat(self, chat: Uuid) -> UseCase {
+        UseCase {
+            chat: Some(chat),
+            ..self
+        }
+    }
+
+    fn file(self, file: Uuid) -> UseCase {
+        UseCase {
+            file: Some(file),
+            ..self
+        }
+    }
+
+    /// The use case's span: user, chat and file now, outcome code and
+    /// duration when it ends.
+    fn span(&self) -> tracing::Span {
+        let span = tracing::debug_span!(
+            "use_case",
+            name = self.name,
+            user = %self.user,
+            chat = tracing::field::Empty,
+            file = tracing::field::Empty,
+        );
+        if let Some(chat) = self.chat {
+            span.record("chat", tracing::field::display(chat));
+        }
+        if let Some(file) = self.file {
+            span.record("file", tracing::field::display(file));
+        }
+        span
+    }
+}
+
+/// The storage API: each method runs one use case of the storage component
+/// in a fresh guest instance. Cheap to clone and safe to share between threads.
+#[derive(Clone)]
+pub struct ChatStore {
+    inner: Arc<Inner>,
+}
+
+type GuestResult<T> = wasmtime::Result<Result<T, wit::StorageError>>;
+
+impl ChatStore {
+    /// A builder with the defaults: `./chatstore-data`, SQLite metadata,
+    /// 1 GiB quota, the system clock, the built-in component.
+    pub fn builder() -> ChatStoreBuilder {
+        ChatStoreBuilder::default()
+    }
+
+    /// Runs `f` on the ports and records of one unit of work, outside the
+    /// component (for the host's own calls and for inspection); commits if
+    /// `f` succeeds.
+    pub fn with_ports<T>(
+        &self,
+        access: Access,
+        f: impl FnOnce(&Ports, &dyn HostRecords) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let unit = self
+            .inner
+            .backend
+            .begin(access)
+            .map_err(unavailable("transaction"))?;
+        let result = f(&unit.ports(), &*unit.records());
+        settle(unit, result)
+    }
+
+    /// Runs one export in a fresh instance, in a `use_case` span. A trap is
+    /// this call's `storage_unavailable`, with what the guest printed to stderr.
+    fn call<T, U>(
+        &self,
+        use_case: UseCase,
+        export: impl FnOnce(&Guest, &mut Store<CallState>) -> GuestResult<T>,
+        convert: impl FnOnce(T) -> Result<U, Error>,
+    ) -> Result<U, Error> {
+        let span = use_case.span();
+        let _entered = span.enter();
+        let started = Instant::now();
+        let result = self.run_export(use_case.access, use_case.user, export, convert);
+        let duration_us = started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(_) => tracing::debug!(code = "ok", duration_us, "use case"),
+            Err(Error::StorageUnavailable { port, message }) => tracing::warn!(
+                code = "storage_unavailable",
+                port,
+                message,
+                duration_us,
+                "use case"
+            ),
+            Err(e) => tracing::debug!(code = e.code(), duration_us, "use case"),
+        }
+        result
+    }
+
+    fn run_export<T, U>(
+        &self,
+        access: Access,
+        caller: Uuid,
+        export: impl FnOnce(&Guest, &mut Store<CallState>) -> GuestResult<T>,
+        convert: impl FnOnce(T) -> Result<U, Error>,
+    ) -> Result<U, Error> {
+        let inner = &*self.inner;
+        let unit = inner
+            .backend
+            .begin(access)
+            .map_err(unavailable("transaction"))?;
+        let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(WallClock(inner.clock.clone()))
+            .stderr(stderr.clone())
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(inner.max_guest_memory)
+            .instances(MAX_CORE_INSTANCES)
+            .build();
+        let state = CallState::new(wasi, limits, unit.ports(), caller);
+        let mut store = Store::new(&inner.engine, state);
+        store.limiter(|state| &mut state.limits);
+        // The deadline counts guest time: when the epoch reaches it, the time
+        // spent in ports since the call began is given back.
+        let timeout = inner.call_timeout;
+        store.set_epoch_deadline(ticks(timeout));
+        store.epoch_deadline_callback(move |store| {
+            Ok(match timeout.checked_sub(store.data().guest_time()) {
+                Some(left) if !left.is_zero() => UpdateDeadline::Continue(ticks(left)),
+                _ => UpdateDeadline::Interrupt,
+            })
+        });
+        let outcome = inner
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| export(instance.chatstore_storage_storage(), &mut store));
+        // The instance and its ports are gone before the unit of work ends.
+        drop(store);
+        let result = match outcome {
+            Ok(Ok(value)) => convert(value),
+            Ok(Err(e)) => Err(FromGuest::error(e)),
+            Err(trap) => {
+                let printed = String::from_utf8_lossy(&stderr.contents())
+                    .trim()
+                    .to_owned();
+                let mut message = if trap.downcast_ref() == Some(&wasmtime::Trap::Interrupt) {
+                    format!(
+                        "the component ran past its deadline of {} ms of guest time ({trap:#})",
+                        timeout.as_millis()
+                    )
+                } else {
+                    format!("the component trapped: {trap:#}")
+                };
+                if !printed.is_empty() {
+                    message.push_str(&format!(" ({printed})"));
+                }
+                Err(Error::unavailable("guest", message))
+            }
+        };
+        settle(unit, result)
+    }
+
+    /// The user's workspace, created on the first call.
+    pub fn ensure_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
+        let user = user_id.to_string();
+        self.call(
+            UseCase::write("ensure-workspace", user_id),
+            |g, s| g.call_ensure_workspace(s, &user),
+            FromGuest::workspace,
+        )
+    }
+
+    /// The user's workspace.
+    pub fn get_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
+        let user = user_id.to_string();
+        self.call(
+            UseCase::read("get-workspace", user_id),
+            |g, s| g.call_get_workspace(s, &user),
+            FromGuest::workspace,
+        )
+    }
+
+    /// The bytes the user's workspace stores and its quota.
+    pub fn get_usage(&self, user_id: Uuid) -> Result<WorkspaceUsage, Error> {
+        let user = user_id.to_string();
+        self.call(
+            UseCase::read("get-usage", user_id),
+            |g, s| g.call_get_usage(s, &user),
+            FromGuest::usage,
+        )
+    }
+
+    /// A new chat with its directory and an empty `history.md`.
+    pub fn create_chat(&self, user_id: Uuid) -> Result<Chat, Error> {
+        let user = user_id.to_string();
+        self.call(
+            UseCase::write("create-chat", user_id),
+            |g, s| g.call_create_chat(s, &user),
+            FromGuest::chat,
+        )
+    }
+
+    /// The user's chats, ordered by `(created_at, chat_id)`.
+    pub fn list_chats(&self, user_id: Uuid) -> Result<Vec<Chat>, Error> {
+        let user = user_id.to_string();
+        self.call(
+            UseCase::read("list-chats", user_id),
+            |g, s| g.call_list_chats(s, &user),
+            FromGuest::chats,
+        )
+    }
+
+    /// One of the user's chats.
+    pub fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<Chat, Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(
+            UseCase::read("get-chat", user_id).chat(chat_id),
+            |g, s| g.call_get_chat(s, &user, &chat),
+            FromGuest::chat,
+        )
+    }
+
+    /// Removes a chat, its files and its directory; refused while a sandbox is active on it.
+    pub fn delete_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<(), Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(
+            UseCase::write("delete-chat", user_id).chat(chat_id),
+            |g, s| g.call_delete_chat(s, &user, &chat),
+            Ok,
+        )
+    }
+
+    /// The chat's history.
+    pub fn read_history(&self, user_id: Uuid, chat_id: Uuid) -> Result<String, Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(
+            UseCase::read("read-history", user_id).chat(chat_id),
+            |g, s| g.call_read_history(s, &user, &chat),
+            Ok,
+        )
+    }
+
+    /// Replaces the chat's history.
+    pub fn write_history(&self, user_id: Uuid, chat_id: Uuid, content: &str) -> Result<(), Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(
+            UseCase::write("write-history", user_id).chat(chat_id),
+            |g, s| g.call_write_history(s, &user, &chat, content),
+            Ok,
+        )
+    }
+
+    /// Appends to the chat's history.
+    pub fn append_history(&self, user_id: Uuid, chat_id: Uuid, content: &str) -> Result<(), Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(
+            UseCase::write("append-history", user_id).chat(chat_id),
+            |g, s| g.call_append_history(s, &user, &chat, content),
+            Ok,
+        )
+    }
+
+    /// Stores an attachment, replacing any of that name with a new file id.
+    pub fn upload_attachment(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        name: &str,
+        content_type: Option<&str>,
+        content: &[u8],
+    ) -> Result<ChatFile, Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(
+            UseCase::write("upload-attachment", user_id).chat(chat_id),
+            |g, s| g.call_upload_attachment(s, &user, &chat, name, content_type, content),
+            FromGuest::chat_file,
+        )
+    }
+
+    /// The chat's attachments, ordered by `(created_at, file_id)`.
+    pub fn list_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<Vec<ChatFile>, Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(
+            UseCase::read("list-attachments", user_id).chat(chat_id),
+            |g, s| g.call_list_attachments(s, &user, &chat),
+            FromGuest::chat_files,
+        )
+    }
+
+    /// One attachment's metadata.
+    pub fn get_attachment(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        file_id: Uuid,
+    ) -> Result<ChatFile, Error> {
+        let (user, chat, file) = (
+            user_id.to_string(),
+            chat_id.to_string(),
+            file_id.to_string(),
+        );
+        self.call(
+            UseCase::read("get-attachment", user_id)
+                .chat(chat_id)
+                .file(file_id),
+            |g, s| g.call_get_attachment(s, &user, &chat, &file),
+            FromGuest::chat_file,
+        )
+    }
+
+    /// One attachment's bytes.
+    pub fn read_attachment(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        file_id: Uuid,
+    ) -> Result<Vec<u8>, Error> {
+        let (user, chat, file) = (
+            user_id.to_string(),
+            chat_id.to_string(),
+            file_id.to_string(),
+        );
+        self.call(
+            UseCase::read("read-attachment", user_id)
+                .chat(chat_id)
+                .file(file_id),
+            |g, s| g.call_read_attachment(s, &user, &chat, &file),
+            Ok,
+        )
+    }
+
+    /// Removes one attachment.
+    pub fn delete_attachment(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        file_id: Uuid,
+    ) -> Result<(), Error> {
+        let (user, chat, file) = (
+            user_id.to_string(),
+            chat_id.to_string(),
+            file_id.to_string(),
+        );
+        self.call(
+            UseCase::write("delete-attachment", user_id)
+                .chat(chat_id)
+                .file(file_id),
+            |g, s| g.call_delete_attachment(s, &user, &chat, &file),
+            Ok,
+        )
+    }
+
+    /// Removes every attachment of the chat, keeping its history; refused
+    /// while a sandbox is active on it.
+    pub fn clear_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<(), Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        self.call(
+            UseCase::write("clear-attachments", user_id).chat(chat_id),
+            |g, s| g.call_clear_attachments(s, &user, &chat),
+            Ok,
+        )
+    }
+
+    /// Marks a sandbox session active on the chat, as the sandbox subsystem
+    /// would; `delete_chat` and `clear_attachments` are refused until it ends.
+    pub fn start_sandbox(&self, chat_id: Uuid) -> Result<SandboxSession, Error> {
+        self.with_ports(Access::Write, |ports, records| {
+            if ports
+                .chats
+                .get(chat_id)
+                .map_err(unavailable("chat-repository"))?
+                .is_none()
+            {
+                return Err(Error::ChatNotFound(chat_id));
+            }
+            let session = SandboxSession {
+                session_id: ports.ids.new_id().map_err(unavailable("id-generator"))?,
+                chat_id,
+            };
+            records
+                .start_sandbox(&session)
+                .map_err(unavailable("sandbox-session-repository"))?;
+            Ok(session)
+        })
+    }
+
+    /// Ends the chat's active sandbox session; returns it, or `None` if there was none.
+    pub fn end_sandbox(&self, chat_id: Uuid) -> Result<Option<SandboxSession>, Error> {
+        self.with_ports(Access::Write, |_, records| {
+            records
+                .end_sandbox(chat_id)
+                .map_err(unavailable("sandbox-session-repository"))
+        })
+    }
+}
+
+/// Ends a unit of work by the call's outcome: commit on `Ok`, roll back on `Err`.
+fn settle<T>(unit: Box<dyn UnitOfWork>, result: Result<T, Error>) -> Result<T, Error> {
+    match result {
+        Ok(value) => {
+            unit.commit().map_err(unavailable("transaction"))?;
+            Ok(value)
+        }
+        Err(e) => {
+            unit.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// Maps a port's failure to `storage_unavailable` for calls the host makes itself.
+fn unavailable(port: &'static str) -> impl Fn(PortError) -> Error {
+    move |e| Error::unavailable(port, e.message)
+}
