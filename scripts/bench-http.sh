@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load figures for the HTTP API: wrk against a release build on loopback.
-# Prints requests/s and latency percentiles for GET history and a 64 KiB upload.
+# Prints requests/s and latency percentiles for /healthz (the server alone),
+# GET history and a 64 KiB upload, one after the other on one server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "bench-http: needs wrk (apt-get install wrk)" >&2; exit 1; }
@@ -23,13 +24,15 @@ chat=$(curl -sf -X POST -H "X-User-Id: $user" "$base/v1/chats" | sed -E 's/.*"ch
 head -c 1024 /dev/zero | tr '\0' 'h' | curl -sf -X PUT -H "X-User-Id: $user" --data-binary @- "$base/v1/chats/$chat/history"
 
 cat > "$work/upload.lua" <<LUA
-wrk.method = "PUT"
+wrk.method = "POST"
 wrk.body = string.rep("x", 65536)
 wrk.headers["Content-Type"] = "application/octet-stream"
 wrk.headers["X-User-Id"] = "$user"
 LUA
 
+echo "== GET /healthz, $connections connections, $duration"
+wrk -t2 -c"$connections" -d"$duration" --latency "$base/healthz"
 echo "== GET /v1/chats/{id}/history (1 KiB), $connections connections, $duration"
 wrk -t2 -c"$connections" -d"$duration" --latency -H "X-User-Id: $user" "$base/v1/chats/$chat/history"
-echo "== PUT /v1/chats/{id}/files/{name} (64 KiB, replacing), $connections connections, $duration"
-wrk -t2 -c"$connections" -d"$duration" --latency -s "$work/upload.lua" "$base/v1/chats/$chat/files/bench.bin"
+echo "== POST /v1/chats/{id}/files?name=bench.bin (64 KiB, replacing), $connections connections, $duration"
+wrk -t2 -c"$connections" -d"$duration" --latency -s "$work/upload.lua" "$base/v1/chats/$chat/files?name=bench.bin"

@@ -1,5 +1,5 @@
-//! The policy of DESIGN.md, observed through the real component and the
-//! real filesystem: each rule from the host API and on disk.
+//! The policy's rules (the README's "The rules"), observed through the real
+//! component and the real filesystem: each rule from the host API and on disk.
 
 use chatstore_host::unit::Access;
 use chatstore_host::{Error, Timestamp};

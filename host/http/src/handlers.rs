@@ -77,6 +77,47 @@ fn id(s: &str) -> Result<Uuid, Failure> {
     Ok(parse_id(s)?)
 }
 
+/// The caller and the chat its path names.
+pub(crate) struct InChat {
+    user: Uuid,
+    chat: Uuid,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InChat {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        let User(user) = User::from_request_parts(parts, state).await?;
+        let Segments(chat) = Segments::<String>::from_request_parts(parts, state).await?;
+        Ok(InChat {
+            user,
+            chat: id(&chat)?,
+        })
+    }
+}
+
+/// The caller, and the chat and file its path names.
+pub(crate) struct InFile {
+    user: Uuid,
+    chat: Uuid,
+    file: Uuid,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InFile {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        let User(user) = User::from_request_parts(parts, state).await?;
+        let Segments((chat, file)) =
+            Segments::<(String, String)>::from_request_parts(parts, state).await?;
+        Ok(InFile {
+            user,
+            chat: id(&chat)?,
+            file: id(&file)?,
+        })
+    }
+}
+
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     (status, Json(value)).into_response()
 }
@@ -159,12 +200,7 @@ pub(crate) async fn list_chats(State(app): AppState, User(user): User) -> Reply 
 /// One of the user's chats.
 #[utoipa::path(get, path = "/v1/chats/{chat_id}", tag = "chats", params(UserHeader, ChatPath),
     responses((status = 200, description = "The chat", body = Chat)))]
-pub(crate) async fn get_chat(
-    State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
-) -> Reply {
-    let chat = id(&chat)?;
+pub(crate) async fn get_chat(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     let chat = app.run(move |s| s.get_chat(user, chat)).await?;
     Ok(json(StatusCode::OK, &chat))
 }
@@ -172,12 +208,7 @@ pub(crate) async fn get_chat(
 /// Deletes a chat, its files and its directory; refused while a sandbox is active on it.
 #[utoipa::path(delete, path = "/v1/chats/{chat_id}", tag = "chats", params(UserHeader, ChatPath),
     responses((status = 204, description = "Deleted")))]
-pub(crate) async fn delete_chat(
-    State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
-) -> Reply {
-    let chat = id(&chat)?;
+pub(crate) async fn delete_chat(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     app.run(move |s| s.delete_chat(user, chat)).await?;
     Ok(no_content())
 }
@@ -205,12 +236,7 @@ pub(crate) struct FilePath {
 /// The chat's `history.md`.
 #[utoipa::path(get, path = "/v1/chats/{chat_id}/history", tag = "history", params(UserHeader, ChatPath),
     responses((status = 200, description = "The history", body = String, content_type = "text/markdown")))]
-pub(crate) async fn read_history(
-    State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
-) -> Reply {
-    let chat = id(&chat)?;
+pub(crate) async fn read_history(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     let history = app.run(move |s| s.read_history(user, chat)).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
@@ -225,11 +251,9 @@ pub(crate) async fn read_history(
     responses((status = 204, description = "Replaced")))]
 pub(crate) async fn write_history(
     State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
+    InChat { user, chat }: InChat,
     body: Body,
 ) -> Reply {
-    let chat = id(&chat)?;
     let content = text_body(&app, body).await?;
     app.run(move |s| s.write_history(user, chat, &content))
         .await?;
@@ -242,11 +266,9 @@ pub(crate) async fn write_history(
     responses((status = 204, description = "Appended")))]
 pub(crate) async fn append_history(
     State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
+    InChat { user, chat }: InChat,
     body: Body,
 ) -> Reply {
-    let chat = id(&chat)?;
     let content = text_body(&app, body).await?;
     app.run(move |s| s.append_history(user, chat, &content))
         .await?;
@@ -287,12 +309,7 @@ fn too_large(app: &App) -> Failure {
 /// The chat's attachments, oldest first.
 #[utoipa::path(get, path = "/v1/chats/{chat_id}/files", tag = "files", params(UserHeader, ChatPath),
     responses((status = 200, description = "The attachments, by (created_at, file_id)", body = Vec<ChatFile>)))]
-pub(crate) async fn list_files(
-    State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
-) -> Reply {
-    let chat = id(&chat)?;
+pub(crate) async fn list_files(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     let files = app.run(move |s| s.list_attachments(user, chat)).await?;
     Ok(json(StatusCode::OK, &files))
 }
@@ -321,13 +338,11 @@ pub(crate) struct UploadQuery {
         headers(("location" = String, description = "The attachment's URL")))))]
 pub(crate) async fn upload_file(
     State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
+    InChat { user, chat }: InChat,
     QueryOf(query): QueryOf<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Reply {
-    let chat = id(&chat)?;
     // A missing name is the empty name, which the policy refuses.
     let name = query.name.unwrap_or_default();
     let declared = headers
@@ -364,12 +379,7 @@ pub(crate) async fn upload_file(
 /// a sandbox is active on it.
 #[utoipa::path(delete, path = "/v1/chats/{chat_id}/files", tag = "files", params(UserHeader, ChatPath),
     responses((status = 204, description = "Cleared")))]
-pub(crate) async fn clear_files(
-    State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
-) -> Reply {
-    let chat = id(&chat)?;
+pub(crate) async fn clear_files(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     app.run(move |s| s.clear_attachments(user, chat)).await?;
     Ok(no_content())
 }
@@ -377,12 +387,7 @@ pub(crate) async fn clear_files(
 /// One attachment's metadata.
 #[utoipa::path(get, path = "/v1/chats/{chat_id}/files/{file_id}", tag = "files", params(UserHeader, FilePath),
     responses((status = 200, description = "The attachment", body = ChatFile)))]
-pub(crate) async fn get_file(
-    State(app): AppState,
-    User(user): User,
-    Segments((chat, file)): Segments<(String, String)>,
-) -> Reply {
-    let (chat, file) = (id(&chat)?, id(&file)?);
+pub(crate) async fn get_file(State(app): AppState, InFile { user, chat, file }: InFile) -> Reply {
     let file = app.run(move |s| s.get_attachment(user, chat, file)).await?;
     Ok(json(StatusCode::OK, &file))
 }
@@ -392,10 +397,8 @@ pub(crate) async fn get_file(
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_file(
     State(app): AppState,
-    User(user): User,
-    Segments((chat, file)): Segments<(String, String)>,
+    InFile { user, chat, file }: InFile,
 ) -> Reply {
-    let (chat, file) = (id(&chat)?, id(&file)?);
     app.run(move |s| s.delete_attachment(user, chat, file))
         .await?;
     Ok(no_content())
@@ -405,12 +408,7 @@ pub(crate) async fn delete_file(
 #[utoipa::path(get, path = "/v1/chats/{chat_id}/files/{file_id}/content", tag = "files", params(UserHeader, FilePath),
     responses((status = 200, description = "The bytes", body = Vec<u8>, content_type = "application/octet-stream",
         headers(("etag" = String, description = "The file id: a replacement always has another")))))]
-pub(crate) async fn read_file(
-    State(app): AppState,
-    User(user): User,
-    Segments((chat, file)): Segments<(String, String)>,
-) -> Reply {
-    let (chat, file) = (id(&chat)?, id(&file)?);
+pub(crate) async fn read_file(State(app): AppState, InFile { user, chat, file }: InFile) -> Reply {
     let (meta, bytes) = app
         .run(move |s| {
             Ok((
@@ -438,12 +436,7 @@ pub(crate) async fn read_file(
 /// deleting the chat or clearing its files is refused until it ends.
 #[utoipa::path(put, path = "/v1/chats/{chat_id}/sandbox", tag = "sandbox", params(UserHeader, ChatPath),
     responses((status = 200, description = "The active session", body = SandboxSession)))]
-pub(crate) async fn start_sandbox(
-    State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
-) -> Reply {
-    let chat = id(&chat)?;
+pub(crate) async fn start_sandbox(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     // The chat must be the caller's: the same lookup any use case makes.
     let session = app
         .run(move |s| {
@@ -457,12 +450,7 @@ pub(crate) async fn start_sandbox(
 /// Ends the chat's sandbox session, if one is active.
 #[utoipa::path(delete, path = "/v1/chats/{chat_id}/sandbox", tag = "sandbox", params(UserHeader, ChatPath),
     responses((status = 204, description = "No session is active")))]
-pub(crate) async fn stop_sandbox(
-    State(app): AppState,
-    User(user): User,
-    Segments(chat): Segments<String>,
-) -> Reply {
-    let chat = id(&chat)?;
+pub(crate) async fn stop_sandbox(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     app.run(move |s| {
         s.get_chat(user, chat)?;
         s.end_sandbox(chat)
