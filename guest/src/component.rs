@@ -394,6 +394,10 @@ fn out<T, U>(r: Result<T, StorageError>, f: impl FnOnce(T) -> U) -> Out<U> {
     r.map(f).map_err(storage_error)
 }
 
+fn done(r: Result<(), StorageError>) -> Out<()> {
+    r.map_err(storage_error)
+}
+
 /// A [`Policy`] as the `Guest` of the `storage` interface: each export
 /// converts its WIT values and runs the policy's function over the imports.
 pub struct Exported<P>(PhantomData<P>);
@@ -420,18 +424,18 @@ impl<P: Policy> Guest for Exported<P> {
         out(P::get_chat(&storage(), &user_id, &chat_id), |c| chat(&c))
     }
     fn delete_chat(user_id: String, chat_id: String) -> Out<()> {
-        out(P::delete_chat(&storage(), &user_id, &chat_id), |()| ())
+        done(P::delete_chat(&storage(), &user_id, &chat_id))
     }
     fn read_history(user_id: String, chat_id: String) -> Out<String> {
         out(P::read_history(&storage(), &user_id, &chat_id), |h| h)
     }
     fn write_history(user_id: String, chat_id: String, content: String) -> Out<()> {
         let r = P::write_history(&storage(), &user_id, &chat_id, &content);
-        out(r, |()| ())
+        done(r)
     }
     fn append_history(user_id: String, chat_id: String, content: String) -> Out<()> {
         let r = P::append_history(&storage(), &user_id, &chat_id, &content);
-        out(r, |()| ())
+        done(r)
     }
     fn upload_attachment(
         user_id: String,
@@ -465,11 +469,9 @@ impl<P: Policy> Guest for Exported<P> {
     }
     fn delete_attachment(user_id: String, chat_id: String, file_id: String) -> Out<()> {
         let r = P::delete_attachment(&storage(), &user_id, &chat_id, &file_id);
-        out(r, |()| ())
+        done(r)
     }
     fn clear_attachments(user_id: String, chat_id: String) -> Out<()> {
-        out(P::clear_attachments(&storage(), &user_id, &chat_id), |()| {
-            ()
-        })
+        done(P::clear_attachments(&storage(), &user_id, &chat_id))
     }
 }
