@@ -1,8 +1,9 @@
 //! Symlinks a sandbox plants in a chat directory cannot lead the host
-//! outside it: reads fail, writes replace the link, nothing outside changes.
+//! anywhere: the host never follows one, so reads and appends fail, writes
+//! replace the link, and nothing outside changes.
 
 use chatstore_host::Error;
-use chatstore_tests::{Harness, snapshot};
+use chatstore_tests::{Harness, attachment, history, snapshot};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
@@ -27,11 +28,11 @@ fn read_attachment_does_not_follow_a_symlink_out_of_the_chat_directory() {
     let c = chat.chat_id;
     let abs = h
         .store
-        .upload_attachment(user, c, "abs.txt", None, b"mine")
+        .upload_attachment(user, c, "abs.txt", None, &b"mine"[..])
         .unwrap();
     let rel = h
         .store
-        .upload_attachment(user, c, "rel.txt", None, b"mine")
+        .upload_attachment(user, c, "rel.txt", None, &b"mine"[..])
         .unwrap();
     let dir = h.chat_dir(&chat);
     fs::remove_file(dir.join("abs.txt")).unwrap();
@@ -45,7 +46,7 @@ fn read_attachment_does_not_follow_a_symlink_out_of_the_chat_directory() {
     );
 
     for file in [abs, rel] {
-        let read = h.store.read_attachment(user, c, file.file_id);
+        let read = attachment(&h.store, user, c, file.file_id);
         assert!(is_unavailable(read.clone()), "{read:?}");
     }
 }
@@ -66,7 +67,7 @@ fn upload_attachment_replaces_a_planted_symlink_instead_of_writing_through_it() 
 
     for name in ["report.txt", "relative.txt"] {
         h.store
-            .upload_attachment(user, chat.chat_id, name, None, b"overwritten?")
+            .upload_attachment(user, chat.chat_id, name, None, &b"overwritten?"[..])
             .unwrap();
         let meta = fs::symlink_metadata(dir.join(name)).unwrap();
         assert!(meta.file_type().is_file(), "{name} is now a regular file");
@@ -80,52 +81,48 @@ fn history_md_cannot_be_redirected_outside() {
     let h = Harness::new();
     let out = outside(&h);
     let (user, chat) = h.user_with_chat();
-    let history = h.chat_dir(&chat).join("history.md");
-    fs::remove_file(&history).unwrap();
-    symlink(out.join("secret.txt"), &history).unwrap();
+    let history_md = h.chat_dir(&chat).join("history.md");
+    fs::remove_file(&history_md).unwrap();
+    symlink(out.join("secret.txt"), &history_md).unwrap();
     let outside_before = snapshot(&out);
 
-    assert!(is_unavailable(h.store.read_history(user, chat.chat_id)));
+    assert!(is_unavailable(history(&h.store, user, chat.chat_id)));
     assert!(is_unavailable(h.store.append_history(
         user,
         chat.chat_id,
-        "appended?"
+        "appended?".as_bytes()
     )));
     assert_eq!(snapshot(&out), outside_before);
 
-    // Replacing needs the old size for the quota, which cannot be read.
-    assert!(is_unavailable(h.store.write_history(
-        user,
-        chat.chat_id,
-        "# fresh\n"
-    )));
+    // Replacing the history replaces the link, not what it points at.
+    h.store
+        .write_history(user, chat.chat_id, "# fresh\n".as_bytes())
+        .unwrap();
     assert_eq!(snapshot(&out), outside_before);
     assert!(
-        fs::symlink_metadata(&history)
+        fs::symlink_metadata(&history_md)
             .unwrap()
             .file_type()
-            .is_symlink()
+            .is_file()
     );
+    assert_eq!(history(&h.store, user, chat.chat_id).unwrap(), "# fresh\n");
 }
 
 #[test]
-fn a_symlink_that_stays_inside_the_chat_directory_still_works() {
+fn a_symlink_is_not_followed_even_inside_the_chat_directory() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
     let c = chat.chat_id;
     let dir = h.chat_dir(&chat);
     let file = h
         .store
-        .upload_attachment(user, c, "alias.txt", None, b"old")
+        .upload_attachment(user, c, "alias.txt", None, &b"old"[..])
         .unwrap();
     fs::create_dir(dir.join("out")).unwrap();
     fs::write(dir.join("out/result.txt"), b"sandbox result").unwrap();
     fs::remove_file(dir.join("alias.txt")).unwrap();
     symlink("out/result.txt", dir.join("alias.txt")).unwrap();
-    assert_eq!(
-        h.store.read_attachment(user, c, file.file_id).unwrap(),
-        b"sandbox result"
-    );
+    assert!(is_unavailable(attachment(&h.store, user, c, file.file_id)));
 }
 
 #[test]
@@ -135,7 +132,7 @@ fn usage_does_not_count_what_a_symlink_points_at() {
     fs::write(out.join("huge.bin"), vec![0u8; 50_000]).unwrap();
     let (user, chat) = h.user_with_chat();
     h.store
-        .upload_attachment(user, chat.chat_id, "a", None, &[1; 10])
+        .upload_attachment(user, chat.chat_id, "a", None, &[1; 10][..])
         .unwrap();
     symlink(out.join("huge.bin"), h.chat_dir(&chat).join("huge.bin")).unwrap();
     symlink(&out, h.chat_dir(&chat).join("outside-dir")).unwrap();

@@ -4,7 +4,7 @@
 use chatstore_host::fsck::fsck;
 use chatstore_host::{ChatStore, Error, Metadata};
 use chatstore_tests::script::{Model, content};
-use chatstore_tests::{Harness, data_snapshot, snapshot};
+use chatstore_tests::{Harness, attachment, data_snapshot, history, snapshot};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -25,7 +25,7 @@ fn attachments(store: &ChatStore, user: Uuid, chat: Uuid) -> BTreeMap<String, Ve
     files
         .into_iter()
         .map(|f| {
-            let bytes = store.read_attachment(user, chat, f.file_id).expect("read");
+            let bytes = attachment(store, user, chat, f.file_id).expect("read");
             assert_eq!(
                 bytes.len() as u64,
                 f.size_bytes,
@@ -44,10 +44,10 @@ fn everything_written_before_an_orderly_restart_reads_back_identically() {
     let (user, chat) = h.user_with_chat();
     let second = h.store.create_chat(user).unwrap();
     h.store
-        .write_history(user, chat.chat_id, "# before restart\n")
+        .write_history(user, chat.chat_id, "# before restart\n".as_bytes())
         .unwrap();
     h.store
-        .append_history(user, chat.chat_id, "more\n")
+        .append_history(user, chat.chat_id, "more\n".as_bytes())
         .unwrap();
     h.store
         .upload_attachment(
@@ -55,11 +55,11 @@ fn everything_written_before_an_orderly_restart_reads_back_identically() {
             chat.chat_id,
             "a.bin",
             Some("application/x"),
-            &[9; 5000],
+            &[9; 5000][..],
         )
         .unwrap();
     h.store
-        .upload_attachment(user, second.chat_id, "b.txt", None, b"bee")
+        .upload_attachment(user, second.chat_id, "b.txt", None, &b"bee"[..])
         .unwrap();
     h.store.start_sandbox(second.chat_id).unwrap();
     let before = (
@@ -67,7 +67,7 @@ fn everything_written_before_an_orderly_restart_reads_back_identically() {
         h.store.list_chats(user).unwrap(),
         h.store.list_attachments(user, chat.chat_id).unwrap(),
         h.store.list_attachments(user, second.chat_id).unwrap(),
-        h.store.read_history(user, chat.chat_id).unwrap(),
+        history(&h.store, user, chat.chat_id).unwrap(),
         attachments(&h.store, user, chat.chat_id),
         h.store.get_usage(user).unwrap(),
     );
@@ -81,7 +81,7 @@ fn everything_written_before_an_orderly_restart_reads_back_identically() {
         reopened.list_chats(user).unwrap(),
         reopened.list_attachments(user, chat.chat_id).unwrap(),
         reopened.list_attachments(user, second.chat_id).unwrap(),
-        reopened.read_history(user, chat.chat_id).unwrap(),
+        history(&reopened, user, chat.chat_id).unwrap(),
         attachments(&reopened, user, chat.chat_id),
         reopened.get_usage(user).unwrap(),
     );
@@ -126,7 +126,7 @@ fn sixteen_threads_racing_for_the_last_bytes(metadata: Metadata) {
                             chat.chat_id,
                             &format!("w{i}"),
                             None,
-                            &[i as u8; SIZE],
+                            &[i as u8; SIZE][..],
                         )
                         .map(drop)
                 })
@@ -174,13 +174,13 @@ fn concurrent_appends_lose_no_update(metadata: Metadata) {
             s.spawn(move || {
                 for i in 0..APPENDS {
                     store
-                        .append_history(user, chat.chat_id, &format!("t{t}-{i}\n"))
+                        .append_history(user, chat.chat_id, format!("t{t}-{i}\n").as_bytes())
                         .unwrap();
                 }
             });
         }
     });
-    let history = h.store.read_history(user, chat.chat_id).unwrap();
+    let history = history(&h.store, user, chat.chat_id).unwrap();
     let mut lines: Vec<&str> = history.lines().collect();
     assert_eq!(lines.len(), THREADS * APPENDS);
     lines.sort();
@@ -321,7 +321,7 @@ fn sigkill_at_many_points_loses_nothing_acknowledged_and_leaves_nothing_torn() {
                     (name, version)
                 })
                 .collect(),
-            history: store.read_history(user, chat.chat_id).unwrap(),
+            history: history(&store, user, chat.chat_id).unwrap(),
         };
         let committed = actual == one_more && one_more != done;
         assert!(

@@ -5,7 +5,7 @@
 use chatstore_host::unit::Access;
 use chatstore_host::{Chat, ChatFile, Error, Uuid};
 use chatstore_testkit::faults::{Fault, FaultInjector};
-use chatstore_tests::Harness;
+use chatstore_tests::{Harness, attachment, history};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,14 +25,14 @@ fn world() -> World {
     let (user, chat) = h.user_with_chat();
     let other_chat = h.store.create_chat(user).unwrap();
     h.store
-        .write_history(user, chat.chat_id, "# history\n")
+        .write_history(user, chat.chat_id, "# history\n".as_bytes())
         .unwrap();
     let file = h
         .store
-        .upload_attachment(user, chat.chat_id, "a.txt", Some("text/plain"), b"abc")
+        .upload_attachment(user, chat.chat_id, "a.txt", Some("text/plain"), &b"abc"[..])
         .unwrap();
     h.store
-        .upload_attachment(user, other_chat.chat_id, "b.txt", None, b"bee")
+        .upload_attachment(user, other_chat.chat_id, "b.txt", None, &b"bee"[..])
         .unwrap();
     World {
         h,
@@ -113,22 +113,24 @@ fn use_cases() -> Vec<(&'static str, UseCase)> {
             w.h.store.delete_chat(w.user, w.other_chat.chat_id)
         }),
         ("read-history", |w| {
-            w.h.store.read_history(w.user, w.chat.chat_id).map(drop)
+            history(&w.h.store, w.user, w.chat.chat_id).map(drop)
         }),
         ("write-history", |w| {
-            w.h.store.write_history(w.user, w.chat.chat_id, "# new\n")
+            w.h.store
+                .write_history(w.user, w.chat.chat_id, "# new\n".as_bytes())
         }),
         ("append-history", |w| {
-            w.h.store.append_history(w.user, w.chat.chat_id, "more\n")
+            w.h.store
+                .append_history(w.user, w.chat.chat_id, "more\n".as_bytes())
         }),
         ("upload-attachment (new)", |w| {
             w.h.store
-                .upload_attachment(w.user, w.chat.chat_id, "new.bin", None, &[7; 5000])
+                .upload_attachment(w.user, w.chat.chat_id, "new.bin", None, &[7; 5000][..])
                 .map(drop)
         }),
         ("upload-attachment (replace)", |w| {
             w.h.store
-                .upload_attachment(w.user, w.chat.chat_id, "a.txt", None, b"replaced")
+                .upload_attachment(w.user, w.chat.chat_id, "a.txt", None, &b"replaced"[..])
                 .map(drop)
         }),
         ("list-attachments", |w| {
@@ -140,9 +142,7 @@ fn use_cases() -> Vec<(&'static str, UseCase)> {
                 .map(drop)
         }),
         ("read-attachment", |w| {
-            w.h.store
-                .read_attachment(w.user, w.chat.chat_id, w.file.file_id)
-                .map(drop)
+            attachment(&w.h.store, w.user, w.chat.chat_id, w.file.file_id).map(drop)
         }),
         ("delete-attachment", |w| {
             w.h.store
@@ -211,7 +211,7 @@ fn a_failure_of_one_chosen_port_is_reported_with_that_port() {
     w.faults.fail_nth(Some("chat-storage"), 1, Fault::DiskFull);
     let err =
         w.h.store
-            .upload_attachment(w.user, w.chat.chat_id, "c.txt", None, b"x")
+            .upload_attachment(w.user, w.chat.chat_id, "c.txt", None, &b"x"[..])
             .unwrap_err();
     assert_eq!(
         err,
@@ -230,6 +230,6 @@ fn a_failure_of_one_chosen_port_is_reported_with_that_port() {
     );
     // The next call works.
     w.h.store
-        .upload_attachment(w.user, w.chat.chat_id, "c.txt", None, b"x")
+        .upload_attachment(w.user, w.chat.chat_id, "c.txt", None, &b"x"[..])
         .unwrap();
 }

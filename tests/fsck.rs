@@ -3,7 +3,7 @@
 
 use chatstore_host::ChatStore;
 use chatstore_host::fsck::{ChatDirRef, fsck};
-use chatstore_tests::Harness;
+use chatstore_tests::{Harness, attachment, history};
 use std::fs;
 
 #[test]
@@ -11,7 +11,7 @@ fn a_consistent_data_directory_is_clean() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
     h.store
-        .upload_attachment(user, chat.chat_id, "a", None, b"abc")
+        .upload_attachment(user, chat.chat_id, "a", None, &b"abc"[..])
         .unwrap();
     let backend = ChatStore::builder()
         .data_dir(h.data_dir())
@@ -30,11 +30,11 @@ fn every_disagreement_is_reported_and_repaired() {
     let c = chat.chat_id;
     let missing = h
         .store
-        .upload_attachment(user, c, "missing.txt", None, b"will vanish")
+        .upload_attachment(user, c, "missing.txt", None, &b"will vanish"[..])
         .unwrap();
     let grown = h
         .store
-        .upload_attachment(user, c, "grown.txt", None, b"short")
+        .upload_attachment(user, c, "grown.txt", None, &b"short"[..])
         .unwrap();
     let dir = h.chat_dir(&chat);
     fs::remove_file(dir.join("missing.txt")).unwrap();
@@ -90,11 +90,11 @@ fn every_disagreement_is_reported_and_repaired() {
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].size_bytes, 15);
     assert_eq!(
-        h.store.read_attachment(user, c, grown.file_id).unwrap(),
+        attachment(&h.store, user, c, grown.file_id).unwrap(),
         b"much longer now"
     );
     assert_eq!(fs::read(dir.join("sandbox-output.csv")).unwrap(), b"1,2\n");
-    assert_eq!(h.store.read_history(user, gone.chat_id).unwrap(), "");
+    assert_eq!(history(&h.store, user, gone.chat_id).unwrap(), "");
     let found = h.data_dir().join("lost+found");
     let moved: Vec<_> = fs::read_dir(&found)
         .unwrap()

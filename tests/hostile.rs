@@ -3,8 +3,8 @@
 //! The host stays up, answers each call with a typed error, refuses every
 //! hostile port call, and touches nothing.
 
-use chatstore_host::{ChatStoreBuilder, Error, Uuid};
-use chatstore_tests::{Harness, data_snapshot, snapshot};
+use chatstore_host::{ChatStoreBuilder, ContentKind, Error, Uuid};
+use chatstore_tests::{Harness, attachment, data_snapshot, history, snapshot};
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -140,10 +140,10 @@ fn a_guest_cannot_read_or_touch_another_users_chat_through_the_ports() {
     let workspace = builtin.ensure_workspace(alice).unwrap();
     let chat = builtin.create_chat(alice).unwrap();
     builtin
-        .write_history(alice, chat.chat_id, "# alice\n")
+        .write_history(alice, chat.chat_id, "# alice\n".as_bytes())
         .unwrap();
     let file = builtin
-        .upload_attachment(alice, chat.chat_id, "secret.txt", None, b"alice only")
+        .upload_attachment(alice, chat.chat_id, "secret.txt", None, &b"alice only"[..])
         .unwrap();
     builtin.start_sandbox(chat.chat_id).unwrap();
     let bob = Uuid::now_v7();
@@ -171,21 +171,28 @@ fn a_guest_cannot_read_or_touch_another_users_chat_through_the_ports() {
         vec![file.clone()]
     );
     assert_eq!(
-        builtin
-            .read_attachment(alice, chat.chat_id, file.file_id)
-            .unwrap(),
+        attachment(&builtin, alice, chat.chat_id, file.file_id).unwrap(),
         b"alice only"
     );
-    assert_eq!(
-        builtin.read_history(alice, chat.chat_id).unwrap(),
-        "# alice\n"
-    );
+    assert_eq!(history(&builtin, alice, chat.chat_id).unwrap(), "# alice\n");
     assert_eq!(builtin.get_workspace(alice).unwrap(), workspace);
     assert_eq!(builtin.list_chats(bob).unwrap(), vec![]);
 }
 
+/// The hostile policy's report of what it did with the content of an upload.
+fn abuse(h: &Harness, user: Uuid, chat: Uuid, content: chatstore_host::StagedContent) -> String {
+    match h
+        .store
+        .upload_staged(user, chat, "mine.bin", None, content)
+        .unwrap_err()
+    {
+        Error::StorageUnavailable { port, message } if port == "report" => message,
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
-fn one_call_cannot_write_more_than_the_quota_whatever_the_policy() {
+fn staged_content_is_stored_once_by_its_token_and_only_if_it_fits_one_call() {
     const QUOTA: u64 = 4 << 20;
     let h = Harness::with(|b| hostile(b).quota_bytes(QUOTA));
     let builtin = chatstore_host::ChatStore::builder()
@@ -197,31 +204,67 @@ fn one_call_cannot_write_more_than_the_quota_whatever_the_policy() {
     builtin.ensure_workspace(bob).unwrap();
     let chat = builtin.create_chat(bob).unwrap();
     let disk_before = data_snapshot(&h.data_dir());
+    let stage = |bytes: u64| {
+        h.store
+            .staging()
+            .stage(
+                std::io::Read::take(std::io::repeat(1), bytes),
+                ContentKind::Bytes,
+                u64::MAX,
+            )
+            .unwrap()
+    };
 
+    // Small content: a forged token is refused, the real one is stored
+    // once, and nothing else can be made of it.
+    let report = abuse(&h, bob, chat.chat_id, stage(10));
+    println!("{report}");
+    let parts: Vec<&str> = report.split("; ").collect();
+    assert!(
+        parts[0].starts_with("forged refused (chat-storage: no content was staged"),
+        "{report}"
+    );
+    assert_eq!(parts[1], "stored accepted", "{report}");
+    for (part, what) in parts[2..].iter().zip(["again", "history", "append"]) {
+        assert!(
+            part.starts_with(&format!(
+                "{what} refused (chat-storage: that staged content is already stored"
+            )),
+            "{report}"
+        );
+    }
+    // Content past the quota: the policy ignores the quota, the host does not.
+    let report = abuse(&h, bob, chat.chat_id, stage(QUOTA + 1));
+    println!("{report}");
+    assert!(
+        report.contains(&format!(
+            "stored refused (chat-storage: refused to write {} bytes",
+            QUOTA + 1
+        )),
+        "{report}"
+    );
+    // The calls failed, so nothing they stored stays, staged or not.
+    assert_eq!(data_snapshot(&h.data_dir()), disk_before);
+    assert_eq!(builtin.get_usage(bob).unwrap().used_bytes, 0);
+}
+
+#[test]
+fn a_call_serves_one_file() {
+    let h = Harness::with(hostile);
+    let builtin = chatstore_host::ChatStore::builder()
+        .data_dir(h.data_dir())
+        .build()
+        .unwrap();
+    let bob = Uuid::now_v7();
+    builtin.ensure_workspace(bob).unwrap();
+    let chat = builtin.create_chat(bob).unwrap();
     let report = match h.store.clear_attachments(bob, chat.chat_id).unwrap_err() {
         Error::StorageUnavailable { port, message } if port == "report" => message,
         other => panic!("{other:?}"),
     };
     println!("{report}");
-    let parts: Vec<&str> = report.split("; ").collect();
-    for (part, what) in parts.iter().zip(["huge", "history", "append"]) {
-        assert!(
-            part.starts_with(&format!("{what} refused (chat-storage: refused to write ")),
-            "{part}"
-        );
-    }
-    let written: u64 = parts[3]
-        .strip_prefix("flood wrote ")
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(written, QUOTA, "{report}");
     assert!(
-        parts[3].contains("then refused (chat-storage: refused to write 1048576 bytes"),
+        report.starts_with("first accepted; second refused (chat-storage: a call opens one file"),
         "{report}"
     );
-    // The call failed, so nothing it wrote stays.
-    assert_eq!(data_snapshot(&h.data_dir()), disk_before);
-    assert_eq!(builtin.get_usage(bob).unwrap().used_bytes, 0);
 }

@@ -121,7 +121,7 @@ proptest! {
                     let name = format!("f{name}");
                     let old = model.get(&name).copied().unwrap_or(0);
                     let fits = size as u64 <= old || used - old + size as u64 <= QUOTA;
-                    let result = h.store.upload_attachment(user, c, &name, None, &vec![b'u'; size]);
+                    let result = h.store.upload_attachment(user, c, &name, None, &vec![b'u'; size][..]);
                     prop_assert_eq!(result.is_ok(), fits, "{:?}", result);
                     if fits {
                         model.insert(name, size as u64);
@@ -139,7 +139,7 @@ proptest! {
                 }
                 Step::Append { size } => {
                     let fits = size == 0 || used + size as u64 <= QUOTA;
-                    let result = h.store.append_history(user, c, &"h".repeat(size));
+                    let result = h.store.append_history(user, c, "h".repeat(size).as_bytes());
                     prop_assert_eq!(result.is_ok(), fits, "{:?}", result);
                     if fits {
                         history += size as u64;

@@ -3,7 +3,8 @@
 
 use chatstore_host::unit::Access;
 use chatstore_host::{Error, Timestamp};
-use chatstore_tests::{Harness, START};
+use chatstore_tests::{Harness, START, attachment, history};
+use sha2::{Digest, Sha256};
 use std::fs;
 use uuid::Uuid;
 
@@ -55,7 +56,7 @@ fn every_call_for_a_user_without_a_workspace_is_workspace_not_found() {
     let (owner, chat) = h.user_with_chat();
     let file = h
         .store
-        .upload_attachment(owner, chat.chat_id, "a.txt", None, b"x")
+        .upload_attachment(owner, chat.chat_id, "a.txt", None, &b"x"[..])
         .unwrap();
     let stranger = Uuid::now_v7();
     let (c, f) = (chat.chat_id, file.file_id);
@@ -67,13 +68,13 @@ fn every_call_for_a_user_without_a_workspace_is_workspace_not_found() {
         code(s.list_chats(stranger)),
         code(s.get_chat(stranger, c)),
         code(s.delete_chat(stranger, c)),
-        code(s.read_history(stranger, c)),
-        code(s.write_history(stranger, c, "x")),
-        code(s.append_history(stranger, c, "x")),
-        code(s.upload_attachment(stranger, c, "b.txt", None, b"x")),
+        code(history(s, stranger, c)),
+        code(s.write_history(stranger, c, "x".as_bytes())),
+        code(s.append_history(stranger, c, "x".as_bytes())),
+        code(s.upload_attachment(stranger, c, "b.txt", None, &b"x"[..])),
         code(s.list_attachments(stranger, c)),
         code(s.get_attachment(stranger, c, f)),
-        code(s.read_attachment(stranger, c, f)),
+        code(attachment(s, stranger, c, f)),
         code(s.delete_attachment(stranger, c, f)),
         code(s.clear_attachments(stranger, c)),
     ];
@@ -98,7 +99,7 @@ fn creating_a_chat_creates_its_directory_and_an_empty_history() {
     let dir = h.chat_dir(&chat);
     assert!(dir.is_dir());
     assert_eq!(fs::read(dir.join("history.md")).unwrap(), b"");
-    assert_eq!(h.store.read_history(user, chat.chat_id).unwrap(), "");
+    assert_eq!(history(&h.store, user, chat.chat_id).unwrap(), "");
     assert_eq!(h.store.get_chat(user, chat.chat_id).unwrap(), chat);
 }
 
@@ -126,11 +127,17 @@ fn attachments_are_listed_by_creation_time_then_id() {
     h.set_time(50);
     let late = h
         .store
-        .upload_attachment(user, c, "late", None, b"1")
+        .upload_attachment(user, c, "late", None, &b"1"[..])
         .unwrap();
     h.set_time(20);
-    let a = h.store.upload_attachment(user, c, "a", None, b"2").unwrap();
-    let b = h.store.upload_attachment(user, c, "b", None, b"3").unwrap();
+    let a = h
+        .store
+        .upload_attachment(user, c, "a", None, &b"2"[..])
+        .unwrap();
+    let b = h
+        .store
+        .upload_attachment(user, c, "b", None, &b"3"[..])
+        .unwrap();
     let mut early = [a, b];
     early.sort_by_key(|f| f.file_id);
     let listed = h.store.list_attachments(user, c).unwrap();
@@ -144,10 +151,10 @@ fn deleting_a_chat_removes_its_metadata_files_and_directory() {
     let other = h.store.create_chat(user).unwrap();
     let file = h
         .store
-        .upload_attachment(user, chat.chat_id, "a.txt", None, b"abc")
+        .upload_attachment(user, chat.chat_id, "a.txt", None, &b"abc"[..])
         .unwrap();
     h.store
-        .upload_attachment(user, other.chat_id, "a.txt", None, b"keep")
+        .upload_attachment(user, other.chat_id, "a.txt", None, &b"keep"[..])
         .unwrap();
     let dir = h.chat_dir(&chat);
     assert!(dir.join("a.txt").is_file());
@@ -176,7 +183,7 @@ fn an_active_sandbox_blocks_deleting_the_chat() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
     h.store
-        .upload_attachment(user, chat.chat_id, "a.txt", None, b"abc")
+        .upload_attachment(user, chat.chat_id, "a.txt", None, &b"abc"[..])
         .unwrap();
     h.store.start_sandbox(chat.chat_id).unwrap();
     let before = h.snapshot();
@@ -210,10 +217,12 @@ fn another_user_can_neither_see_nor_touch_a_chat() {
     let h = Harness::new();
     let (alice, chat) = h.user_with_chat();
     let c = chat.chat_id;
-    h.store.write_history(alice, c, "# private\n").unwrap();
+    h.store
+        .write_history(alice, c, "# private\n".as_bytes())
+        .unwrap();
     let file = h
         .store
-        .upload_attachment(alice, c, "secret.txt", None, b"alice only")
+        .upload_attachment(alice, c, "secret.txt", None, &b"alice only"[..])
         .unwrap();
     let f = file.file_id;
     let bob = Uuid::now_v7();
@@ -223,19 +232,23 @@ fn another_user_can_neither_see_nor_touch_a_chat() {
 
     assert!(s.list_chats(bob).unwrap().is_empty());
     assert_eq!(s.get_chat(bob, c), Err(Error::ChatNotFound(c)));
-    assert_eq!(s.read_history(bob, c), Err(Error::ChatNotFound(c)));
-    assert_eq!(s.write_history(bob, c, "mine"), Err(Error::ChatNotFound(c)));
+    assert_eq!(history(s, bob, c), Err(Error::ChatNotFound(c)));
     assert_eq!(
-        s.append_history(bob, c, "mine"),
+        s.write_history(bob, c, "mine".as_bytes()),
         Err(Error::ChatNotFound(c))
     );
     assert_eq!(
-        s.upload_attachment(bob, c, "x", None, b"x").unwrap_err(),
+        s.append_history(bob, c, "mine".as_bytes()),
+        Err(Error::ChatNotFound(c))
+    );
+    assert_eq!(
+        s.upload_attachment(bob, c, "x", None, &b"x"[..])
+            .unwrap_err(),
         Error::ChatNotFound(c)
     );
     assert_eq!(s.list_attachments(bob, c), Err(Error::ChatNotFound(c)));
     assert_eq!(s.get_attachment(bob, c, f), Err(Error::ChatNotFound(c)));
-    assert_eq!(s.read_attachment(bob, c, f), Err(Error::ChatNotFound(c)));
+    assert_eq!(attachment(s, bob, c, f), Err(Error::ChatNotFound(c)));
     assert_eq!(s.delete_attachment(bob, c, f), Err(Error::ChatNotFound(c)));
     assert_eq!(s.clear_attachments(bob, c), Err(Error::ChatNotFound(c)));
     assert_eq!(s.delete_chat(bob, c), Err(Error::ChatNotFound(c)));
@@ -247,7 +260,7 @@ fn another_user_can_neither_see_nor_touch_a_chat() {
         Err(Error::ChatFileNotFound(f))
     );
     assert_eq!(
-        s.read_attachment(bob, bobs.chat_id, f),
+        attachment(s, bob, bobs.chat_id, f),
         Err(Error::ChatFileNotFound(f))
     );
     assert_eq!(
@@ -261,8 +274,8 @@ fn another_user_can_neither_see_nor_touch_a_chat() {
         .filter(|(p, _)| before.contains_key(p))
         .collect();
     assert_eq!(after, before.into_iter().collect::<Vec<_>>());
-    assert_eq!(s.read_attachment(alice, c, f).unwrap(), b"alice only");
-    assert_eq!(s.read_history(alice, c).unwrap(), "# private\n");
+    assert_eq!(attachment(s, alice, c, f).unwrap(), b"alice only");
+    assert_eq!(history(s, alice, c).unwrap(), "# private\n");
 }
 
 #[test]
@@ -272,7 +285,7 @@ fn a_file_of_another_chat_of_the_same_user_is_not_found() {
     let two = h.store.create_chat(user).unwrap();
     let file = h
         .store
-        .upload_attachment(user, one.chat_id, "a", None, b"x")
+        .upload_attachment(user, one.chat_id, "a", None, &b"x"[..])
         .unwrap();
     let f = file.file_id;
     assert_eq!(
@@ -294,19 +307,21 @@ fn history_is_written_appended_and_read_back_from_history_md() {
     let (user, chat) = h.user_with_chat();
     let path = h.chat_dir(&chat).join("history.md");
     h.store
-        .write_history(user, chat.chat_id, "# Chat\n")
+        .write_history(user, chat.chat_id, "# Chat\n".as_bytes())
         .unwrap();
     assert_eq!(fs::read_to_string(&path).unwrap(), "# Chat\n");
     h.store
-        .append_history(user, chat.chat_id, "**user:** hi\n")
+        .append_history(user, chat.chat_id, "**user:** hi\n".as_bytes())
         .unwrap();
     h.store
-        .append_history(user, chat.chat_id, "**agent:** hello ✓\n")
+        .append_history(user, chat.chat_id, "**agent:** hello ✓\n".as_bytes())
         .unwrap();
     let expected = "# Chat\n**user:** hi\n**agent:** hello ✓\n";
     assert_eq!(fs::read_to_string(&path).unwrap(), expected);
-    assert_eq!(h.store.read_history(user, chat.chat_id).unwrap(), expected);
-    h.store.write_history(user, chat.chat_id, "").unwrap();
+    assert_eq!(history(&h.store, user, chat.chat_id).unwrap(), expected);
+    h.store
+        .write_history(user, chat.chat_id, "".as_bytes())
+        .unwrap();
     assert_eq!(fs::read(&path).unwrap(), b"");
 }
 
@@ -325,7 +340,7 @@ fn an_upload_puts_the_bytes_in_the_chat_directory() {
             chat.chat_id,
             "data.bin",
             Some("application/octet-stream"),
-            &content,
+            &content[..],
         )
         .unwrap();
     assert_eq!(file.chat_id, chat.chat_id);
@@ -341,9 +356,7 @@ fn an_upload_puts_the_bytes_in_the_chat_directory() {
         content
     );
     assert_eq!(
-        h.store
-            .read_attachment(user, chat.chat_id, file.file_id)
-            .unwrap(),
+        attachment(&h.store, user, chat.chat_id, file.file_id).unwrap(),
         content
     );
     assert_eq!(
@@ -361,11 +374,11 @@ fn replacing_a_name_gives_a_new_file_id_and_drops_the_old_file() {
     let c = chat.chat_id;
     let old = h
         .store
-        .upload_attachment(user, c, "report.md", Some("text/markdown"), b"old")
+        .upload_attachment(user, c, "report.md", Some("text/markdown"), &b"old"[..])
         .unwrap();
     let new = h
         .store
-        .upload_attachment(user, c, "report.md", None, b"new and longer")
+        .upload_attachment(user, c, "report.md", None, &b"new and longer"[..])
         .unwrap();
     assert_ne!(old.file_id, new.file_id);
     assert_eq!(
@@ -393,14 +406,14 @@ fn deleting_an_attachment_removes_its_bytes_and_metadata() {
     let (user, chat) = h.user_with_chat();
     let file = h
         .store
-        .upload_attachment(user, chat.chat_id, "a.txt", None, b"abc")
+        .upload_attachment(user, chat.chat_id, "a.txt", None, &b"abc"[..])
         .unwrap();
     h.store
         .delete_attachment(user, chat.chat_id, file.file_id)
         .unwrap();
     assert!(!h.chat_dir(&chat).join("a.txt").exists());
     assert_eq!(
-        h.store.read_attachment(user, chat.chat_id, file.file_id),
+        attachment(&h.store, user, chat.chat_id, file.file_id),
         Err(Error::ChatFileNotFound(file.file_id))
     );
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 0);
@@ -432,7 +445,7 @@ fn bad_attachment_names_are_refused_with_their_codes_and_change_nothing() {
     for (name, expected) in cases {
         let got = h
             .store
-            .upload_attachment(user, chat.chat_id, name, None, b"payload");
+            .upload_attachment(user, chat.chat_id, name, None, &b"payload"[..]);
         assert_eq!(got.unwrap_err(), expected, "{name:?}");
     }
     assert_eq!(h.snapshot(), before);
@@ -444,7 +457,7 @@ fn bad_attachment_names_are_refused_with_their_codes_and_change_nothing() {
     );
     // 255 bytes is still a name.
     h.store
-        .upload_attachment(user, chat.chat_id, &"n".repeat(255), None, b"ok")
+        .upload_attachment(user, chat.chat_id, &"n".repeat(255), None, &b"ok"[..])
         .unwrap();
 }
 
@@ -453,9 +466,15 @@ fn clearing_attachments_keeps_the_history_and_is_blocked_by_a_sandbox() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
     let c = chat.chat_id;
-    h.store.write_history(user, c, "# kept\n").unwrap();
-    h.store.upload_attachment(user, c, "a", None, b"1").unwrap();
-    h.store.upload_attachment(user, c, "b", None, b"2").unwrap();
+    h.store
+        .write_history(user, c, "# kept\n".as_bytes())
+        .unwrap();
+    h.store
+        .upload_attachment(user, c, "a", None, &b"1"[..])
+        .unwrap();
+    h.store
+        .upload_attachment(user, c, "b", None, &b"2"[..])
+        .unwrap();
     let dir = h.chat_dir(&chat);
     fs::create_dir(dir.join("out")).unwrap();
     fs::write(dir.join("out/plot.png"), b"sandbox output").unwrap();
@@ -477,7 +496,7 @@ fn clearing_attachments_keeps_the_history_and_is_blocked_by_a_sandbox() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["history.md"]);
-    assert_eq!(h.store.read_history(user, c).unwrap(), "# kept\n");
+    assert_eq!(history(&h.store, user, c).unwrap(), "# kept\n");
 }
 
 // ---- quota ----
@@ -487,12 +506,14 @@ fn usage_counts_every_byte_in_the_chat_directories_including_sandbox_files() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
     let other = h.store.create_chat(user).unwrap();
-    h.store.write_history(user, chat.chat_id, "12345").unwrap();
     h.store
-        .upload_attachment(user, chat.chat_id, "a", None, &[0; 100])
+        .write_history(user, chat.chat_id, "12345".as_bytes())
         .unwrap();
     h.store
-        .upload_attachment(user, other.chat_id, "b", None, &[0; 20])
+        .upload_attachment(user, chat.chat_id, "a", None, &[0; 100][..])
+        .unwrap();
+    h.store
+        .upload_attachment(user, other.chat_id, "b", None, &[0; 20][..])
         .unwrap();
     fs::create_dir_all(h.chat_dir(&chat).join("work/deep")).unwrap();
     fs::write(h.chat_dir(&chat).join("work/deep/out.csv"), [0u8; 1000]).unwrap();
@@ -502,7 +523,7 @@ fn usage_counts_every_byte_in_the_chat_directories_including_sandbox_files() {
     // Another workspace's bytes are not counted.
     let (stranger, theirs) = h.user_with_chat();
     h.store
-        .upload_attachment(stranger, theirs.chat_id, "c", None, &[0; 7])
+        .upload_attachment(stranger, theirs.chat_id, "c", None, &[0; 7][..])
         .unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 1125);
     assert_eq!(h.store.get_usage(stranger).unwrap().used_bytes, 7);
@@ -514,24 +535,28 @@ fn an_upload_past_the_quota_is_refused_and_leaves_disk_and_metadata_unchanged() 
     let (user, chat) = h.user_with_chat();
     let workspace = h.store.get_workspace(user).unwrap();
     h.store
-        .upload_attachment(user, chat.chat_id, "a", None, &[1; 600])
+        .upload_attachment(user, chat.chat_id, "a", None, &[1; 600][..])
         .unwrap();
     let files_before = h.store.list_attachments(user, chat.chat_id).unwrap();
     let disk_before = h.snapshot();
 
     let refused = h
         .store
-        .upload_attachment(user, chat.chat_id, "b", None, &[2; 401]);
+        .upload_attachment(user, chat.chat_id, "b", None, &[2; 401][..]);
     assert_eq!(
         refused.unwrap_err(),
         Error::WorkspaceQuotaExceeded(workspace.workspace_id)
     );
-    let refused = h.store.append_history(user, chat.chat_id, &"x".repeat(401));
+    let refused = h
+        .store
+        .append_history(user, chat.chat_id, "x".repeat(401).as_bytes());
     assert_eq!(
         refused,
         Err(Error::WorkspaceQuotaExceeded(workspace.workspace_id))
     );
-    let refused = h.store.write_history(user, chat.chat_id, &"x".repeat(401));
+    let refused = h
+        .store
+        .write_history(user, chat.chat_id, "x".repeat(401).as_bytes());
     assert_eq!(
         refused,
         Err(Error::WorkspaceQuotaExceeded(workspace.workspace_id))
@@ -544,7 +569,7 @@ fn an_upload_past_the_quota_is_refused_and_leaves_disk_and_metadata_unchanged() 
     );
     // Exactly up to the quota still fits.
     h.store
-        .upload_attachment(user, chat.chat_id, "b", None, &[2; 400])
+        .upload_attachment(user, chat.chat_id, "b", None, &[2; 400][..])
         .unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 1000);
 }
@@ -554,18 +579,18 @@ fn the_quota_is_counted_net_of_the_replaced_file() {
     let h = Harness::with_quota(1000);
     let (user, chat) = h.user_with_chat();
     h.store
-        .upload_attachment(user, chat.chat_id, "a", None, &[1; 900])
+        .upload_attachment(user, chat.chat_id, "a", None, &[1; 900][..])
         .unwrap();
     // 900 used: 1000 more would not fit as a new file, but does as a replacement.
     assert_eq!(
         code(
             h.store
-                .upload_attachment(user, chat.chat_id, "b", None, &[2; 1000])
+                .upload_attachment(user, chat.chat_id, "b", None, &[2; 1000][..])
         ),
         "workspace_quota_exceeded"
     );
     h.store
-        .upload_attachment(user, chat.chat_id, "a", None, &[2; 1000])
+        .upload_attachment(user, chat.chat_id, "a", None, &[2; 1000][..])
         .unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 1000);
     assert_eq!(
@@ -580,55 +605,70 @@ fn shrinking_writes_pass_even_when_a_sandbox_pushed_the_workspace_over_quota() {
     let (user, chat) = h.user_with_chat();
     let c = chat.chat_id;
     h.store
-        .upload_attachment(user, c, "a", None, &[1; 300])
+        .upload_attachment(user, c, "a", None, &[1; 300][..])
         .unwrap();
-    h.store.write_history(user, c, &"h".repeat(100)).unwrap();
+    h.store
+        .write_history(user, c, "h".repeat(100).as_bytes())
+        .unwrap();
     // The sandbox writes past the quota behind the store's back.
     fs::write(h.chat_dir(&chat).join("sandbox.bin"), vec![0u8; 2000]).unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 2400);
 
     h.store
-        .upload_attachment(user, c, "a", None, &[1; 10])
+        .upload_attachment(user, c, "a", None, &[1; 10][..])
         .unwrap();
-    h.store.write_history(user, c, "short").unwrap();
+    h.store.write_history(user, c, "short".as_bytes()).unwrap();
     assert_eq!(
-        code(h.store.upload_attachment(user, c, "new", None, b"x")),
+        code(h.store.upload_attachment(user, c, "new", None, &b"x"[..])),
         "workspace_quota_exceeded"
     );
     assert_eq!(
-        code(h.store.append_history(user, c, "x")),
+        code(h.store.append_history(user, c, "x".as_bytes())),
         "workspace_quota_exceeded"
     );
     // Empty writes never grow anything.
     h.store
-        .upload_attachment(user, c, "empty", None, b"")
+        .upload_attachment(user, c, "empty", None, &b""[..])
         .unwrap();
-    h.store.append_history(user, c, "").unwrap();
+    h.store.append_history(user, c, "".as_bytes()).unwrap();
 }
 
 // ---- the host survives the guest ----
 
 #[test]
-fn a_trapping_call_is_storage_unavailable_and_the_next_call_works() {
-    let h = Harness::with(|b| b.max_guest_memory(4 << 20));
+fn content_never_enters_the_guest_so_its_memory_does_not_grow_with_it() {
+    const SIZE: u64 = 512 << 20;
+    let h = Harness::with(|b| b.max_guest_memory(16 << 20));
     let (user, chat) = h.user_with_chat();
-    let before = h.snapshot();
-    // 8 MiB cannot be copied into a guest capped at 4 MiB of memory.
-    let err = h
+    // 512 MiB, streamed from a reader that holds none of it.
+    let content = std::io::Read::take(std::io::repeat(7), SIZE);
+    let file = h
         .store
-        .upload_attachment(user, chat.chat_id, "big", None, &vec![7; 8 << 20])
-        .unwrap_err();
-    assert_eq!(err.code(), "storage_unavailable", "{err}");
-    assert!(
-        matches!(&err, Error::StorageUnavailable { port, .. } if port == "guest"),
-        "{err:?}"
-    );
-    assert_eq!(h.snapshot(), before);
-    h.store
-        .upload_attachment(user, chat.chat_id, "small", None, b"fine")
+        .upload_attachment(user, chat.chat_id, "big.bin", None, content)
         .unwrap();
-    assert_eq!(
-        h.store.list_attachments(user, chat.chat_id).unwrap().len(),
-        1
-    );
+    assert_eq!(file.size_bytes, SIZE);
+    let (_, mut served) = h
+        .store
+        .read_attachment(user, chat.chat_id, file.file_id)
+        .unwrap();
+    assert_eq!(served.len(), SIZE);
+    let mut digest = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut read = 0;
+    loop {
+        let n = std::io::Read::read(&mut served, &mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buffer[..n].iter().all(|&b| b == 7));
+        digest.update(&buffer[..n]);
+        read += n as u64;
+    }
+    assert_eq!(read, SIZE);
+    let hex: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(file.sha256.as_deref(), Some(hex.as_str()));
 }

@@ -4,7 +4,7 @@
 pub mod script;
 pub mod venv;
 
-use chatstore_host::{Chat, ChatStore, ChatStoreBuilder, Clock};
+use chatstore_host::{Chat, ChatStore, ChatStoreBuilder, Clock, Error};
 use chatstore_testkit::faults::FaultInjector;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -134,6 +134,20 @@ impl Default for Harness {
     fn default() -> Self {
         Harness::new()
     }
+}
+
+/// A chat's history, read whole through the store.
+pub fn history(store: &ChatStore, user: Uuid, chat: Uuid) -> Result<String, Error> {
+    Ok(store
+        .read_history(user, chat)?
+        .into_string()
+        .expect("a readable UTF-8 history"))
+}
+
+/// An attachment's bytes, read whole through the store.
+pub fn attachment(store: &ChatStore, user: Uuid, chat: Uuid, file: Uuid) -> Result<Vec<u8>, Error> {
+    let (_, content) = store.read_attachment(user, chat, file)?;
+    Ok(content.into_bytes().expect("a readable attachment"))
 }
 
 /// The chat directories and the staging area of a data directory, as

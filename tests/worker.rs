@@ -43,7 +43,13 @@ fn main() -> ExitCode {
                         version,
                         size,
                     } => store
-                        .upload_attachment(user, chat, name, None, &content(name, *version, *size))
+                        .upload_attachment(
+                            user,
+                            chat,
+                            name,
+                            None,
+                            &content(name, *version, *size)[..],
+                        )
                         .map(drop),
                     Op::Delete { name } => {
                         let files = store.list_attachments(user, chat).expect("list");
@@ -53,7 +59,7 @@ fn main() -> ExitCode {
                             .expect("the model's file");
                         store.delete_attachment(user, chat, file.file_id)
                     }
-                    Op::Append { line } => store.append_history(user, chat, line),
+                    Op::Append { line } => store.append_history(user, chat, line.as_bytes()),
                 };
                 if let Err(e) = result {
                     let _ = writeln!(out, "error {i} {e}");
@@ -70,11 +76,11 @@ fn main() -> ExitCode {
             while !Path::new(arg(6)).exists() {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let outcome = match store.upload_attachment(user, chat, arg(4), None, &vec![1u8; size])
-            {
-                Ok(_) => "ok".to_owned(),
-                Err(e) => e.code().to_owned(),
-            };
+            let outcome =
+                match store.upload_attachment(user, chat, arg(4), None, &vec![1u8; size][..]) {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => e.code().to_owned(),
+                };
             println!("{outcome}");
             ExitCode::SUCCESS
         }

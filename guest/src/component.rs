@@ -17,8 +17,8 @@ wit_bindgen::generate!({
 });
 
 use crate::domain::{
-    AttachmentName, Chat, ChatFile, Id, PortError, SandboxSession, StorageError, Timestamp,
-    Workspace, WorkspaceUsage,
+    AttachmentName, Chat, ChatFile, Id, PortError, SandboxSession, StagedContent, StorageError,
+    Timestamp, Workspace, WorkspaceUsage,
 };
 use crate::usecase::ports::{self, PortResult};
 use crate::usecase::{Policy, Ports, Storage};
@@ -97,7 +97,16 @@ fn chat_file(f: &ChatFile) -> wit::ChatFile {
         name: f.name.to_string(),
         content_type: f.content_type.clone(),
         size_bytes: f.size_bytes,
+        sha256: f.sha256.clone(),
         created_at: timestamp(f.created_at),
+    }
+}
+
+fn staged(c: wit::StagedContent) -> StagedContent {
+    StagedContent {
+        token: c.token,
+        size_bytes: c.size_bytes,
+        sha256: c.sha256,
     }
 }
 
@@ -188,6 +197,7 @@ impl Port {
             name: AttachmentName::try_from(f.name).map_err(|_| self.fail("attachment name"))?,
             content_type: f.content_type,
             size_bytes: f.size_bytes,
+            sha256: f.sha256,
             created_at: self.timestamp(f.created_at)?,
         })
     }
@@ -321,30 +331,41 @@ impl ports::ChatStorage for Imports {
     fn ensure_chat(&self, c: &Chat) -> PortResult<()> {
         STORAGE.unit(chat_storage::ensure_chat(&chat(c)))
     }
-    fn read_history(&self, c: &Chat) -> PortResult<String> {
-        STORAGE.result(chat_storage::read_history(&chat(c)), |_, h| Ok(h))
+    fn history_size(&self, c: &Chat) -> PortResult<u64> {
+        STORAGE.result(chat_storage::history_size(&chat(c)), |_, n| Ok(n))
     }
-    fn write_history(&self, c: &Chat, content: &str) -> PortResult<()> {
-        STORAGE.unit(chat_storage::write_history(&chat(c), content))
+    fn open_history(&self, c: &Chat) -> PortResult<()> {
+        STORAGE.unit(chat_storage::open_history(&chat(c)))
     }
-    fn append_history(&self, c: &Chat, content: &str) -> PortResult<()> {
-        STORAGE.unit(chat_storage::append_history(&chat(c), content))
+    fn write_history(&self, c: &Chat, content: &StagedContent) -> PortResult<()> {
+        STORAGE.unit(chat_storage::write_history(&chat(c), &content.token))
+    }
+    fn append_history(&self, c: &Chat, content: &StagedContent) -> PortResult<()> {
+        STORAGE.unit(chat_storage::append_history(&chat(c), &content.token))
     }
     fn delete_chat(&self, c: &Chat) -> PortResult<()> {
         STORAGE.unit(chat_storage::delete_chat(&chat(c)))
     }
-    fn write_attachment(&self, c: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<()> {
+    fn attachment_size(&self, c: &Chat, name: &AttachmentName) -> PortResult<Option<u64>> {
+        STORAGE.result(
+            chat_storage::attachment_size(&chat(c), name.as_str()),
+            |_, n| Ok(n),
+        )
+    }
+    fn write_attachment(
+        &self,
+        c: &Chat,
+        name: &AttachmentName,
+        content: &StagedContent,
+    ) -> PortResult<()> {
         STORAGE.unit(chat_storage::write_attachment(
             &chat(c),
             name.as_str(),
-            content,
+            &content.token,
         ))
     }
-    fn read_attachment(&self, c: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>> {
-        STORAGE.result(
-            chat_storage::read_attachment(&chat(c), name.as_str()),
-            |_, b| Ok(b),
-        )
+    fn open_attachment(&self, c: &Chat, name: &AttachmentName) -> PortResult<()> {
+        STORAGE.unit(chat_storage::open_attachment(&chat(c), name.as_str()))
     }
     fn delete_attachment(&self, c: &Chat, name: &AttachmentName) -> PortResult<()> {
         STORAGE.unit(chat_storage::delete_attachment(&chat(c), name.as_str()))
@@ -426,23 +447,31 @@ impl<P: Policy> Guest for Exported<P> {
     fn delete_chat(user_id: String, chat_id: String) -> Out<()> {
         done(P::delete_chat(&storage(), &user_id, &chat_id))
     }
-    fn read_history(user_id: String, chat_id: String) -> Out<String> {
-        out(P::read_history(&storage(), &user_id, &chat_id), |h| h)
+    fn read_history(user_id: String, chat_id: String) -> Out<()> {
+        done(P::read_history(&storage(), &user_id, &chat_id))
     }
-    fn write_history(user_id: String, chat_id: String, content: String) -> Out<()> {
-        let r = P::write_history(&storage(), &user_id, &chat_id, &content);
-        done(r)
+    fn write_history(user_id: String, chat_id: String, content: wit::StagedContent) -> Out<()> {
+        done(P::write_history(
+            &storage(),
+            &user_id,
+            &chat_id,
+            &staged(content),
+        ))
     }
-    fn append_history(user_id: String, chat_id: String, content: String) -> Out<()> {
-        let r = P::append_history(&storage(), &user_id, &chat_id, &content);
-        done(r)
+    fn append_history(user_id: String, chat_id: String, content: wit::StagedContent) -> Out<()> {
+        done(P::append_history(
+            &storage(),
+            &user_id,
+            &chat_id,
+            &staged(content),
+        ))
     }
     fn upload_attachment(
         user_id: String,
         chat_id: String,
         name: String,
         content_type: Option<String>,
-        content: Vec<u8>,
+        content: wit::StagedContent,
     ) -> Out<wit::ChatFile> {
         let r = P::upload_attachment(
             &storage(),
@@ -450,7 +479,7 @@ impl<P: Policy> Guest for Exported<P> {
             &chat_id,
             &name,
             content_type.as_deref(),
-            &content,
+            &staged(content),
         );
         out(r, |f| chat_file(&f))
     }
@@ -463,9 +492,9 @@ impl<P: Policy> Guest for Exported<P> {
         let r = P::get_attachment(&storage(), &user_id, &chat_id, &file_id);
         out(r, |f| chat_file(&f))
     }
-    fn read_attachment(user_id: String, chat_id: String, file_id: String) -> Out<Vec<u8>> {
+    fn read_attachment(user_id: String, chat_id: String, file_id: String) -> Out<wit::ChatFile> {
         let r = P::read_attachment(&storage(), &user_id, &chat_id, &file_id);
-        out(r, |b| b)
+        out(r, |f| chat_file(&f))
     }
     fn delete_attachment(user_id: String, chat_id: String, file_id: String) -> Out<()> {
         let r = P::delete_attachment(&storage(), &user_id, &chat_id, &file_id);

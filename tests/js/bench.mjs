@@ -18,7 +18,8 @@ try {
   const user = crypto.randomUUID();
   storage.ensureWorkspace(user);
   const chat = storage.createChat(user);
-  storage.appendHistory(user, chat.chatId, 'x'.repeat(1024));
+  storage.appendHistory(user, chat.chatId, host.stage(new TextEncoder().encode('x'.repeat(1024))));
+  host.finishCall();
   const kib = new Uint8Array(1024);
 
   const measure = (name, n, f) => {
@@ -31,8 +32,14 @@ try {
   console.log(`instantiate (bindings loaded)      ${instantiated.toFixed(1).padStart(8)} ms`);
   measure('get-workspace', 20000, () => storage.getWorkspace(user));
   measure('get-chat', 20000, () => storage.getChat(user, chat.chatId));
-  measure('read-history (1 KiB)', 20000, () => storage.readHistory(user, chat.chatId));
-  measure('upload-attachment (1 KiB, replace)', 5000, () => storage.uploadAttachment(user, chat.chatId, 'a.bin', undefined, kib));
+  measure('read-history (1 KiB)', 20000, () => {
+    storage.readHistory(user, chat.chatId);
+    host.finishCall();
+  });
+  measure('upload-attachment (1 KiB, replace)', 5000, () => {
+    storage.uploadAttachment(user, chat.chatId, 'a.bin', undefined, host.stage(kib));
+    host.finishCall();
+  });
 } finally {
   fs.rmSync(root, { recursive: true, force: true });
 }

@@ -59,17 +59,37 @@ test('a symlink a sandbox planted is never followed', () => {
   withChat(({ root, host, storage, user, chat, dir }) => {
     const outside = path.join(root, 'outside.txt');
     fs.writeFileSync(outside, 'secret');
-    const file = storage.uploadAttachment(user, chat.chatId, 'a.txt', undefined, new TextEncoder().encode('mine'));
+    const upload = (text) => {
+      const file = storage.uploadAttachment(user, chat.chatId, 'a.txt', undefined, host.stage(new TextEncoder().encode(text)));
+      host.finishCall();
+      return file;
+    };
+    const file = upload('mine');
     fs.rmSync(path.join(dir, 'a.txt'));
     fs.symlinkSync(outside, path.join(dir, 'a.txt'));
     assert.throws(
       () => storage.readAttachment(user, chat.chatId, file.fileId),
       (e) => e.payload?.tag === 'storage-unavailable' && e.payload.val.port === 'chat-storage',
     );
+    host.finishCall();
     // A write replaces the link itself; the file it pointed to is untouched.
-    storage.uploadAttachment(user, chat.chatId, 'a.txt', undefined, new TextEncoder().encode('new'));
+    upload('new');
     assert.equal(fs.readFileSync(outside, 'utf8'), 'secret');
     assert.equal(fs.lstatSync(path.join(dir, 'a.txt')).isSymbolicLink(), false);
+  });
+});
+
+test('staged content is stored once, by a token the host issued for the call', () => {
+  withChat(({ host, chat }) => {
+    const storagePort = host.ports()['chat-storage'];
+    const refused = (f, why) => assert.throws(f, (e) => why.test(e.payload?.message));
+    refused(() => storagePort.writeAttachment(chat, 'a.txt', 'staged-99'), /no content was staged/);
+    const { token } = host.stage(new TextEncoder().encode('once'));
+    storagePort.writeAttachment(chat, 'a.txt', token);
+    refused(() => storagePort.writeAttachment(chat, 'b.txt', token), /already stored/);
+    refused(() => storagePort.appendHistory(chat, token), /already stored/);
+    host.finishCall();
+    refused(() => storagePort.writeAttachment(chat, 'c.txt', token), /no content was staged/);
   });
 });
 
@@ -80,14 +100,18 @@ test('the ports refuse hostile ids and names from a guest', () => {
     const files = ports['chat-file-repository'];
     const refused = (f) => assert.throws(f, (e) => typeof e.payload?.port === 'string' && /refused/.test(e.payload.message));
     for (const id of ['../../etc', '..', '', 'NOT-A-UUID', '/etc/passwd', chat.chatId.toUpperCase()]) {
-      refused(() => storagePort.readHistory({ ...chat, chatId: id }));
-      refused(() => storagePort.writeHistory({ ...chat, workspaceId: id }, 'x'));
+      refused(() => storagePort.openHistory({ ...chat, chatId: id }));
+      refused(() => storagePort.historySize({ ...chat, chatId: id }));
+      refused(() => storagePort.writeHistory({ ...chat, workspaceId: id }, host.stage(new Uint8Array([1])).token));
       refused(() => files.listByChatId(id));
     }
     for (const name of ['', '.', '..', '../x', 'a/b', 'a\\b', 'a\0b', 'history.md', 'n'.repeat(256)]) {
-      refused(() => storagePort.writeAttachment(chat, name, new Uint8Array([1])));
-      refused(() => storagePort.readAttachment(chat, name));
+      refused(() => storagePort.writeAttachment(chat, name, host.stage(new Uint8Array([1])).token));
+      refused(() => storagePort.openAttachment(chat, name));
+      refused(() => storagePort.attachmentSize(chat, name));
     }
+    host.finishCall();
     assert.deepEqual(fs.readdirSync(root).sort(), ['staging', 'workspaces']);
+    assert.deepEqual(fs.readdirSync(path.join(root, 'staging')), []);
   });
 });

@@ -3,7 +3,7 @@
 // Rust host's layout and confinement rules) and the component transpiled by
 // jco, instantiated with them.
 
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -95,8 +95,53 @@ export class JsHost {
     this.chats = new Map();
     this.files = new Map();
     this.sandboxes = new Map();
+    // The content staged for the current call, by token, and what it opened to serve.
+    this.staged = new Map();
+    this.opened = null;
     fs.mkdirSync(path.join(root, 'workspaces'), { recursive: true });
     fs.mkdirSync(path.join(root, 'staging'), { recursive: true });
+  }
+
+  /**
+   * Stages content for the next call, outside every chat directory: the
+   * component gets its token, size and SHA-256, never its bytes.
+   */
+  stage(bytes) {
+    const file = path.join(this.root, 'staging', randomUUID());
+    fs.writeFileSync(file, bytes, { flag: 'wx' });
+    const token = `staged-${this.staged.size + 1}`;
+    this.staged.set(token, { file, stored: false });
+    return { token, sizeBytes: BigInt(bytes.length), sha256: createHash('sha256').update(bytes).digest('hex') };
+  }
+
+  /** Ends a call: gives what it opened to serve, removes the content it did not store. */
+  finishCall() {
+    const opened = this.opened;
+    for (const { file, stored } of this.staged.values()) if (!stored) fs.rmSync(file, { force: true });
+    this.staged.clear();
+    this.opened = null;
+    return opened;
+  }
+
+  /** Stores staged content with `store(file)`: each content once. */
+  storeStaged(portName, token, store) {
+    const entry = this.staged.get(token);
+    if (!entry) throw new PortFailure(portName, 'refused: no content was staged for this call under that token');
+    if (entry.stored) throw new PortFailure(portName, 'refused: that staged content is already stored');
+    store(entry.file);
+    entry.stored = true;
+  }
+
+  /** Keeps what the component opened for the caller: one file per call. */
+  keepOpened(portName, bytes) {
+    if (this.opened !== null) throw new PortFailure(portName, 'refused: a call opens one file to serve');
+    this.opened = bytes;
+  }
+
+  /** The size of a file of a chat directory (`undefined` if missing), without following a symlink. */
+  fileSize(portName, chat, name) {
+    const stat = lstatOrNull(path.join(this.chatDir(portName, chat), name));
+    return stat ? BigInt(stat.size) : undefined;
   }
 
   /** The chat's directory, after checking its ids; no component of it may be a symlink. */
@@ -122,13 +167,18 @@ export class JsHost {
     }
   }
 
-  /** Writes a file of a chat directory: staged outside it, then renamed in (a symlink there is replaced, never followed). */
-  writeFile(portName, chat, name, bytes) {
+  /** Moves a staged file into a chat directory (a symlink there is replaced, never followed). */
+  install(portName, chat, name, staged) {
     const dir = this.chatDir(portName, chat);
     if (!fs.existsSync(dir)) throw new PortFailure(portName, 'no such chat directory');
+    fs.renameSync(staged, path.join(dir, name));
+  }
+
+  /** Writes a new file of a chat directory: staged outside it, then renamed in. */
+  writeFile(portName, chat, name, bytes) {
     const staged = path.join(this.root, 'staging', randomUUID());
     fs.writeFileSync(staged, bytes, { flag: 'wx' });
-    fs.renameSync(staged, path.join(dir, name));
+    this.install(portName, chat, name, staged);
   }
 
   /** The seven ports, by interface name. */
@@ -244,15 +294,33 @@ export class JsHost {
         fs.mkdirSync(dir, { recursive: true });
         if (!lstatOrNull(path.join(dir, HISTORY))) this.writeFile(P, chat, HISTORY, '');
       },
-      readHistory: (chat) => this.readFile(P, chat, HISTORY).toString('utf8'),
-      writeHistory: (chat, content) => this.writeFile(P, chat, HISTORY, content),
-      appendHistory: (chat, content) => {
-        const old = this.readFile(P, chat, HISTORY);
-        this.writeFile(P, chat, HISTORY, Buffer.concat([old, Buffer.from(content)]));
+      historySize: (chat) => this.fileSize(P, chat, HISTORY) ?? 0n,
+      openHistory: (chat) => this.keepOpened(P, this.readFile(P, chat, HISTORY)),
+      writeHistory: (chat, token) => {
+        this.chatDir(P, chat);
+        this.storeStaged(P, token, (file) => this.install(P, chat, HISTORY, file));
       },
+      appendHistory: (chat, token) =>
+        this.storeStaged(P, token, (file) => {
+          // In place, without following a symlink: costs the message, not the history.
+          const history = path.join(this.chatDir(P, chat), HISTORY);
+          const fd = fs.openSync(history, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_NOFOLLOW);
+          try {
+            if (!fs.fstatSync(fd).isFile()) throw new PortFailure(P, 'refused: history.md is not a regular file');
+            fs.writeSync(fd, fs.readFileSync(file));
+          } finally {
+            fs.closeSync(fd);
+          }
+          fs.rmSync(file);
+        }),
       deleteChat: (chat) => fs.rmSync(this.chatDir(P, chat), { recursive: true, force: true }),
-      writeAttachment: (chat, name, content) => this.writeFile(P, chat, checkName(P, name), content),
-      readAttachment: (chat, name) => new Uint8Array(this.readFile(P, chat, checkName(P, name))),
+      attachmentSize: (chat, name) => this.fileSize(P, chat, checkName(P, name)),
+      writeAttachment: (chat, name, token) => {
+        checkName(P, name);
+        this.chatDir(P, chat);
+        this.storeStaged(P, token, (file) => this.install(P, chat, name, file));
+      },
+      openAttachment: (chat, name) => this.keepOpened(P, this.readFile(P, chat, checkName(P, name))),
       deleteAttachment: (chat, name) => fs.rmSync(path.join(this.chatDir(P, chat), checkName(P, name)), { force: true }),
       clearAttachments: (chat) => {
         const dir = this.chatDir(P, chat);

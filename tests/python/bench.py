@@ -39,12 +39,21 @@ def main():
         user = str(uuid.uuid4())
         storage.call("ensure-workspace", user)
         chat_id = getattr(storage.call("create-chat", user), "chat-id")
-        storage.call("append-history", user, chat_id, "x" * 1024)
+        storage.call("append-history", user, chat_id, host.stage(b"x" * 1024))
+        host.finish_call()
         kib = bytes(1024)
         measure("get-workspace", 5000, lambda: storage.call("get-workspace", user))
         measure("get-chat", 5000, lambda: storage.call("get-chat", user, chat_id))
-        measure("read-history (1 KiB)", 5000, lambda: storage.call("read-history", user, chat_id))
-        measure("upload-attachment (1 KiB, replace)", 1000, lambda: storage.call("upload-attachment", user, chat_id, "a.bin", None, kib))
+        def read_history():
+            storage.call("read-history", user, chat_id)
+            host.finish_call()
+
+        def upload():
+            storage.call("upload-attachment", user, chat_id, "a.bin", None, host.stage(kib))
+            host.finish_call()
+
+        measure("read-history (1 KiB)", 5000, read_history)
+        measure("upload-attachment (1 KiB, replace)", 1000, upload)
 
 
 if __name__ == "__main__":

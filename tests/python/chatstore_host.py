@@ -9,6 +9,7 @@ except the wall clock, which is this host's.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -145,8 +146,53 @@ class PyHost:
         self.chats: dict[str, Record] = {}
         self.files: dict[str, Record] = {}
         self.sandboxes: dict[str, Record] = {}
+        # The content staged for the current call, by token, and what it opened to serve.
+        self.staged: dict[str, dict] = {}
+        self.opened: bytes | None = None
         (self.root / "workspaces").mkdir(parents=True, exist_ok=True)
         (self.root / "staging").mkdir(parents=True, exist_ok=True)
+
+    # ---- content: staged in, opened out ----
+
+    def stage(self, content: bytes) -> Record:
+        """Stages content for the next call, outside every chat directory: the
+        component gets its token, size and SHA-256, never its bytes."""
+        staged = self.root / "staging" / str(uuid.uuid4())
+        with open(staged, "xb") as f:
+            f.write(content)
+        token = f"staged-{len(self.staged) + 1}"
+        self.staged[token] = {"file": staged, "stored": False}
+        return record(token=token, size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest())
+
+    def finish_call(self) -> bytes | None:
+        """Ends a call: gives what it opened to serve, removes the content it did not store."""
+        opened, self.opened = self.opened, None
+        for entry in self.staged.values():
+            if not entry["stored"]:
+                entry["file"].unlink(missing_ok=True)
+        self.staged.clear()
+        return opened
+
+    def store_staged(self, port: str, token: str, store: Callable[[Path], None]) -> None:
+        """Stores staged content with `store(file)`: each content once."""
+        entry = self.staged.get(token)
+        if entry is None:
+            raise PortFailure(port, "refused: no content was staged for this call under that token")
+        if entry["stored"]:
+            raise PortFailure(port, "refused: that staged content is already stored")
+        store(entry["file"])
+        entry["stored"] = True
+
+    def keep_opened(self, port: str, content: bytes) -> None:
+        """Keeps what the component opened for the caller: one file per call."""
+        if self.opened is not None:
+            raise PortFailure(port, "refused: a call opens one file to serve")
+        self.opened = content
+
+    def file_size(self, port: str, chat: Record, name: str) -> int | None:
+        """A chat directory's file's size, without following a symlink (None if missing)."""
+        st = _lstat(self.chat_dir(port, chat) / name)
+        return None if st is None else st.st_size
 
     # ---- the chat directories ----
 
@@ -173,15 +219,30 @@ class PyHost:
         finally:
             os.close(fd)
 
-    def write_file(self, port: str, chat: Record, name: str, content: bytes) -> None:
-        """Staged outside the chat directory, then renamed in: a symlink there is replaced, never followed."""
+    def install(self, port: str, chat: Record, name: str, staged: Path) -> None:
+        """Moves a staged file into the chat directory: a symlink there is replaced, never followed."""
         directory = self.chat_dir(port, chat)
         if not directory.is_dir():
             raise PortFailure(port, "no such chat directory")
+        os.replace(staged, directory / name)
+
+    def write_file(self, port: str, chat: Record, name: str, content: bytes) -> None:
+        """Staged outside the chat directory, then renamed in."""
         staged = self.root / "staging" / str(uuid.uuid4())
         with open(staged, "xb") as f:
             f.write(content)
-        os.replace(staged, directory / name)
+        self.install(port, chat, name, staged)
+
+    def append_file(self, port: str, chat: Record, name: str, staged: Path) -> None:
+        """Appends a staged file in place, without following a symlink: costs the message."""
+        fd = os.open(self.chat_dir(port, chat) / name, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PortFailure(port, f"refused: {name} is not a regular file")
+            os.write(fd, staged.read_bytes())
+        finally:
+            os.close(fd)
+        staged.unlink()
 
     def remove(self, path: Path) -> None:
         st = _lstat(path)
@@ -224,17 +285,27 @@ class PyHost:
             },
             "chat-storage": {
                 "ensure-chat": self._ensure_chat,
-                "read-history": lambda chat: self.read_file("chat-storage", chat, HISTORY).decode("utf-8"),
-                "write-history": lambda chat, content: self.write_file("chat-storage", chat, HISTORY, content.encode()),
-                "append-history": lambda chat, content: self.write_file(
-                    "chat-storage", chat, HISTORY, self.read_file("chat-storage", chat, HISTORY) + content.encode()
+                "history-size": lambda chat: self.file_size("chat-storage", chat, HISTORY) or 0,
+                "open-history": lambda chat: self.keep_opened(
+                    "chat-storage", self.read_file("chat-storage", chat, HISTORY)
+                ),
+                "write-history": lambda chat, token: self.store_staged(
+                    "chat-storage",
+                    token,
+                    lambda staged: self.install("chat-storage", chat, HISTORY, staged),
+                ),
+                "append-history": lambda chat, token: self.store_staged(
+                    "chat-storage",
+                    token,
+                    lambda staged: self.append_file("chat-storage", chat, HISTORY, staged),
                 ),
                 "delete-chat": lambda chat: self.remove(self.chat_dir("chat-storage", chat)),
-                "write-attachment": lambda chat, name, content: self.write_file(
-                    "chat-storage", chat, check_name("chat-storage", name), content
-                ),
-                "read-attachment": lambda chat, name: self.read_file(
+                "attachment-size": lambda chat, name: self.file_size(
                     "chat-storage", chat, check_name("chat-storage", name)
+                ),
+                "write-attachment": self._write_attachment,
+                "open-attachment": lambda chat, name: self.keep_opened(
+                    "chat-storage", self.read_file("chat-storage", chat, check_name("chat-storage", name))
                 ),
                 "delete-attachment": lambda chat, name: self.remove(
                     self.chat_dir("chat-storage", chat) / check_name("chat-storage", name)
@@ -292,6 +363,11 @@ class PyHost:
         check_id("chat-file-repository", chat_id)
         for key in [k for k, f in self.files.items() if field(f, "chat-id") == chat_id]:
             del self.files[key]
+
+    def _write_attachment(self, chat: Record, name: str, token: str) -> None:
+        check_name("chat-storage", name)
+        self.chat_dir("chat-storage", chat)
+        self.store_staged("chat-storage", token, lambda staged: self.install("chat-storage", chat, name, staged))
 
     def _ensure_chat(self, chat: Record) -> None:
         directory = self.chat_dir("chat-storage", chat)

@@ -64,13 +64,19 @@ def test_a_symlink_a_sandbox_planted_is_never_followed(chat, tmp_path):
     host, storage, user, c, directory = chat
     outside = tmp_path / "outside.txt"
     outside.write_text("secret")
-    file = storage.call("upload-attachment", user, getattr(c, "chat-id"), "a.txt", None, b"mine")
+    def upload(content: bytes):
+        file = storage.call("upload-attachment", user, getattr(c, "chat-id"), "a.txt", None, host.stage(content))
+        host.finish_call()
+        return file
+
+    file = upload(b"mine")
     (directory / "a.txt").unlink()
     (directory / "a.txt").symlink_to(outside)
     with pytest.raises(StorageError) as refused:
         storage.call("read-attachment", user, getattr(c, "chat-id"), getattr(file, "file-id"))
     assert refused.value.code == "storage_unavailable"
-    storage.call("upload-attachment", user, getattr(c, "chat-id"), "a.txt", None, b"new")
+    host.finish_call()
+    upload(b"new")
     assert outside.read_text() == "secret"
     assert not (directory / "a.txt").is_symlink()
 
@@ -83,12 +89,35 @@ def test_the_ports_refuse_hostile_ids_and_names_from_a_guest(chat, tmp_path):
         hostile = copy.copy(good)
         setattr(hostile, "chat-id", bad)
         with pytest.raises(PortFailure, match="refused"):
-            ports["chat-storage"]["read-history"](hostile)
+            ports["chat-storage"]["open-history"](hostile)
+        with pytest.raises(PortFailure, match="refused"):
+            ports["chat-storage"]["history-size"](hostile)
         with pytest.raises(PortFailure, match="refused"):
             ports["chat-file-repository"]["list-by-chat-id"](bad)
     for name in ["", ".", "..", "../x", "a/b", "a\\b", "a\0b", "history.md", "n" * 256]:
         with pytest.raises(PortFailure, match="refused"):
-            ports["chat-storage"]["write-attachment"](good, name, b"x")
+            ports["chat-storage"]["write-attachment"](good, name, getattr(host.stage(b"x"), "token"))
         with pytest.raises(PortFailure, match="refused"):
-            ports["chat-storage"]["read-attachment"](good, name)
+            ports["chat-storage"]["open-attachment"](good, name)
+        with pytest.raises(PortFailure, match="refused"):
+            ports["chat-storage"]["attachment-size"](good, name)
+    host.finish_call()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["staging", "workspaces"]
+    assert list((tmp_path / "staging").iterdir()) == []
+
+
+def test_staged_content_is_stored_once_by_a_token_the_host_issued_for_the_call(chat):
+    host, storage, user, c, directory = chat
+    port = host.ports()["chat-storage"]
+    good = record(chat_id=getattr(c, "chat-id"), workspace_id=getattr(c, "workspace-id"), created_at=getattr(c, "created-at"))
+    with pytest.raises(PortFailure, match="no content was staged"):
+        port["write-attachment"](good, "a.txt", "staged-99")
+    token = getattr(host.stage(b"once"), "token")
+    port["write-attachment"](good, "a.txt", token)
+    with pytest.raises(PortFailure, match="already stored"):
+        port["write-attachment"](good, "b.txt", token)
+    with pytest.raises(PortFailure, match="already stored"):
+        port["append-history"](good, token)
+    host.finish_call()
+    with pytest.raises(PortFailure, match="no content was staged"):
+        port["write-attachment"](good, "c.txt", token)

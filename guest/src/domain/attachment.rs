@@ -124,6 +124,9 @@ pub struct ChatFile {
     pub content_type: Option<String>,
     /// Its size in bytes.
     pub size_bytes: u64,
+    /// The SHA-256 of its content, lowercase hex (none for files stored
+    /// before digests were kept).
+    pub sha256: Option<String>,
     /// When it was uploaded.
     pub created_at: Timestamp,
 }

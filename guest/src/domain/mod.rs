@@ -2,6 +2,7 @@
 
 mod attachment;
 mod chat;
+mod content;
 mod error;
 mod id;
 mod time;
@@ -9,6 +10,7 @@ mod workspace;
 
 pub use attachment::{AttachmentName, AttachmentNameError, ChatFile, NameRule};
 pub use chat::{Chat, SandboxSession};
+pub use content::StagedContent;
 pub use error::{PortError, StorageError};
 pub use id::Id;
 pub use time::Timestamp;

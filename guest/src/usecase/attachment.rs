@@ -1,16 +1,17 @@
 use super::{Storage, StorageResult, sort_by_creation};
-use crate::domain::{AttachmentName, ChatFile, Id};
+use crate::domain::{AttachmentName, ChatFile, Id, StagedContent};
 
 impl Storage<'_> {
-    /// Stores an attachment. An existing attachment of that name is replaced:
-    /// new file id, old metadata and bytes gone, quota counted net of it.
+    /// Stores staged content as an attachment. An existing attachment of that
+    /// name is replaced: new file id, old metadata and bytes gone, quota
+    /// counted net of the replaced file's size on disk.
     pub fn upload_attachment(
         &self,
         user_id: &str,
         chat_id: &str,
         name: &str,
         content_type: Option<&str>,
-        content: &[u8],
+        content: &StagedContent,
     ) -> StorageResult<ChatFile> {
         let (user_id, chat_id) = (Id::parse(user_id)?, Id::parse(chat_id)?);
         let name = AttachmentName::try_from(name)?;
@@ -20,8 +21,13 @@ impl Storage<'_> {
             .ports
             .files
             .get_by_chat_id_and_name(&chat.chat_id, &name)?;
-        let old_bytes = replaced.as_ref().map_or(0, |f| f.size_bytes);
-        self.ensure_room(&workspace, old_bytes, content.len() as u64)?;
+        // What the replacement frees is what is on disk, whatever the metadata says.
+        let old_bytes = self
+            .ports
+            .storage
+            .attachment_size(&chat, &name)?
+            .unwrap_or(0);
+        self.ensure_room(&workspace, old_bytes, content.size_bytes)?;
 
         let file_id = self.ports.ids.new_id()?;
         self.ports.storage.write_attachment(&chat, &name, content)?;
@@ -33,7 +39,8 @@ impl Storage<'_> {
             chat_id: chat.chat_id,
             name,
             content_type: content_type.map(str::to_owned),
-            size_bytes: content.len() as u64,
+            size_bytes: content.size_bytes,
+            sha256: Some(content.sha256.clone()),
             created_at: self.ports.clock.now(),
         };
         self.ports.files.save(&file)?;
@@ -60,16 +67,18 @@ impl Storage<'_> {
         self.owned_file(&chat, &Id::parse(file_id)?)
     }
 
-    /// One attachment's bytes.
+    /// Authorizes reading one attachment: opens it for the host to serve
+    /// and gives its record.
     pub fn read_attachment(
         &self,
         user_id: &str,
         chat_id: &str,
         file_id: &str,
-    ) -> StorageResult<Vec<u8>> {
+    ) -> StorageResult<ChatFile> {
         let (_, chat) = self.users_chat(user_id, chat_id)?;
         let file = self.owned_file(&chat, &Id::parse(file_id)?)?;
-        Ok(self.ports.storage.read_attachment(&chat, &file.name)?)
+        self.ports.storage.open_attachment(&chat, &file.name)?;
+        Ok(file)
     }
 
     /// Removes one attachment: its bytes, then its metadata.

@@ -1,7 +1,7 @@
 //! In-memory ports for the native unit tests of the use cases.
 
 use super::ports::*;
-use super::{Ports, Storage};
+use super::{Ports, Storage, StorageResult};
 use crate::domain::*;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +22,10 @@ pub struct Fakes {
     /// Ids count down when set, so id order is the reverse of creation order.
     pub ids_descend: Cell<bool>,
     pub now: Cell<Timestamp>,
+    /// Content staged for the calls to come, by token.
+    pub staged: RefCell<HashMap<String, Vec<u8>>>,
+    /// What the last call opened for the host to serve.
+    pub opened: RefCell<Option<Vec<u8>>>,
 }
 
 impl Fakes {
@@ -43,6 +47,39 @@ impl Fakes {
             ids: self,
             clock: self,
         })
+    }
+
+    /// Stages content as the host would before a call.
+    pub fn stage(&self, content: impl AsRef<[u8]>) -> StagedContent {
+        let content = content.as_ref().to_vec();
+        let token = format!("token-{}", self.staged.borrow().len());
+        let staged = StagedContent {
+            token: token.clone(),
+            size_bytes: content.len() as u64,
+            sha256: format!("digest of {} bytes", content.len()),
+        };
+        self.staged.borrow_mut().insert(token, content);
+        staged
+    }
+
+    /// Runs a read use case and gives what it opened, as the host serves it.
+    pub fn served<T>(&self, read: StorageResult<T>) -> StorageResult<Vec<u8>> {
+        read?;
+        Ok(self
+            .opened
+            .borrow_mut()
+            .take()
+            .expect("the use case opened a file"))
+    }
+
+    fn take_staged(&self, content: &StagedContent) -> PortResult<Vec<u8>> {
+        self.staged
+            .borrow_mut()
+            .remove(&content.token)
+            .ok_or_else(|| PortError {
+                port: "chat-storage".into(),
+                message: "no such staged content".into(),
+            })
     }
 
     pub fn start_sandbox(&self, chat_id: &Id) {
@@ -157,35 +194,49 @@ impl ChatStorage for Fakes {
         self.dirs.borrow_mut().entry(chat.chat_id).or_default();
         Ok(())
     }
-    fn read_history(&self, chat: &Chat) -> PortResult<String> {
-        self.dir(chat, |d| d.0.clone())
+    fn history_size(&self, chat: &Chat) -> PortResult<u64> {
+        self.dir(chat, |d| d.0.len() as u64)
     }
-    fn write_history(&self, chat: &Chat, content: &str) -> PortResult<()> {
-        self.dir(chat, |d| d.0 = content.to_owned())
+    fn open_history(&self, chat: &Chat) -> PortResult<()> {
+        let history = self.dir(chat, |d| d.0.clone().into_bytes())?;
+        *self.opened.borrow_mut() = Some(history);
+        Ok(())
     }
-    fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()> {
-        self.dir(chat, |d| d.0.push_str(content))
+    fn write_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()> {
+        let text = String::from_utf8(self.take_staged(content)?).expect("text");
+        self.dir(chat, |d| d.0 = text)
+    }
+    fn append_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()> {
+        let text = String::from_utf8(self.take_staged(content)?).expect("text");
+        self.dir(chat, |d| d.0.push_str(&text))
     }
     fn delete_chat(&self, chat: &Chat) -> PortResult<()> {
         self.dirs.borrow_mut().remove(&chat.chat_id);
         Ok(())
     }
+    fn attachment_size(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Option<u64>> {
+        self.dir(chat, |d| d.1.get(name.as_str()).map(|c| c.len() as u64))
+    }
     fn write_attachment(
         &self,
         chat: &Chat,
         name: &AttachmentName,
-        content: &[u8],
+        content: &StagedContent,
     ) -> PortResult<()> {
+        let bytes = self.take_staged(content)?;
         self.dir(chat, |d| {
-            d.1.insert(name.to_string(), content.to_vec());
+            d.1.insert(name.to_string(), bytes);
         })
     }
-    fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>> {
-        self.dir(chat, |d| d.1.get(name.as_str()).cloned())?
+    fn open_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()> {
+        let bytes = self
+            .dir(chat, |d| d.1.get(name.as_str()).cloned())?
             .ok_or_else(|| PortError {
                 port: "chat-storage".into(),
                 message: "no such attachment".into(),
-            })
+            })?;
+        *self.opened.borrow_mut() = Some(bytes);
+        Ok(())
     }
     fn delete_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()> {
         self.dir(chat, |d| {

@@ -1,7 +1,7 @@
 //! A storage policy: what each export of the `storage` interface does.
 
 use super::{Storage, StorageResult};
-use crate::domain::{Chat, ChatFile, Workspace, WorkspaceUsage};
+use crate::domain::{Chat, ChatFile, StagedContent, Workspace, WorkspaceUsage};
 
 /// A storage policy: one function per export of the `storage` interface,
 /// each given the built-in use cases over the call's ports. Every function
@@ -30,14 +30,14 @@ pub trait Policy {
     fn delete_chat(s: &Storage, user_id: &str, chat_id: &str) -> StorageResult<()> {
         s.delete_chat(user_id, chat_id)
     }
-    fn read_history(s: &Storage, user_id: &str, chat_id: &str) -> StorageResult<String> {
+    fn read_history(s: &Storage, user_id: &str, chat_id: &str) -> StorageResult<()> {
         s.read_history(user_id, chat_id)
     }
     fn write_history(
         s: &Storage,
         user_id: &str,
         chat_id: &str,
-        content: &str,
+        content: &StagedContent,
     ) -> StorageResult<()> {
         s.write_history(user_id, chat_id, content)
     }
@@ -45,7 +45,7 @@ pub trait Policy {
         s: &Storage,
         user_id: &str,
         chat_id: &str,
-        content: &str,
+        content: &StagedContent,
     ) -> StorageResult<()> {
         s.append_history(user_id, chat_id, content)
     }
@@ -55,7 +55,7 @@ pub trait Policy {
         chat_id: &str,
         name: &str,
         content_type: Option<&str>,
-        content: &[u8],
+        content: &StagedContent,
     ) -> StorageResult<ChatFile> {
         s.upload_attachment(user_id, chat_id, name, content_type, content)
     }
@@ -75,7 +75,7 @@ pub trait Policy {
         user_id: &str,
         chat_id: &str,
         file_id: &str,
-    ) -> StorageResult<Vec<u8>> {
+    ) -> StorageResult<ChatFile> {
         s.read_attachment(user_id, chat_id, file_id)
     }
     fn delete_attachment(

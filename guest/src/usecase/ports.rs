@@ -2,8 +2,8 @@
 //! WIT imports; native tests implement them in memory.
 
 use crate::domain::{
-    AttachmentName, Chat, ChatFile, Id, PortError, SandboxSession, Timestamp, Workspace,
-    WorkspaceUsage,
+    AttachmentName, Chat, ChatFile, Id, PortError, SandboxSession, StagedContent, Timestamp,
+    Workspace, WorkspaceUsage,
 };
 
 /// What every port call returns.
@@ -57,27 +57,33 @@ pub trait SandboxSessionRepository {
     fn get_active_by_chat_id(&self, chat_id: &Id) -> PortResult<Option<SandboxSession>>;
 }
 
-/// The chat directories, named by chat and attachment name only.
+/// The chat directories, named by chat and attachment name only. Content
+/// stays in the host: it is stored by staged token and opened for the host
+/// to serve.
 pub trait ChatStorage {
     /// Creates the chat's directory and empty history if missing.
     fn ensure_chat(&self, chat: &Chat) -> PortResult<()>;
-    /// The chat's history.
-    fn read_history(&self, chat: &Chat) -> PortResult<String>;
-    /// Replaces the chat's history.
-    fn write_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
-    /// Appends to the chat's history.
-    fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
+    /// The size of the chat's history on disk.
+    fn history_size(&self, chat: &Chat) -> PortResult<u64>;
+    /// Opens the chat's history for the host to serve.
+    fn open_history(&self, chat: &Chat) -> PortResult<()>;
+    /// Replaces the chat's history with staged content.
+    fn write_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()>;
+    /// Appends staged content to the chat's history.
+    fn append_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()>;
     /// Removes the chat's directory.
     fn delete_chat(&self, chat: &Chat) -> PortResult<()>;
-    /// Stores an attachment's bytes.
+    /// The size on disk of the attachment of this name, if any.
+    fn attachment_size(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Option<u64>>;
+    /// Stores staged content as the attachment of this name.
     fn write_attachment(
         &self,
         chat: &Chat,
         name: &AttachmentName,
-        content: &[u8],
+        content: &StagedContent,
     ) -> PortResult<()>;
-    /// An attachment's bytes.
-    fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>>;
+    /// Opens an attachment for the host to serve.
+    fn open_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()>;
     /// Removes an attachment's bytes.
     fn delete_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()>;
     /// Removes every attachment, keeping the history.

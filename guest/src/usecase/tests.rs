@@ -33,7 +33,7 @@ fn every_call_without_a_workspace_is_workspace_not_found() {
     assert_eq!(code(s.delete_chat(ALICE, chat)), "workspace_not_found");
     assert_eq!(code(s.read_history(ALICE, chat)), "workspace_not_found");
     assert_eq!(
-        code(s.upload_attachment(ALICE, chat, "a", None, b"x")),
+        code(s.upload_attachment(ALICE, chat, "a", None, &fakes.stage(b"x"))),
         "workspace_not_found"
     );
     assert_eq!(
@@ -62,8 +62,10 @@ fn creating_a_chat_creates_its_directory_with_an_empty_history() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     assert_eq!(
-        s.read_history(ALICE, &chat.chat_id.to_string()).unwrap(),
-        ""
+        fakes
+            .served(s.read_history(ALICE, &chat.chat_id.to_string()))
+            .unwrap(),
+        b""
     );
     assert!(fakes.dirs.borrow().contains_key(&chat.chat_id));
 }
@@ -81,10 +83,13 @@ fn another_users_chat_is_not_found() {
         Err(StorageError::ChatNotFound(chat.chat_id))
     );
     assert_eq!(code(s.read_history(BOB, id)), "chat_not_found");
-    assert_eq!(code(s.write_history(BOB, id, "x")), "chat_not_found");
+    assert_eq!(
+        code(s.write_history(BOB, id, &fakes.stage("x"))),
+        "chat_not_found"
+    );
     assert_eq!(code(s.delete_chat(BOB, id)), "chat_not_found");
     assert_eq!(
-        code(s.upload_attachment(BOB, id, "a", None, b"x")),
+        code(s.upload_attachment(BOB, id, "a", None, &fakes.stage(b"x"))),
         "chat_not_found"
     );
     assert!(s.list_chats(BOB).unwrap().is_empty());
@@ -99,7 +104,13 @@ fn a_file_of_another_chat_is_not_found() {
     let one = s.create_chat(ALICE).unwrap();
     let two = s.create_chat(ALICE).unwrap();
     let file = s
-        .upload_attachment(ALICE, &one.chat_id.to_string(), "a.txt", None, b"x")
+        .upload_attachment(
+            ALICE,
+            &one.chat_id.to_string(),
+            "a.txt",
+            None,
+            &fakes.stage(b"x"),
+        )
         .unwrap();
     let (two, fid) = (&two.chat_id.to_string(), &file.file_id.to_string());
     assert_eq!(
@@ -144,10 +155,12 @@ fn lists_are_ordered_by_creation_time_then_id() {
 
     let chat = &early_b.chat_id.to_string();
     fakes.now.set(at(30));
-    let f_late = s.upload_attachment(ALICE, chat, "late", None, b"").unwrap();
+    let f_late = s
+        .upload_attachment(ALICE, chat, "late", None, &fakes.stage(b""))
+        .unwrap();
     fakes.now.set(at(5));
     let f_first = s
-        .upload_attachment(ALICE, chat, "first", None, b"")
+        .upload_attachment(ALICE, chat, "first", None, &fakes.stage(b""))
         .unwrap();
     assert_eq!(
         s.list_attachments(ALICE, chat).unwrap(),
@@ -172,14 +185,14 @@ fn bad_attachment_names_are_refused_before_anything_is_written() {
         ("history.md", "reserved_attachment_name"),
     ] {
         assert_eq!(
-            code(s.upload_attachment(ALICE, id, name, None, b"x")),
+            code(s.upload_attachment(ALICE, id, name, None, &fakes.stage(b"x"))),
             want,
             "{name:?}"
         );
     }
     let long = "x".repeat(256);
     assert_eq!(
-        code(s.upload_attachment(ALICE, id, &long, None, b"x")),
+        code(s.upload_attachment(ALICE, id, &long, None, &fakes.stage(b"x"))),
         "invalid_attachment_name"
     );
     assert!(fakes.files.borrow().is_empty());
@@ -194,10 +207,10 @@ fn replacing_a_name_gives_a_new_file_id() {
     let chat = s.create_chat(ALICE).unwrap();
     let id = &chat.chat_id.to_string();
     let old = s
-        .upload_attachment(ALICE, id, "a.txt", Some("text/plain"), b"old")
+        .upload_attachment(ALICE, id, "a.txt", Some("text/plain"), &fakes.stage(b"old"))
         .unwrap();
     let new = s
-        .upload_attachment(ALICE, id, "a.txt", None, b"newer")
+        .upload_attachment(ALICE, id, "a.txt", None, &fakes.stage(b"newer"))
         .unwrap();
     assert_ne!(old.file_id, new.file_id);
     assert_eq!(
@@ -206,10 +219,12 @@ fn replacing_a_name_gives_a_new_file_id() {
     );
     assert_eq!(s.list_attachments(ALICE, id).unwrap(), vec![new.clone()]);
     assert_eq!(
-        s.read_attachment(ALICE, id, &new.file_id.to_string())
+        fakes
+            .served(s.read_attachment(ALICE, id, &new.file_id.to_string()))
             .unwrap(),
         b"newer"
     );
+    assert_eq!(new.sha256.as_deref(), Some("digest of 5 bytes"));
     assert_eq!(new.size_bytes, 5);
 }
 
@@ -221,15 +236,16 @@ fn an_upload_past_the_quota_is_refused_and_changes_nothing() {
     let ws = s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = &chat.chat_id.to_string();
-    s.upload_attachment(ALICE, id, "a", None, b"123456")
+    s.upload_attachment(ALICE, id, "a", None, &fakes.stage(b"123456"))
         .unwrap();
     assert_eq!(
-        s.upload_attachment(ALICE, id, "b", None, b"12345"),
+        s.upload_attachment(ALICE, id, "b", None, &fakes.stage(b"12345")),
         Err(StorageError::WorkspaceQuotaExceeded(ws.workspace_id))
     );
     assert_eq!(fakes.files.borrow().len(), 1);
     assert_eq!(fakes.used_bytes(), 6);
-    s.upload_attachment(ALICE, id, "b", None, b"1234").unwrap();
+    s.upload_attachment(ALICE, id, "b", None, &fakes.stage(b"1234"))
+        .unwrap();
     assert_eq!(s.get_usage(ALICE).unwrap().used_bytes, 10);
 }
 
@@ -241,10 +257,10 @@ fn quota_is_counted_net_of_the_replaced_file() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = &chat.chat_id.to_string();
-    s.upload_attachment(ALICE, id, "a", None, b"12345678")
+    s.upload_attachment(ALICE, id, "a", None, &fakes.stage(b"12345678"))
         .unwrap();
     // 8 used; replacing the 8 bytes by 10 fits, adding 10 more would not.
-    s.upload_attachment(ALICE, id, "a", None, b"1234567890")
+    s.upload_attachment(ALICE, id, "a", None, &fakes.stage(b"1234567890"))
         .unwrap();
     assert_eq!(fakes.used_bytes(), 10);
 }
@@ -256,21 +272,22 @@ fn shrinking_writes_pass_even_over_quota() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = &chat.chat_id.to_string();
-    s.upload_attachment(ALICE, id, "a", None, b"1234567890")
+    s.upload_attachment(ALICE, id, "a", None, &fakes.stage(b"1234567890"))
         .unwrap();
-    s.write_history(ALICE, id, "hello").unwrap();
+    s.write_history(ALICE, id, &fakes.stage("hello")).unwrap();
     fakes.quota_bytes.set(5);
-    s.upload_attachment(ALICE, id, "a", None, b"123").unwrap();
-    s.write_history(ALICE, id, "hi").unwrap();
+    s.upload_attachment(ALICE, id, "a", None, &fakes.stage(b"123"))
+        .unwrap();
+    s.write_history(ALICE, id, &fakes.stage("hi")).unwrap();
     assert_eq!(
-        code(s.append_history(ALICE, id, "!")),
+        code(s.append_history(ALICE, id, &fakes.stage("!"))),
         "workspace_quota_exceeded"
     );
     assert_eq!(
-        code(s.write_history(ALICE, id, "hey")),
+        code(s.write_history(ALICE, id, &fakes.stage("hey"))),
         "workspace_quota_exceeded"
     );
-    assert_eq!(s.read_history(ALICE, id).unwrap(), "hi");
+    assert_eq!(fakes.served(s.read_history(ALICE, id)).unwrap(), b"hi");
 }
 
 #[test]
@@ -281,18 +298,22 @@ fn history_writes_and_appends_count_against_the_quota() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = &chat.chat_id.to_string();
-    s.write_history(ALICE, id, "# a\n").unwrap();
-    s.append_history(ALICE, id, "b\n").unwrap();
+    s.write_history(ALICE, id, &fakes.stage("# a\n")).unwrap();
+    s.append_history(ALICE, id, &fakes.stage("b\n")).unwrap();
     assert_eq!(
-        code(s.append_history(ALICE, id, "ccc")),
+        code(s.append_history(ALICE, id, &fakes.stage("ccc"))),
         "workspace_quota_exceeded"
     );
     assert_eq!(
-        code(s.write_history(ALICE, id, "123456789")),
+        code(s.write_history(ALICE, id, &fakes.stage("123456789"))),
         "workspace_quota_exceeded"
     );
-    s.write_history(ALICE, id, "12345678").unwrap();
-    assert_eq!(s.read_history(ALICE, id).unwrap(), "12345678");
+    s.write_history(ALICE, id, &fakes.stage("12345678"))
+        .unwrap();
+    assert_eq!(
+        fakes.served(s.read_history(ALICE, id)).unwrap(),
+        b"12345678"
+    );
 }
 
 #[test]
@@ -302,7 +323,8 @@ fn an_active_sandbox_blocks_delete_chat_and_clear_attachments() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = &chat.chat_id.to_string();
-    s.upload_attachment(ALICE, id, "a", None, b"x").unwrap();
+    s.upload_attachment(ALICE, id, "a", None, &fakes.stage(b"x"))
+        .unwrap();
     fakes.start_sandbox(&chat.chat_id);
     assert_eq!(
         s.delete_chat(ALICE, id),
@@ -314,11 +336,11 @@ fn an_active_sandbox_blocks_delete_chat_and_clear_attachments() {
     );
     assert_eq!(s.list_attachments(ALICE, id).unwrap().len(), 1);
     // Uploads and history stay allowed: the sandbox works in the directory.
-    s.append_history(ALICE, id, "ok").unwrap();
+    s.append_history(ALICE, id, &fakes.stage("ok")).unwrap();
     fakes.active_sandboxes.borrow_mut().clear();
     s.clear_attachments(ALICE, id).unwrap();
     assert!(s.list_attachments(ALICE, id).unwrap().is_empty());
-    assert_eq!(s.read_history(ALICE, id).unwrap(), "ok");
+    assert_eq!(fakes.served(s.read_history(ALICE, id)).unwrap(), b"ok");
 }
 
 #[test]
@@ -329,9 +351,16 @@ fn deleting_a_chat_removes_its_metadata_files_and_directory() {
     let chat = s.create_chat(ALICE).unwrap();
     let keep = s.create_chat(ALICE).unwrap();
     let id = &chat.chat_id.to_string();
-    s.upload_attachment(ALICE, id, "a", None, b"x").unwrap();
-    s.upload_attachment(ALICE, &keep.chat_id.to_string(), "a", None, b"y")
+    s.upload_attachment(ALICE, id, "a", None, &fakes.stage(b"x"))
         .unwrap();
+    s.upload_attachment(
+        ALICE,
+        &keep.chat_id.to_string(),
+        "a",
+        None,
+        &fakes.stage(b"y"),
+    )
+    .unwrap();
     s.delete_chat(ALICE, id).unwrap();
     assert_eq!(code(s.get_chat(ALICE, id)), "chat_not_found");
     assert!(!fakes.dirs.borrow().contains_key(&chat.chat_id));
@@ -346,7 +375,9 @@ fn deleting_an_attachment_removes_bytes_and_metadata() {
     s.ensure_workspace(ALICE).unwrap();
     let chat = s.create_chat(ALICE).unwrap();
     let id = &chat.chat_id.to_string();
-    let file = s.upload_attachment(ALICE, id, "a", None, b"xyz").unwrap();
+    let file = s
+        .upload_attachment(ALICE, id, "a", None, &fakes.stage(b"xyz"))
+        .unwrap();
     s.delete_attachment(ALICE, id, &file.file_id.to_string())
         .unwrap();
     assert_eq!(fakes.used_bytes(), 0);
@@ -368,4 +399,27 @@ fn a_failing_port_is_storage_unavailable() {
         .read_history(ALICE, &chat.chat_id.to_string())
         .unwrap_err();
     assert_eq!(err.code(), "storage_unavailable");
+}
+
+#[test]
+fn a_replacement_frees_what_is_on_disk_not_what_the_metadata_says() {
+    let fakes = Fakes::new();
+    fakes.quota_bytes.set(10);
+    let s = fakes.storage();
+    s.ensure_workspace(ALICE).unwrap();
+    let chat = s.create_chat(ALICE).unwrap();
+    let id = &chat.chat_id.to_string();
+    s.upload_attachment(ALICE, id, "a", None, &fakes.stage(b"12"))
+        .unwrap();
+    // A sandbox grew the file to 8 bytes: 8 are used, the metadata says 2.
+    fakes
+        .dirs
+        .borrow_mut()
+        .get_mut(&chat.chat_id)
+        .unwrap()
+        .1
+        .insert("a".into(), b"12345678".to_vec());
+    s.upload_attachment(ALICE, id, "a", None, &fakes.stage(b"123456789"))
+        .unwrap();
+    assert_eq!(fakes.used_bytes(), 9);
 }

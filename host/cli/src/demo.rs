@@ -50,10 +50,18 @@ pub fn run(data_dir: &Path, builder: ChatStoreBuilder) -> Result<()> {
         chat_dir.display()
     ));
 
-    store.write_history(alice, chat.chat_id, "# Quarterly report\n\n")?;
-    store.append_history(alice, chat.chat_id, "**user:** summarise data.csv\n")?;
-    store.append_history(alice, chat.chat_id, "**agent:** done, see summary.md\n")?;
-    let history = store.read_history(alice, chat.chat_id)?;
+    store.write_history(alice, chat.chat_id, "# Quarterly report\n\n".as_bytes())?;
+    store.append_history(
+        alice,
+        chat.chat_id,
+        "**user:** summarise data.csv\n".as_bytes(),
+    )?;
+    store.append_history(
+        alice,
+        chat.chat_id,
+        "**agent:** done, see summary.md\n".as_bytes(),
+    )?;
+    let history = store.read_history(alice, chat.chat_id)?.into_string()?;
     steps.step(format!("history.md now holds {} bytes:", history.len()));
     for line in history.lines() {
         println!("      | {line}");
@@ -64,7 +72,7 @@ pub fn run(data_dir: &Path, builder: ChatStoreBuilder) -> Result<()> {
         chat.chat_id,
         "data.csv",
         Some("text/csv"),
-        b"q,revenue\n1,10\n2,12\n",
+        &b"q,revenue\n1,10\n2,12\n"[..],
     )?;
     steps.step(format!(
         "uploaded {} ({} bytes) as file {}",
@@ -75,7 +83,7 @@ pub fn run(data_dir: &Path, builder: ChatStoreBuilder) -> Result<()> {
         chat.chat_id,
         "data.csv",
         Some("text/csv"),
-        b"q,revenue\n1,10\n2,12\n3,15\n",
+        &b"q,revenue\n1,10\n2,12\n3,15\n"[..],
     )?;
     steps.step(format!(
         "uploaded data.csv again: new file id {}, the old one is {}",
@@ -87,7 +95,7 @@ pub fn run(data_dir: &Path, builder: ChatStoreBuilder) -> Result<()> {
         chat.chat_id,
         "summary.md",
         Some("text/markdown"),
-        b"Revenue grew 50%.\n",
+        &b"Revenue grew 50%.\n"[..],
     )?;
     let files = store.list_attachments(alice, chat.chat_id)?;
     let names: Vec<_> = files.iter().map(|f| f.name.as_str()).collect();
@@ -98,7 +106,7 @@ pub fn run(data_dir: &Path, builder: ChatStoreBuilder) -> Result<()> {
     ));
 
     for bad in ["../escape.txt", "history.md", ""] {
-        let refused = store.upload_attachment(alice, chat.chat_id, bad, None, b"x");
+        let refused = store.upload_attachment(alice, chat.chat_id, bad, None, &b"x"[..]);
         steps.step(format!(
             "uploading {bad:?} is refused: {}",
             outcome(refused)
@@ -118,7 +126,7 @@ pub fn run(data_dir: &Path, builder: ChatStoreBuilder) -> Result<()> {
                 chat.chat_id,
                 "too-big.bin",
                 None,
-                &vec![0; one_past],
+                &vec![0; one_past][..],
             );
             steps.step(format!(
                 "an upload one byte past the quota is refused: {}",

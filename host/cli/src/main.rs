@@ -8,12 +8,13 @@ mod demo;
 
 use chatstore_host::fsck::{Progress, fsck};
 use chatstore_host::{
-    Call, ChatStore, ChatStoreBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR,
-    DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Error, Metadata, Output, parse_id,
+    Call, ChatStore, ChatStoreBuilder, Content, ContentKind, DEFAULT_CALL_TIMEOUT,
+    DEFAULT_DATA_DIR, DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Error, Metadata, Output,
+    Replacing, StageError, StagedContent, parse_id,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use uuid::Uuid;
@@ -108,9 +109,9 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
-        /// The largest upload accepted, in bytes.
-        #[arg(long, value_name = "N", default_value_t = 256 << 20)]
-        max_upload_bytes: u64,
+        /// The largest upload accepted, in bytes (default: the quota).
+        #[arg(long, value_name = "N")]
+        max_upload_bytes: Option<u64>,
         /// The most requests running a use case at once (guest instances in the pool).
         #[arg(long, value_name = "N", default_value_t = 64)]
         max_concurrent: u32,
@@ -345,7 +346,8 @@ fn run(cli: Cli) -> Outcome {
             max_upload_bytes,
             max_concurrent,
         } => {
-            return serve(&cli, addr, *max_upload_bytes, *max_concurrent);
+            let max_upload_bytes = max_upload_bytes.unwrap_or(cli.quota_bytes);
+            return serve(&cli, addr, max_upload_bytes, *max_concurrent);
         }
         _ => {}
     }
@@ -474,23 +476,69 @@ fn serve(cli: &Cli, addr: &str, max_upload_bytes: u64, max_concurrent: u32) -> O
     })
 }
 
-fn read_input(input: &Input) -> Result<Vec<u8>, Failure> {
-    match &input.file {
-        Some(path) => {
-            std::fs::read(path).map_err(|e| other(format!("cannot read {}: {e}", path.display())))
+/// Where content comes from: a file opened before anything else is, or
+/// standard input. Either is streamed, never read whole into memory.
+enum Source {
+    File(PathBuf, std::fs::File),
+    Stdin,
+}
+
+impl Source {
+    fn open(input: &Input) -> Result<Source, Failure> {
+        match &input.file {
+            Some(path) => std::fs::File::open(path)
+                .map(|file| Source::File(path.clone(), file))
+                .map_err(|e| other(format!("cannot read {}: {e}", path.display()))),
+            None => Ok(Source::Stdin),
         }
-        None => {
-            let mut content = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut content)
-                .map_err(|e| other(format!("cannot read standard input: {e}")))?;
-            Ok(content)
-        }
+    }
+
+    /// Stages the content for a write into the user's chat, refused once it
+    /// passes the room the write has.
+    fn stage(
+        self,
+        store: &ChatStore,
+        user: Uuid,
+        chat: Uuid,
+        replacing: Replacing,
+        kind: ContentKind,
+    ) -> Result<StagedContent, Failure> {
+        let limit = store.room(user, chat, replacing)?;
+        let (what, staged) = match self {
+            Source::File(path, file) => (
+                path.display().to_string(),
+                store.staging().stage(file, kind, limit),
+            ),
+            Source::Stdin => (
+                "standard input".to_owned(),
+                store.staging().stage(std::io::stdin().lock(), kind, limit),
+            ),
+        };
+        staged.map_err(|e| match e {
+            StageError::Read(e) => other(format!("cannot read {what}: {e}")),
+            e => Failure::Refused(store.staging_failed(user, e)),
+        })
     }
 }
 
-fn read_text(input: &Input) -> Result<String, Failure> {
-    String::from_utf8(read_input(input)?).map_err(|_| other("the history must be UTF-8 text"))
+/// Streams content to standard output or to a new file.
+fn copy_out(mut content: Content, output: Option<&std::path::Path>) -> Outcome {
+    match output {
+        None => {
+            let mut out = std::io::stdout().lock();
+            std::io::copy(&mut content, &mut out)
+                .and_then(|_| out.flush())
+                .map_err(|e| other(format!("cannot write standard output: {e}")))?;
+        }
+        Some(path) => {
+            let written = std::fs::File::create(path).and_then(|mut file| {
+                std::io::copy(&mut content, &mut file)?;
+                file.sync_all()
+            });
+            written.map_err(|e| other(format!("cannot write {}: {e}", path.display())))?;
+        }
+    }
+    Ok(())
 }
 
 fn print_json(value: &impl Serialize) -> Outcome {
@@ -505,19 +553,42 @@ fn write_stdout(bytes: &[u8]) -> Outcome {
         .map_err(|e| other(format!("cannot write standard output: {e}")))
 }
 
-/// A command that makes storage calls, with its input read.
+/// A command that makes storage calls, with its input opened.
 enum StorageCommand {
-    /// One use case; its output printed as JSON, or raw for content.
+    /// One use case; its output printed as JSON.
     Call(Call),
-    /// An attachment's bytes written to a file, then its metadata printed.
-    SaveFile {
+    /// Content streamed into a history or an attachment.
+    Write {
+        user: Uuid,
+        chat: Uuid,
+        target: Target,
+        input: Source,
+    },
+    /// The history streamed out.
+    ReadHistory {
+        user: Uuid,
+        chat: Uuid,
+    },
+    /// An attachment streamed out; with a file to write, its metadata printed after.
+    ReadFile {
         user: Uuid,
         chat: Uuid,
         file: Uuid,
-        path: PathBuf,
+        output: Option<PathBuf>,
     },
     StartSandbox(Uuid),
     StopSandbox(Uuid),
+}
+
+/// What a write goes to.
+enum Target {
+    History {
+        append: bool,
+    },
+    Attachment {
+        name: String,
+        content_type: Option<String>,
+    },
 }
 
 impl StorageCommand {
@@ -539,50 +610,48 @@ impl StorageCommand {
                 user_id: at.user,
                 chat_id: at.chat,
             },
-            Command::History(HistoryCommand::Read(at)) => C::ReadHistory {
-                user_id: at.user,
-                chat_id: at.chat,
-            },
-            Command::History(HistoryCommand::Write { at, input }) => C::WriteHistory {
-                user_id: at.user,
-                chat_id: at.chat,
-                content: read_text(input)?,
-            },
-            Command::History(HistoryCommand::Append { at, input }) => C::AppendHistory {
-                user_id: at.user,
-                chat_id: at.chat,
-                content: read_text(input)?,
-            },
+            Command::History(HistoryCommand::Read(at)) => {
+                return Ok(StorageCommand::ReadHistory {
+                    user: at.user,
+                    chat: at.chat,
+                });
+            }
+            Command::History(HistoryCommand::Write { at, input })
+            | Command::History(HistoryCommand::Append { at, input }) => {
+                let append = matches!(command, Command::History(HistoryCommand::Append { .. }));
+                return Ok(StorageCommand::Write {
+                    user: at.user,
+                    chat: at.chat,
+                    target: Target::History { append },
+                    input: Source::open(input)?,
+                });
+            }
             Command::File(FileCommand::Put {
                 at,
                 name,
                 content_type,
                 input,
-            }) => C::UploadAttachment {
-                user_id: at.user,
-                chat_id: at.chat,
-                name: name.clone(),
-                content_type: content_type.clone(),
-                content: read_input(input)?,
-            },
+            }) => {
+                return Ok(StorageCommand::Write {
+                    user: at.user,
+                    chat: at.chat,
+                    target: Target::Attachment {
+                        name: name.clone(),
+                        content_type: content_type.clone(),
+                    },
+                    input: Source::open(input)?,
+                });
+            }
             Command::File(FileCommand::List(at)) => C::ListAttachments {
                 user_id: at.user,
                 chat_id: at.chat,
             },
-            Command::File(FileCommand::Get { at, output: None }) => C::ReadAttachment {
-                user_id: at.at.user,
-                chat_id: at.at.chat,
-                file_id: at.file_id,
-            },
-            Command::File(FileCommand::Get {
-                at,
-                output: Some(path),
-            }) => {
-                return Ok(StorageCommand::SaveFile {
+            Command::File(FileCommand::Get { at, output }) => {
+                return Ok(StorageCommand::ReadFile {
                     user: at.at.user,
                     chat: at.at.chat,
                     file: at.file_id,
-                    path: path.clone(),
+                    output: output.clone(),
                 });
             }
             Command::File(FileCommand::Info(at)) => C::GetAttachment {
@@ -625,20 +694,57 @@ impl StorageCommand {
                 Output::Chats(cs) => print_json(&cs),
                 Output::File(f) => print_json(&f),
                 Output::Files(fs) => print_json(&fs),
-                Output::Text(text) => write_stdout(text.as_bytes()),
-                Output::Bytes(bytes) => write_stdout(&bytes),
+                Output::History(content) | Output::Attachment(_, content) => {
+                    copy_out(content, None)
+                }
                 Output::Done => print_json(&serde_json::json!({ "ok": true })),
             },
-            StorageCommand::SaveFile {
-                user: u,
-                chat: c,
-                file: f,
-                path,
+            StorageCommand::Write {
+                user,
+                chat,
+                target: Target::History { append },
+                input,
             } => {
-                let bytes = store.read_attachment(u, c, f)?;
-                std::fs::write(&path, &bytes)
-                    .map_err(|e| other(format!("cannot write {}: {e}", path.display())))?;
-                print_json(&store.get_attachment(u, c, f)?)
+                let replacing = if append {
+                    Replacing::Nothing
+                } else {
+                    Replacing::History
+                };
+                let staged = input.stage(store, user, chat, replacing, ContentKind::Text)?;
+                if append {
+                    store.append_staged_history(user, chat, staged)?;
+                } else {
+                    store.write_staged_history(user, chat, staged)?;
+                }
+                print_json(&serde_json::json!({ "ok": true }))
+            }
+            StorageCommand::Write {
+                user,
+                chat,
+                target: Target::Attachment { name, content_type },
+                input,
+            } => {
+                let replacing = Replacing::Attachment(&name);
+                let staged = input.stage(store, user, chat, replacing, ContentKind::Bytes)?;
+                let file =
+                    store.upload_staged(user, chat, &name, content_type.as_deref(), staged)?;
+                print_json(&file)
+            }
+            StorageCommand::ReadHistory { user, chat } => {
+                copy_out(store.read_history(user, chat)?, None)
+            }
+            StorageCommand::ReadFile {
+                user,
+                chat,
+                file,
+                output,
+            } => {
+                let (meta, content) = store.read_attachment(user, chat, file)?;
+                copy_out(content, output.as_deref())?;
+                match output {
+                    Some(_) => print_json(&meta),
+                    None => Ok(()),
+                }
             }
             StorageCommand::StartSandbox(chat) => print_json(&store.start_sandbox(chat)?),
             StorageCommand::StopSandbox(chat) => match store.end_sandbox(chat)? {

@@ -304,15 +304,24 @@ fn a_name_that_is_a_path_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn non_utf8_history_is_refused() {
+fn non_utf8_history_is_refused_and_changes_nothing() {
     let cli = Cli::new();
     let c = chat(&cli);
+    let before = cli.tree();
     let out = cli.run_with(
         &["history", "write", "--user", USER, "--chat", &c],
         &[0xff, 0xfe],
     );
-    assert_eq!(exit_code(&out), 1);
-    assert_eq!(stderr_lines(&out).len(), 1);
+    assert_eq!(exit_code(&out), 2);
+    let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["error"], "invalid_history");
+    assert_eq!(cli.tree(), before);
+    assert!(
+        std::fs::read_dir(cli.data.join("staging"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }
 
 #[test]
@@ -403,7 +412,7 @@ fn a_component_that_is_not_a_storage_service_is_refused_with_one_line() {
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].contains("does not export `chatstore:storage/storage@0.2.0`"),
+        lines[0].contains("does not export `chatstore:storage/storage@0.3.0`"),
         "{lines:?}"
     );
 

@@ -66,7 +66,8 @@ impl Failure {
             Error::WorkspaceQuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidAttachmentName(_)
             | Error::ReservedAttachmentName(_)
-            | Error::InvalidId(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | Error::InvalidId(_)
+            | Error::InvalidHistory => StatusCode::UNPROCESSABLE_ENTITY,
             Error::StorageUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

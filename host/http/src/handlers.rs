@@ -1,7 +1,8 @@
 //! One handler per route; each handler's `#[utoipa::path]` is its entry in
 //! the OpenAPI document, so the document describes what the code does.
 
-use crate::failure::Failure;
+use crate::body::{self, Limit, Served};
+use crate::failure::{ErrorBody, Failure};
 use crate::{App, USER_HEADER};
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -9,7 +10,9 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chatstore_host::{Chat, ChatFile, Error, SandboxSession, Workspace, WorkspaceUsage, parse_id};
+use chatstore_host::{
+    Chat, ChatFile, ContentKind, Replacing, SandboxSession, Workspace, WorkspaceUsage, parse_id,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -233,16 +236,28 @@ pub(crate) struct FilePath {
     file_id: Uuid,
 }
 
-/// The chat's `history.md`.
-#[utoipa::path(get, path = "/v1/chats/{chat_id}/history", tag = "history", params(UserHeader, ChatPath),
-    responses((status = 200, description = "The history", body = String, content_type = "text/markdown")))]
-pub(crate) async fn read_history(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
-    let history = app.run(move |s| s.read_history(user, chat)).await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
-        history,
+/// The chat's `history.md`, streamed; a `Range` (`bytes=-N` for its last N
+/// bytes) gives part of it.
+#[utoipa::path(get, path = "/v1/chats/{chat_id}/history", tag = "history", params(UserHeader, ChatPath, RangeHeader),
+    responses(
+        (status = 200, description = "The history", body = String, content_type = "text/markdown"),
+        (status = 206, description = "The range asked for", body = String, content_type = "text/markdown",
+            headers(("content-range" = String, description = "Which bytes of the history these are"))),
+        (status = 416, description = "The range lies outside the history (`range_not_satisfiable`)", body = ErrorBody)))]
+pub(crate) async fn read_history(
+    State(app): AppState,
+    InChat { user, chat }: InChat,
+    headers: HeaderMap,
+) -> Reply {
+    let content = app.run(move |s| s.read_history(user, chat)).await?;
+    body::serve(
+        Served {
+            content,
+            content_type: HeaderValue::from_static("text/markdown; charset=utf-8"),
+            etag: None,
+        },
+        &headers,
     )
-        .into_response())
 }
 
 /// Replaces the chat's history with the body (UTF-8; empty clears it).
@@ -252,58 +267,61 @@ pub(crate) async fn read_history(State(app): AppState, InChat { user, chat }: In
 pub(crate) async fn write_history(
     State(app): AppState,
     InChat { user, chat }: InChat,
-    body: Body,
+    headers: HeaderMap,
+    request: Body,
 ) -> Reply {
-    let content = text_body(&app, body).await?;
-    app.run(move |s| s.write_history(user, chat, &content))
+    let room = app
+        .run(move |s| s.room(user, chat, Replacing::History))
+        .await?;
+    let limit = Limit::of(&app, room);
+    limit.check_declared(&app, user, &headers).await?;
+    let staged = body::stage(&app, user, request, ContentKind::Text, limit).await?;
+    app.run(move |s| s.write_staged_history(user, chat, staged))
         .await?;
     Ok(no_content())
 }
 
-/// Appends the body (UTF-8) to the chat's history.
+/// Appends the body (UTF-8) to the chat's history; costs the message, not
+/// the history.
 #[utoipa::path(post, path = "/v1/chats/{chat_id}/history", tag = "history", params(UserHeader, ChatPath),
     request_body(content = String, content_type = "text/markdown", description = "What to append (UTF-8)"),
     responses((status = 204, description = "Appended")))]
 pub(crate) async fn append_history(
     State(app): AppState,
     InChat { user, chat }: InChat,
-    body: Body,
+    headers: HeaderMap,
+    request: Body,
 ) -> Reply {
-    let content = text_body(&app, body).await?;
-    app.run(move |s| s.append_history(user, chat, &content))
+    let room = app
+        .run(move |s| s.room(user, chat, Replacing::Nothing))
+        .await?;
+    let limit = Limit::of(&app, room);
+    limit.check_declared(&app, user, &headers).await?;
+    let staged = body::stage(&app, user, request, ContentKind::Text, limit).await?;
+    app.run(move |s| s.append_staged_history(user, chat, staged))
         .await?;
     Ok(no_content())
 }
 
-/// The request body as UTF-8 text, within the upload limit.
-async fn text_body(app: &App, body: Body) -> Result<String, Failure> {
-    let bytes = bounded_body(app, body).await?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
-        Failure::plain(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_history",
-            "the history must be UTF-8 text",
-        )
-    })
+/// A `Range` request header: one range of bytes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documents the header that `body::serve` reads.
+pub(crate) struct RangeHeader {
+    /// One range, `bytes=first-last`, `bytes=first-` or `bytes=-count`
+    /// (the last `count` bytes); several ranges are served whole.
+    #[param(rename = "Range")]
+    range: Option<String>,
 }
 
-/// The request body, refused with 413 once it passes `max_upload_bytes`.
-async fn bounded_body(app: &App, body: Body) -> Result<Bytes, Failure> {
-    let limit = usize::try_from(app.config.max_upload_bytes).unwrap_or(usize::MAX);
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(app))
-}
-
-fn too_large(app: &App) -> Failure {
-    Failure::plain(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "upload_too_large",
-        format!(
-            "the body is larger than {} bytes",
-            app.config.max_upload_bytes
-        ),
-    )
+/// An `If-None-Match` request header.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documents the header that `body::serve` reads.
+pub(crate) struct IfNoneMatchHeader {
+    /// `ETag`s the caller has: if the file's is among them, 304.
+    #[param(rename = "If-None-Match")]
+    if_none_match: Option<String>,
 }
 
 /// The chat's attachments, oldest first.
@@ -330,8 +348,10 @@ pub(crate) struct UploadQuery {
     name: Option<String>,
 }
 
-/// Uploads an attachment; an existing one of the same name is replaced by a
-/// new file id. The request's `Content-Type` is stored as the file's.
+/// Uploads an attachment, streamed to staging as it arrives; an existing one
+/// of the same name is replaced by a new file id. The request's
+/// `Content-Type` is stored as the file's. A body that would pass the quota
+/// is cut off there with 413; one that ends early is 400; neither leaves anything.
 #[utoipa::path(post, path = "/v1/chats/{chat_id}/files", tag = "files", params(UserHeader, ChatPath, UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The attachment's bytes, of any media type (may be empty)"),
     responses((status = 201, description = "The stored attachment", body = ChatFile,
@@ -341,31 +361,23 @@ pub(crate) async fn upload_file(
     InChat { user, chat }: InChat,
     QueryOf(query): QueryOf<UploadQuery>,
     headers: HeaderMap,
-    body: Body,
+    request: Body,
 ) -> Reply {
     // A missing name is the empty name, which the policy refuses.
     let name = query.name.unwrap_or_default();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    // Refused before a byte of the body is read.
-    if let Some(length) = declared {
-        if length > app.config.max_upload_bytes {
-            return Err(too_large(&app));
-        }
-        if length > app.config.quota_bytes {
-            let workspace = app.run(move |s| s.get_workspace(user)).await?;
-            return Err(Error::WorkspaceQuotaExceeded(workspace.workspace_id).into());
-        }
-    }
+    let for_room = name.clone();
+    let room = app
+        .run(move |s| s.room(user, chat, Replacing::Attachment(&for_room)))
+        .await?;
+    let limit = Limit::of(&app, room);
+    limit.check_declared(&app, user, &headers).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let content = bounded_body(&app, body).await?;
+    let staged = body::stage(&app, user, request, ContentKind::Bytes, limit).await?;
     let file = app
-        .run(move |s| s.upload_attachment(user, chat, &name, content_type.as_deref(), &content))
+        .run(move |s| s.upload_staged(user, chat, &name, content_type.as_deref(), staged))
         .await?;
     let mut response = json(StatusCode::CREATED, &file);
     let location = format!("/v1/chats/{}/files/{}", file.chat_id, file.file_id);
@@ -404,32 +416,38 @@ pub(crate) async fn delete_file(
     Ok(no_content())
 }
 
-/// One attachment's bytes, with its `Content-Type` and an `ETag`.
-#[utoipa::path(get, path = "/v1/chats/{chat_id}/files/{file_id}/content", tag = "files", params(UserHeader, FilePath),
-    responses((status = 200, description = "The bytes", body = Vec<u8>, content_type = "application/octet-stream",
-        headers(("etag" = String, description = "The file id: a replacement always has another")))))]
-pub(crate) async fn read_file(State(app): AppState, InFile { user, chat, file }: InFile) -> Reply {
-    let (meta, bytes) = app
-        .run(move |s| {
-            Ok((
-                s.get_attachment(user, chat, file)?,
-                s.read_attachment(user, chat, file)?,
-            ))
-        })
+/// One attachment's bytes, streamed, with its `Content-Type` and a strong
+/// `ETag` (its SHA-256); a `Range` gives part of it, a matching
+/// `If-None-Match` a 304.
+#[utoipa::path(get, path = "/v1/chats/{chat_id}/files/{file_id}/content", tag = "files", params(UserHeader, FilePath, RangeHeader, IfNoneMatchHeader),
+    responses(
+        (status = 200, description = "The bytes", body = Vec<u8>, content_type = "application/octet-stream",
+            headers(("etag" = String, description = "The SHA-256 of the content, quoted"))),
+        (status = 206, description = "The range asked for", body = Vec<u8>, content_type = "application/octet-stream",
+            headers(("content-range" = String, description = "Which bytes of the file these are"))),
+        (status = 304, description = "The caller has this content already"),
+        (status = 416, description = "The range lies outside the file (`range_not_satisfiable`)", body = ErrorBody)))]
+pub(crate) async fn read_file(
+    State(app): AppState,
+    InFile { user, chat, file }: InFile,
+    headers: HeaderMap,
+) -> Reply {
+    let (meta, content) = app
+        .run(move |s| s.read_attachment(user, chat, file))
         .await?;
     let content_type = meta
         .content_type
         .as_deref()
         .and_then(|t| HeaderValue::from_str(t).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let mut response = Response::new(Body::from(bytes));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, content_type);
-    // A file id names one version of the bytes: a replacement gets a new id.
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{file}\"")) {
-        headers.insert(header::ETAG, etag);
-    }
-    Ok(response)
+    body::serve(
+        Served {
+            content,
+            content_type,
+            etag: meta.sha256,
+        },
+        &headers,
+    )
 }
 
 /// Marks a sandbox session active on the chat (for the sandbox subsystem);

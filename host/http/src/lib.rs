@@ -24,6 +24,7 @@
 
 #![deny(missing_docs)]
 
+mod body;
 mod failure;
 mod handlers;
 

@@ -2,10 +2,12 @@
 
 use chatstore_host::{ChatStore, ChatStoreBuilder};
 use chatstore_http::{ServerConfig, serve};
+use chatstore_testkit::faults::{Fault, FaultInjector};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -24,13 +26,18 @@ async fn start(
     configure: impl FnOnce(ChatStoreBuilder) -> ChatStoreBuilder,
     quota_bytes: u64,
 ) -> Server {
+    start_with(|b| configure(b).build().unwrap(), quota_bytes).await
+}
+
+/// A server on a store that `build` makes from a configured builder.
+async fn start_with(build: impl FnOnce(ChatStoreBuilder) -> ChatStore, quota_bytes: u64) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let builder = ChatStore::builder()
         .data_dir(&data)
         .quota_bytes(quota_bytes)
         .pooled_instances(32);
-    let store = configure(builder).build().unwrap();
+    let store = build(builder);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -219,7 +226,9 @@ async fn every_route_works() {
     assert_eq!(content.status, StatusCode::OK);
     assert_eq!(content.headers["content-type"], "image/png");
     assert_eq!(content.headers["content-length"], "70000");
-    assert_eq!(content.headers["etag"], format!("\"{f}\"").as_str());
+    let sha256 = meta["sha256"].as_str().unwrap();
+    assert_eq!(sha256.len(), 64);
+    assert_eq!(content.headers["etag"], format!("\"{sha256}\"").as_str());
     assert_eq!(content.body, bytes);
     let usage = s
         .call(Method::GET, "/v1/workspace/usage", user)
@@ -513,43 +522,30 @@ async fn another_user_gets_404_and_learns_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_trapped_request_answers_503_and_the_next_one_works() {
-    let s = start(|b| b.max_guest_memory(2 << 20), 1 << 30).await;
+async fn a_failing_port_answers_503_without_its_details_and_the_next_request_works() {
+    let mut injector = None;
+    let s = start_with(
+        |b| {
+            let faults = Arc::new(FaultInjector::new(b.open_backend().unwrap()));
+            injector = Some(faults.clone());
+            b.build_with_backend(faults).unwrap()
+        },
+        1 << 30,
+    )
+    .await;
+    let faults = injector.unwrap();
     let (user, c) = s.user_with_chat().await;
-    let trapped = s
-        .upload(
-            user,
-            &c,
-            "big.bin",
-            "application/octet-stream",
-            &vec![1; 900_000],
-        )
-        .await;
-    let trapped2 = s
-        .upload(
-            user,
-            &c,
-            "big.bin",
-            "application/octet-stream",
-            &vec![1; 1 << 20],
-        )
-        .await;
-    let statuses = [trapped.status, trapped2.status];
-    assert!(
-        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
-        "{statuses:?}"
-    );
-    let failed = if trapped.status == StatusCode::SERVICE_UNAVAILABLE {
-        trapped
-    } else {
-        trapped2
-    };
+    faults.fail_nth(Some("chat-storage"), 1, Fault::DiskFull);
+    let failed = s.upload(user, &c, "a.txt", "text/plain", b"x").await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(failed.code(), "storage_unavailable");
+    let body = String::from_utf8_lossy(&failed.body);
+    assert!(body.contains("chat-storage"), "{body}");
     assert!(
-        !String::from_utf8_lossy(&failed.body).contains("panicked"),
-        "no stack traces"
+        !body.contains("injected"),
+        "what failed stays in the log: {body}"
     );
-    let next = s.upload(user, &c, "small.txt", "text/plain", b"fine").await;
+    let next = s.upload(user, &c, "a.txt", "text/plain", b"fine").await;
     assert_eq!(next.status, StatusCode::CREATED);
     let staged = std::fs::read_dir(s.data.join("staging")).unwrap().count();
     assert_eq!(staged, 0);
@@ -684,4 +680,195 @@ async fn a_thousand_mixed_requests_from_many_tasks_leave_exactly_the_expected_st
         total += 2 + files.len();
     }
     assert!(total >= 1000, "{total} requests");
+}
+
+/// Writes a raw request on a new connection and reads the whole answer;
+/// with `stop`, closes the sending side first, as a client that stops
+/// sending does.
+fn raw_exchange(addr: SocketAddr, request: &[u8], stop: bool) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    if stop {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A chunked body of `chunks`, as HTTP/1.1 frames it.
+fn chunked(chunks: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for chunk in chunks {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    body
+}
+
+impl Server {
+    fn staged(&self) -> usize {
+        std::fs::read_dir(self.data.join("staging"))
+            .unwrap()
+            .count()
+    }
+
+    async fn files(&self, user: Uuid, chat: &str) -> Vec<Value> {
+        self.call(Method::GET, &format!("/v1/chats/{chat}/files"), user)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    async fn get_with(&self, path: &str, user: Uuid, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("X-User-Id", user.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        Reply {
+            status,
+            headers,
+            body: response.bytes().await.unwrap().to_vec(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_ends_before_its_content_length_is_400_and_leaves_nothing() {
+    let s = start(|b| b, 1 << 30).await;
+    let (user, c) = s.user_with_chat().await;
+    let addr = s.addr;
+    let chat = c.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        raw_exchange(
+            addr,
+            format!(
+                "POST /v1/chats/{chat}/files?name=short.bin HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\nContent-Length: 100\r\n\r\nonly ten b"
+            )
+            .as_bytes(),
+            true,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("invalid_request"), "{answer}");
+    assert!(s.files(user, &c).await.is_empty());
+    assert_eq!(s.staged(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_bodies_stream_in_and_one_past_the_room_is_cut_off_with_413() {
+    let s = start(|b| b, 1000).await;
+    let (user, c) = s.user_with_chat().await;
+    let c2 = c.clone();
+    let addr = s.addr;
+    let upload = move |name: &str, chunks: Vec<Vec<u8>>| {
+        let chat = c.clone();
+        let mut request = format!(
+            "POST /v1/chats/{chat}/files?name={name} HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        request.extend(chunked(&chunks));
+        tokio::task::spawn_blocking(move || raw_exchange(addr, &request, false))
+    };
+    let fits = upload("fits.bin", vec![vec![1; 300], vec![2; 300]])
+        .await
+        .unwrap();
+    assert!(fits.starts_with("HTTP/1.1 201"), "{fits}");
+    assert!(fits.contains(r#""size_bytes":600"#), "{fits}");
+    // 400 bytes are left: 401 is one too many, whatever the chunks.
+    let over = upload("over.bin", vec![vec![3; 200]; 5]).await.unwrap();
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert!(over.contains("workspace_quota_exceeded"), "{over}");
+    let exact = upload("exact.bin", vec![vec![4; 399], vec![4; 1]])
+        .await
+        .unwrap();
+    assert!(exact.starts_with("HTTP/1.1 201"), "{exact}");
+    assert_eq!(s.staged(), 0);
+    let names: Vec<Value> = s
+        .files(user, &c2)
+        .await
+        .iter()
+        .map(|f| f["name"].clone())
+        .collect();
+    assert_eq!(names, ["fits.bin", "exact.bin"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_stream_ranges_etags_and_their_length() {
+    let s = start(|b| b, 1 << 30).await;
+    let (user, c) = s.user_with_chat().await;
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let file = s
+        .upload(user, &c, "data.bin", "application/octet-stream", &bytes)
+        .await
+        .json();
+    let path = format!(
+        "/v1/chats/{c}/files/{}/content",
+        file["file_id"].as_str().unwrap()
+    );
+    let etag = format!("\"{}\"", file["sha256"].as_str().unwrap());
+
+    let whole = s.get_with(&path, user, &[]).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.headers["content-length"], "1000");
+    assert_eq!(whole.headers["accept-ranges"], "bytes");
+    assert_eq!(whole.headers["etag"], etag.as_str());
+    assert_eq!(whole.body, bytes);
+
+    let head = s.get_with(&path, user, &[("Range", "bytes=0-9")]).await;
+    assert_eq!(head.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(head.headers["content-range"], "bytes 0-9/1000");
+    assert_eq!(head.headers["content-length"], "10");
+    assert_eq!(head.body, bytes[..10]);
+    let tail = s.get_with(&path, user, &[("Range", "bytes=-5")]).await;
+    assert_eq!(tail.headers["content-range"], "bytes 995-999/1000");
+    assert_eq!(tail.body, bytes[995..]);
+    let outside = s.get_with(&path, user, &[("Range", "bytes=1000-")]).await;
+    assert_eq!(outside.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(outside.headers["content-range"], "bytes */1000");
+    let cached = s.get_with(&path, user, &[("If-None-Match", &etag)]).await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+    assert!(cached.body.is_empty());
+    let stale = s
+        .get_with(&path, user, &[("If-None-Match", "\"other\"")])
+        .await;
+    assert_eq!(stale.status, StatusCode::OK);
+
+    // The history's tail, as an agent loading context asks for it.
+    let history = format!("/v1/chats/{c}/history");
+    let lines: String = (0..100).map(|i| format!("line {i:02}\n")).collect();
+    s.send(
+        Method::PUT,
+        &history,
+        Some(&user.to_string()),
+        Some(("text/markdown", lines.clone().into_bytes())),
+    )
+    .await;
+    let last = s.get_with(&history, user, &[("Range", "bytes=-16")]).await;
+    assert_eq!(last.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(last.body, b"line 98\nline 99\n");
+    assert_eq!(
+        last.headers["content-range"],
+        format!(
+            "bytes {}-{}/{}",
+            lines.len() - 16,
+            lines.len() - 1,
+            lines.len()
+        )
+        .as_str()
+    );
 }

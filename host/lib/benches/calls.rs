@@ -48,12 +48,16 @@ fn main() {
     store.ensure_workspace(user).expect("workspace");
     let chat = store.create_chat(user).expect("chat");
     store
-        .write_history(user, chat.chat_id, &"line of history\n".repeat(64))
+        .write_history(
+            user,
+            chat.chat_id,
+            "line of history\n".repeat(64).as_bytes(),
+        )
         .expect("history");
     let kib = vec![7u8; 1024];
     let mib = vec![7u8; 1 << 20];
     let file = store
-        .upload_attachment(user, chat.chat_id, "one-kib", None, &kib)
+        .upload_attachment(user, chat.chat_id, "one-kib", None, &kib[..])
         .expect("upload");
 
     measure("get-workspace", 2000, || {
@@ -79,14 +83,14 @@ fn main() {
     measure("upload-attachment (1 KiB, fsync)", 300, || {
         black_box(
             store
-                .upload_attachment(user, chat.chat_id, "kib", None, &kib)
+                .upload_attachment(user, chat.chat_id, "kib", None, &kib[..])
                 .expect("upload"),
         );
     });
     measure("upload-attachment (1 MiB, fsync)", 50, || {
         black_box(
             store
-                .upload_attachment(user, chat.chat_id, "mib", None, &mib)
+                .upload_attachment(user, chat.chat_id, "mib", None, &mib[..])
                 .expect("upload"),
         );
     });

@@ -7,9 +7,11 @@
 //! (`refused`) or the host's (`failed`).
 
 use crate::bindings::wit;
+use crate::content::Content;
 use crate::imports::{CHATS, USAGE, WORKSPACES};
 use crate::model::{Chat, Workspace};
 use crate::ports::Ports;
+use crate::staging::StagedContent;
 use crate::values::{Checked, Fault, refuse};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -33,6 +35,18 @@ pub(crate) struct CallState {
     /// When the call started, and how much of that time was spent in ports.
     started: Instant,
     host_time: Duration,
+    /// The content staged for this call, by token, and whether it was stored.
+    staged: Vec<(String, StagedContent, bool)>,
+    /// What the guest opened for the host to serve.
+    opened: Option<Content>,
+}
+
+/// What a call leaves for the host once its guest is done.
+pub(crate) struct Leftovers {
+    /// What the guest opened to serve, if anything.
+    pub(crate) opened: Option<Content>,
+    /// Staged content the guest did not store: the host removes it.
+    pub(crate) unstored: Vec<StagedContent>,
 }
 
 impl CallState {
@@ -47,6 +61,60 @@ impl CallState {
             write_budget: None,
             started: Instant::now(),
             host_time: Duration::ZERO,
+            staged: Vec::new(),
+            opened: None,
+        }
+    }
+
+    /// Hands staged content to the call: the guest sees its token, size and digest.
+    pub(crate) fn offer(&mut self, content: StagedContent) -> wit::StagedContent {
+        let token = format!("staged-{}", self.staged.len() + 1);
+        let offered = wit::StagedContent {
+            token: token.clone(),
+            size_bytes: content.size_bytes(),
+            sha256: content.sha256().to_owned(),
+        };
+        self.staged.push((token, content, false));
+        offered
+    }
+
+    /// Stores the staged content a token names with `store`: each content
+    /// once. Once `store` succeeds, the unit of work owns the staged file.
+    pub(crate) fn store_staged(
+        &mut self,
+        token: &str,
+        store: impl FnOnce(&mut Self, &StagedContent) -> Checked<()>,
+    ) -> Checked<()> {
+        let content = match self.staged.iter().find(|(t, _, _)| t == token) {
+            None => return refuse("no content was staged for this call under that token"),
+            Some((_, _, true)) => return refuse("that staged content is already stored"),
+            Some((_, content, false)) => content.clone(),
+        };
+        store(self, &content)?;
+        if let Some(entry) = self.staged.iter_mut().find(|(t, _, _)| t == token) {
+            entry.2 = true;
+        }
+        Ok(())
+    }
+
+    /// Keeps what the guest opened for the host to serve: one file per call.
+    pub(crate) fn keep_opened(&mut self, content: Content) -> Checked<()> {
+        if self.opened.is_some() {
+            return refuse("a call opens one file to serve");
+        }
+        self.opened = Some(content);
+        Ok(())
+    }
+
+    /// What the call leaves once the guest is done.
+    pub(crate) fn leftovers(&mut self) -> Leftovers {
+        Leftovers {
+            opened: self.opened.take(),
+            unstored: std::mem::take(&mut self.staged)
+                .into_iter()
+                .filter(|(_, _, stored)| !stored)
+                .map(|(_, content, _)| content)
+                .collect(),
         }
     }
 
@@ -155,7 +223,7 @@ impl CallState {
     /// budget: one call writes at most the workspace's quota in total, so a
     /// policy that ignores the quota still cannot fill the disk in one call.
     /// Called after `check_chat`, so the caller's workspace is known.
-    pub(crate) fn spend(&mut self, bytes: usize) -> Checked<()> {
+    pub(crate) fn spend(&mut self, bytes: u64) -> Checked<()> {
         if bytes == 0 {
             return Ok(());
         }
@@ -168,7 +236,6 @@ impl CallState {
             }
             (None, None) => return refuse("the caller has no workspace"),
         };
-        let bytes = bytes as u64;
         if bytes > budget {
             return refuse(format!(
                 "refused to write {bytes} bytes: one call may write at most the workspace's \

@@ -3,6 +3,7 @@
 //! the conformance runner, a bridge from another protocol). Adding a use
 //! case to the WIT means adding it here once; those callers follow.
 
+use crate::content::Content;
 use crate::error::Error;
 use crate::ids::parse_id;
 use crate::model::{Chat, ChatFile, Timestamp, Workspace, WorkspaceUsage};
@@ -84,7 +85,7 @@ pub enum Call {
 }
 
 /// What a call gives back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Output {
     /// A workspace.
     Workspace(Workspace),
@@ -98,10 +99,10 @@ pub enum Output {
     File(ChatFile),
     /// Attachments' metadata, in order.
     Files(Vec<ChatFile>),
-    /// A history.
-    Text(String),
-    /// An attachment's bytes.
-    Bytes(Vec<u8>),
+    /// A history, open to read.
+    History(Content),
+    /// An attachment's metadata and content, open to read.
+    Attachment(ChatFile, Content),
     /// Nothing: the call succeeded.
     Done,
 }
@@ -137,10 +138,10 @@ impl Call {
     /// The parameters that may be left out (`option<…>` in the WIT).
     pub const OPTIONAL: &[&str] = &["content-type"];
 
-    /// Whether the call named `name` returns content (a history or an
-    /// attachment's bytes) rather than a record.
+    /// Whether the call named `name` is a read whose content the host
+    /// serves (a history or an attachment's bytes): the `read-…` exports.
     pub fn returns_content(name: &str) -> bool {
-        matches!(name, "read-history" | "read-attachment")
+        name.starts_with("read-")
     }
 
     /// The WIT parameters of the call named `name`, if there is one.
@@ -285,13 +286,22 @@ impl Call {
 impl Output {
     /// Whether the output is content (a history or an attachment's bytes).
     pub fn is_content(&self) -> bool {
-        matches!(self, Output::Text(_) | Output::Bytes(_))
+        matches!(self, Output::History(_) | Output::Attachment(..))
     }
 
     /// The value in the WIT's JSON shape: kebab-case keys, timestamps as
-    /// `{seconds, nanoseconds}`, none as null; content as text, or as
-    /// `{"hex": …}` if it is not UTF-8.
-    pub fn to_wit_json(&self) -> Value {
+    /// `{seconds, nanoseconds}`, none as null; content (read into memory)
+    /// as text, or as `{"hex": …}` if it is not UTF-8.
+    pub fn into_wit_json(self) -> std::io::Result<Value> {
+        Ok(match self {
+            Output::History(content) | Output::Attachment(_, content) => {
+                content_json(&content.into_bytes()?)
+            }
+            other => other.record_json(),
+        })
+    }
+
+    fn record_json(&self) -> Value {
         match self {
             Output::Workspace(w) => workspace(w),
             Output::Usage(u) => json!({
@@ -303,9 +313,7 @@ impl Output {
             Output::Chats(cs) => cs.iter().map(chat).collect(),
             Output::File(f) => chat_file(f),
             Output::Files(fs) => fs.iter().map(chat_file).collect(),
-            Output::Text(text) => content_json(text.as_bytes()),
-            Output::Bytes(bytes) => content_json(bytes),
-            Output::Done => Value::Null,
+            Output::History(_) | Output::Attachment(..) | Output::Done => Value::Null,
         }
     }
 }
@@ -345,6 +353,7 @@ fn chat_file(f: &ChatFile) -> Value {
         "name": f.name.as_str(),
         "content-type": f.content_type,
         "size-bytes": f.size_bytes,
+        "sha256": f.sha256,
         "created-at": timestamp(f.created_at),
     })
 }
@@ -364,18 +373,22 @@ impl ChatStore {
             C::GetChat { user_id, chat_id } => self.get_chat(user_id, chat_id).map(Output::Chat),
             C::DeleteChat { user_id, chat_id } => self.delete_chat(user_id, chat_id).map(done),
             C::ReadHistory { user_id, chat_id } => {
-                self.read_history(user_id, chat_id).map(Output::Text)
+                self.read_history(user_id, chat_id).map(Output::History)
             }
             C::WriteHistory {
                 user_id,
                 chat_id,
                 content,
-            } => self.write_history(user_id, chat_id, &content).map(done),
+            } => self
+                .write_history(user_id, chat_id, content.as_bytes())
+                .map(done),
             C::AppendHistory {
                 user_id,
                 chat_id,
                 content,
-            } => self.append_history(user_id, chat_id, &content).map(done),
+            } => self
+                .append_history(user_id, chat_id, content.as_bytes())
+                .map(done),
             C::UploadAttachment {
                 user_id,
                 chat_id,
@@ -383,7 +396,13 @@ impl ChatStore {
                 content_type,
                 content,
             } => self
-                .upload_attachment(user_id, chat_id, &name, content_type.as_deref(), &content)
+                .upload_attachment(
+                    user_id,
+                    chat_id,
+                    &name,
+                    content_type.as_deref(),
+                    content.as_slice(),
+                )
                 .map(Output::File),
             C::ListAttachments { user_id, chat_id } => {
                 self.list_attachments(user_id, chat_id).map(Output::Files)
@@ -401,7 +420,7 @@ impl ChatStore {
                 file_id,
             } => self
                 .read_attachment(user_id, chat_id, file_id)
-                .map(Output::Bytes),
+                .map(|(file, content)| Output::Attachment(file, content)),
             C::DeleteAttachment {
                 user_id,
                 chat_id,
@@ -418,27 +437,31 @@ impl ChatStore {
 mod tests {
     use super::*;
 
-    /// `name: func(a: t, b: t) -> result<ok, …>;` lines of the `storage`
-    /// interface: name, parameters, and whether `ok` is content.
+    /// `name: func(a: t, b: t) -> …;` lines of the `storage` interface:
+    /// name, parameters, and whether the doc comment above says the host
+    /// serves the bytes.
     fn wit_signatures() -> Vec<(String, Vec<String>, bool)> {
         let wit = include_str!("../../../wit/storage.wit");
         let interface = &wit[wit.find("interface storage").expect("interface")..];
         let interface = &interface[..interface.find("\n}").expect("its end")];
-        interface
-            .lines()
-            .filter_map(|line| {
-                let (name, rest) = line.trim().split_once(": func(")?;
-                let (params, result) = rest.split_once(')')?;
+        let mut served = false;
+        let mut signatures = Vec::new();
+        for line in interface.lines().map(str::trim) {
+            if line.starts_with("///") {
+                served |= line.contains("the host serves");
+                continue;
+            }
+            if let Some((name, rest)) = line.split_once(": func(") {
+                let params = rest.split_once(')').map_or("", |(p, _)| p);
                 let params = params
                     .split(',')
                     .filter_map(|p| Some(p.split_once(':')?.0.trim().to_owned()))
                     .collect();
-                let content = ["-> result<string,", "-> result<list<u8>,"]
-                    .iter()
-                    .any(|r| result.trim_start().starts_with(r));
-                Some((name.to_owned(), params, content))
-            })
-            .collect()
+                signatures.push((name.to_owned(), params, served));
+            }
+            served = false;
+        }
+        signatures
     }
 
     #[test]
@@ -510,10 +533,7 @@ mod tests {
 
     #[test]
     fn content_is_text_or_hex() {
-        assert_eq!(
-            Output::Bytes(vec![0xff]).to_wit_json(),
-            json!({"hex": "ff"})
-        );
-        assert_eq!(Output::Text("é".into()).to_wit_json(), json!("é"));
+        assert_eq!(content_json(&[0xff]), json!({"hex": "ff"}));
+        assert_eq!(content_json("é".as_bytes()), json!("é"));
     }
 }

@@ -30,6 +30,9 @@ pub enum Error {
     /// A string that should be a UUID is not one.
     #[error("invalid_id: {0:?} is not a UUID")]
     InvalidId(String),
+    /// A history (or a message for one) that is not UTF-8 text.
+    #[error("invalid_history: a history must be UTF-8 text")]
+    InvalidHistory,
     /// A port failed, or the guest trapped; nothing of the call was kept.
     #[error("storage_unavailable: {port}: {message}")]
     StorageUnavailable {
@@ -52,6 +55,7 @@ impl Error {
             Error::InvalidAttachmentName(_) => "invalid_attachment_name",
             Error::ReservedAttachmentName(_) => "reserved_attachment_name",
             Error::InvalidId(_) => "invalid_id",
+            Error::InvalidHistory => "invalid_history",
             Error::StorageUnavailable { .. } => "storage_unavailable",
         }
     }
@@ -67,7 +71,7 @@ impl Error {
             Error::InvalidAttachmentName(s)
             | Error::ReservedAttachmentName(s)
             | Error::InvalidId(s) => Some(s.clone()),
-            Error::StorageUnavailable { .. } => None,
+            Error::InvalidHistory | Error::StorageUnavailable { .. } => None,
         }
     }
 

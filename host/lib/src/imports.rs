@@ -183,11 +183,20 @@ impl chat_storage::Host for CallState {
         })
     }
 
-    fn read_history(&mut self, chat: wit::Chat) -> WitResult<String> {
-        self.port(STORAGE, "read-history", |s| {
+    fn history_size(&mut self, chat: wit::Chat) -> WitResult<u64> {
+        self.port(STORAGE, "history-size", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
-            Ok(s.ports.storage.read_history(&chat)?)
+            Ok(s.ports.storage.history_size(&chat)?)
+        })
+    }
+
+    fn open_history(&mut self, chat: wit::Chat) -> WitResult<()> {
+        self.port(STORAGE, "open-history", |s| {
+            let chat = values::chat(chat)?;
+            s.check_chat(&chat, true)?;
+            let content = s.ports.storage.open_history(&chat)?;
+            s.keep_opened(content)
         })
     }
 
@@ -195,8 +204,10 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "write-history", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
-            s.spend(content.len())?;
-            Ok(s.ports.storage.write_history(&chat, &content)?)
+            s.store_staged(&content, |s, content| {
+                s.spend(content.size_bytes())?;
+                Ok(s.ports.storage.write_history(&chat, content)?)
+            })
         })
     }
 
@@ -204,8 +215,10 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "append-history", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
-            s.spend(content.len())?;
-            Ok(s.ports.storage.append_history(&chat, &content)?)
+            s.store_staged(&content, |s, content| {
+                s.spend(content.size_bytes())?;
+                Ok(s.ports.storage.append_history(&chat, content)?)
+            })
         })
     }
 
@@ -217,25 +230,36 @@ impl chat_storage::Host for CallState {
         })
     }
 
+    fn attachment_size(&mut self, chat: wit::Chat, name: String) -> WitResult<Option<u64>> {
+        self.port(STORAGE, "attachment-size", |s| {
+            let (chat, name) = (values::chat(chat)?, values::name(name)?);
+            s.check_chat(&chat, true)?;
+            Ok(s.ports.storage.attachment_size(&chat, &name)?)
+        })
+    }
+
     fn write_attachment(
         &mut self,
         chat: wit::Chat,
         name: String,
-        content: Vec<u8>,
+        content: String,
     ) -> WitResult<()> {
         self.port(STORAGE, "write-attachment", |s| {
             let (chat, name) = (values::chat(chat)?, values::name(name)?);
             s.check_chat(&chat, true)?;
-            s.spend(content.len())?;
-            Ok(s.ports.storage.write_attachment(&chat, &name, &content)?)
+            s.store_staged(&content, |s, content| {
+                s.spend(content.size_bytes())?;
+                Ok(s.ports.storage.write_attachment(&chat, &name, content)?)
+            })
         })
     }
 
-    fn read_attachment(&mut self, chat: wit::Chat, name: String) -> WitResult<Vec<u8>> {
-        self.port(STORAGE, "read-attachment", |s| {
+    fn open_attachment(&mut self, chat: wit::Chat, name: String) -> WitResult<()> {
+        self.port(STORAGE, "open-attachment", |s| {
             let (chat, name) = (values::chat(chat)?, values::name(name)?);
             s.check_chat(&chat, true)?;
-            Ok(s.ports.storage.read_attachment(&chat, &name)?)
+            let content = s.ports.storage.open_attachment(&chat, &name)?;
+            s.keep_opened(content)
         })
     }
 

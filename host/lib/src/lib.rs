@@ -18,10 +18,15 @@
 //! let user = Uuid::now_v7();
 //! store.ensure_workspace(user)?;
 //! let chat = store.create_chat(user)?;
-//! store.append_history(user, chat.chat_id, "# Hello\n")?;
-//! let file = store.upload_attachment(user, chat.chat_id, "notes.txt", Some("text/plain"), b"hi")?;
-//! assert_eq!(store.read_attachment(user, chat.chat_id, file.file_id)?, b"hi");
-//! assert_eq!(store.read_history(user, chat.chat_id)?, "# Hello\n");
+//! store.append_history(user, chat.chat_id, "# Hello\n".as_bytes())?;
+//! // Content streams from any reader (a file, a socket) through staging, in
+//! // bounded memory; the policy sees its size and SHA-256, never its bytes.
+//! let file = store.upload_attachment(user, chat.chat_id, "notes.txt", Some("text/plain"), &b"hi"[..])?;
+//! assert_eq!(file.sha256.as_deref(), Some("8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4"));
+//! // Reads give an open file to stream from.
+//! let (_, content) = store.read_attachment(user, chat.chat_id, file.file_id)?;
+//! assert_eq!(content.into_bytes()?, b"hi");
+//! assert_eq!(store.read_history(user, chat.chat_id)?.into_string()?, "# Hello\n");
 //! # Ok(()) }
 //! ```
 //!
@@ -35,6 +40,7 @@ pub mod adapters;
 mod bindings;
 mod call;
 pub mod calls;
+mod content;
 mod error;
 pub mod fsck;
 mod ids;
@@ -42,17 +48,20 @@ mod imports;
 pub mod model;
 pub mod names;
 pub mod ports;
+pub mod staging;
 mod store;
 pub mod unit;
 mod values;
 
 pub use calls::{Call, Output};
+pub use content::Content;
 pub use error::{Error, PortError, PortResult, SetupError};
 pub use ids::{echo, parse_id};
 pub use model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace, WorkspaceUsage};
 pub use names::AttachmentName;
+pub use staging::{ContentKind, StageError, StagedContent};
 pub use store::{
     ChatStore, ChatStoreBuilder, Clock, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR,
-    DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Metadata, STORAGE_COMPONENT,
+    DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Metadata, Replacing, STORAGE_COMPONENT,
 };
 pub use uuid::Uuid;

@@ -7,9 +7,11 @@
 //! sessions starting and ending, `fsck`'s full listings) is [`HostRecords`],
 //! which no guest can reach.
 
+use crate::content::Content;
 use crate::error::PortResult;
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
 use crate::names::AttachmentName;
+use crate::staging::StagedContent;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -63,27 +65,33 @@ pub trait SandboxSessionRepository: Send + Sync {
     fn get_active_by_chat_id(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>>;
 }
 
-/// The chat directories (`chat-storage`).
+/// The chat directories (`chat-storage`). Content never passes through
+/// the guest: writes store content the host staged, reads open a file for
+/// the host to serve.
 pub trait ChatStorage: Send + Sync {
     /// Creates the chat's directory and an empty history if missing.
     fn ensure_chat(&self, chat: &Chat) -> PortResult<()>;
-    /// The chat's history.
-    fn read_history(&self, chat: &Chat) -> PortResult<String>;
-    /// Replaces the chat's history.
-    fn write_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
-    /// Appends to the chat's history.
-    fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
+    /// The size of the chat's history on disk.
+    fn history_size(&self, chat: &Chat) -> PortResult<u64>;
+    /// Opens the chat's history to serve.
+    fn open_history(&self, chat: &Chat) -> PortResult<Content>;
+    /// Replaces the chat's history with staged content.
+    fn write_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()>;
+    /// Appends staged content to the chat's history.
+    fn append_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()>;
     /// Removes the chat's directory and everything in it.
     fn delete_chat(&self, chat: &Chat) -> PortResult<()>;
-    /// Stores an attachment, replacing any of that name.
+    /// The size on disk of the attachment of this name, if there is one.
+    fn attachment_size(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Option<u64>>;
+    /// Stores staged content as the attachment of this name, replacing any.
     fn write_attachment(
         &self,
         chat: &Chat,
         name: &AttachmentName,
-        content: &[u8],
+        content: &StagedContent,
     ) -> PortResult<()>;
-    /// An attachment's bytes.
-    fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>>;
+    /// Opens an attachment to serve.
+    fn open_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Content>;
     /// Removes an attachment; a missing one is not an error.
     fn delete_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()>;
     /// Removes everything in the chat's directory but its history.

@@ -7,11 +7,15 @@ use crate::adapters::memory::MemoryMetadata;
 use crate::adapters::sqlite::SqliteMetadata;
 use crate::bindings::{self, Guest, StorageServicePre, wit};
 use crate::call::CallState;
+use crate::content::Content;
 use crate::error::{Error, PortError, SetupError};
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
+use crate::names::AttachmentName;
 use crate::ports::{HostRecords, Ports};
+use crate::staging::{ContentKind, StageError, StagedContent, Staging};
 use crate::unit::{Access, Backend, FixedPorts, MetadataStore, UnitOfWork};
 use crate::values::FromGuest;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -224,14 +228,19 @@ impl ChatStoreBuilder {
     }
 
     /// Builds the store on the given adapters instead (fakes, your own
-    /// backends), without transactions; the data-directory, metadata and
-    /// quota settings are not used.
+    /// backends), without transactions, staging content in `staging`; the
+    /// data-directory, metadata and quota settings are not used.
     pub fn build_with_ports(
         self,
         ports: Ports,
         records: Arc<dyn HostRecords>,
+        staging: Arc<Staging>,
     ) -> Result<ChatStore, SetupError> {
-        self.build_with_backend(Arc::new(FixedPorts { ports, records }))
+        self.build_with_backend(Arc::new(FixedPorts {
+            ports,
+            records,
+            staging,
+        }))
     }
 
     /// Builds the store on a backend that gives each call its ports and
@@ -267,7 +276,7 @@ impl ChatStoreBuilder {
             .map_err(component_error)?;
         let pre = StorageServicePre::new(pre).map_err(|e| {
             SetupError::Component(format!(
-                "it does not export `chatstore:storage/storage@0.2.0` as the storage-service world \
+                "it does not export `chatstore:storage/storage@0.3.0` as the storage-service world \
                  requires ({})",
                 one_line(&e)
             ))
@@ -406,6 +415,17 @@ pub struct ChatStore {
 
 type GuestResult<T> = wasmtime::Result<Result<T, wit::StorageError>>;
 
+/// What a write replaces, for [`ChatStore::room`].
+#[derive(Clone, Copy, Debug)]
+pub enum Replacing<'a> {
+    /// Nothing: the write adds (a new attachment, an append).
+    Nothing,
+    /// The chat's history.
+    History,
+    /// The attachment of this name, if there is one.
+    Attachment(&'a str),
+}
+
 impl ChatStore {
     /// A builder with the defaults: `./chatstore-data`, SQLite metadata,
     /// 1 GiB quota, the system clock, the built-in component.
@@ -430,18 +450,99 @@ impl ChatStore {
         settle(unit, result)
     }
 
-    /// Runs one export in a fresh instance, in a `use_case` span. A trap is
-    /// this call's `storage_unavailable`, with what the guest printed to stderr.
+    /// The staging area: content is written there, in bounded memory, before
+    /// the call that stores it (`upload_staged` and the like).
+    pub fn staging(&self) -> Arc<Staging> {
+        self.inner.backend.staging()
+    }
+
+    /// The most bytes a write into the user's chat may bring now: the
+    /// quota, less what the workspace uses, plus what the write replaces on
+    /// disk. Content past it cannot fit, so it can be refused while it
+    /// streams in; the call itself checks again, exactly, as it writes.
+    pub fn room(&self, user_id: Uuid, chat_id: Uuid, replacing: Replacing) -> Result<u64, Error> {
+        self.with_ports(Access::Read, |ports, _| {
+            let workspace = ports
+                .workspaces
+                .get_by_user_id(user_id)
+                .map_err(unavailable("workspace-repository"))?
+                .ok_or(Error::WorkspaceNotFound(user_id))?;
+            let chat = ports
+                .chats
+                .get(chat_id)
+                .map_err(unavailable("chat-repository"))?
+                .filter(|c| c.workspace_id == workspace.workspace_id)
+                .ok_or(Error::ChatNotFound(chat_id))?;
+            let storage = unavailable("chat-storage");
+            let replaced = match replacing {
+                Replacing::Nothing => 0,
+                Replacing::History => ports.storage.history_size(&chat).map_err(storage)?,
+                Replacing::Attachment(name) => match AttachmentName::new(name) {
+                    Ok(name) => (ports.storage.attachment_size(&chat, &name))
+                        .map_err(storage)?
+                        .unwrap_or(0),
+                    Err(_) => 0,
+                },
+            };
+            let usage = ports
+                .usage
+                .get_workspace_usage(&workspace)
+                .map_err(unavailable("storage-usage"))?;
+            let others = usage.used_bytes.saturating_sub(replaced);
+            // A write no larger than what it replaces always fits, even over quota.
+            Ok(usage.quota_bytes.saturating_sub(others).max(replaced))
+        })
+    }
+
+    /// Stages `content` for a write into the user's chat, refusing it once
+    /// it passes the room the write has.
+    fn stage_for(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        replacing: Replacing,
+        kind: ContentKind,
+        content: impl Read,
+    ) -> Result<StagedContent, Error> {
+        let limit = self.room(user_id, chat_id, replacing)?;
+        self.staging()
+            .stage(content, kind, limit)
+            .map_err(|e| self.staging_failed(user_id, e))
+    }
+
+    /// The error of content that could not be staged for the user.
+    pub fn staging_failed(&self, user_id: Uuid, e: StageError) -> Error {
+        match e {
+            StageError::TooLarge { .. } => match self.get_workspace(user_id) {
+                Ok(workspace) => Error::WorkspaceQuotaExceeded(workspace.workspace_id),
+                Err(e) => e,
+            },
+            StageError::NotText => Error::InvalidHistory,
+            StageError::Read(e) => {
+                Error::unavailable("content", format!("reading the content: {e}"))
+            }
+            StageError::Write(e) => Error::unavailable("staging", e.to_string()),
+        }
+    }
+
+    /// Runs one export in a fresh instance, in a `use_case` span, with
+    /// `staged` content offered to it. A trap is this call's
+    /// `storage_unavailable`, with what the guest printed to stderr.
     fn call<T, U>(
         &self,
         use_case: UseCase,
-        export: impl FnOnce(&Guest, &mut Store<CallState>) -> GuestResult<T>,
-        convert: impl FnOnce(T) -> Result<U, Error>,
+        staged: Option<StagedContent>,
+        export: impl FnOnce(
+            &Guest,
+            &mut Store<CallState>,
+            Option<&wit::StagedContent>,
+        ) -> GuestResult<T>,
+        convert: impl FnOnce(T, Option<Content>) -> Result<U, Error>,
     ) -> Result<U, Error> {
         let span = use_case.span();
         let _entered = span.enter();
         let started = Instant::now();
-        let result = self.run_export(use_case.access, use_case.user, export, convert);
+        let result = self.run_export(use_case.access, use_case.user, staged, export, convert);
         let duration_us = started.elapsed().as_micros() as u64;
         match &result {
             Ok(_) => tracing::debug!(code = "ok", duration_us, "use case"),
@@ -461,14 +562,25 @@ impl ChatStore {
         &self,
         access: Access,
         caller: Uuid,
-        export: impl FnOnce(&Guest, &mut Store<CallState>) -> GuestResult<T>,
-        convert: impl FnOnce(T) -> Result<U, Error>,
+        staged: Option<StagedContent>,
+        export: impl FnOnce(
+            &Guest,
+            &mut Store<CallState>,
+            Option<&wit::StagedContent>,
+        ) -> GuestResult<T>,
+        convert: impl FnOnce(T, Option<Content>) -> Result<U, Error>,
     ) -> Result<U, Error> {
         let inner = &*self.inner;
-        let unit = inner
-            .backend
-            .begin(access)
-            .map_err(unavailable("transaction"))?;
+        let staging = inner.backend.staging();
+        let unit = match inner.backend.begin(access) {
+            Ok(unit) => unit,
+            Err(e) => {
+                if let Some(content) = &staged {
+                    staging.discard(content);
+                }
+                return Err(unavailable("transaction")(e));
+            }
+        };
         let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
         let wasi = WasiCtxBuilder::new()
             .wall_clock(WallClock(inner.clock.clone()))
@@ -478,7 +590,8 @@ impl ChatStore {
             .memory_size(inner.max_guest_memory)
             .instances(MAX_CORE_INSTANCES)
             .build();
-        let state = CallState::new(wasi, limits, unit.ports(), caller);
+        let mut state = CallState::new(wasi, limits, unit.ports(), caller);
+        let offered = staged.map(|content| state.offer(content));
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|state| &mut state.limits);
         // The deadline counts guest time: when the epoch reaches it, the time
@@ -491,14 +604,21 @@ impl ChatStore {
                 _ => UpdateDeadline::Interrupt,
             })
         });
-        let outcome = inner
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| export(instance.chatstore_storage_storage(), &mut store));
+        let outcome = inner.pre.instantiate(&mut store).and_then(|instance| {
+            export(
+                instance.chatstore_storage_storage(),
+                &mut store,
+                offered.as_ref(),
+            )
+        });
+        let leftovers = store.data_mut().leftovers();
         // The instance and its ports are gone before the unit of work ends.
         drop(store);
+        for content in &leftovers.unstored {
+            staging.discard(content);
+        }
         let result = match outcome {
-            Ok(Ok(value)) => convert(value),
+            Ok(Ok(value)) => convert(value, leftovers.opened),
             Ok(Err(e)) => Err(FromGuest::error(e)),
             Err(trap) => {
                 let printed = String::from_utf8_lossy(&stderr.contents())
@@ -526,8 +646,9 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             UseCase::write("ensure-workspace", user_id),
-            |g, s| g.call_ensure_workspace(s, &user),
-            FromGuest::workspace,
+            None,
+            |g, s, _| g.call_ensure_workspace(s, &user),
+            |w, _| FromGuest::workspace(w),
         )
     }
 
@@ -536,8 +657,9 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             UseCase::read("get-workspace", user_id),
-            |g, s| g.call_get_workspace(s, &user),
-            FromGuest::workspace,
+            None,
+            |g, s, _| g.call_get_workspace(s, &user),
+            |w, _| FromGuest::workspace(w),
         )
     }
 
@@ -546,8 +668,9 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             UseCase::read("get-usage", user_id),
-            |g, s| g.call_get_usage(s, &user),
-            FromGuest::usage,
+            None,
+            |g, s, _| g.call_get_usage(s, &user),
+            |u, _| FromGuest::usage(u),
         )
     }
 
@@ -556,8 +679,9 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             UseCase::write("create-chat", user_id),
-            |g, s| g.call_create_chat(s, &user),
-            FromGuest::chat,
+            None,
+            |g, s, _| g.call_create_chat(s, &user),
+            |c, _| FromGuest::chat(c),
         )
     }
 
@@ -566,8 +690,9 @@ impl ChatStore {
         let user = user_id.to_string();
         self.call(
             UseCase::read("list-chats", user_id),
-            |g, s| g.call_list_chats(s, &user),
-            FromGuest::chats,
+            None,
+            |g, s, _| g.call_list_chats(s, &user),
+            |cs, _| FromGuest::chats(cs),
         )
     }
 
@@ -576,8 +701,9 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             UseCase::read("get-chat", user_id).chat(chat_id),
-            |g, s| g.call_get_chat(s, &user, &chat),
-            FromGuest::chat,
+            None,
+            |g, s, _| g.call_get_chat(s, &user, &chat),
+            |c, _| FromGuest::chat(c),
         )
     }
 
@@ -586,55 +712,125 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             UseCase::write("delete-chat", user_id).chat(chat_id),
-            |g, s| g.call_delete_chat(s, &user, &chat),
-            Ok,
+            None,
+            |g, s, _| g.call_delete_chat(s, &user, &chat),
+            |(), _| Ok(()),
         )
     }
 
-    /// The chat's history.
-    pub fn read_history(&self, user_id: Uuid, chat_id: Uuid) -> Result<String, Error> {
+    /// The chat's history, open to read: its bytes are never copied into
+    /// the guest nor held in memory.
+    pub fn read_history(&self, user_id: Uuid, chat_id: Uuid) -> Result<Content, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             UseCase::read("read-history", user_id).chat(chat_id),
-            |g, s| g.call_read_history(s, &user, &chat),
-            Ok,
+            None,
+            |g, s, _| g.call_read_history(s, &user, &chat),
+            |(), opened| opened.ok_or_else(FromGuest::opened_nothing),
         )
     }
 
-    /// Replaces the chat's history.
-    pub fn write_history(&self, user_id: Uuid, chat_id: Uuid, content: &str) -> Result<(), Error> {
+    /// Replaces the chat's history with the UTF-8 text `content` gives,
+    /// streamed to staging first.
+    pub fn write_history(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        content: impl Read,
+    ) -> Result<(), Error> {
+        let staged = self.stage_for(
+            user_id,
+            chat_id,
+            Replacing::History,
+            ContentKind::Text,
+            content,
+        )?;
+        self.write_staged_history(user_id, chat_id, staged)
+    }
+
+    /// Replaces the chat's history with staged text.
+    pub fn write_staged_history(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        content: StagedContent,
+    ) -> Result<(), Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             UseCase::write("write-history", user_id).chat(chat_id),
-            |g, s| g.call_write_history(s, &user, &chat, content),
-            Ok,
+            Some(content),
+            |g, s, staged| g.call_write_history(s, &user, &chat, offered(staged)?),
+            |(), _| Ok(()),
         )
     }
 
-    /// Appends to the chat's history.
-    pub fn append_history(&self, user_id: Uuid, chat_id: Uuid, content: &str) -> Result<(), Error> {
+    /// Appends the UTF-8 text `content` gives to the chat's history: in
+    /// place, costing the message, not the history.
+    pub fn append_history(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        content: impl Read,
+    ) -> Result<(), Error> {
+        let staged = self.stage_for(
+            user_id,
+            chat_id,
+            Replacing::Nothing,
+            ContentKind::Text,
+            content,
+        )?;
+        self.append_staged_history(user_id, chat_id, staged)
+    }
+
+    /// Appends staged text to the chat's history.
+    pub fn append_staged_history(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        content: StagedContent,
+    ) -> Result<(), Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             UseCase::write("append-history", user_id).chat(chat_id),
-            |g, s| g.call_append_history(s, &user, &chat, content),
-            Ok,
+            Some(content),
+            |g, s, staged| g.call_append_history(s, &user, &chat, offered(staged)?),
+            |(), _| Ok(()),
         )
     }
 
-    /// Stores an attachment, replacing any of that name with a new file id.
+    /// Stores an attachment from what `content` gives, streamed to staging
+    /// first (bounded memory, SHA-256 on the way); an attachment of that
+    /// name is replaced by a new file id.
     pub fn upload_attachment(
         &self,
         user_id: Uuid,
         chat_id: Uuid,
         name: &str,
         content_type: Option<&str>,
-        content: &[u8],
+        content: impl Read,
+    ) -> Result<ChatFile, Error> {
+        let replacing = Replacing::Attachment(name);
+        let staged = self.stage_for(user_id, chat_id, replacing, ContentKind::Bytes, content)?;
+        self.upload_staged(user_id, chat_id, name, content_type, staged)
+    }
+
+    /// Stores staged content as an attachment.
+    pub fn upload_staged(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        name: &str,
+        content_type: Option<&str>,
+        content: StagedContent,
     ) -> Result<ChatFile, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             UseCase::write("upload-attachment", user_id).chat(chat_id),
-            |g, s| g.call_upload_attachment(s, &user, &chat, name, content_type, content),
-            FromGuest::chat_file,
+            Some(content),
+            |g, s, staged| {
+                g.call_upload_attachment(s, &user, &chat, name, content_type, offered(staged)?)
+            },
+            |f, _| FromGuest::chat_file(f),
         )
     }
 
@@ -643,8 +839,9 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             UseCase::read("list-attachments", user_id).chat(chat_id),
-            |g, s| g.call_list_attachments(s, &user, &chat),
-            FromGuest::chat_files,
+            None,
+            |g, s, _| g.call_list_attachments(s, &user, &chat),
+            |fs, _| FromGuest::chat_files(fs),
         )
     }
 
@@ -664,18 +861,19 @@ impl ChatStore {
             UseCase::read("get-attachment", user_id)
                 .chat(chat_id)
                 .file(file_id),
-            |g, s| g.call_get_attachment(s, &user, &chat, &file),
-            FromGuest::chat_file,
+            None,
+            |g, s, _| g.call_get_attachment(s, &user, &chat, &file),
+            |f, _| FromGuest::chat_file(f),
         )
     }
 
-    /// One attachment's bytes.
+    /// One attachment's metadata and its content, open to read.
     pub fn read_attachment(
         &self,
         user_id: Uuid,
         chat_id: Uuid,
         file_id: Uuid,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<(ChatFile, Content), Error> {
         let (user, chat, file) = (
             user_id.to_string(),
             chat_id.to_string(),
@@ -685,8 +883,14 @@ impl ChatStore {
             UseCase::read("read-attachment", user_id)
                 .chat(chat_id)
                 .file(file_id),
-            |g, s| g.call_read_attachment(s, &user, &chat, &file),
-            Ok,
+            None,
+            |g, s, _| g.call_read_attachment(s, &user, &chat, &file),
+            |f, opened| {
+                Ok((
+                    FromGuest::chat_file(f)?,
+                    opened.ok_or_else(FromGuest::opened_nothing)?,
+                ))
+            },
         )
     }
 
@@ -706,8 +910,9 @@ impl ChatStore {
             UseCase::write("delete-attachment", user_id)
                 .chat(chat_id)
                 .file(file_id),
-            |g, s| g.call_delete_attachment(s, &user, &chat, &file),
-            Ok,
+            None,
+            |g, s, _| g.call_delete_attachment(s, &user, &chat, &file),
+            |(), _| Ok(()),
         )
     }
 
@@ -717,8 +922,9 @@ impl ChatStore {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
             UseCase::write("clear-attachments", user_id).chat(chat_id),
-            |g, s| g.call_clear_attachments(s, &user, &chat),
-            Ok,
+            None,
+            |g, s, _| g.call_clear_attachments(s, &user, &chat),
+            |(), _| Ok(()),
         )
     }
 
@@ -753,6 +959,11 @@ impl ChatStore {
                 .map_err(unavailable("sandbox-session-repository"))
         })
     }
+}
+
+/// The content offered to a call that was given some.
+fn offered(staged: Option<&wit::StagedContent>) -> wasmtime::Result<&wit::StagedContent> {
+    staged.ok_or_else(|| wasmtime::Error::msg("no content was staged for this call"))
 }
 
 /// Ends a unit of work by the call's outcome: commit on `Ok`, roll back on `Err`.

@@ -9,6 +9,7 @@ use crate::ports::{
     ChatFileRepository, ChatRepository, HostRecords, Ports, SandboxSessionRepository,
     WorkspaceRepository,
 };
+use crate::staging::Staging;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -27,6 +28,8 @@ pub enum Access {
 pub trait Backend: Send + Sync {
     /// Starts a unit of work for one call.
     fn begin(&self, access: Access) -> PortResult<Box<dyn UnitOfWork>>;
+    /// Where content waits, staged, for the call that stores it.
+    fn staging(&self) -> Arc<Staging>;
 }
 
 /// The ports of one call, and that call's fate: everything it did through
@@ -65,6 +68,18 @@ pub enum Effect {
         name: String,
         /// The file's name in `staging/`.
         staged: String,
+    },
+    /// Write the staged file `staged` into the chat's history at byte `at`,
+    /// cutting off anything past `at` first, then remove the staged file.
+    Append {
+        /// The chat's workspace.
+        workspace_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+        /// The message's file in `staging/`.
+        staged: String,
+        /// The history's length before the message.
+        at: u64,
     },
     /// Remove the attachment `name`.
     Remove {
@@ -120,6 +135,8 @@ pub struct FixedPorts {
     pub ports: Ports,
     /// The host's records every call gets.
     pub records: Arc<dyn HostRecords>,
+    /// Where content is staged; the `chat-storage` adapter stores it from there.
+    pub staging: Arc<Staging>,
 }
 
 impl Backend for FixedPorts {
@@ -128,6 +145,10 @@ impl Backend for FixedPorts {
             ports: self.ports.clone(),
             records: self.records.clone(),
         }))
+    }
+
+    fn staging(&self) -> Arc<Staging> {
+        self.staging.clone()
     }
 }
 

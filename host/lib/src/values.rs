@@ -85,6 +85,16 @@ pub(crate) fn chat(c: wit::Chat) -> Checked<Chat> {
     })
 }
 
+/// A SHA-256 as the WIT writes it: 64 lowercase hex digits.
+fn sha256(s: String) -> Checked<String> {
+    let ok = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if ok {
+        Ok(s)
+    } else {
+        refuse(format!("{:?} is not a SHA-256", echo(&s)))
+    }
+}
+
 pub(crate) fn chat_file(f: wit::ChatFile) -> Checked<ChatFile> {
     Ok(ChatFile {
         file_id: id(&f.file_id)?,
@@ -92,6 +102,7 @@ pub(crate) fn chat_file(f: wit::ChatFile) -> Checked<ChatFile> {
         name: name(f.name)?,
         content_type: f.content_type,
         size_bytes: f.size_bytes,
+        sha256: f.sha256.map(sha256).transpose()?,
         created_at: timestamp(f.created_at)?,
     })
 }
@@ -111,6 +122,14 @@ impl FromGuest {
 
     fn id(s: &str) -> Result<Uuid, Error> {
         parse_canonical(s).ok_or_else(|| Self::malformed("id"))
+    }
+
+    /// A read the guest allowed without opening anything to serve.
+    pub(crate) fn opened_nothing() -> Error {
+        Error::unavailable(
+            "guest",
+            "the component authorized the read but opened nothing to serve",
+        )
     }
 
     pub(crate) fn workspace(w: wit::Workspace) -> Result<Workspace, Error> {
@@ -200,6 +219,7 @@ impl From<ChatFile> for wit::ChatFile {
             name: f.name.to_string(),
             content_type: f.content_type,
             size_bytes: f.size_bytes,
+            sha256: f.sha256,
             created_at: f.created_at.into(),
         }
     }

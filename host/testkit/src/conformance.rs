@@ -547,7 +547,12 @@ impl Run {
             args.insert(param.clone(), value);
         }
         Ok(match Call::from_wit_json(step.name, &args)? {
-            Ok(call) => self.store.run(call).map(|output| output.to_wit_json()),
+            Ok(call) => match self.store.run(call) {
+                Ok(output) => Ok(output
+                    .into_wit_json()
+                    .map_err(|e| format!("reading what the call served: {e}"))?),
+                Err(refused) => Err(refused),
+            },
             Err(refused) => Err(refused),
         })
     }

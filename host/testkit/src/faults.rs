@@ -28,8 +28,9 @@ use chatstore_host::ports::{
     ChatFileRepository, ChatRepository, ChatStorage, HostRecords, IdGenerator, Ports,
     SandboxSessionRepository, StorageUsage, WorkspaceRepository,
 };
+use chatstore_host::staging::Staging;
 use chatstore_host::unit::{Access, Backend, UnitOfWork};
-use chatstore_host::{PortError, PortResult, Uuid};
+use chatstore_host::{Content, PortError, PortResult, StagedContent, Uuid};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -181,6 +182,10 @@ impl<T: ?Sized> Faulty<T> {
 }
 
 impl Backend for FaultInjector {
+    fn staging(&self) -> Arc<Staging> {
+        self.inner.staging()
+    }
+
     fn begin(&self, access: Access) -> PortResult<Box<dyn UnitOfWork>> {
         Ok(Box::new(FaultyUnit {
             inner: self.inner.begin(access)?,
@@ -272,12 +277,14 @@ impl SandboxSessionRepository for Faulty<dyn SandboxSessionRepository> {
 impl ChatStorage for Faulty<dyn ChatStorage> {
     gated! {
         fn ensure_chat(&self, chat: &Chat) -> PortResult<()>;
-        fn read_history(&self, chat: &Chat) -> PortResult<String>;
-        fn write_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
-        fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()>;
+        fn history_size(&self, chat: &Chat) -> PortResult<u64>;
+        fn open_history(&self, chat: &Chat) -> PortResult<Content>;
+        fn write_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()>;
+        fn append_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()>;
         fn delete_chat(&self, chat: &Chat) -> PortResult<()>;
-        fn write_attachment(&self, chat: &Chat, name: &AttachmentName, content: &[u8]) -> PortResult<()>;
-        fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>>;
+        fn attachment_size(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Option<u64>>;
+        fn write_attachment(&self, chat: &Chat, name: &AttachmentName, content: &StagedContent) -> PortResult<()>;
+        fn open_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Content>;
         fn delete_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()>;
         fn clear_attachments(&self, chat: &Chat) -> PortResult<()>;
     }

@@ -18,20 +18,22 @@
 //! A call never changes a chat directory while it runs. It stages new bytes
 //! in `staging/` (written and synced) and records [`Effect`]s; only after
 //! the metadata and the journal of those effects commit together are the
-//! effects applied — renames and removals, each idempotent — and the
-//! journal forgotten. After a crash, [`DataDir::recover`] replays a
+//! effects applied — renames, appends in place and removals, each
+//! idempotent — and the journal forgotten. After a crash, [`DataDir::recover`] replays a
 //! committed journal and deletes staged files no journal refers to.
 
+use crate::content::Content;
 use crate::error::{PortError, PortResult};
 use crate::ids::parse_canonical;
 use crate::model::{Chat, Workspace, WorkspaceUsage};
 use crate::names::{AttachmentName, HISTORY_FILE_NAME};
 use crate::ports::{ChatStorage, StorageUsage};
+use crate::staging::{StagedContent, Staging};
 use crate::unit::{Access, Effect};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, OpenOptions};
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
@@ -55,10 +57,7 @@ fn checked_name(name: &str) -> io::Result<&str> {
 
 /// A staged file's name: what `staging/` holds besides deletions in progress.
 fn checked_staged(name: &str) -> io::Result<&str> {
-    let ok = name
-        .strip_prefix("write-")
-        .is_some_and(|id| parse_canonical(id).is_some());
-    if ok {
+    if Staging::is_staged_name(name) {
         Ok(name)
     } else {
         Err(io::Error::new(
@@ -72,7 +71,7 @@ fn checked_staged(name: &str) -> io::Result<&str> {
 #[derive(Debug)]
 pub struct DataDir {
     root: Dir,
-    staging: Dir,
+    staging: Arc<Staging>,
 }
 
 /// A held lock on a data directory; dropping it releases the lock.
@@ -90,8 +89,13 @@ impl DataDir {
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
         root.create_dir_all(WORKSPACES)?;
         root.create_dir_all(STAGING)?;
-        let staging = root.open_dir(STAGING)?;
+        let staging = Staging::new(root.open_dir(STAGING)?);
         Ok(Arc::new(DataDir { root, staging }))
+    }
+
+    /// The staging area, where content waits for the call that stores it.
+    pub fn staging(&self) -> &Arc<Staging> {
+        &self.staging
     }
 
     /// Takes the data directory's lock: shared for reading, exclusive for
@@ -122,25 +126,6 @@ impl DataDir {
     fn chats_dir(&self, workspace_id: Uuid) -> io::Result<Dir> {
         self.root
             .open_dir(format!("{WORKSPACES}/{workspace_id}/chats"))
-    }
-
-    /// Writes `content` to a new, synced file in `staging/`; returns its name.
-    fn stage(&self, content: &[u8]) -> io::Result<String> {
-        let staged = format!("write-{}", Uuid::now_v7());
-        let written = (|| {
-            let mut file = self
-                .staging
-                .open_with(&staged, OpenOptions::new().write(true).create_new(true))?;
-            file.write_all(content)?;
-            file.sync_all()
-        })();
-        match written {
-            Ok(()) => Ok(staged),
-            Err(e) => {
-                let _ = self.staging.remove_file(&staged);
-                Err(e)
-            }
-        }
     }
 
     /// Applies one effect; safe to repeat.
@@ -175,15 +160,38 @@ impl DataDir {
                 staged,
             } => {
                 let (name, staged) = (checked_name(name)?, checked_staged(staged)?);
-                match self.staging.symlink_metadata(staged) {
+                match self.staging.dir().symlink_metadata(staged) {
                     // Already renamed into place by an earlier attempt.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                     Err(e) => return Err(e),
                     Ok(_) => {}
                 }
                 let dir = self.chat_dir(*workspace_id, *chat_id)?;
-                self.staging.rename(staged, &dir, name)?;
+                self.staging.dir().rename(staged, &dir, name)?;
                 sync_dir(&dir)
+            }
+            Effect::Append {
+                workspace_id,
+                chat_id,
+                staged,
+                at,
+            } => {
+                let staged = checked_staged(staged)?;
+                let mut message = match self.staging.dir().open(staged) {
+                    // Applied and cleaned up by an earlier attempt.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    other => other?,
+                };
+                let dir = self.chat_dir(*workspace_id, *chat_id)?;
+                let mut history = open_regular(&dir, HISTORY_FILE_NAME, true)?;
+                // Whatever a torn earlier attempt left past `at` is cut off,
+                // so the history holds the whole message once.
+                history.set_len(*at)?;
+                history.seek(SeekFrom::Start(*at))?;
+                io::copy(&mut message, &mut history)?;
+                history.sync_data()?;
+                self.staging.dir().remove_file(staged)?;
+                sync_dir(self.staging.dir())
             }
             Effect::Remove {
                 workspace_id,
@@ -225,7 +233,7 @@ impl DataDir {
                 let doomed = format!("delete-{}", Uuid::now_v7());
                 let moved = self.root.rename(
                     Self::chat_path(*workspace_id, *chat_id),
-                    &self.staging,
+                    self.staging.dir(),
                     &doomed,
                 );
                 match moved {
@@ -237,7 +245,7 @@ impl DataDir {
                         .root
                         .open_dir(format!("{WORKSPACES}/{workspace_id}/chats"))?,
                 )?;
-                self.staging.remove_dir_all(&doomed)
+                self.staging.dir().remove_dir_all(&doomed)
             }
         }
     }
@@ -252,7 +260,9 @@ impl DataDir {
         let keep: HashSet<&str> = pending
             .iter()
             .filter_map(|e| match e {
-                Effect::Install { staged, .. } => Some(staged.as_str()),
+                Effect::Install { staged, .. } | Effect::Append { staged, .. } => {
+                    Some(staged.as_str())
+                }
                 _ => None,
             })
             .collect();
@@ -260,14 +270,15 @@ impl DataDir {
     }
 
     fn clean_staging(&self, keep: &HashSet<&str>) -> io::Result<()> {
-        for entry in self.staging.entries()? {
+        let staging = self.staging.dir();
+        for entry in staging.entries()? {
             let entry = entry?;
             let name = entry.file_name();
             if name.to_str().is_some_and(|n| keep.contains(n)) {
                 continue;
             }
             if entry.file_type()?.is_dir() {
-                self.staging.remove_dir_all(&name)?;
+                staging.remove_dir_all(&name)?;
             } else {
                 entry.remove_file()?;
             }
@@ -277,11 +288,11 @@ impl DataDir {
 
     /// Makes the names of freshly staged files durable.
     fn sync_staging(&self) -> io::Result<()> {
-        sync_dir(&self.staging)
+        sync_dir(self.staging.dir())
     }
 
     fn remove_staged(&self, staged: &str) {
-        let _ = self.staging.remove_file(staged);
+        let _ = self.staging.dir().remove_file(staged);
     }
 
     /// Every workspace id and chat id with a directory, for `fsck`.
@@ -360,6 +371,27 @@ fn sync_dir(dir: &Dir) -> io::Result<()> {
         .sync_all()
 }
 
+/// Opens `name` in `dir` only if it is a regular file: without following a
+/// symlink, without blocking on a FIFO or device; for writing with `write`.
+fn open_regular(dir: &Dir, name: &str, write: bool) -> io::Result<std::fs::File> {
+    use cap_std::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = dir.open_with(
+        name,
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(flags.bits() as i32),
+    )?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{name} is not a regular file"),
+        ));
+    }
+    Ok(file.into_std())
+}
+
 fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
     match r {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -377,15 +409,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The chat storage port for one call: reads the chat directories as they
-/// were when the call began (plus its own history writes), and records
-/// writes as staged [`Effect`]s for the commit.
+/// were when the call began, and records writes as [`Effect`]s on staged
+/// content for the commit.
 #[derive(Debug)]
 pub struct FsTransaction {
     data: Arc<DataDir>,
     access: Access,
     effects: Mutex<Vec<Effect>>,
-    /// Histories this call rewrote, so a later append in it builds on them.
-    histories: Mutex<HashMap<Uuid, String>>,
+    /// Histories this call changed, and the length each will have.
+    history_lens: Mutex<HashMap<Uuid, u64>>,
 }
 
 impl FsTransaction {
@@ -395,7 +427,7 @@ impl FsTransaction {
             data,
             access,
             effects: Mutex::default(),
-            histories: Mutex::default(),
+            history_lens: Mutex::default(),
         }
     }
 
@@ -413,54 +445,52 @@ impl FsTransaction {
         Ok(())
     }
 
-    fn install(&self, chat: &Chat, name: &str, content: &[u8]) -> PortResult<()> {
-        if self.access == Access::Read {
-            return Err(PortError::new("this call may only read"));
-        }
+    /// Records moving staged content to `name` in the chat's directory.
+    fn install(&self, chat: &Chat, name: &str, content: &StagedContent) -> PortResult<()> {
         // The chat directory must exist now; the rename happens after commit.
         self.dir(chat)?;
-        let staged = self.data.stage(content).map_err(|e| about(name, e))?;
         self.record(Effect::Install {
             workspace_id: chat.workspace_id,
             chat_id: chat.chat_id,
             name: name.to_owned(),
-            staged,
+            staged: content.file_name().to_owned(),
         })
     }
 
     /// The effects recorded so far, after making staged files durable.
     pub fn prepare(&self) -> io::Result<Vec<Effect>> {
         let effects = lock(&self.effects).clone();
-        if effects.iter().any(|e| matches!(e, Effect::Install { .. })) {
+        if effects
+            .iter()
+            .any(|e| matches!(e, Effect::Install { .. } | Effect::Append { .. }))
+        {
             self.data.sync_staging()?;
         }
         Ok(effects)
     }
 
-    /// Drops every staged file of this call.
+    /// Drops every staged file this call stored.
     pub fn discard(&self) {
         for effect in lock(&self.effects).drain(..) {
-            if let Effect::Install { staged, .. } = effect {
+            if let Effect::Install { staged, .. } | Effect::Append { staged, .. } = effect {
                 self.data.remove_staged(&staged);
             }
         }
     }
 
-    fn history(&self, chat: &Chat) -> PortResult<String> {
-        if let Some(written) = lock(&self.histories).get(&chat.chat_id) {
-            return Ok(written.clone());
-        }
-        let bytes = self
-            .dir(chat)?
-            .read(HISTORY_FILE_NAME)
-            .map_err(|e| about(HISTORY_FILE_NAME, e))?;
-        String::from_utf8(bytes).map_err(|_| PortError::new("history.md is not valid UTF-8"))
+    /// Opens a file of the chat's directory to serve.
+    fn open(&self, chat: &Chat, name: &str) -> PortResult<Content> {
+        let file = open_regular(&self.dir(chat)?, name, false).map_err(|e| about(name, e))?;
+        Content::new(file).map_err(|e| about(name, e))
     }
 
-    fn replace_history(&self, chat: &Chat, content: String) -> PortResult<()> {
-        self.install(chat, HISTORY_FILE_NAME, content.as_bytes())?;
-        lock(&self.histories).insert(chat.chat_id, content);
-        Ok(())
+    /// The size of a file of the chat's directory as it is now, or `None`.
+    fn size(&self, chat: &Chat, name: &str) -> PortResult<Option<u64>> {
+        match self.dir(chat)?.symlink_metadata(name) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(about(name, e)),
+        }
     }
 }
 
@@ -478,19 +508,41 @@ impl ChatStorage for FsTransaction {
         })
     }
 
-    fn read_history(&self, chat: &Chat) -> PortResult<String> {
-        self.history(chat)
+    fn history_size(&self, chat: &Chat) -> PortResult<u64> {
+        if let Some(&len) = lock(&self.history_lens).get(&chat.chat_id) {
+            return Ok(len);
+        }
+        Ok(self.size(chat, HISTORY_FILE_NAME)?.unwrap_or(0))
     }
 
-    fn write_history(&self, chat: &Chat, content: &str) -> PortResult<()> {
-        self.replace_history(chat, content.to_owned())
+    fn open_history(&self, chat: &Chat) -> PortResult<Content> {
+        self.open(chat, HISTORY_FILE_NAME)
     }
 
-    fn append_history(&self, chat: &Chat, content: &str) -> PortResult<()> {
-        // An append is a replacement by old + new: a crash leaves one or the other.
-        let mut history = self.history(chat)?;
-        history.push_str(content);
-        self.replace_history(chat, history)
+    fn write_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()> {
+        self.install(chat, HISTORY_FILE_NAME, content)?;
+        lock(&self.history_lens).insert(chat.chat_id, content.size_bytes());
+        Ok(())
+    }
+
+    fn append_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()> {
+        // In place after commit, at the length the history has now (or will
+        // have after this call's earlier changes): O(message), and a torn
+        // append is cut back to `at` when the journal replays it. Only a
+        // regular file is appended to; anything else fails the call now.
+        let pending = lock(&self.history_lens).get(&chat.chat_id).copied();
+        let at = match pending {
+            Some(len) => len,
+            None => self.open(chat, HISTORY_FILE_NAME)?.len(),
+        };
+        self.record(Effect::Append {
+            workspace_id: chat.workspace_id,
+            chat_id: chat.chat_id,
+            staged: content.file_name().to_owned(),
+            at,
+        })?;
+        lock(&self.history_lens).insert(chat.chat_id, at + content.size_bytes());
+        Ok(())
     }
 
     fn delete_chat(&self, chat: &Chat) -> PortResult<()> {
@@ -500,19 +552,21 @@ impl ChatStorage for FsTransaction {
         })
     }
 
+    fn attachment_size(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Option<u64>> {
+        self.size(chat, name.as_str())
+    }
+
     fn write_attachment(
         &self,
         chat: &Chat,
         name: &AttachmentName,
-        content: &[u8],
+        content: &StagedContent,
     ) -> PortResult<()> {
         self.install(chat, name.as_str(), content)
     }
 
-    fn read_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Vec<u8>> {
-        self.dir(chat)?
-            .read(name.as_str())
-            .map_err(|e| about(name.as_str(), e))
+    fn open_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Content> {
+        self.open(chat, name.as_str())
     }
 
     fn delete_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()> {

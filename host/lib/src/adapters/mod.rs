@@ -10,6 +10,7 @@ mod suite;
 
 use crate::error::{PortError, PortResult};
 use crate::ports::{HostRecords, IdGenerator, Ports};
+use crate::staging::Staging;
 use crate::unit::{Access, Backend, MetadataStore, MetadataTransaction, UnitOfWork};
 use fs::{DataDir, DirLock, FsStorageUsage, FsTransaction};
 use std::sync::Arc;
@@ -90,6 +91,10 @@ impl DataDirBackend {
 }
 
 impl Backend for DataDirBackend {
+    fn staging(&self) -> Arc<Staging> {
+        self.data.staging().clone()
+    }
+
     fn begin(&self, access: Access) -> PortResult<Box<dyn UnitOfWork>> {
         let lock = self.data.lock(access).map_err(io_error("lock"))?;
         if access == Access::Write {
@@ -179,6 +184,7 @@ mod tests {
     use crate::model::{Chat, ChatFile, Timestamp};
     use crate::names::AttachmentName;
     use crate::ports::{ChatFileRepository, ChatStorage};
+    use crate::staging::{ContentKind, StagedContent};
     use crate::unit::Effect;
     use sqlite::SqliteMetadata;
 
@@ -218,6 +224,20 @@ mod tests {
         std::fs::read_dir(root.join("staging")).unwrap().count()
     }
 
+    fn stage(f: &Fixture, content: &[u8]) -> StagedContent {
+        f.data
+            .staging()
+            .stage(content, ContentKind::Bytes, u64::MAX)
+            .unwrap()
+    }
+
+    fn history(f: &Fixture) -> std::path::PathBuf {
+        f.root.join(format!(
+            "workspaces/{}/chats/{}/history.md",
+            f.chat.workspace_id, f.chat.chat_id
+        ))
+    }
+
     #[test]
     fn a_journal_committed_before_a_crash_is_replayed_on_open() {
         let f = fixture();
@@ -225,7 +245,7 @@ mod tests {
         // A call that committed, then "crashed" before applying its effects.
         let tx = f.metadata.begin(Access::Write).unwrap();
         let fs = FsTransaction::new(f.data.clone(), Access::Write);
-        fs.write_attachment(&f.chat, &name, b"committed bytes")
+        fs.write_attachment(&f.chat, &name, &stage(&f, b"committed bytes"))
             .unwrap();
         ChatFileRepository::save(
             &*tx,
@@ -235,6 +255,7 @@ mod tests {
                 name: name.clone(),
                 content_type: None,
                 size_bytes: 15,
+                sha256: None,
                 created_at: Timestamp::default(),
             },
         )
@@ -261,7 +282,7 @@ mod tests {
         fs.write_attachment(
             &f.chat,
             &AttachmentName::new("lost.txt").unwrap(),
-            b"never acknowledged",
+            &stage(&f, b"never acknowledged"),
         )
         .unwrap();
         fs.prepare().unwrap();
@@ -315,13 +336,61 @@ mod tests {
     }
 
     #[test]
+    fn an_append_torn_by_a_crash_is_cut_back_and_completed_by_the_replay() {
+        let f = fixture();
+        std::fs::write(history(&f), b"# chat\n").unwrap();
+        let message = stage(&f, b"hello\n");
+        let append = Effect::Append {
+            workspace_id: f.chat.workspace_id,
+            chat_id: f.chat.chat_id,
+            staged: message.file_name().to_owned(),
+            at: 7,
+        };
+        // The crash came in the middle of writing the message.
+        std::fs::write(history(&f), b"# chat\nhel").unwrap();
+        f.data.apply(&append).unwrap();
+        assert_eq!(std::fs::read(history(&f)).unwrap(), b"# chat\nhello\n");
+        // Replayed once more (the journal was not yet forgotten): the same.
+        f.data.apply(&append).unwrap();
+        assert_eq!(std::fs::read(history(&f)).unwrap(), b"# chat\nhello\n");
+        assert_eq!(staged_count(&f.root), 0);
+    }
+
+    #[test]
+    fn appends_in_one_call_land_in_order_after_a_rewrite() {
+        let f = fixture();
+        let backend = DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+        let unit = backend.begin(Access::Write).unwrap();
+        let storage = unit.ports().storage;
+        storage
+            .write_history(&f.chat, &stage(&f, b"new\n"))
+            .unwrap();
+        storage
+            .append_history(&f.chat, &stage(&f, b"one\n"))
+            .unwrap();
+        storage
+            .append_history(&f.chat, &stage(&f, b"two\n"))
+            .unwrap();
+        assert_eq!(storage.history_size(&f.chat).unwrap(), 12);
+        // Nothing is visible before the commit.
+        assert_eq!(std::fs::read(history(&f)).unwrap(), b"");
+        unit.commit().unwrap();
+        assert_eq!(std::fs::read(history(&f)).unwrap(), b"new\none\ntwo\n");
+        assert_eq!(staged_count(&f.root), 0);
+    }
+
+    #[test]
     fn a_rolled_back_call_leaves_no_staged_file() {
         let f = fixture();
         let backend = DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
         let unit = backend.begin(Access::Write).unwrap();
         unit.ports()
             .storage
-            .write_attachment(&f.chat, &AttachmentName::new("a").unwrap(), b"bytes")
+            .write_attachment(
+                &f.chat,
+                &AttachmentName::new("a").unwrap(),
+                &stage(&f, b"bytes"),
+            )
             .unwrap();
         assert_eq!(staged_count(&f.root), 1);
         unit.rollback();

@@ -53,6 +53,8 @@ const MIGRATIONS: &[&str] = &[
         seq    INTEGER PRIMARY KEY AUTOINCREMENT,
         effect TEXT NOT NULL
     );",
+    // 2: each file's SHA-256 (NULL for files stored before digests were kept).
+    "ALTER TABLE chat_files ADD COLUMN sha256 TEXT;",
 ];
 
 fn db_error(e: rusqlite::Error) -> PortError {
@@ -276,14 +278,15 @@ fn file_row(row: &Row<'_>) -> rusqlite::Result<ChatFile> {
         })?,
         content_type: row.get(3)?,
         size_bytes: row.get::<_, i64>(4)? as u64,
-        created_at: timestamp_at(row, 5)?,
+        sha256: row.get(5)?,
+        created_at: timestamp_at(row, 6)?,
     })
 }
 
 const WORKSPACE_COLUMNS: &str =
     "SELECT workspace_id, user_id, created_s, created_ns FROM workspaces";
 const CHAT_COLUMNS: &str = "SELECT chat_id, workspace_id, created_s, created_ns FROM chats";
-const FILE_COLUMNS: &str = "SELECT file_id, chat_id, name, content_type, size_bytes, created_s, created_ns FROM chat_files";
+const FILE_COLUMNS: &str = "SELECT file_id, chat_id, name, content_type, size_bytes, sha256, created_s, created_ns FROM chat_files";
 
 impl WorkspaceRepository for SqliteTransaction {
     fn get(&self, workspace_id: Uuid) -> PortResult<Option<Workspace>> {
@@ -406,14 +409,15 @@ impl ChatFileRepository for SqliteTransaction {
                 params![f.chat_id.to_string(), f.name.as_str(), f.file_id.to_string()],
             )?;
             c.execute(
-                "INSERT OR REPLACE INTO chat_files (file_id, chat_id, name, content_type, size_bytes, created_s, created_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO chat_files (file_id, chat_id, name, content_type, size_bytes, sha256, created_s, created_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     f.file_id.to_string(),
                     f.chat_id.to_string(),
                     f.name.as_str(),
                     f.content_type,
                     i64::try_from(f.size_bytes).unwrap_or(i64::MAX),
+                    f.sha256,
                     f.created_at.seconds,
                     f.created_at.nanoseconds
                 ],

@@ -88,6 +88,7 @@ fn file(chat_id: Uuid, name: &str) -> ChatFile {
         name: AttachmentName::new(name).unwrap(),
         content_type: Some("text/plain".into()),
         size_bytes: 42,
+        sha256: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
         created_at: at(3),
     }
 }
@@ -240,6 +241,7 @@ pub fn the_same_name_is_replaced_by_a_new_id(repo: &dyn ChatFileRepository) {
 pub fn content_type_none_round_trips(repo: &dyn ChatFileRepository) {
     let f = ChatFile {
         content_type: None,
+        sha256: None,
         ..file(Uuid::now_v7(), "raw")
     };
     repo.save(&f).unwrap();

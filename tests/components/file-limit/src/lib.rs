@@ -6,7 +6,7 @@
 //! It is the worked example of `docs/testing-your-own-policy.md`, and the
 //! conformance suite is expected to pinpoint exactly where it differs.
 
-use chatstore_guest::domain::{ChatFile, StorageError};
+use chatstore_guest::domain::{ChatFile, StagedContent, StorageError};
 use chatstore_guest::usecase::StorageResult;
 use chatstore_guest::{Policy, Storage};
 
@@ -23,7 +23,7 @@ impl Policy for FileLimit {
         chat_id: &str,
         name: &str,
         content_type: Option<&str>,
-        content: &[u8],
+        content: &StagedContent,
     ) -> StorageResult<ChatFile> {
         // Ownership, ids and the workspace are checked by the built-in use case.
         let files = s.list_attachments(user_id, chat_id)?;

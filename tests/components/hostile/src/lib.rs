@@ -11,9 +11,14 @@
 //! it reads, writes and deletes through every port with that chat's id and
 //! its workspace's id (passed in the file-id slot), and reports the same way.
 //!
-//! `clear-attachments(user, chat)` floods the user's own chat: one
-//! attachment and one history larger than the workspace's quota, then 1 MiB
-//! attachments until the host refuses one, and reports what happened.
+//! `upload-attachment(user, chat, name, …, content)` abuses the staged
+//! content it is given, in the user's own chat, ignoring the quota: a token
+//! the host never issued, the content stored, then stored again under
+//! another name, then a history and an append from the same token; and
+//! reports what the host did with each.
+//!
+//! `clear-attachments(user, chat)` opens the chat's history for the host to
+//! serve, then tries to open a second file in the same call, and reports.
 //!
 //! Every other export is the built-in policy's. Native builds are empty.
 
@@ -24,7 +29,7 @@ use chatstore_guest::component::imports::{
     sandbox_session_repository as sandboxes, storage_usage, workspace_repository as workspaces,
 };
 use chatstore_guest::component::types::{Chat, ChatFile, PortError, Timestamp, Workspace};
-use chatstore_guest::domain::{self, StorageError};
+use chatstore_guest::domain::{self, StagedContent, StorageError};
 use chatstore_guest::usecase::StorageResult;
 use chatstore_guest::{Policy, Storage};
 
@@ -33,6 +38,9 @@ struct Hostile;
 chatstore_guest::export_policy!(Hostile);
 
 const GOOD: &str = "0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a";
+
+/// A token the host never issued.
+const FORGED: &str = "staged-999";
 
 fn bad_ids() -> Vec<String> {
     vec![
@@ -138,16 +146,20 @@ fn attack() -> (usize, Vec<String>) {
                 storage::ensure_chat(&c),
             );
             expect_refusal(
-                format!("storage.read-history({short})"),
-                storage::read_history(&c).map(drop),
+                format!("storage.open-history({short})"),
+                storage::open_history(&c),
+            );
+            expect_refusal(
+                format!("storage.history-size({short})"),
+                storage::history_size(&c).map(drop),
             );
             expect_refusal(
                 format!("storage.write-history({short})"),
-                storage::write_history(&c, "x"),
+                storage::write_history(&c, FORGED),
             );
             expect_refusal(
                 format!("storage.append-history({short})"),
-                storage::append_history(&c, "x"),
+                storage::append_history(&c, FORGED),
             );
             expect_refusal(
                 format!("storage.delete-chat({short})"),
@@ -155,11 +167,15 @@ fn attack() -> (usize, Vec<String>) {
             );
             expect_refusal(
                 format!("storage.write-attachment({short})"),
-                storage::write_attachment(&c, "a", b"x"),
+                storage::write_attachment(&c, "a", FORGED),
             );
             expect_refusal(
-                format!("storage.read-attachment({short})"),
-                storage::read_attachment(&c, "a").map(drop),
+                format!("storage.open-attachment({short})"),
+                storage::open_attachment(&c, "a"),
+            );
+            expect_refusal(
+                format!("storage.attachment-size({short})"),
+                storage::attachment_size(&c, "a").map(drop),
             );
             expect_refusal(
                 format!("storage.clear({short})"),
@@ -172,11 +188,15 @@ fn attack() -> (usize, Vec<String>) {
         let short: String = name.chars().take(40).collect();
         expect_refusal(
             format!("storage.write-attachment({short:?})"),
-            storage::write_attachment(&good, &name, b"x"),
+            storage::write_attachment(&good, &name, FORGED),
         );
         expect_refusal(
-            format!("storage.read-attachment({short:?})"),
-            storage::read_attachment(&good, &name).map(drop),
+            format!("storage.open-attachment({short:?})"),
+            storage::open_attachment(&good, &name),
+        );
+        expect_refusal(
+            format!("storage.attachment-size({short:?})"),
+            storage::attachment_size(&good, &name).map(drop),
         );
         expect_refusal(
             format!("storage.delete-attachment({short:?})"),
@@ -192,6 +212,7 @@ fn attack() -> (usize, Vec<String>) {
             name: name.clone(),
             content_type: None,
             size_bytes: 1,
+            sha256: None,
             created_at: at(),
         };
         expect_refusal(format!("files.save({short:?})"), files::save(&file));
@@ -204,6 +225,21 @@ fn attack() -> (usize, Vec<String>) {
         ..chat(GOOD, GOOD)
     };
     expect_refusal("chats.save(nanoseconds 2e9)".into(), chats::save(&late));
+    for digest in ["../../etc/passwd", "ABC", &"A".repeat(64), &"0".repeat(65)] {
+        let file = ChatFile {
+            file_id: GOOD.into(),
+            chat_id: GOOD.into(),
+            name: "a.txt".into(),
+            content_type: None,
+            size_bytes: 1,
+            sha256: Some(digest.to_owned()),
+            created_at: at(),
+        };
+        expect_refusal(
+            format!("files.save(sha256 {digest:.20})"),
+            files::save(&file),
+        );
+    }
     (tried, accepted)
 }
 
@@ -248,24 +284,32 @@ fn trespass(user: &str, theirs: &str, their_workspace: &str) -> (usize, Vec<Stri
         matches!(sandboxes::get_active_by_chat_id(theirs), Ok(Some(_))),
     );
     check(
-        "storage.read-history",
-        storage::read_history(&their_chat).is_ok(),
+        "storage.open-history",
+        storage::open_history(&their_chat).is_ok(),
     );
     check(
-        "storage.read-attachment",
-        storage::read_attachment(&their_chat, "secret.txt").is_ok(),
+        "storage.history-size",
+        storage::history_size(&their_chat).is_ok(),
+    );
+    check(
+        "storage.open-attachment",
+        storage::open_attachment(&their_chat, "secret.txt").is_ok(),
+    );
+    check(
+        "storage.attachment-size",
+        storage::attachment_size(&their_chat, "secret.txt").is_ok(),
     );
     check(
         "storage.write-history",
-        storage::write_history(&their_chat, "pwned").is_ok(),
+        storage::write_history(&their_chat, FORGED).is_ok(),
     );
     check(
         "storage.append-history",
-        storage::append_history(&their_chat, "pwned").is_ok(),
+        storage::append_history(&their_chat, FORGED).is_ok(),
     );
     check(
         "storage.write-attachment",
-        storage::write_attachment(&their_chat, "secret.txt", b"pwned").is_ok(),
+        storage::write_attachment(&their_chat, "secret.txt", FORGED).is_ok(),
     );
     check(
         "storage.delete-attachment",
@@ -308,6 +352,7 @@ fn trespass(user: &str, theirs: &str, their_workspace: &str) -> (usize, Vec<Stri
         name: "planted.txt".into(),
         content_type: None,
         size_bytes: 1,
+        sha256: None,
         created_at: at(),
     };
     check("files.save", files::save(&planted).is_ok());
@@ -323,45 +368,41 @@ fn trespass(user: &str, theirs: &str, their_workspace: &str) -> (usize, Vec<Stri
     (tried, accepted)
 }
 
-/// Writes more than the quota into one of the caller's own chats; returns
-/// what the host did with each attempt.
-fn flood(chat_id: &str) -> String {
-    let Ok(Some(chat)) = chats::get(chat_id) else {
-        return "no such chat".into();
-    };
-    let Ok(Some(workspace)) = workspaces::get(&chat.workspace_id) else {
-        return "no workspace".into();
-    };
-    let Ok(usage) = storage_usage::get_workspace_usage(&workspace) else {
-        return "no usage".into();
-    };
-    let quota = usage.quota_bytes as usize;
-    let outcome = |r: Result<(), PortError>| match r {
+/// What the host did with a port call.
+fn outcome(r: Result<(), PortError>) -> String {
+    match r {
         Ok(()) => "accepted".to_owned(),
         Err(e) => format!("refused ({}: {})", e.port, e.message),
-    };
-    let huge = outcome(storage::write_attachment(
-        &chat,
-        "huge.bin",
-        &vec![0; quota + 1],
-    ));
-    let history = outcome(storage::write_history(&chat, &"h".repeat(quota + 1)));
-    let appended = outcome(storage::append_history(&chat, &"h".repeat(quota + 1)));
-    let piece = vec![1u8; 1 << 20];
-    let mut written = 0;
-    let mut stopped = "never refused".to_owned();
-    for i in 0..1000 {
-        match storage::write_attachment(&chat, &format!("flood-{i}.bin"), &piece) {
-            Ok(()) => written += piece.len(),
-            Err(e) => {
-                stopped = outcome(Err(e));
-                break;
-            }
-        }
     }
-    format!(
-        "huge {huge}; history {history}; append {appended}; flood wrote {written} then {stopped}"
-    )
+}
+
+/// The caller's own chat record, as the ports give it.
+fn own_chat(chat_id: &str) -> Option<Chat> {
+    chats::get(chat_id).ok().flatten()
+}
+
+/// Abuses the staged content of this call in the caller's own chat,
+/// ignoring the quota; returns what the host did with each attempt.
+fn abuse(chat_id: &str, name: &str, token: &str) -> String {
+    let Some(chat) = own_chat(chat_id) else {
+        return "no such chat".into();
+    };
+    let forged = outcome(storage::write_attachment(&chat, name, FORGED));
+    let stored = outcome(storage::write_attachment(&chat, name, token));
+    let again = outcome(storage::write_attachment(&chat, "copy.bin", token));
+    let history = outcome(storage::write_history(&chat, token));
+    let appended = outcome(storage::append_history(&chat, token));
+    format!("forged {forged}; stored {stored}; again {again}; history {history}; append {appended}")
+}
+
+/// Opens two files to serve in one call; returns what the host did.
+fn open_twice(chat_id: &str) -> String {
+    let Some(chat) = own_chat(chat_id) else {
+        return "no such chat".into();
+    };
+    let first = outcome(storage::open_history(&chat));
+    let second = outcome(storage::open_history(&chat));
+    format!("first {first}; second {second}")
 }
 
 /// The hostile component's answer: `storage-unavailable` from port `port`.
@@ -407,7 +448,18 @@ impl Policy for Hostile {
         answer("report", format!("tried {tried}; accepted {accepted:?}"))
     }
 
+    fn upload_attachment(
+        _: &Storage,
+        _: &str,
+        chat_id: &str,
+        name: &str,
+        _: Option<&str>,
+        content: &StagedContent,
+    ) -> StorageResult<domain::ChatFile> {
+        answer("report", abuse(chat_id, name, &content.token))
+    }
+
     fn clear_attachments(_: &Storage, _: &str, chat_id: &str) -> StorageResult<()> {
-        answer("report", flood(chat_id))
+        answer("report", open_twice(chat_id))
     }
 }

@@ -1,0 +1,340 @@
+//! Bodies in and out, streamed: a request body goes to staging on a
+//! blocking thread as it arrives (bounded memory, cut off past its limit);
+//! a response body comes from the file the policy opened, a range of it if
+//! asked, with `Content-Length` from that file.
+
+use crate::App;
+use crate::failure::Failure;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chatstore_host::{Content, ContentKind, Error, StageError, StagedContent, Uuid};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What a request body may be at most, and what passing it means.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limit {
+    /// The most bytes the body may have.
+    pub(crate) bytes: u64,
+    /// Whether passing it passes the workspace's quota (413
+    /// `workspace_quota_exceeded`) rather than the server's upload limit
+    /// (413 `upload_too_large`).
+    pub(crate) quota: bool,
+}
+
+impl Limit {
+    /// The tighter of the upload limit and the room the write has.
+    pub(crate) fn of(app: &App, room: u64) -> Limit {
+        if room < app.config.max_upload_bytes {
+            Limit {
+                bytes: room,
+                quota: true,
+            }
+        } else {
+            Limit {
+                bytes: app.config.max_upload_bytes,
+                quota: false,
+            }
+        }
+    }
+
+    /// The refusal of a body past this limit.
+    pub(crate) async fn refuse(self, app: &Arc<App>, user: Uuid) -> Failure {
+        if !self.quota {
+            return Failure::plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "upload_too_large",
+                format!("the body is larger than {} bytes", self.bytes),
+            );
+        }
+        match app.run(move |s| s.get_workspace(user)).await {
+            Ok(workspace) => Error::WorkspaceQuotaExceeded(workspace.workspace_id).into(),
+            Err(failure) => failure,
+        }
+    }
+
+    /// Refuses a body whose declared length passes the limit, before a byte
+    /// of it is read.
+    pub(crate) async fn check_declared(
+        self,
+        app: &Arc<App>,
+        user: Uuid,
+        headers: &HeaderMap,
+    ) -> Result<(), Failure> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(length) if length > self.bytes => Err(self.refuse(app, user).await),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A message from the request to the thread that stages its body.
+enum Piece {
+    Bytes(Bytes),
+    End,
+}
+
+/// Streams a request body into staging. A body that fails (the client went
+/// away, or sent less than its `Content-Length`) is a 400 and leaves
+/// nothing; one past `limit` is cut off there with its 413.
+pub(crate) async fn stage(
+    app: &Arc<App>,
+    user: Uuid,
+    body: Body,
+    kind: ContentKind,
+    limit: Limit,
+) -> Result<StagedContent, Failure> {
+    let mut writer = app
+        .store
+        .staging()
+        .begin(kind, limit.bytes)
+        .map_err(staging_failed)?;
+    let (pieces, mut arrived) = mpsc::channel::<Piece>(8);
+    let stager = tokio::task::spawn_blocking(move || {
+        while let Some(piece) = arrived.blocking_recv() {
+            match piece {
+                Piece::Bytes(bytes) => writer.push(&bytes)?,
+                Piece::End => return writer.finish().map(Some),
+            }
+        }
+        // The request stopped sending: nothing is kept.
+        Ok(None)
+    });
+    let mut body = body;
+    let mut failed = None;
+    loop {
+        match body.frame().await {
+            None => {
+                let _ = pieces.send(Piece::End).await;
+                break;
+            }
+            Some(Ok(frame)) => {
+                if let Ok(bytes) = frame.into_data()
+                    && pieces.send(Piece::Bytes(bytes)).await.is_err()
+                {
+                    // The stager stopped: its result says why.
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(pieces);
+    let staged = stager.await.map_err(|e| {
+        tracing::error!(error = %e, "a request's stager failed");
+        Failure::plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the request's stager failed",
+        )
+    })?;
+    match (staged, failed) {
+        (Err(StageError::TooLarge { .. }), _) => Err(limit.refuse(app, user).await),
+        (Err(e), _) => Err(staging_failed(e)),
+        (Ok(Some(staged)), None) => Ok(staged),
+        (Ok(_), why) => Err(Failure::plain(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "the request body could not be read to its end: {}",
+                why.as_deref().unwrap_or("it stopped")
+            ),
+        )),
+    }
+}
+
+fn staging_failed(e: StageError) -> Failure {
+    match e {
+        StageError::NotText => Error::InvalidHistory.into(),
+        e => {
+            tracing::warn!(error = %e, "staging failed");
+            Failure::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "staging failed; nothing of the request was kept",
+            )
+        }
+    }
+}
+
+/// What to serve: the content, its media type and, if it has one, its
+/// strong `ETag`.
+pub(crate) struct Served {
+    pub(crate) content: Content,
+    pub(crate) content_type: HeaderValue,
+    pub(crate) etag: Option<String>,
+}
+
+/// A 200 with the whole content, a 206 with one range of it, a 304 if the
+/// caller has it already, or a 416 for a range outside it.
+pub(crate) fn serve(served: Served, request: &HeaderMap) -> Result<Response, Failure> {
+    let etag = served
+        .etag
+        .and_then(|tag| HeaderValue::from_str(&format!("\"{tag}\"")).ok());
+    let len = served.content.len();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(etag) = &etag {
+        headers.insert(header::ETAG, etag.clone());
+        if matches_etag(request, etag) {
+            return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+        }
+    }
+    let (status, content) = match requested_range(request, len) {
+        Range::Whole => (StatusCode::OK, served.content),
+        Range::Unsatisfiable => {
+            let mut failure = Failure::plain(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the content has {len} bytes"),
+            )
+            .into_response();
+            if let Ok(range) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                failure.headers_mut().insert(header::CONTENT_RANGE, range);
+            }
+            return Ok(failure);
+        }
+        Range::Bytes(first, last) => {
+            if let Ok(range) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
+                headers.insert(header::CONTENT_RANGE, range);
+            }
+            let part = served.content.range(first, last).map_err(read_failed)?;
+            (StatusCode::PARTIAL_CONTENT, part)
+        }
+    };
+    headers.insert(header::CONTENT_TYPE, served.content_type);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
+    let (file, len) = content.into_file().map_err(read_failed)?;
+    let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    Ok((status, headers, body).into_response())
+}
+
+fn read_failed(e: std::io::Error) -> Failure {
+    tracing::warn!(error = %e, "serving content failed");
+    Failure::plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "the content could not be read",
+    )
+}
+
+/// Whether `If-None-Match` names this `ETag` (or `*`).
+fn matches_etag(request: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Some(tags) = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let etag = etag.to_str().unwrap_or_default();
+    tags.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag))
+}
+
+/// The part of the content a `Range` header asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    /// No range, or one this server does not serve as a range (several
+    /// ranges, another unit, a malformed header): the whole content.
+    Whole,
+    /// One satisfiable range: its first and last byte.
+    Bytes(u64, u64),
+    /// One range that lies outside the content.
+    Unsatisfiable,
+}
+
+fn requested_range(request: &HeaderMap, len: u64) -> Range {
+    let Some(spec) = request
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return Range::Whole;
+    };
+    if spec.contains(',') {
+        return Range::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Range::Whole;
+    };
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    match (first.trim(), last.trim()) {
+        ("", "") => Range::Whole,
+        // The last n bytes.
+        ("", n) => match number(n) {
+            None => Range::Whole,
+            Some(0) => Range::Unsatisfiable,
+            Some(_) if len == 0 => Range::Unsatisfiable,
+            Some(n) => Range::Bytes(len.saturating_sub(n), len - 1),
+        },
+        (first, last) => match (number(first), last) {
+            (None, _) => Range::Whole,
+            (Some(first), _) if first >= len => Range::Unsatisfiable,
+            (Some(first), "") => Range::Bytes(first, len - 1),
+            (Some(first), last) => match number(last) {
+                Some(last) if last >= first => Range::Bytes(first, last.min(len - 1)),
+                _ => Range::Whole,
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(spec: &str, len: u64) -> Range {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(spec).unwrap());
+        requested_range(&headers, len)
+    }
+
+    #[test]
+    fn ranges_are_read_as_the_http_specification_says() {
+        assert_eq!(range("bytes=0-0", 10), Range::Bytes(0, 0));
+        assert_eq!(range("bytes=2-5", 10), Range::Bytes(2, 5));
+        assert_eq!(range("bytes=2-", 10), Range::Bytes(2, 9));
+        assert_eq!(range("bytes=5-100", 10), Range::Bytes(5, 9));
+        assert_eq!(range("bytes=-3", 10), Range::Bytes(7, 9));
+        assert_eq!(range("bytes=-30", 10), Range::Bytes(0, 9));
+        assert_eq!(range("bytes=10-", 10), Range::Unsatisfiable);
+        assert_eq!(range("bytes=-0", 10), Range::Unsatisfiable);
+        assert_eq!(range("bytes=-1", 0), Range::Unsatisfiable);
+        // Served whole: several ranges, other units, nonsense.
+        assert_eq!(range("bytes=0-1,3-4", 10), Range::Whole);
+        assert_eq!(range("items=0-1", 10), Range::Whole);
+        assert_eq!(range("bytes=5-2", 10), Range::Whole);
+        assert_eq!(range("bytes=a-b", 10), Range::Whole);
+    }
+
+    #[test]
+    fn if_none_match_takes_lists_weak_tags_and_stars() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        let asks = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
+            matches_etag(&headers, &etag)
+        };
+        assert!(asks("\"abc\""));
+        assert!(asks("\"x\", \"abc\""));
+        assert!(asks("W/\"abc\""));
+        assert!(asks("*"));
+        assert!(!asks("\"abd\""));
+        assert!(!matches_etag(&HeaderMap::new(), &etag));
+    }
+}
