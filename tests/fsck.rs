@@ -1,8 +1,8 @@
 //! `fsck` finds every way metadata and chat directories can disagree, and
 //! `--repair` fixes what it can without losing acknowledged data.
 
-use chatstore_host::ChatStore;
 use chatstore_host::fsck::{ChatDirRef, fsck};
+use chatstore_host::unit::Access;
 use chatstore_tests::{Harness, attachment, history};
 use std::fs;
 
@@ -13,10 +13,7 @@ fn a_consistent_data_directory_is_clean() {
     h.store
         .upload_attachment(user, chat.chat_id, "a", None, &b"abc"[..])
         .unwrap();
-    let backend = ChatStore::builder()
-        .data_dir(h.data_dir())
-        .open_backend()
-        .unwrap();
+    let backend = h.backend();
     let report = fsck(&backend, false, |_| {}).unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!((report.chats_checked, report.files_checked), (1, 1));
@@ -49,10 +46,7 @@ fn every_disagreement_is_reported_and_repaired() {
     fs::create_dir_all(&orphan).unwrap();
     fs::write(orphan.join("history.md"), b"# nobody's\n").unwrap();
 
-    let backend = ChatStore::builder()
-        .data_dir(h.data_dir())
-        .open_backend()
-        .unwrap();
+    let backend = h.backend();
     let report = fsck(&backend, false, |_| {}).unwrap();
     assert_eq!(
         report.missing_chat_dirs,
@@ -89,6 +83,11 @@ fn every_disagreement_is_reported_and_repaired() {
     let files = h.store.list_attachments(user, c).unwrap();
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].size_bytes, 15);
+    // The digest follows the bytes on disk too.
+    assert_eq!(
+        files[0].sha256.as_deref(),
+        Some(sha256(b"much longer now").as_str())
+    );
     assert_eq!(
         attachment(&h.store, user, c, grown.file_id).unwrap(),
         b"much longer now"
@@ -105,4 +104,48 @@ fn every_disagreement_is_reported_and_repaired() {
         fs::read(moved[0].join("history.md")).unwrap(),
         b"# nobody's\n"
     );
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_file_stored_before_digests_gets_its_digest_from_repair() {
+    let h = Harness::new();
+    let (user, chat) = h.user_with_chat();
+    let file = h
+        .store
+        .upload_attachment(user, chat.chat_id, "old.txt", None, &b"from before"[..])
+        .unwrap();
+    // What a row from before digests were kept looks like.
+    h.store
+        .with_ports(Access::Write, |ports, _| {
+            let mut row = ports.files.get(file.file_id).unwrap().unwrap();
+            row.sha256 = None;
+            ports.files.save(&row).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    let backend = h.backend();
+    let report = fsck(&backend, false, |_| {}).unwrap();
+    assert_eq!(report.missing_digests.len(), 1, "{report:?}");
+    assert_eq!(report.missing_digests[0].file_id, Some(file.file_id));
+    fsck(&backend, true, |_| {}).unwrap();
+    assert!(
+        fsck(&backend, false, |_| {})
+            .unwrap()
+            .missing_digests
+            .is_empty()
+    );
+    drop(backend);
+    let row = h
+        .store
+        .get_attachment(user, chat.chat_id, file.file_id)
+        .unwrap();
+    assert_eq!(row.sha256.as_deref(), Some(sha256(b"from before").as_str()));
 }

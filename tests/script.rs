@@ -16,6 +16,8 @@ pub enum Op {
     Delete { name: String },
     /// Append one line to the history.
     Append { line: String },
+    /// Replace the whole history.
+    Rewrite { text: String },
 }
 
 impl Op {
@@ -25,6 +27,7 @@ impl Op {
             Op::Upload { .. } => "upload",
             Op::Delete { .. } => "delete",
             Op::Append { .. } => "append",
+            Op::Rewrite { .. } => "rewrite",
         }
     }
 }
@@ -83,8 +86,14 @@ impl Model {
                 let name = existing[(r >> 8) as usize % existing.len()].clone();
                 Op::Delete { name }
             }
+            7 => Op::Rewrite {
+                text: format!(
+                    "# rewritten at {i}\n{}\n",
+                    "r".repeat((r >> 16) as usize % 20_000)
+                ),
+            },
             _ => Op::Append {
-                line: format!("line {i}: {}\n", "x".repeat((r >> 16) as usize % 200)),
+                line: format!("line {i}: {}\n", "x".repeat((r >> 16) as usize % 4_000)),
             },
         }
     }
@@ -99,6 +108,7 @@ impl Model {
                 self.files.remove(name);
             }
             Op::Append { line } => self.history.push_str(line),
+            Op::Rewrite { text } => self.history = text.clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod script;
 pub mod venv;
 
+use chatstore_host::adapters::DataDirBackend;
 use chatstore_host::{Chat, ChatStore, ChatStoreBuilder, Clock, Error};
 use chatstore_testkit::faults::FaultInjector;
 use std::collections::BTreeMap;
@@ -94,6 +95,15 @@ impl Harness {
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.tmp.path().join("data")
+    }
+
+    /// A second backend on the same data directory, as `chatstore fsck`
+    /// opens one.
+    pub fn backend(&self) -> Arc<DataDirBackend> {
+        ChatStore::builder()
+            .data_dir(self.data_dir())
+            .open_backend()
+            .expect("backend")
     }
 
     /// Where a chat's directory is, by the documented layout.

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
                         store.delete_attachment(user, chat, file.file_id)
                     }
                     Op::Append { line } => store.append_history(user, chat, line.as_bytes()),
+                    Op::Rewrite { text } => store.write_history(user, chat, text.as_bytes()),
                 };
                 if let Err(e) = result {
                     let _ = writeln!(out, "error {i} {e}");

@@ -99,7 +99,7 @@ pub(crate) async fn stage(
     let stager = tokio::task::spawn_blocking(move || {
         while let Some(piece) = arrived.blocking_recv() {
             match piece {
-                Piece::Bytes(bytes) => writer.push(&bytes)?,
+                Piece::Bytes(bytes) => writer.push_shared(bytes)?,
                 Piece::End => return writer.finish().map(Some),
             }
         }
@@ -219,7 +219,10 @@ pub(crate) fn serve(served: Served, request: &HeaderMap) -> Result<Response, Fai
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
     let (file, len) = content.into_file().map_err(read_failed)?;
     let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        256 << 10,
+    ));
     Ok((status, headers, body).into_response())
 }
 

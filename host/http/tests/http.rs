@@ -712,6 +712,28 @@ fn chunked(chunks: &[Vec<u8>]) -> Vec<u8> {
 }
 
 impl Server {
+    /// Posts an upload as raw bytes on a new connection: the request line
+    /// and the user's header, then `rest` (more headers, the blank line and
+    /// the body) exactly as given; see [`raw_exchange`].
+    async fn raw_upload(
+        &self,
+        user: Uuid,
+        chat: &str,
+        name: &str,
+        rest: &[u8],
+        stop: bool,
+    ) -> String {
+        let mut request = format!(
+            "POST /v1/chats/{chat}/files?name={name} HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\n"
+        )
+        .into_bytes();
+        request.extend_from_slice(rest);
+        let addr = self.addr;
+        tokio::task::spawn_blocking(move || raw_exchange(addr, &request, stop))
+            .await
+            .unwrap()
+    }
+
     fn staged(&self) -> usize {
         std::fs::read_dir(self.data.join("staging"))
             .unwrap()
@@ -749,20 +771,15 @@ impl Server {
 async fn a_body_that_ends_before_its_content_length_is_400_and_leaves_nothing() {
     let s = start(|b| b, 1 << 30).await;
     let (user, c) = s.user_with_chat().await;
-    let addr = s.addr;
-    let chat = c.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        raw_exchange(
-            addr,
-            format!(
-                "POST /v1/chats/{chat}/files?name=short.bin HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\nContent-Length: 100\r\n\r\nonly ten b"
-            )
-            .as_bytes(),
+    let answer = s
+        .raw_upload(
+            user,
+            &c,
+            "short.bin",
+            b"Content-Length: 100\r\n\r\nonly ten b",
             true,
         )
-    })
-    .await
-    .unwrap();
+        .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("invalid_request"), "{answer}");
     assert!(s.files(user, &c).await.is_empty());
@@ -773,33 +790,24 @@ async fn a_body_that_ends_before_its_content_length_is_400_and_leaves_nothing() 
 async fn chunked_bodies_stream_in_and_one_past_the_room_is_cut_off_with_413() {
     let s = start(|b| b, 1000).await;
     let (user, c) = s.user_with_chat().await;
-    let c2 = c.clone();
-    let addr = s.addr;
-    let upload = move |name: &str, chunks: Vec<Vec<u8>>| {
-        let chat = c.clone();
-        let mut request = format!(
-            "POST /v1/chats/{chat}/files?name={name} HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        )
-        .into_bytes();
-        request.extend(chunked(&chunks));
-        tokio::task::spawn_blocking(move || raw_exchange(addr, &request, false))
+    let upload = |name: &'static str, chunks: Vec<Vec<u8>>| {
+        let mut rest = b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+        rest.extend(chunked(&chunks));
+        let (s, c) = (&s, &c);
+        async move { s.raw_upload(user, c, name, &rest, false).await }
     };
-    let fits = upload("fits.bin", vec![vec![1; 300], vec![2; 300]])
-        .await
-        .unwrap();
+    let fits = upload("fits.bin", vec![vec![1; 300], vec![2; 300]]).await;
     assert!(fits.starts_with("HTTP/1.1 201"), "{fits}");
     assert!(fits.contains(r#""size_bytes":600"#), "{fits}");
     // 400 bytes are left: 401 is one too many, whatever the chunks.
-    let over = upload("over.bin", vec![vec![3; 200]; 5]).await.unwrap();
+    let over = upload("over.bin", vec![vec![3; 200]; 5]).await;
     assert!(over.starts_with("HTTP/1.1 413"), "{over}");
     assert!(over.contains("workspace_quota_exceeded"), "{over}");
-    let exact = upload("exact.bin", vec![vec![4; 399], vec![4; 1]])
-        .await
-        .unwrap();
+    let exact = upload("exact.bin", vec![vec![4; 399], vec![4; 1]]).await;
     assert!(exact.starts_with("HTTP/1.1 201"), "{exact}");
     assert_eq!(s.staged(), 0);
     let names: Vec<Value> = s
-        .files(user, &c2)
+        .files(user, &c)
         .await
         .iter()
         .map(|f| f["name"].clone())
@@ -871,4 +879,37 @@ async fn downloads_stream_ranges_etags_and_their_length() {
         )
         .as_str()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_past_the_content_length_are_not_the_body_but_a_malformed_next_request() {
+    let s = start(|b| b, 1 << 30).await;
+    let (user, c) = s.user_with_chat().await;
+    let answer = s
+        .raw_upload(
+            user,
+            &c,
+            "exact.txt",
+            b"Content-Length: 5\r\n\r\nhelloTHIS IS NOT HTTP\r\n\r\n",
+            false,
+        )
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(answer.contains(r#""size_bytes":5"#), "{answer}");
+    assert!(
+        answer.contains("HTTP/1.1 400"),
+        "the rest is a bad request: {answer}"
+    );
+    let files = s.files(user, &c).await;
+    assert_eq!(files.len(), 1);
+    let id = files[0]["file_id"].as_str().unwrap();
+    let content = s
+        .call(
+            Method::GET,
+            &format!("/v1/chats/{c}/files/{id}/content"),
+            user,
+        )
+        .await;
+    assert_eq!(content.body, b"hello");
+    assert_eq!(s.staged(), 0);
 }

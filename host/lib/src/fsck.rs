@@ -9,11 +9,14 @@
 //! - `unregistered_files`: a top-level file in a chat directory that is
 //!   neither `history.md` nor a file row (an orphan attachment, or a file a
 //!   sandbox wrote);
-//! - `size_mismatches`: a file row whose size differs from the bytes on disk.
+//! - `size_mismatches`: a file row whose size differs from the bytes on disk;
+//! - `missing_digests`: a file row without the SHA-256 of its content (stored
+//!   before digests were kept).
 //!
 //! `--repair` changes only what holds no acknowledged data: it recreates
 //! missing chat directories and histories (empty), drops rows whose bytes
-//! are gone, sets recorded sizes to the sizes on disk, and moves orphan chat
+//! are gone, sets recorded sizes and digests to those of the bytes on disk
+//! (size mismatches, missing digests), and moves orphan chat
 //! directories to `lost+found/`. Unregistered files are left where they are:
 //! they may be a sandbox's work.
 
@@ -77,6 +80,8 @@ pub struct FsckReport {
     pub unregistered_files: Vec<FileRef>,
     /// Rows whose size is not the size on disk.
     pub size_mismatches: Vec<SizeMismatch>,
+    /// Rows without a SHA-256 of their content.
+    pub missing_digests: Vec<FileRef>,
     /// Whether the problems above were repaired.
     pub repaired: bool,
 }
@@ -182,6 +187,11 @@ pub fn fsck(
                         on_disk_bytes: size,
                     })
                 }
+                Some(_) if row.sha256.is_none() => report.missing_digests.push(FileRef {
+                    file_id: Some(row.file_id),
+                    chat_id: row.chat_id,
+                    name: row.name.to_string(),
+                }),
                 Some(_) => {}
             }
         }
@@ -216,11 +226,25 @@ pub fn fsck(
             ports.files.delete(file_id)?;
         }
     }
-    for mismatch in &report.size_mismatches {
-        if let Some(mut row) = ports.files.get(mismatch.file_id)? {
-            row.size_bytes = mismatch.on_disk_bytes;
-            ports.files.save(&row)?;
-        }
+    // Sizes and digests become those of the bytes on disk.
+    let redigest = report
+        .size_mismatches
+        .iter()
+        .map(|m| m.file_id)
+        .chain(report.missing_digests.iter().filter_map(|f| f.file_id));
+    for file_id in redigest {
+        let Some(mut row) = ports.files.get(file_id)? else {
+            continue;
+        };
+        let Some(chat) = chats.iter().find(|c| c.chat_id == row.chat_id) else {
+            continue;
+        };
+        let (size, sha256) = data
+            .digest(chat.workspace_id, chat.chat_id, row.name.as_str())
+            .map_err(io)?;
+        row.size_bytes = size;
+        row.sha256 = Some(sha256);
+        ports.files.save(&row)?;
     }
     unit.commit()?;
     report

@@ -336,6 +336,25 @@ impl DataDir {
         Ok(files)
     }
 
+    /// The size and SHA-256 of a regular file of a chat directory, read
+    /// without following a symlink, for `fsck --repair`.
+    pub fn digest(
+        &self,
+        workspace_id: Uuid,
+        chat_id: Uuid,
+        name: &str,
+    ) -> io::Result<(u64, String)> {
+        use sha2::{Digest, Sha256};
+        let file = open_regular(&self.chat_dir(workspace_id, chat_id)?, name, false)?;
+        let mut hash = Sha256::new();
+        let size = io::copy(
+            &mut io::BufReader::with_capacity(256 << 10, file),
+            &mut hash,
+        )?;
+        let hex = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok((size, hex))
+    }
+
     /// Creates a missing chat directory or history, for `fsck --repair`.
     pub fn ensure_chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<()> {
         self.apply(&Effect::CreateChat {
