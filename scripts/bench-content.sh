@@ -41,7 +41,7 @@ for round in 1 2 3; do
   cmp -s "$work/source.bin" "$work/out.bin" || { echo "bench-content: the download differs" >&2; exit 1; }
   rm -f "$work/out.bin"
   cs file delete --user $user --chat "$chat" --file-id "$file" >/dev/null
-  echo "round $round: cp+sync ${copy}s; file put ${put}s ($(awk "BEGIN{printf \"%.2f\", $copy/$put}")x cp+sync), peak RSS $((put_kib / 1024)) MiB (+$(((put_kib - baseline) / 1024)) MiB over a command that reads nothing); file get ${get}s, peak RSS $((get_kib / 1024)) MiB (+$(((get_kib - baseline) / 1024)) MiB)"
+  echo "round $round: cp+sync ${copy}s; file put ${put}s ($(awk "BEGIN{printf \"%.2f\", $copy/$put}")x cp+sync), peak RSS $((put_kib / 1024)) MiB (+$(((put_kib - baseline) / 1024)) MiB over a command that reads nothing); file get ${get}s ($(awk "BEGIN{printf \"%.2f\", $copy/$get}")x cp+sync: it syncs its output too), peak RSS $((get_kib / 1024)) MiB (+$(((get_kib - baseline) / 1024)) MiB)"
 done
 
 echo "== $size_mib MiB through HTTP (three rounds, side by side)"

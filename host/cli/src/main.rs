@@ -522,17 +522,18 @@ impl Source {
 }
 
 /// Streams content to standard output or to a new file.
-fn copy_out(mut content: Content, output: Option<&std::path::Path>) -> Outcome {
+fn copy_out(content: Content, output: Option<&std::path::Path>) -> Outcome {
     match output {
         None => {
             let mut out = std::io::stdout().lock();
-            std::io::copy(&mut content, &mut out)
+            content
+                .copy_to(&mut out)
                 .and_then(|_| out.flush())
                 .map_err(|e| other(format!("cannot write standard output: {e}")))?;
         }
         Some(path) => {
             let written = std::fs::File::create(path).and_then(|mut file| {
-                std::io::copy(&mut content, &mut file)?;
+                content.copy_to(&mut file)?;
                 file.sync_all()
             });
             written.map_err(|e| other(format!("cannot write {}: {e}", path.display())))?;

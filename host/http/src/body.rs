@@ -174,8 +174,14 @@ pub(crate) struct Served {
     pub(crate) etag: Option<String>,
 }
 
+/// Content up to this size is read whole and sent in one piece; larger
+/// content is streamed from its file.
+const SMALL: u64 = 64 << 10;
+
 /// A 200 with the whole content, a 206 with one range of it, a 304 if the
-/// caller has it already, or a 416 for a range outside it.
+/// caller has it already, or a 416 for a range outside it. Small content is
+/// read here: call it on the thread that ran the use case, not on the
+/// server's.
 pub(crate) fn serve(served: Served, request: &HeaderMap) -> Result<Response, Failure> {
     let etag = served
         .etag
@@ -217,12 +223,16 @@ pub(crate) fn serve(served: Served, request: &HeaderMap) -> Result<Response, Fai
     };
     headers.insert(header::CONTENT_TYPE, served.content_type);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
-    let (file, len) = content.into_file().map_err(read_failed)?;
-    let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        reader,
-        256 << 10,
-    ));
+    let body = if content.len() <= SMALL {
+        Body::from(content.into_bytes().map_err(read_failed)?)
+    } else {
+        let (file, len) = content.into_file().map_err(read_failed)?;
+        let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            256 << 10,
+        ))
+    };
     Ok((status, headers, body).into_response())
 }
 

@@ -249,15 +249,15 @@ pub(crate) async fn read_history(
     InChat { user, chat }: InChat,
     headers: HeaderMap,
 ) -> Reply {
-    let content = app.run(move |s| s.read_history(user, chat)).await?;
-    body::serve(
-        Served {
-            content,
+    app.run(move |s| {
+        let served = Served {
+            content: s.read_history(user, chat)?,
             content_type: HeaderValue::from_static("text/markdown; charset=utf-8"),
             etag: None,
-        },
-        &headers,
-    )
+        };
+        Ok(body::serve(served, &headers))
+    })
+    .await?
 }
 
 /// Replaces the chat's history with the body (UTF-8; empty clears it).
@@ -432,22 +432,21 @@ pub(crate) async fn read_file(
     InFile { user, chat, file }: InFile,
     headers: HeaderMap,
 ) -> Reply {
-    let (meta, content) = app
-        .run(move |s| s.read_attachment(user, chat, file))
-        .await?;
-    let content_type = meta
-        .content_type
-        .as_deref()
-        .and_then(|t| HeaderValue::from_str(t).ok())
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    body::serve(
-        Served {
+    app.run(move |s| {
+        let (meta, content) = s.read_attachment(user, chat, file)?;
+        let content_type = meta
+            .content_type
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok())
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        let served = Served {
             content,
             content_type,
             etag: meta.sha256,
-        },
-        &headers,
-    )
+        };
+        Ok(body::serve(served, &headers))
+    })
+    .await?
 }
 
 /// Marks a sandbox session active on the chat (for the sandbox subsystem);

@@ -395,6 +395,15 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Responses are written as they are ready (headers, then the body as it
+    // is read): without TCP_NODELAY the body of a small response would wait
+    // for the client's delayed acknowledgement of the headers.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(store, config))
         .with_graceful_shutdown(shutdown)
         .await

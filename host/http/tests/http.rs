@@ -819,42 +819,69 @@ async fn chunked_bodies_stream_in_and_one_past_the_room_is_cut_off_with_413() {
 async fn downloads_stream_ranges_etags_and_their_length() {
     let s = start(|b| b, 1 << 30).await;
     let (user, c) = s.user_with_chat().await;
-    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
-    let file = s
-        .upload(user, &c, "data.bin", "application/octet-stream", &bytes)
-        .await
-        .json();
-    let path = format!(
-        "/v1/chats/{c}/files/{}/content",
-        file["file_id"].as_str().unwrap()
-    );
-    let etag = format!("\"{}\"", file["sha256"].as_str().unwrap());
+    // Small content is sent in one piece, larger content streamed from its
+    // file: both answer the same way.
+    for n in [1000usize, 300_000] {
+        let bytes: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let file = s
+            .upload(
+                user,
+                &c,
+                &format!("data-{n}.bin"),
+                "application/octet-stream",
+                &bytes,
+            )
+            .await
+            .json();
+        let path = format!(
+            "/v1/chats/{c}/files/{}/content",
+            file["file_id"].as_str().unwrap()
+        );
+        let etag = format!("\"{}\"", file["sha256"].as_str().unwrap());
 
-    let whole = s.get_with(&path, user, &[]).await;
-    assert_eq!(whole.status, StatusCode::OK);
-    assert_eq!(whole.headers["content-length"], "1000");
-    assert_eq!(whole.headers["accept-ranges"], "bytes");
-    assert_eq!(whole.headers["etag"], etag.as_str());
-    assert_eq!(whole.body, bytes);
+        let whole = s.get_with(&path, user, &[]).await;
+        assert_eq!(whole.status, StatusCode::OK);
+        assert_eq!(whole.headers["content-length"], n.to_string().as_str());
+        assert_eq!(whole.headers["accept-ranges"], "bytes");
+        assert_eq!(whole.headers["etag"], etag.as_str());
+        assert!(whole.body == bytes, "{n} bytes come back as they went");
 
-    let head = s.get_with(&path, user, &[("Range", "bytes=0-9")]).await;
-    assert_eq!(head.status, StatusCode::PARTIAL_CONTENT);
-    assert_eq!(head.headers["content-range"], "bytes 0-9/1000");
-    assert_eq!(head.headers["content-length"], "10");
-    assert_eq!(head.body, bytes[..10]);
-    let tail = s.get_with(&path, user, &[("Range", "bytes=-5")]).await;
-    assert_eq!(tail.headers["content-range"], "bytes 995-999/1000");
-    assert_eq!(tail.body, bytes[995..]);
-    let outside = s.get_with(&path, user, &[("Range", "bytes=1000-")]).await;
-    assert_eq!(outside.status, StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(outside.headers["content-range"], "bytes */1000");
-    let cached = s.get_with(&path, user, &[("If-None-Match", &etag)]).await;
-    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
-    assert!(cached.body.is_empty());
-    let stale = s
-        .get_with(&path, user, &[("If-None-Match", "\"other\"")])
-        .await;
-    assert_eq!(stale.status, StatusCode::OK);
+        let head = s.get_with(&path, user, &[("Range", "bytes=0-9")]).await;
+        assert_eq!(head.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            head.headers["content-range"],
+            format!("bytes 0-9/{n}").as_str()
+        );
+        assert_eq!(head.headers["content-length"], "10");
+        assert_eq!(head.body, bytes[..10]);
+        let middle = s.get_with(&path, user, &[("Range", "bytes=7-")]).await;
+        assert_eq!(
+            middle.headers["content-range"],
+            format!("bytes 7-{}/{n}", n - 1).as_str()
+        );
+        assert!(middle.body == bytes[7..], "bytes 7- of {n}");
+        let tail = s.get_with(&path, user, &[("Range", "bytes=-5")]).await;
+        assert_eq!(
+            tail.headers["content-range"],
+            format!("bytes {}-{}/{n}", n - 5, n - 1).as_str()
+        );
+        assert_eq!(tail.body, bytes[n - 5..]);
+        let outside = s
+            .get_with(&path, user, &[("Range", &format!("bytes={n}-"))])
+            .await;
+        assert_eq!(outside.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(
+            outside.headers["content-range"],
+            format!("bytes */{n}").as_str()
+        );
+        let cached = s.get_with(&path, user, &[("If-None-Match", &etag)]).await;
+        assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+        assert!(cached.body.is_empty());
+        let stale = s
+            .get_with(&path, user, &[("If-None-Match", "\"other\"")])
+            .await;
+        assert_eq!(stale.status, StatusCode::OK);
+    }
 
     // The history's tail, as an agent loading context asks for it.
     let history = format!("/v1/chats/{c}/history");

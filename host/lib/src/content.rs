@@ -3,7 +3,7 @@
 //! descriptor when it was opened.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// A history or an attachment to read: an open file and how many bytes of it
 /// to serve. Reading gives at most that many bytes, however the file changes.
@@ -58,6 +58,15 @@ impl Content {
         Ok((self.file, self.len))
     }
 
+    /// Writes every byte to `out` and returns how many there were. From
+    /// one file to another, or to a pipe or socket, the kernel copies them
+    /// (`copy_file_range`, `sendfile`, `splice`) without passing through
+    /// this process.
+    pub fn copy_to<W: Write + ?Sized>(self, out: &mut W) -> io::Result<u64> {
+        let (file, len) = self.into_file()?;
+        io::copy(&mut file.take(len), out)
+    }
+
     /// All the bytes, in memory (for small content).
     pub fn into_bytes(mut self) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0).min(1 << 20));
@@ -86,5 +95,57 @@ impl Read for Content {
         let n = self.file.read(&mut buf[..max])?;
         self.remaining -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(bytes: &[u8]) -> (tempfile::TempDir, Content) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c"), bytes).unwrap();
+        let file = File::open(dir.path().join("c")).unwrap();
+        (dir, Content::new(file).unwrap())
+    }
+
+    #[test]
+    fn a_range_is_what_reading_and_copying_give() {
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (dir, c) = content(&bytes);
+        assert_eq!(
+            c.range(10, 20).unwrap().into_bytes().unwrap(),
+            bytes[10..=20]
+        );
+        // Into a file (the kernel copies) and into memory (through a buffer).
+        let (_, c) = content(&bytes);
+        let mut out = File::create(dir.path().join("out")).unwrap();
+        assert_eq!(
+            c.range(7, 99_990).unwrap().copy_to(&mut out).unwrap(),
+            99_984
+        );
+        assert!(std::fs::read(dir.path().join("out")).unwrap() == bytes[7..=99_990]);
+        let (_, c) = content(&bytes);
+        let mut memory = Vec::new();
+        c.range(50_000, 99_999)
+            .unwrap()
+            .copy_to(&mut memory)
+            .unwrap();
+        assert!(memory == bytes[50_000..]);
+        let (_, c) = content(&bytes);
+        assert!(c.range(5, 100_000).is_err(), "past the end");
+    }
+
+    #[test]
+    fn reading_gives_no_more_than_the_length_it_had_when_opened() {
+        let (dir, c) = content(b"0123456789");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("c"))
+            .unwrap()
+            .write_all(b"grown since")
+            .unwrap();
+        assert_eq!(c.len(), 10);
+        assert_eq!(c.into_bytes().unwrap(), b"0123456789");
     }
 }
