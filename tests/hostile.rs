@@ -86,6 +86,15 @@ fn a_guest_that_panics_is_a_typed_error_with_what_it_printed() {
 }
 
 #[test]
+fn an_answer_larger_than_the_host_lifts_traps_the_call() {
+    let h = Harness::with(hostile);
+    // 20 MiB of answer: within the guest's memory, past what the host lifts.
+    let message = guest_failure(h.store.ensure_workspace(attack(5)).unwrap_err());
+    assert!(message.contains("trapped"), "{message}");
+    still_serves(&h);
+}
+
+#[test]
 fn every_hostile_port_call_is_refused_and_nothing_outside_is_touched() {
     let h = Harness::with(hostile);
     // A sentinel tree beside the data directory, where `../` would lead.
@@ -203,6 +212,16 @@ fn staged_content_is_stored_once_by_its_token_and_only_if_it_fits_one_call() {
     let bob = Uuid::now_v7();
     builtin.ensure_workspace(bob).unwrap();
     let chat = builtin.create_chat(bob).unwrap();
+    const FILLED: u64 = 1 << 20;
+    builtin
+        .upload_attachment(
+            bob,
+            chat.chat_id,
+            "filler",
+            None,
+            std::io::Read::take(std::io::repeat(2), FILLED),
+        )
+        .unwrap();
     let disk_before = data_snapshot(&h.data_dir());
     let stage = |bytes: u64| {
         h.store
@@ -233,19 +252,21 @@ fn staged_content_is_stored_once_by_its_token_and_only_if_it_fits_one_call() {
             "{report}"
         );
     }
-    // Content past the quota: the policy ignores the quota, the host does not.
-    let report = abuse(&h, bob, chat.chat_id, stage(QUOTA + 1));
+    // Content past the room left under the quota (though not past the
+    // quota itself): the policy ignores the quota, the host does not.
+    let room = QUOTA - FILLED;
+    let report = abuse(&h, bob, chat.chat_id, stage(room + 1));
     println!("{report}");
     assert!(
         report.contains(&format!(
-            "stored refused (chat-storage: refused to write {} bytes",
-            QUOTA + 1
+            "stored refused (chat-storage: refused to grow the workspace by {} bytes",
+            room + 1
         )),
         "{report}"
     );
     // The calls failed, so nothing they stored stays, staged or not.
     assert_eq!(data_snapshot(&h.data_dir()), disk_before);
-    assert_eq!(builtin.get_usage(bob).unwrap().used_bytes, 0);
+    assert_eq!(builtin.get_usage(bob).unwrap().used_bytes, FILLED);
 }
 
 #[test]

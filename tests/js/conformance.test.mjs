@@ -105,7 +105,9 @@ test('the ports refuse hostile ids and names from a guest', () => {
       refused(() => storagePort.writeHistory({ ...chat, workspaceId: id }, host.stage(new Uint8Array([1])).token));
       refused(() => files.listByChatId(id));
     }
-    for (const name of ['', '.', '..', '../x', 'a/b', 'a\\b', 'a\0b', 'history.md', 'n'.repeat(256)]) {
+    const names = ['', '.', '..', '../x', 'a/b', 'a\\b', 'a\0b', 'history.md', 'HISTORY.MD', 'n'.repeat(256)];
+    names.push('a\u0001', 'a\u007f', 'a\u202eb', ' ', 'x ', '\u00a0x', 'e\u0301');
+    for (const name of names) {
       refused(() => storagePort.writeAttachment(chat, name, host.stage(new Uint8Array([1])).token));
       refused(() => storagePort.openAttachment(chat, name));
       refused(() => storagePort.attachmentSize(chat, name));

@@ -53,15 +53,26 @@ function checkId(port, id) {
   return id;
 }
 
-/** The attachment-name rules, checked again by the host. */
+/** C0 and C1 controls and DEL; bidirectional formatting characters. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+/** Unicode's White_Space property, at either end of a name. */
+const WHITE = '[\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
+const PADDED = new RegExp(`^${WHITE}|${WHITE}$`);
+
+/** The attachment-name rules, checked again by the host: a policy passes names in NFC. */
 function checkName(port, name) {
   const bad =
     name === '' ||
     name === '.' ||
     name === '..' ||
     /[/\\\0]/.test(name) ||
+    CONTROL.test(name) ||
+    BIDI.test(name) ||
+    PADDED.test(name) ||
+    name !== name.normalize('NFC') ||
     Buffer.byteLength(name) > MAX_NAME_BYTES ||
-    name === HISTORY;
+    name.toLowerCase() === HISTORY;
   if (bad) throw new PortFailure(port, `refused: ${JSON.stringify(name.slice(0, 64))} is not a valid attachment name`);
   return name;
 }

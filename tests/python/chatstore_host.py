@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import time
+import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -55,11 +56,25 @@ def check_id(port: str, value: str) -> str:
     return value
 
 
+# C0 and C1 controls and DEL; bidirectional formatting characters; Unicode's
+# White_Space property (not str.isspace, which differs from it).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+WHITE = "[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+PADDED = re.compile(f"^{WHITE}|{WHITE}\\Z")
+
+
 def check_name(port: str, name: str) -> str:
+    """The attachment-name rules, checked again by the host: a policy passes names in NFC."""
     bad = (
-        name in ("", ".", "..", HISTORY)
+        name in ("", ".", "..")
         or any(c in name for c in "/\\\0")
+        or CONTROL.search(name) is not None
+        or BIDI.search(name) is not None
+        or PADDED.search(name) is not None
+        or unicodedata.normalize("NFC", name) != name
         or len(name.encode()) > MAX_NAME_BYTES
+        or name.lower() == HISTORY
     )
     if bad:
         raise PortFailure(port, f"refused: {name[:64]!r} is not a valid attachment name")

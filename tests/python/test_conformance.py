@@ -94,7 +94,9 @@ def test_the_ports_refuse_hostile_ids_and_names_from_a_guest(chat, tmp_path):
             ports["chat-storage"]["history-size"](hostile)
         with pytest.raises(PortFailure, match="refused"):
             ports["chat-file-repository"]["list-by-chat-id"](bad)
-    for name in ["", ".", "..", "../x", "a/b", "a\\b", "a\0b", "history.md", "n" * 256]:
+    names = ["", ".", "..", "../x", "a/b", "a\\b", "a\0b", "history.md", "HISTORY.MD", "n" * 256]
+    names += ["a\u0001", "a\u007f", "a\u202eb", " ", "x ", "\u00a0x", "e\u0301"]
+    for name in names:
         with pytest.raises(PortFailure, match="refused"):
             ports["chat-storage"]["write-attachment"](good, name, getattr(host.stage(b"x"), "token"))
         with pytest.raises(PortFailure, match="refused"):

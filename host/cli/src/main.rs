@@ -105,17 +105,31 @@ enum Command {
         only: Vec<String>,
     },
     /// Serves the HTTP API (logs to stderr; level from RUST_LOG, default info).
-    Serve {
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: String,
-        /// The largest upload accepted, in bytes (default: the quota).
-        #[arg(long, value_name = "N")]
-        max_upload_bytes: Option<u64>,
-        /// The most requests running a use case at once (guest instances in the pool).
-        #[arg(long, value_name = "N", default_value_t = 64)]
-        max_concurrent: u32,
-    },
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// The largest upload accepted, in bytes (default: the quota).
+    #[arg(long, value_name = "N")]
+    max_upload_bytes: Option<u64>,
+    /// The most requests running a use case or sending a body at once
+    /// (guest instances in the pool).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_concurrent: u32,
+    /// The most connections open at once; more wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a client may take to send a request's headers; an idle
+    /// keep-alive connection is closed after as long.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    header_timeout: u64,
+    /// Seconds a request body may go without sending a byte (408).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    body_timeout: u64,
 }
 
 #[derive(Args)]
@@ -341,14 +355,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Conformance { scenarios, only } => {
             return run_conformance(&cli, scenarios.as_deref(), only);
         }
-        Command::Serve {
-            addr,
-            max_upload_bytes,
-            max_concurrent,
-        } => {
-            let max_upload_bytes = max_upload_bytes.unwrap_or(cli.quota_bytes);
-            return serve(&cli, addr, max_upload_bytes, *max_concurrent);
-        }
+        Command::Serve(args) => return serve(&cli, args),
         _ => {}
     }
     // Read every input before anything is opened, so bad input changes nothing.
@@ -437,7 +444,8 @@ fn run_conformance(cli: &Cli, dir: Option<&std::path::Path>, only: &[String]) ->
     Ok(())
 }
 
-fn serve(cli: &Cli, addr: &str, max_upload_bytes: u64, max_concurrent: u32) -> Outcome {
+fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
+    let addr = args.addr.as_str();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -448,7 +456,7 @@ fn serve(cli: &Cli, addr: &str, max_upload_bytes: u64, max_concurrent: u32) -> O
         .init();
     let started = std::time::Instant::now();
     let store = builder(cli)?
-        .pooled_instances(max_concurrent)
+        .pooled_instances(args.max_concurrent)
         .build()
         .map_err(other)?;
     let runtime = tokio::runtime::Runtime::new().map_err(other)?;
@@ -464,9 +472,12 @@ fn serve(cli: &Cli, addr: &str, max_upload_bytes: u64, max_concurrent: u32) -> O
             "listening"
         );
         let config = chatstore_http::ServerConfig {
-            max_upload_bytes,
+            max_upload_bytes: args.max_upload_bytes.unwrap_or(cli.quota_bytes),
             quota_bytes: cli.quota_bytes,
-            max_concurrent: max_concurrent as usize,
+            max_concurrent: args.max_concurrent as usize,
+            max_connections: args.max_connections,
+            header_timeout: std::time::Duration::from_secs(args.header_timeout),
+            body_timeout: std::time::Duration::from_secs(args.body_timeout),
         };
         chatstore_http::serve(listener, store, config, chatstore_http::shutdown_signal())
             .await

@@ -13,6 +13,9 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// A request slot, held while a body is read and its use case runs.
+pub(crate) type Slot<'a> = tokio::sync::SemaphorePermit<'a>;
+
 /// What a request body may be at most, and what passing it means.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limit {
@@ -41,7 +44,7 @@ impl Limit {
     }
 
     /// The refusal of a body past this limit.
-    pub(crate) async fn refuse(self, app: &Arc<App>, user: Uuid) -> Failure {
+    pub(crate) async fn refuse(self, app: &Arc<App>, slot: &Slot<'_>, user: Uuid) -> Failure {
         if !self.quota {
             return Failure::plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -49,7 +52,7 @@ impl Limit {
                 format!("the body is larger than {} bytes", self.bytes),
             );
         }
-        match app.run(move |s| s.get_workspace(user)).await {
+        match app.run_in(slot, move |s| s.get_workspace(user)).await {
             Ok(workspace) => Error::WorkspaceQuotaExceeded(workspace.workspace_id).into(),
             Err(failure) => failure,
         }
@@ -60,6 +63,7 @@ impl Limit {
     pub(crate) async fn check_declared(
         self,
         app: &Arc<App>,
+        slot: &Slot<'_>,
         user: Uuid,
         headers: &HeaderMap,
     ) -> Result<(), Failure> {
@@ -68,7 +72,7 @@ impl Limit {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         match declared {
-            Some(length) if length > self.bytes => Err(self.refuse(app, user).await),
+            Some(length) if length > self.bytes => Err(self.refuse(app, slot, user).await),
             _ => Ok(()),
         }
     }
@@ -80,11 +84,13 @@ enum Piece {
     End,
 }
 
-/// Streams a request body into staging. A body that fails (the client went
-/// away, or sent less than its `Content-Length`) is a 400 and leaves
-/// nothing; one past `limit` is cut off there with its 413.
+/// Streams a request body into staging, in the request's slot. A body that
+/// fails (the client went away, or sent less than its `Content-Length`) is
+/// a 400 and leaves nothing; one that stalls past the body timeout is a
+/// 408; one past `limit` is cut off there with its 413.
 pub(crate) async fn stage(
     app: &Arc<App>,
+    slot: &Slot<'_>,
     user: Uuid,
     body: Body,
     kind: ContentKind,
@@ -109,7 +115,19 @@ pub(crate) async fn stage(
     let mut body = body;
     let mut failed = None;
     loop {
-        match body.frame().await {
+        let Ok(frame) = tokio::time::timeout(app.config.body_timeout, body.frame()).await else {
+            drop(pieces);
+            let _ = stager.await;
+            return Err(Failure::plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body sent nothing for {} s",
+                    app.config.body_timeout.as_secs()
+                ),
+            ));
+        };
+        match frame {
             None => {
                 let _ = pieces.send(Piece::End).await;
                 break;
@@ -138,7 +156,7 @@ pub(crate) async fn stage(
         )
     })?;
     match (staged, failed) {
-        (Err(StageError::TooLarge { .. }), _) => Err(limit.refuse(app, user).await),
+        (Err(StageError::TooLarge { .. }), _) => Err(limit.refuse(app, slot, user).await),
         (Err(e), _) => Err(staging_failed(e)),
         (Ok(Some(staged)), None) => Ok(staged),
         (Ok(_), why) => Err(Failure::plain(
@@ -172,6 +190,8 @@ pub(crate) struct Served {
     pub(crate) content: Content,
     pub(crate) content_type: HeaderValue,
     pub(crate) etag: Option<String>,
+    /// The file's name, for `Content-Disposition`.
+    pub(crate) name: String,
 }
 
 /// Content up to this size is read whole and sent in one piece; larger
@@ -193,6 +213,7 @@ pub(crate) fn serve(served: Served, request: &HeaderMap) -> Result<Response, Fai
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    headers.insert(header::CONTENT_DISPOSITION, disposition(&served.name));
     if let Some(etag) = &etag {
         headers.insert(header::ETAG, etag.clone());
         if matches_etag(request, etag) {
@@ -234,6 +255,21 @@ pub(crate) fn serve(served: Served, request: &HeaderMap) -> Result<Response, Fai
         ))
     };
     Ok((status, headers, body).into_response())
+}
+
+/// `attachment`, with the name percent-encoded as RFC 6266 and RFC 8187
+/// say: a browser saves the file rather than rendering it, whatever it holds.
+fn disposition(name: &str) -> HeaderValue {
+    let mut encoded = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 fn read_failed(e: std::io::Error) -> Failure {

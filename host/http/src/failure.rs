@@ -62,7 +62,7 @@ impl Failure {
             Error::WorkspaceNotFound(_) | Error::ChatNotFound(_) | Error::ChatFileNotFound(_) => {
                 StatusCode::NOT_FOUND
             }
-            Error::ChatHasActiveSandbox(_) => StatusCode::CONFLICT,
+            Error::ChatHasActiveSandbox(_) | Error::ChatFileChanged(_) => StatusCode::CONFLICT,
             Error::WorkspaceQuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidAttachmentName(_)
             | Error::ReservedAttachmentName(_)

@@ -254,6 +254,7 @@ pub(crate) async fn read_history(
             content: s.read_history(user, chat)?,
             content_type: HeaderValue::from_static("text/markdown; charset=utf-8"),
             etag: None,
+            name: chatstore_host::HISTORY_FILE_NAME.to_owned(),
         };
         Ok(body::serve(served, &headers))
     })
@@ -270,13 +271,14 @@ pub(crate) async fn write_history(
     headers: HeaderMap,
     request: Body,
 ) -> Reply {
+    let slot = app.slot().await?;
     let room = app
-        .run(move |s| s.room(user, chat, Replacing::History))
+        .run_in(&slot, move |s| s.room(user, chat, Replacing::History))
         .await?;
     let limit = Limit::of(&app, room);
-    limit.check_declared(&app, user, &headers).await?;
-    let staged = body::stage(&app, user, request, ContentKind::Text, limit).await?;
-    app.run(move |s| s.write_staged_history(user, chat, staged))
+    limit.check_declared(&app, &slot, user, &headers).await?;
+    let staged = body::stage(&app, &slot, user, request, ContentKind::Text, limit).await?;
+    app.run_in(&slot, move |s| s.write_staged_history(user, chat, staged))
         .await?;
     Ok(no_content())
 }
@@ -292,13 +294,14 @@ pub(crate) async fn append_history(
     headers: HeaderMap,
     request: Body,
 ) -> Reply {
+    let slot = app.slot().await?;
     let room = app
-        .run(move |s| s.room(user, chat, Replacing::Nothing))
+        .run_in(&slot, move |s| s.room(user, chat, Replacing::Nothing))
         .await?;
     let limit = Limit::of(&app, room);
-    limit.check_declared(&app, user, &headers).await?;
-    let staged = body::stage(&app, user, request, ContentKind::Text, limit).await?;
-    app.run(move |s| s.append_staged_history(user, chat, staged))
+    limit.check_declared(&app, &slot, user, &headers).await?;
+    let staged = body::stage(&app, &slot, user, request, ContentKind::Text, limit).await?;
+    app.run_in(&slot, move |s| s.append_staged_history(user, chat, staged))
         .await?;
     Ok(no_content())
 }
@@ -366,18 +369,23 @@ pub(crate) async fn upload_file(
     // A missing name is the empty name, which the policy refuses.
     let name = query.name.unwrap_or_default();
     let for_room = name.clone();
+    let slot = app.slot().await?;
     let room = app
-        .run(move |s| s.room(user, chat, Replacing::Attachment(&for_room)))
+        .run_in(&slot, move |s| {
+            s.room(user, chat, Replacing::Attachment(&for_room))
+        })
         .await?;
     let limit = Limit::of(&app, room);
-    limit.check_declared(&app, user, &headers).await?;
+    limit.check_declared(&app, &slot, user, &headers).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let staged = body::stage(&app, user, request, ContentKind::Bytes, limit).await?;
+    let staged = body::stage(&app, &slot, user, request, ContentKind::Bytes, limit).await?;
     let file = app
-        .run(move |s| s.upload_staged(user, chat, &name, content_type.as_deref(), staged))
+        .run_in(&slot, move |s| {
+            s.upload_staged(user, chat, &name, content_type.as_deref(), staged)
+        })
         .await?;
     let mut response = json(StatusCode::CREATED, &file);
     let location = format!("/v1/chats/{}/files/{}", file.chat_id, file.file_id);
@@ -439,10 +447,14 @@ pub(crate) async fn read_file(
             .as_deref()
             .and_then(|t| HeaderValue::from_str(t).ok())
             .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        // A file a sandbox rewrote is served as it is on disk; its recorded
+        // digest no longer names it when the size says so.
+        let etag = meta.sha256.filter(|_| content.len() == meta.size_bytes);
         let served = Served {
             content,
             content_type,
-            etag: meta.sha256,
+            etag,
+            name: meta.name.to_string(),
         };
         Ok(body::serve(served, &headers))
     })

@@ -60,8 +60,16 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// The workspace quota the store enforces (for refusing oversized uploads early).
     pub quota_bytes: u64,
-    /// The most use cases running at once.
+    /// The most use cases running at once; a request takes one of these
+    /// slots before it reads its body.
     pub max_concurrent: usize,
+    /// The most connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and how long
+    /// an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// How long a request body may go without sending a byte (408).
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +78,9 @@ impl Default for ServerConfig {
             max_upload_bytes: 256 << 20,
             quota_bytes: DEFAULT_QUOTA_BYTES,
             max_concurrent: 64,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -81,19 +92,35 @@ struct App {
 }
 
 impl App {
-    /// Runs a use case on a blocking thread, in the request's span, at most
-    /// `max_concurrent` at once.
-    async fn run<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&ChatStore) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Failure> {
-        let _permit = self.running.acquire().await.map_err(|_| {
+    /// Takes one of the `max_concurrent` request slots. A request with a
+    /// body takes it before reading the body and keeps it to the end.
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+        self.running.acquire().await.map_err(|_| {
             Failure::plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",
                 "shutting down",
             )
-        })?;
+        })
+    }
+
+    /// Runs a use case on a blocking thread, in the request's span, in a
+    /// slot of its own.
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&ChatStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let slot = self.slot().await?;
+        self.run_in(&slot, f).await
+    }
+
+    /// Runs a use case on a blocking thread, in the request's span, in the
+    /// slot the request holds.
+    async fn run_in<T: Send + 'static>(
+        self: &Arc<Self>,
+        _slot: &tokio::sync::SemaphorePermit<'_>,
+        f: impl FnOnce(&ChatStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Failure> {
         let store = self.store.clone();
         let span = tracing::Span::current();
         match tokio::task::spawn_blocking(move || span.in_scope(|| f(&store))).await {
@@ -389,24 +416,67 @@ fn link_created_resources(api: &mut OpenApi) {
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+///
+/// At most `max_connections` connections are open at once; a client has
+/// `header_timeout` to send each request's headers (an idle keep-alive
+/// connection is closed after as long), and a body that stalls for
+/// `body_timeout` is answered 408.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: ChatStore,
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Responses are written as they are ready (headers, then the body as it
-    // is read): without TCP_NODELAY the body of a small response would wait
-    // for the client's delayed acknowledgement of the headers.
-    let listener = listener.tap_io(|tcp| {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    let builder = builder.http1_only();
+    let service = TowerToHyperService::new(router(store, config));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // A connection slot first: past the limit, clients wait in the backlog.
+        let slot = tokio::select! {
+            slot = connections.clone().acquire_owned() => slot.map_err(std::io::Error::other)?,
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Responses are written as they are ready (headers, then the body
+        // as it is read): without TCP_NODELAY the body of a small response
+        // would wait for the client's delayed acknowledgement of the headers.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, router(store, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service.clone());
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -8,6 +8,7 @@
 
 use crate::bindings::wit;
 use crate::content::Content;
+use crate::error::{PortErrorKind, PortResult};
 use crate::imports::{CHATS, USAGE, WORKSPACES};
 use crate::model::{Chat, Workspace};
 use crate::ports::Ports;
@@ -29,8 +30,8 @@ pub(crate) struct CallState {
     pub(crate) caller: Uuid,
     /// The caller's workspace, once looked up.
     caller_workspace: Option<Workspace>,
-    /// What the call may still write to chat storage, once looked up: the
-    /// workspace's quota, less what the call has written.
+    /// How much the call may still grow the workspace by, once looked up:
+    /// the room under the quota when it began, less what it has grown.
     write_budget: Option<u64>,
     /// When the call started, and how much of that time was spent in ports.
     started: Instant,
@@ -39,6 +40,8 @@ pub(crate) struct CallState {
     staged: Vec<(String, StagedContent, bool)>,
     /// What the guest opened for the host to serve.
     opened: Option<Content>,
+    /// The file an open found changed by a sandbox, if one did.
+    changed_file: Option<String>,
 }
 
 /// What a call leaves for the host once its guest is done.
@@ -47,6 +50,9 @@ pub(crate) struct Leftovers {
     pub(crate) opened: Option<Content>,
     /// Staged content the guest did not store: the host removes it.
     pub(crate) unstored: Vec<StagedContent>,
+    /// The file an open found changed by a sandbox: the call's failure is
+    /// `chat_file_changed`, whatever the guest made of the port error.
+    pub(crate) changed_file: Option<String>,
 }
 
 impl CallState {
@@ -63,6 +69,7 @@ impl CallState {
             host_time: Duration::ZERO,
             staged: Vec::new(),
             opened: None,
+            changed_file: None,
         }
     }
 
@@ -97,8 +104,18 @@ impl CallState {
         Ok(())
     }
 
-    /// Keeps what the guest opened for the host to serve: one file per call.
-    pub(crate) fn keep_opened(&mut self, content: Content) -> Checked<()> {
+    /// Keeps what the guest opened for the host to serve: one file per
+    /// call. An open that found the file changed is remembered by name.
+    pub(crate) fn keep_opened(&mut self, name: &str, opened: PortResult<Content>) -> Checked<()> {
+        let content = match opened {
+            Ok(content) => content,
+            Err(e) => {
+                if e.kind == PortErrorKind::ChatFileChanged {
+                    self.changed_file = Some(name.to_owned());
+                }
+                return Err(e.into());
+            }
+        };
         if self.opened.is_some() {
             return refuse("a call opens one file to serve");
         }
@@ -110,6 +127,7 @@ impl CallState {
     pub(crate) fn leftovers(&mut self) -> Leftovers {
         Leftovers {
             opened: self.opened.take(),
+            changed_file: self.changed_file.take(),
             unstored: std::mem::take(&mut self.staged)
                 .into_iter()
                 .filter(|(_, _, stored)| !stored)
@@ -219,30 +237,31 @@ impl CallState {
         }
     }
 
-    /// Charges `bytes` written to the caller's workspace against the call's
-    /// budget: one call writes at most the workspace's quota in total, so a
-    /// policy that ignores the quota still cannot fill the disk in one call.
-    /// Called after `check_chat`, so the caller's workspace is known.
-    pub(crate) fn spend(&mut self, bytes: u64) -> Checked<()> {
-        if bytes == 0 {
+    /// Charges what a write grows the caller's workspace by against the
+    /// call's budget: one call grows it by at most the room it had when the
+    /// call began (the quota less the usage), so a policy that ignores the
+    /// quota still cannot pass it. Called after `check_chat`, so the
+    /// caller's workspace is known.
+    pub(crate) fn spend(&mut self, grows_by: u64) -> Checked<()> {
+        if grows_by == 0 {
             return Ok(());
         }
         let budget = match (self.write_budget, &self.caller_workspace) {
             (Some(budget), _) => budget,
             (None, Some(workspace)) => {
-                (self.ports.usage.get_workspace_usage(workspace))
-                    .map_err(Fault::failed_at(USAGE))?
-                    .quota_bytes
+                let usage = (self.ports.usage.get_workspace_usage(workspace))
+                    .map_err(Fault::failed_at(USAGE))?;
+                usage.quota_bytes.saturating_sub(usage.used_bytes)
             }
             (None, None) => return refuse("the caller has no workspace"),
         };
-        if bytes > budget {
+        if grows_by > budget {
             return refuse(format!(
-                "refused to write {bytes} bytes: one call may write at most the workspace's \
-                 quota, and {budget} bytes of it are left"
+                "refused to grow the workspace by {grows_by} bytes: one call may grow it by \
+                 at most the room left under its quota, {budget} bytes"
             ));
         }
-        self.write_budget = Some(budget - bytes);
+        self.write_budget = Some(budget - grows_by);
         Ok(())
     }
 }

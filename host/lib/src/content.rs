@@ -64,7 +64,11 @@ impl Content {
     /// this process.
     pub fn copy_to<W: Write + ?Sized>(self, out: &mut W) -> io::Result<u64> {
         let (file, len) = self.into_file()?;
-        io::copy(&mut file.take(len), out)
+        let copied = io::copy(&mut file.take(len), out)?;
+        if copied < len {
+            return Err(shrank());
+        }
+        Ok(copied)
     }
 
     /// All the bytes, in memory (for small content).
@@ -93,9 +97,21 @@ impl Read for Content {
             .unwrap_or(usize::MAX)
             .min(buf.len());
         let n = self.file.read(&mut buf[..max])?;
+        if n == 0 && max > 0 {
+            return Err(shrank());
+        }
         self.remaining -= n as u64;
         Ok(n)
     }
+}
+
+/// The file ended before the length it had when it was opened: what was
+/// served so far is not the content, and the reader must not take it as such.
+fn shrank() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file shrank while it was read",
+    )
 }
 
 #[cfg(test)]
@@ -147,5 +163,24 @@ mod tests {
             .unwrap();
         assert_eq!(c.len(), 10);
         assert_eq!(c.into_bytes().unwrap(), b"0123456789");
+    }
+
+    #[test]
+    fn a_file_that_shrinks_under_a_read_is_an_error_not_a_short_content() {
+        for copy in [false, true] {
+            let (dir, c) = content(&[7u8; 100_000]);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.path().join("c"))
+                .unwrap()
+                .set_len(10)
+                .unwrap();
+            let e = if copy {
+                c.copy_to(&mut Vec::new()).unwrap_err()
+            } else {
+                c.into_bytes().unwrap_err()
+            };
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        }
     }
 }

@@ -27,6 +27,11 @@ pub enum Error {
     /// The attachment name is reserved.
     #[error("reserved_attachment_name: {0:?} is reserved")]
     ReservedAttachmentName(String),
+    /// A file in the chat directory is not the one the store recorded: not
+    /// a regular file, gone, or another size (a sandbox changed it there).
+    /// Carries the file's name; `fsck --repair` records what is on disk.
+    #[error("chat_file_changed: {0:?} in the chat directory is not the file the store recorded")]
+    ChatFileChanged(String),
     /// A string that should be a UUID is not one.
     #[error("invalid_id: {0:?} is not a UUID")]
     InvalidId(String),
@@ -54,6 +59,7 @@ impl Error {
             Error::ChatFileNotFound(_) => "chat_file_not_found",
             Error::InvalidAttachmentName(_) => "invalid_attachment_name",
             Error::ReservedAttachmentName(_) => "reserved_attachment_name",
+            Error::ChatFileChanged(_) => "chat_file_changed",
             Error::InvalidId(_) => "invalid_id",
             Error::InvalidHistory => "invalid_history",
             Error::StorageUnavailable { .. } => "storage_unavailable",
@@ -70,6 +76,7 @@ impl Error {
             | Error::ChatFileNotFound(id) => Some(id.to_string()),
             Error::InvalidAttachmentName(s)
             | Error::ReservedAttachmentName(s)
+            | Error::ChatFileChanged(s)
             | Error::InvalidId(s) => Some(s.clone()),
             Error::InvalidHistory | Error::StorageUnavailable { .. } => None,
         }
@@ -100,6 +107,19 @@ impl Error {
 pub struct PortError {
     /// What went wrong.
     pub message: String,
+    /// Whether it is about a file a sandbox changed.
+    pub kind: PortErrorKind,
+}
+
+/// What kind of failure a [`PortError`] is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PortErrorKind {
+    /// The adapter could not do what was asked.
+    #[default]
+    Failed,
+    /// The file to serve is not what the store recorded (gone, not a
+    /// regular file): the call answers `chat_file_changed`.
+    ChatFileChanged,
 }
 
 impl PortError {
@@ -107,6 +127,15 @@ impl PortError {
     pub fn new(message: impl Into<String>) -> Self {
         PortError {
             message: message.into(),
+            kind: PortErrorKind::Failed,
+        }
+    }
+
+    /// The file to serve is not what the store recorded.
+    pub fn chat_file_changed(message: impl Into<String>) -> Self {
+        PortError {
+            message: message.into(),
+            kind: PortErrorKind::ChatFileChanged,
         }
     }
 }

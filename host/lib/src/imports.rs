@@ -46,6 +46,11 @@ impl workspace_repository::Host for CallState {
             if workspace.user_id != s.caller || existing.is_some_and(|w| w.user_id != s.caller) {
                 return refuse("the workspace is not the calling user's");
             }
+            // A user has one workspace, and it keeps its id.
+            let own = s.ports.workspaces.get_by_user_id(s.caller)?;
+            if own.is_some_and(|w| w.workspace_id != workspace.workspace_id) {
+                return refuse("the calling user already has a workspace with another id");
+            }
             s.workspace_changed();
             Ok(s.ports.workspaces.save(&workspace)?)
         })
@@ -195,8 +200,8 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "open-history", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
-            let content = s.ports.storage.open_history(&chat)?;
-            s.keep_opened(content)
+            let opened = s.ports.storage.open_history(&chat);
+            s.keep_opened(crate::names::HISTORY_FILE_NAME, opened)
         })
     }
 
@@ -205,7 +210,9 @@ impl chat_storage::Host for CallState {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
             s.store_staged(&content, |s, content| {
-                s.spend(content.size_bytes())?;
+                // Counted from the disk, not from what the guest says.
+                let replaced = s.ports.storage.history_size(&chat)?;
+                s.spend(content.size_bytes().saturating_sub(replaced))?;
                 Ok(s.ports.storage.write_history(&chat, content)?)
             })
         })
@@ -248,7 +255,8 @@ impl chat_storage::Host for CallState {
             let (chat, name) = (values::chat(chat)?, values::name(name)?);
             s.check_chat(&chat, true)?;
             s.store_staged(&content, |s, content| {
-                s.spend(content.size_bytes())?;
+                let replaced = s.ports.storage.attachment_size(&chat, &name)?;
+                s.spend(content.size_bytes().saturating_sub(replaced.unwrap_or(0)))?;
                 Ok(s.ports.storage.write_attachment(&chat, &name, content)?)
             })
         })
@@ -258,8 +266,8 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "open-attachment", |s| {
             let (chat, name) = (values::chat(chat)?, values::name(name)?);
             s.check_chat(&chat, true)?;
-            let content = s.ports.storage.open_attachment(&chat, &name)?;
-            s.keep_opened(content)
+            let opened = s.ports.storage.open_attachment(&chat, &name);
+            s.keep_opened(name.as_str(), opened)
         })
     }
 

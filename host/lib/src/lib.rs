@@ -55,10 +55,10 @@ mod values;
 
 pub use calls::{Call, Output};
 pub use content::Content;
-pub use error::{Error, PortError, PortResult, SetupError};
+pub use error::{Error, PortError, PortErrorKind, PortResult, SetupError};
 pub use ids::{echo, parse_id};
 pub use model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace, WorkspaceUsage};
-pub use names::AttachmentName;
+pub use names::{AttachmentName, HISTORY_FILE_NAME};
 pub use staging::{ContentKind, StageError, StagedContent};
 pub use store::{
     ChatStore, ChatStoreBuilder, Clock, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR,

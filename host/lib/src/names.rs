@@ -12,8 +12,10 @@ pub const HISTORY_FILE_NAME: &str = "history.md";
 /// The longest attachment name, in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
 
-/// A valid attachment name: one path component, not `.` or `..`, without
-/// `/`, `\` or NUL, at most 255 bytes, and not `history.md`.
+/// A valid attachment name: one path component in Unicode Normalization
+/// Form C, not `.` or `..`, without `/`, `\\`, control or bidirectional
+/// formatting characters, not beginning or ending with white space, at most
+/// 255 bytes, and not `history.md` in any letter case.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AttachmentName(String);
 
@@ -32,18 +34,50 @@ pub enum InvalidName {
     /// The name contains NUL.
     #[error("the name contains NUL")]
     Nul,
+    /// The name contains a C0 or C1 control character or DEL.
+    #[error("the name contains a control character")]
+    Control,
+    /// The name contains a bidirectional formatting character.
+    #[error("the name contains a bidirectional formatting character")]
+    Bidi,
+    /// The name begins or ends with white space.
+    #[error("the name begins or ends with white space")]
+    Whitespace,
+    /// The name is not in Unicode Normalization Form C (a policy normalizes
+    /// names before it hands them to a port).
+    #[error("the name is not in Unicode Normalization Form C")]
+    NotNormalized,
     /// The name is longer than 255 bytes.
     #[error("the name is longer than 255 bytes")]
     TooLong,
-    /// The name is the reserved `history.md`.
+    /// The name is `history.md` in some letter case.
     #[error("the name is reserved for the chat history")]
     Reserved,
+}
+
+/// C0 controls, DEL and C1 controls.
+fn is_control(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+}
+
+/// Bidirectional marks, embeddings, overrides and isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Whether `name` names the history file, in any letter case.
+fn is_history_name(name: &str) -> bool {
+    name.to_lowercase() == HISTORY_FILE_NAME
 }
 
 impl AttachmentName {
     /// Validates `name`.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
         let name = name.into();
+        let padded = |c: Option<char>| c.is_some_and(char::is_whitespace);
         let refused = if name.is_empty() {
             Some(InvalidName::Empty)
         } else if name == "." || name == ".." {
@@ -52,9 +86,17 @@ impl AttachmentName {
             Some(InvalidName::Separator)
         } else if name.bytes().any(|b| b == 0) {
             Some(InvalidName::Nul)
+        } else if name.chars().any(is_control) {
+            Some(InvalidName::Control)
+        } else if name.chars().any(is_bidi_control) {
+            Some(InvalidName::Bidi)
+        } else if padded(name.chars().next()) || padded(name.chars().next_back()) {
+            Some(InvalidName::Whitespace)
+        } else if !unicode_normalization::is_nfc(&name) {
+            Some(InvalidName::NotNormalized)
         } else if name.len() > MAX_NAME_BYTES {
             Some(InvalidName::TooLong)
-        } else if name == HISTORY_FILE_NAME {
+        } else if is_history_name(&name) {
             Some(InvalidName::Reserved)
         } else {
             None
@@ -89,7 +131,7 @@ mod tests {
 
     #[test]
     fn safe_single_components_are_names() {
-        for name in ["a", "report.pdf", "...", "..a", ".env", "History.md", "é"] {
+        for name in ["a", "report.pdf", "...", "..a", ".env", "a b", "\u{e9}"] {
             assert_eq!(AttachmentName::new(name).unwrap().as_str(), name);
         }
         assert!(AttachmentName::new("x".repeat(255)).is_ok());
@@ -107,6 +149,17 @@ mod tests {
             ("a\\b", Separator),
             ("a\0", Nul),
             ("history.md", Reserved),
+            ("HISTORY.MD", Reserved),
+            ("History.md", Reserved),
+            ("a\u{1}", Control),
+            ("\u{7f}", Control),
+            ("\u{9b}x", Control),
+            ("a\u{202e}b", Bidi),
+            ("\u{2067}", Bidi),
+            (" ", Whitespace),
+            ("x ", Whitespace),
+            ("\u{a0}x", Whitespace),
+            ("e\u{301}", NotNormalized),
         ] {
             assert_eq!(AttachmentName::new(name), Err(why), "{name:?}");
         }

@@ -48,6 +48,19 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// (its module plus the shims the component linker adds); a hostile one gets no more.
 const MAX_CORE_INSTANCES: usize = 16;
 
+/// Linear memories one component instance may have (the guest's own; a
+/// hostile one gets no more), whether instances are pooled or not.
+const MAX_MEMORIES: usize = 2;
+
+/// Tables one component instance may have, and elements in each.
+const MAX_TABLES: usize = 4;
+const MAX_TABLE_ELEMENTS: usize = 20_000;
+
+/// The most bytes the host lifts out of the guest in one crossing (a port
+/// call's arguments or an export's results): strings and lists past it
+/// trap the call instead of growing the host's memory.
+const MAX_LIFTED_BYTES: usize = 16 << 20;
+
 /// How much of a trapped guest's standard error is kept for the error message.
 const GUEST_STDERR_BYTES: usize = 4096;
 
@@ -261,8 +274,11 @@ impl ChatStoreBuilder {
             pool.total_component_instances(instances)
                 .total_core_instances(instances.saturating_mul(MAX_CORE_INSTANCES as u32))
                 .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
-                .total_memories(instances.saturating_mul(2))
-                .total_tables(instances.saturating_mul(4))
+                .total_memories(instances.saturating_mul(MAX_MEMORIES as u32))
+                .total_tables(instances.saturating_mul(MAX_TABLES as u32))
+                .max_memories_per_component(MAX_MEMORIES as u32)
+                .max_tables_per_component(MAX_TABLES as u32)
+                .table_elements(MAX_TABLE_ELEMENTS)
                 .max_memory_size(self.max_guest_memory);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
@@ -589,11 +605,15 @@ impl ChatStore {
         let limits = StoreLimitsBuilder::new()
             .memory_size(inner.max_guest_memory)
             .instances(MAX_CORE_INSTANCES)
+            .memories(MAX_MEMORIES)
+            .tables(MAX_TABLES)
+            .table_elements(MAX_TABLE_ELEMENTS)
             .build();
         let mut state = CallState::new(wasi, limits, unit.ports(), caller);
         let offered = staged.map(|content| state.offer(content));
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|state| &mut state.limits);
+        store.set_hostcall_fuel(MAX_LIFTED_BYTES);
         // The deadline counts guest time: when the epoch reaches it, the time
         // spent in ports since the call began is given back.
         let timeout = inner.call_timeout;
@@ -619,6 +639,10 @@ impl ChatStore {
         }
         let result = match outcome {
             Ok(Ok(value)) => convert(value, leftovers.opened),
+            // The guest sees a port error; the caller learns what it was.
+            Ok(Err(_)) if leftovers.changed_file.is_some() => Err(Error::ChatFileChanged(
+                leftovers.changed_file.unwrap_or_default(),
+            )),
             Ok(Err(e)) => Err(FromGuest::error(e)),
             Err(trap) => {
                 let printed = String::from_utf8_lossy(&stderr.contents())

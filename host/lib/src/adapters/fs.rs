@@ -7,6 +7,8 @@
 //! chatstore.db        metadata (SQLite), unless metadata is in memory
 //! workspaces/<workspace-id>/chats/<chat-id>/history.md
 //! workspaces/<workspace-id>/chats/<chat-id>/<attachment name>
+//! workspaces/<workspace-id>/lost+found/<chat-id>.<id>/<name>
+//!                     what stood in the way of a committed change
 //! staging/            host-private: staged writes, chats being deleted
 //! ```
 //!
@@ -21,7 +23,15 @@
 //! effects applied — renames, appends in place and removals, each
 //! idempotent — and the journal forgotten. After a crash, [`DataDir::recover`] replays a
 //! committed journal and deletes staged files no journal refers to.
+//!
+//! A chat directory is a sandbox's working directory, so its trouble stays
+//! in it: a directory (or FIFO, symlink…) where a committed change must put
+//! a file is moved aside into the workspace's `lost+found/`, where `fsck`
+//! reports it and usage still counts it; a change that still cannot be
+//! applied at recovery is quarantined there, so that no chat's contents can
+//! stop start-up, another chat's writes or `fsck`.
 
+use super::tree::{self, regular_file_size, remove_tree};
 use crate::content::Content;
 use crate::error::{PortError, PortResult};
 use crate::ids::parse_canonical;
@@ -122,10 +132,9 @@ impl DataDir {
         self.root.open_dir(Self::chat_path(workspace_id, chat_id))
     }
 
-    /// The directory holding a workspace's chat directories.
-    fn chats_dir(&self, workspace_id: Uuid) -> io::Result<Dir> {
-        self.root
-            .open_dir(format!("{WORKSPACES}/{workspace_id}/chats"))
+    /// A workspace's directory: its chat directories and `lost+found/`.
+    fn workspace_dir(&self, workspace_id: Uuid) -> io::Result<Dir> {
+        self.root.open_dir(format!("{WORKSPACES}/{workspace_id}"))
     }
 
     /// Applies one effect; safe to repeat.
@@ -167,6 +176,7 @@ impl DataDir {
                     Ok(_) => {}
                 }
                 let dir = self.chat_dir(*workspace_id, *chat_id)?;
+                self.clear_way(*workspace_id, *chat_id, &dir, name)?;
                 self.staging.dir().rename(staged, &dir, name)?;
                 sync_dir(&dir)
             }
@@ -183,7 +193,18 @@ impl DataDir {
                     other => other?,
                 };
                 let dir = self.chat_dir(*workspace_id, *chat_id)?;
-                let mut history = open_regular(&dir, HISTORY_FILE_NAME, true)?;
+                let mut history = match open_regular(&dir, HISTORY_FILE_NAME, true) {
+                    Ok(history) => history,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        create_regular(&dir, HISTORY_FILE_NAME)?
+                    }
+                    // Not a regular file any more: moved aside, and the
+                    // message lands at `at` in a new history.
+                    Err(_) => {
+                        self.move_aside(*workspace_id, *chat_id, &dir, HISTORY_FILE_NAME)?;
+                        create_regular(&dir, HISTORY_FILE_NAME)?
+                    }
+                };
                 // Whatever a torn earlier attempt left past `at` is cut off,
                 // so the history holds the whole message once.
                 history.set_len(*at)?;
@@ -203,6 +224,8 @@ impl DataDir {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                     other => other?,
                 };
+                // A directory there is the sandbox's, not the file removed.
+                self.clear_way(*workspace_id, *chat_id, &dir, name)?;
                 ignore_missing(dir.remove_file(name))?;
                 sync_dir(&dir)
             }
@@ -212,14 +235,20 @@ impl DataDir {
             } => {
                 let dir = self.chat_dir(*workspace_id, *chat_id)?;
                 for entry in dir.entries()? {
-                    let entry = entry?;
-                    if entry.file_name() == HISTORY_FILE_NAME {
+                    let name = entry?.file_name();
+                    if name == HISTORY_FILE_NAME {
                         continue;
                     }
-                    if entry.file_type()?.is_dir() {
-                        dir.remove_dir_all(entry.file_name())?;
-                    } else {
-                        entry.remove_file()?;
+                    match dir.symlink_metadata(&name) {
+                        // Out of the chat at once, then removed as host-private.
+                        Ok(meta) if meta.is_dir() => {
+                            let doomed = format!("delete-{}", Uuid::now_v7());
+                            dir.rename(&name, self.staging.dir(), &doomed)?;
+                            self.remove_doomed(&doomed);
+                        }
+                        Ok(_) => ignore_missing(dir.remove_file(&name))?,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
                     }
                 }
                 sync_dir(&dir)
@@ -245,7 +274,8 @@ impl DataDir {
                         .root
                         .open_dir(format!("{WORKSPACES}/{workspace_id}/chats"))?,
                 )?;
-                self.staging.dir().remove_dir_all(&doomed)
+                self.remove_doomed(&doomed);
+                Ok(())
             }
         }
     }
@@ -253,9 +283,24 @@ impl DataDir {
     /// Replays committed effects, then removes every staged file they do
     /// not refer to (left by calls that never committed). Call it holding
     /// the exclusive lock.
+    ///
+    /// An effect that cannot be applied because of what a sandbox left in a
+    /// chat directory is quarantined rather than retried forever: its
+    /// staged content goes to the workspace's `lost+found/` and the error
+    /// to the log, so one chat cannot stop the others. Only a full disk
+    /// stops recovery.
     pub fn recover(&self, pending: &[Effect]) -> io::Result<()> {
         for effect in pending {
-            self.apply(effect)?;
+            if let Err(e) = self.apply(effect) {
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) {
+                    return Err(e);
+                }
+                tracing::error!(?effect, error = %e, "a committed change could not be applied; quarantined");
+                self.quarantine(effect);
+            }
         }
         let keep: HashSet<&str> = pending
             .iter()
@@ -277,13 +322,94 @@ impl DataDir {
             if name.to_str().is_some_and(|n| keep.contains(n)) {
                 continue;
             }
-            if entry.file_type()?.is_dir() {
-                staging.remove_dir_all(&name)?;
-            } else {
-                entry.remove_file()?;
+            match name.to_str() {
+                Some(doomed) if entry.file_type()?.is_dir() => self.remove_doomed(doomed),
+                _ => ignore_missing(entry.remove_file())?,
             }
         }
         Ok(())
+    }
+
+    /// Removes a directory moved into staging to be deleted. A tree that
+    /// cannot be removed now (a sandbox took the permission away) is left
+    /// for the next recovery and logged, never an error for the call.
+    fn remove_doomed(&self, doomed: &str) {
+        if let Err(e) = remove_tree(self.staging.dir(), doomed) {
+            tracing::warn!(doomed, error = %e, "a deleted directory could not be removed yet");
+        }
+    }
+
+    /// A new directory in the workspace's `lost+found/` for what a change
+    /// of `chat_id` found in its way.
+    fn lost_and_found(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<Dir> {
+        let found = format!("{WORKSPACES}/{workspace_id}/{LOST_AND_FOUND}");
+        self.root.create_dir_all(&found)?;
+        let holder = format!("{found}/{chat_id}.{}", Uuid::now_v7());
+        self.root.create_dir(&holder)?;
+        sync_dir(&self.root.open_dir(&found)?)?;
+        self.root.open_dir(&holder)
+    }
+
+    /// Moves whatever is at `name` in a chat directory into `lost+found/`
+    /// under the same name, whatever it is.
+    fn move_aside(
+        &self,
+        workspace_id: Uuid,
+        chat_id: Uuid,
+        dir: &Dir,
+        name: &str,
+    ) -> io::Result<()> {
+        let holder = self.lost_and_found(workspace_id, chat_id)?;
+        dir.rename(name, &holder, name)?;
+        sync_dir(&holder)?;
+        sync_dir(dir)?;
+        tracing::warn!(%workspace_id, %chat_id, name, "moved an obstacle in a chat directory to lost+found");
+        Ok(())
+    }
+
+    /// Moves a directory at `name` aside, so that a file can be put there
+    /// or removed; anything else at `name` is replaced or removed as it is.
+    fn clear_way(
+        &self,
+        workspace_id: Uuid,
+        chat_id: Uuid,
+        dir: &Dir,
+        name: &str,
+    ) -> io::Result<()> {
+        match dir.symlink_metadata(name) {
+            Ok(meta) if meta.is_dir() => self.move_aside(workspace_id, chat_id, dir, name),
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps a committed effect that cannot be applied out of the way: its
+    /// staged content, if any, goes to the workspace's `lost+found/`.
+    fn quarantine(&self, effect: &Effect) {
+        let (workspace_id, chat_id, name, staged) = match effect {
+            Effect::Install {
+                workspace_id,
+                chat_id,
+                name,
+                staged,
+            } => (*workspace_id, *chat_id, name.as_str(), staged),
+            Effect::Append {
+                workspace_id,
+                chat_id,
+                staged,
+                ..
+            } => (*workspace_id, *chat_id, "history.md.append", staged),
+            _ => return,
+        };
+        let Ok(staged) = checked_staged(staged) else {
+            return;
+        };
+        let moved = checked_name(name)
+            .and_then(|name| Ok((name, self.lost_and_found(workspace_id, chat_id)?)))
+            .and_then(|(name, holder)| self.staging.dir().rename(staged, &holder, name));
+        if let Err(e) = moved {
+            tracing::warn!(staged, error = %e, "quarantined content could not be kept; removed");
+            let _ = self.staging.dir().remove_file(staged);
+        }
     }
 
     /// Makes the names of freshly staged files durable.
@@ -326,11 +452,10 @@ impl DataDir {
         let dir = self.chat_dir(workspace_id, chat_id)?;
         let mut files = HashMap::new();
         for entry in dir.entries()? {
-            let entry = entry?;
-            if entry.file_type()?.is_file()
-                && let Some(name) = entry.file_name().to_str()
+            if let Some(name) = entry?.file_name().to_str()
+                && let Some(size) = regular_file_size(&dir, name)?
             {
-                files.insert(name.to_owned(), entry.metadata()?.len());
+                files.insert(name.to_owned(), size);
             }
         }
         Ok(files)
@@ -388,6 +513,13 @@ fn sync_dir(dir: &Dir) -> io::Result<()> {
     // `Dir` handles may be `O_PATH`, which cannot be synced: open it for reading.
     dir.open_with(".", OpenOptions::new().read(true))?
         .sync_all()
+}
+
+/// Creates the regular file `name` in `dir`, for writing.
+fn create_regular(dir: &Dir, name: &str) -> io::Result<std::fs::File> {
+    Ok(dir
+        .open_with(name, OpenOptions::new().write(true).create_new(true))?
+        .into_std())
 }
 
 /// Opens `name` in `dir` only if it is a regular file: without following a
@@ -497,19 +629,29 @@ impl FsTransaction {
         }
     }
 
-    /// Opens a file of the chat's directory to serve.
+    /// Opens a file of the chat's directory to serve. Anything but a
+    /// regular file there (nothing, a directory, a symlink, a FIFO) means a
+    /// sandbox changed it: `chat_file_changed`, without blocking.
     fn open(&self, chat: &Chat, name: &str) -> PortResult<Content> {
-        let file = open_regular(&self.dir(chat)?, name, false).map_err(|e| about(name, e))?;
+        let file = open_regular(&self.dir(chat)?, name, false).map_err(|e| {
+            let changed = matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::InvalidData | io::ErrorKind::IsADirectory
+            ) || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error());
+            if changed {
+                PortError::chat_file_changed(format!("{name}: {e}"))
+            } else {
+                about(name, e)
+            }
+        })?;
         Content::new(file).map_err(|e| about(name, e))
     }
 
-    /// The size of a file of the chat's directory as it is now, or `None`.
+    /// The size of the regular file at `name` in the chat's directory as it
+    /// is now, or `None`: what a write there replaces. Anything else at the
+    /// name is moved aside, not replaced, and usage still counts it.
     fn size(&self, chat: &Chat, name: &str) -> PortResult<Option<u64>> {
-        match self.dir(chat)?.symlink_metadata(name) {
-            Ok(meta) => Ok(Some(meta.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(about(name, e)),
-        }
+        regular_file_size(&self.dir(chat)?, name).map_err(|e| about(name, e))
     }
 }
 
@@ -618,31 +760,14 @@ impl FsStorageUsage {
     pub fn new(data: Arc<DataDir>, quota_bytes: u64) -> Self {
         FsStorageUsage { data, quota_bytes }
     }
-
-    /// Bytes in regular files under `dir`, walked without following symlinks.
-    fn bytes_under(dir: Dir) -> io::Result<u64> {
-        let mut total = 0u64;
-        let mut pending = vec![dir];
-        while let Some(dir) = pending.pop() {
-            for entry in dir.entries()? {
-                let entry = entry?;
-                let kind = entry.file_type()?;
-                if kind.is_dir() {
-                    pending.push(entry.open_dir()?);
-                } else if kind.is_file() {
-                    total = total.saturating_add(entry.metadata()?.len());
-                }
-            }
-        }
-        Ok(total)
-    }
 }
 
 impl StorageUsage for FsStorageUsage {
     fn get_workspace_usage(&self, workspace: &Workspace) -> PortResult<WorkspaceUsage> {
-        // Every chat directory of the workspace counts, whatever the metadata says.
-        let used_bytes = match self.data.chats_dir(workspace.workspace_id) {
-            Ok(dir) => Self::bytes_under(dir),
+        // Every chat directory of the workspace counts, whatever the
+        // metadata says, and so does what was moved aside from them.
+        let used_bytes = match self.data.workspace_dir(workspace.workspace_id) {
+            Ok(dir) => tree::bytes_under(dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(e),
         }

@@ -7,6 +7,7 @@ pub mod memory;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;
+mod tree;
 
 use crate::error::{PortError, PortResult};
 use crate::ports::{HostRecords, IdGenerator, Ports};

@@ -430,6 +430,8 @@ impl Policy for Hostile {
                 }
             }
             Some('3') => panic!("the hostile guest panics on purpose"),
+            // An answer larger than the host lifts out of a guest.
+            Some('5') => answer("report", "x".repeat(20 << 20)),
             Some('4') => {
                 let (tried, accepted) = attack();
                 answer("report", format!("tried {tried}; accepted {accepted:?}"))
