@@ -16,8 +16,9 @@ fn outside(h: &Harness) -> PathBuf {
     dir
 }
 
-fn is_unavailable<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
-    matches!(r, Err(Error::StorageUnavailable { .. }))
+/// The typed answer to a file a sandbox replaced with something else.
+fn is_changed<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
+    matches!(r, Err(Error::ChatFileChanged(_)))
 }
 
 #[test]
@@ -47,7 +48,7 @@ fn read_attachment_does_not_follow_a_symlink_out_of_the_chat_directory() {
 
     for file in [abs, rel] {
         let read = attachment(&h.store, user, c, file.file_id);
-        assert!(is_unavailable(read.clone()), "{read:?}");
+        assert!(is_changed(read.clone()), "{read:?}");
     }
 }
 
@@ -86,8 +87,8 @@ fn history_md_cannot_be_redirected_outside() {
     symlink(out.join("secret.txt"), &history_md).unwrap();
     let outside_before = snapshot(&out);
 
-    assert!(is_unavailable(history(&h.store, user, chat.chat_id)));
-    assert!(is_unavailable(h.store.append_history(
+    assert!(is_changed(history(&h.store, user, chat.chat_id)));
+    assert!(is_changed(h.store.append_history(
         user,
         chat.chat_id,
         "appended?".as_bytes()
@@ -122,7 +123,7 @@ fn a_symlink_is_not_followed_even_inside_the_chat_directory() {
     fs::write(dir.join("out/result.txt"), b"sandbox result").unwrap();
     fs::remove_file(dir.join("alias.txt")).unwrap();
     symlink("out/result.txt", dir.join("alias.txt")).unwrap();
-    assert!(is_unavailable(attachment(&h.store, user, c, file.file_id)));
+    assert!(is_changed(attachment(&h.store, user, c, file.file_id)));
 }
 
 #[test]

@@ -149,3 +149,25 @@ fn a_file_stored_before_digests_gets_its_digest_from_repair() {
         .unwrap();
     assert_eq!(row.sha256.as_deref(), Some(sha256(b"from before").as_str()));
 }
+
+#[test]
+fn what_a_change_moved_aside_is_listed_and_an_unreadable_chat_does_not_stop_the_rest() {
+    let h = Harness::new();
+    let (user, chat) = h.user_with_chat();
+    let dir = h.chat_dir(&chat);
+    fs::create_dir_all(dir.join("report.txt/work")).unwrap();
+    h.store
+        .upload_attachment(user, chat.chat_id, "report.txt", None, &b"mine"[..])
+        .unwrap();
+    let report = fsck(&h.backend(), false, |_| {}).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.moved_aside.len(), 1, "{report:?}");
+    assert!(
+        report.moved_aside[0]
+            .path
+            .starts_with(&format!("{}.", chat.chat_id))
+            && report.moved_aside[0].path.ends_with("/report.txt"),
+        "{report:?}"
+    );
+    assert_eq!(report.moved_aside[0].workspace_id, chat.workspace_id);
+}

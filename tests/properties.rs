@@ -33,7 +33,17 @@ fn names() -> impl Strategy<Value = String> {
         "history",
         ".md",
         "history.md",
+        "HISTORY.MD",
         "..",
+        "\u{1}",
+        "\u{7f}",
+        "\u{85}",
+        "\u{202e}",
+        "\u{2066}",
+        "\u{a0}",
+        "\u{3000}",
+        "e\u{301}",
+        "\u{301}",
     ]);
     prop_oneof![
         prop::collection::vec(tricky, 0..8).prop_map(|parts| parts.concat()),
@@ -59,24 +69,38 @@ proptest! {
 
     #[test]
     fn guest_and_host_agree_on_every_name(name in names()) {
+        use unicode_normalization::UnicodeNormalization;
         let guest = match GuestName::try_from(name.as_str()) {
             Ok(_) => Verdict::Valid,
             Err(e) if e.rule == NameRule::Reserved => Verdict::Reserved,
             Err(_) => Verdict::Invalid,
         };
-        let host = match HostName::new(name.as_str()) {
+        // The guest normalises to NFC; the host checks what it is passed,
+        // which a policy passes normalised, and refuses anything else.
+        let nfc: String = name.nfc().collect();
+        let host = match HostName::new(nfc.as_str()) {
             Ok(_) => Verdict::Valid,
             Err(InvalidName::Reserved) => Verdict::Reserved,
             Err(_) => Verdict::Invalid,
         };
         prop_assert_eq!(&guest, &host, "{:?}", name);
+        if nfc != name {
+            prop_assert!(HostName::new(name.as_str()).is_err(), "{:?}", name);
+        }
         // And both match the rules as written.
-        let expected = if name == "history.md" {
-            Verdict::Reserved
-        } else if name.is_empty() || name == "." || name == ".." || name.len() > 255
-            || name.contains(['/', '\\', '\0'])
+        let padded = |c: Option<char>| c.is_some_and(char::is_whitespace);
+        let bidi = ['\u{61c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}',
+            '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}'];
+        let expected = if nfc.is_empty() || nfc == "." || nfc == ".." || nfc.len() > 255
+            || nfc.contains(['/', '\\'])
+            || nfc.chars().any(char::is_control)
+            || nfc.contains(bidi)
+            || padded(nfc.chars().next())
+            || padded(nfc.chars().next_back())
         {
             Verdict::Invalid
+        } else if nfc.to_lowercase() == "history.md" {
+            Verdict::Reserved
         } else {
             Verdict::Valid
         };

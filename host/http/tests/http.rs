@@ -31,6 +31,15 @@ async fn start(
 
 /// A server on a store that `build` makes from a configured builder.
 async fn start_with(build: impl FnOnce(ChatStoreBuilder) -> ChatStore, quota_bytes: u64) -> Server {
+    start_serving(build, quota_bytes, |_| {}).await
+}
+
+/// A server whose configuration `serving` changes.
+async fn start_serving(
+    build: impl FnOnce(ChatStoreBuilder) -> ChatStore,
+    quota_bytes: u64,
+    serving: impl FnOnce(&mut ServerConfig),
+) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let builder = ChatStore::builder()
@@ -41,11 +50,13 @@ async fn start_with(build: impl FnOnce(ChatStoreBuilder) -> ChatStore, quota_byt
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         max_upload_bytes: MAX_UPLOAD,
         quota_bytes,
         max_concurrent: 32,
+        ..ServerConfig::default()
     };
+    serving(&mut config);
     tokio::spawn(serve(listener, store, config, async {
         let _ = stopped.await;
     }));
@@ -939,4 +950,195 @@ async fn bytes_past_the_content_length_are_not_the_body_but_a_malformed_next_req
         .await;
     assert_eq!(content.body, b"hello");
     assert_eq!(s.staged(), 0);
+}
+
+/// One response read off a raw connection: its head and exactly the
+/// `Content-Length` bytes of body that follow; the rest is left.
+fn next_response(raw: &[u8]) -> (String, Vec<u8>, &[u8]) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .expect("a Content-Length")
+        .trim()
+        .parse()
+        .unwrap();
+    (head, raw[end..end + length].to_vec(), &raw[end + length..])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_a_sandbox_rewrote_into_a_fake_response_is_one_body_not_two_responses() {
+    let s = start(|b| b, 1 << 30).await;
+    let (user, c) = s.user_with_chat().await;
+    let file = s
+        .upload(user, &c, "a.txt", "text/plain", b"hello")
+        .await
+        .json();
+    let id = file["file_id"].as_str().unwrap().to_owned();
+    let planted = b"helloHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL".to_vec();
+    let chat_dir = s
+        .data
+        .join("workspaces")
+        .join(file_workspace(&s, user).await)
+        .join("chats")
+        .join(&c);
+    std::fs::write(chat_dir.join("a.txt"), &planted).unwrap();
+    let request = format!(
+        "GET /v1/chats/{c}/files/{id}/content HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let addr = s.addr;
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        raw
+    })
+    .await
+    .unwrap();
+    let (head, body, rest) = next_response(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The length and the bytes come from the one open file: the fake
+    // response is part of this body, not an answer to the next request.
+    assert_eq!(body, planted);
+    assert!(!head.to_ascii_lowercase().contains("etag"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(
+        lower.contains("content-disposition: attachment; filename*=utf-8''a.txt"),
+        "{head}"
+    );
+    let (next, health, rest) = next_response(rest);
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+    assert_ne!(health, b"EVIL");
+    assert!(rest.is_empty());
+}
+
+/// The workspace id of `user`, as the API shows it.
+async fn file_workspace(s: &Server, user: Uuid) -> String {
+    let workspace = s.call(Method::GET, "/v1/workspace", user).await.json();
+    workspace["workspace_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_user_header_is_400() {
+    let s = start(|b| b, 1 << 30).await;
+    let (user, _) = s.user_with_chat().await;
+    let answer = raw_exchange(
+        s.addr,
+        format!(
+            "GET /v1/chats HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\nX-User-Id: {}\r\nConnection: close\r\n\r\n",
+            Uuid::now_v7()
+        )
+        .as_bytes(),
+        false,
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains(r#""error":"invalid_id""#), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_that_never_end_close_the_connection_and_a_stalled_body_is_408() {
+    let s = start_serving(
+        |b| b.build().unwrap(),
+        1 << 30,
+        |config| {
+            config.header_timeout = Duration::from_secs(1);
+            config.body_timeout = Duration::from_secs(1);
+        },
+    )
+    .await;
+    let (user, c) = s.user_with_chat().await;
+    let addr = s.addr;
+    // Half a request head, then nothing: the server hangs up.
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).map(|_| answer)
+    })
+    .await
+    .unwrap();
+    let answer = answer.expect("closed by the server, not by the read timeout");
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    // A body that stops half way: 408, and nothing is kept.
+    let head = format!(
+        "POST /v1/chats/{c}/files?name=stalled HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\n\
+         Content-Length: 10\r\n\r\nabc"
+    );
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut answer = vec![0; 4096];
+        let n = stream.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"request_timeout""#), "{answer}");
+    assert!(s.files(user, &c).await.is_empty());
+    assert_eq!(s.staged(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_connection_limit_a_client_waits_for_a_connection_to_close() {
+    let s = start_serving(
+        |b| b.build().unwrap(),
+        1 << 30,
+        |config| config.max_connections = 1,
+    )
+    .await;
+    let addr = s.addr;
+    let (first_open, second) = tokio::task::spawn_blocking(move || {
+        let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut first = TcpStream::connect(addr).unwrap();
+        first
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        first.write_all(ask).unwrap();
+        let mut answer = vec![0; 4096];
+        assert!(first.read(&mut answer).unwrap() > 0);
+        // The first connection stays open: the second is not served.
+        let mut second = TcpStream::connect(addr).unwrap();
+        second.write_all(ask).unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let waiting = second.read(&mut answer).is_err();
+        drop(first);
+        second
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let n = second.read(&mut answer).unwrap();
+        (waiting, String::from_utf8_lossy(&answer[..n]).into_owned())
+    })
+    .await
+    .unwrap();
+    assert!(
+        first_open,
+        "the second connection was served beside the first"
+    );
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
 }

@@ -8,7 +8,6 @@
 
 use crate::bindings::wit;
 use crate::content::Content;
-use crate::error::{PortErrorKind, PortResult};
 use crate::imports::{CHATS, USAGE, WORKSPACES};
 use crate::model::{Chat, Workspace};
 use crate::ports::Ports;
@@ -104,18 +103,8 @@ impl CallState {
         Ok(())
     }
 
-    /// Keeps what the guest opened for the host to serve: one file per
-    /// call. An open that found the file changed is remembered by name.
-    pub(crate) fn keep_opened(&mut self, name: &str, opened: PortResult<Content>) -> Checked<()> {
-        let content = match opened {
-            Ok(content) => content,
-            Err(e) => {
-                if e.kind == PortErrorKind::ChatFileChanged {
-                    self.changed_file = Some(name.to_owned());
-                }
-                return Err(e.into());
-            }
-        };
+    /// Keeps what the guest opened for the host to serve: one file per call.
+    pub(crate) fn keep_opened(&mut self, content: Content) -> Checked<()> {
         if self.opened.is_some() {
             return refuse("a call opens one file to serve");
         }
@@ -165,7 +154,17 @@ impl CallState {
             Err(fault) => {
                 let (outcome, failed, message) = match fault {
                     Fault::Refused(m) => ("refused", port, m),
-                    Fault::Failed { port: at, message } => ("failed", at.unwrap_or(port), message),
+                    Fault::Failed {
+                        port: at,
+                        message,
+                        changed,
+                    } => {
+                        // Whatever the guest makes of it, the caller learns it.
+                        if changed.is_some() {
+                            self.changed_file = changed;
+                        }
+                        ("failed", at.unwrap_or(port), message)
+                    }
                 };
                 tracing::debug!(outcome, failed, duration_us, message, "port call");
                 Err(wit::PortError {

@@ -112,14 +112,14 @@ pub struct PortError {
 }
 
 /// What kind of failure a [`PortError`] is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum PortErrorKind {
     /// The adapter could not do what was asked.
     #[default]
     Failed,
-    /// The file to serve is not what the store recorded (gone, not a
-    /// regular file): the call answers `chat_file_changed`.
-    ChatFileChanged,
+    /// The named file in the chat directory is not a regular file (gone, a
+    /// directory, a symlink, a FIFO…): the call answers `chat_file_changed`.
+    ChatFileChanged(String),
 }
 
 impl PortError {
@@ -131,11 +131,11 @@ impl PortError {
         }
     }
 
-    /// The file to serve is not what the store recorded.
-    pub fn chat_file_changed(message: impl Into<String>) -> Self {
+    /// The file `name` in the chat directory is not a regular file.
+    pub fn chat_file_changed(name: &str, message: impl Into<String>) -> Self {
         PortError {
             message: message.into(),
-            kind: PortErrorKind::ChatFileChanged,
+            kind: PortErrorKind::ChatFileChanged(name.to_owned()),
         }
     }
 }

@@ -11,7 +11,13 @@
 //!   sandbox wrote);
 //! - `size_mismatches`: a file row whose size differs from the bytes on disk;
 //! - `missing_digests`: a file row without the SHA-256 of its content (stored
-//!   before digests were kept).
+//!   before digests were kept);
+//! - `unreadable_chat_dirs`: a chat directory that could not be read (a
+//!   sandbox took the permission away, say): checked no further, and the
+//!   rest of the data directory still is;
+//! - `moved_aside`: what was moved to a workspace's `lost+found/` because it
+//!   stood where a committed change had to put or remove a file, or what a
+//!   change that could not be applied left (left for an operator).
 //!
 //! `--repair` changes only what holds no acknowledged data: it recreates
 //! missing chat directories and histories (empty), drops rows whose bytes
@@ -63,6 +69,26 @@ pub struct SizeMismatch {
     pub on_disk_bytes: u64,
 }
 
+/// A chat directory `fsck` could not read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnreadableChatDir {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// The chat.
+    pub chat_id: Uuid,
+    /// Why.
+    pub error: String,
+}
+
+/// Something in a workspace's `lost+found/`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MovedAside {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// Its path under the workspace's `lost+found/`: `<chat-id>.<id>/<name>`.
+    pub path: String,
+}
+
 /// What `fsck` found, and what it repaired.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FsckReport {
@@ -82,6 +108,10 @@ pub struct FsckReport {
     pub size_mismatches: Vec<SizeMismatch>,
     /// Rows without a SHA-256 of their content.
     pub missing_digests: Vec<FileRef>,
+    /// Chat directories that could not be read.
+    pub unreadable_chat_dirs: Vec<UnreadableChatDir>,
+    /// What is in the workspaces' `lost+found/`.
+    pub moved_aside: Vec<MovedAside>,
     /// Whether the problems above were repaired.
     pub repaired: bool,
 }
@@ -93,6 +123,7 @@ impl FsckReport {
             && self.orphan_chat_dirs.is_empty()
             && self.missing_files.is_empty()
             && self.size_mismatches.is_empty()
+            && self.unreadable_chat_dirs.is_empty()
     }
 }
 
@@ -152,7 +183,16 @@ pub fn fsck(
         let on_disk = match data.chat_files(chat.workspace_id, chat.chat_id) {
             Ok(found) => found,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-            Err(e) => return Err(io(e)),
+            // One chat directory's trouble is reported, not fsck's end.
+            Err(e) => {
+                report.unreadable_chat_dirs.push(UnreadableChatDir {
+                    workspace_id: chat.workspace_id,
+                    chat_id: chat.chat_id,
+                    error: e.to_string(),
+                });
+                files_by_chat.remove(&chat.chat_id);
+                continue;
+            }
         };
         if !on_disk.contains_key(HISTORY_FILE_NAME) {
             report.missing_chat_dirs.push(ChatDirRef {
@@ -195,6 +235,9 @@ pub fn fsck(
                 Some(_) => {}
             }
         }
+    }
+    for (workspace_id, path) in data.moved_aside().map_err(io)? {
+        report.moved_aside.push(MovedAside { workspace_id, path });
     }
     // Rows of files whose chat row is gone.
     for row in files_by_chat.into_values().flatten() {
@@ -239,9 +282,11 @@ pub fn fsck(
         let Some(chat) = chats.iter().find(|c| c.chat_id == row.chat_id) else {
             continue;
         };
-        let (size, sha256) = data
-            .digest(chat.workspace_id, chat.chat_id, row.name.as_str())
-            .map_err(io)?;
+        // A file a sandbox changed again since it was checked stays reported.
+        let Ok((size, sha256)) = data.digest(chat.workspace_id, chat.chat_id, row.name.as_str())
+        else {
+            continue;
+        };
         row.size_bytes = size;
         row.sha256 = Some(sha256);
         ports.files.save(&row)?;

@@ -200,8 +200,8 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "open-history", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
-            let opened = s.ports.storage.open_history(&chat);
-            s.keep_opened(crate::names::HISTORY_FILE_NAME, opened)
+            let content = s.ports.storage.open_history(&chat)?;
+            s.keep_opened(content)
         })
     }
 
@@ -266,8 +266,8 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "open-attachment", |s| {
             let (chat, name) = (values::chat(chat)?, values::name(name)?);
             s.check_chat(&chat, true)?;
-            let opened = s.ports.storage.open_attachment(&chat, &name);
-            s.keep_opened(name.as_str(), opened)
+            let content = s.ports.storage.open_attachment(&chat, &name)?;
+            s.keep_opened(content)
         })
     }
 

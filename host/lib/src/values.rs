@@ -4,7 +4,7 @@
 //! are converted to the WIT's.
 
 use crate::bindings::wit;
-use crate::error::{Error, PortError};
+use crate::error::{Error, PortError, PortErrorKind};
 use crate::ids::{echo, parse_canonical};
 use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace, WorkspaceUsage};
 use crate::names::AttachmentName;
@@ -20,6 +20,9 @@ pub(crate) enum Fault {
     Failed {
         port: Option<&'static str>,
         message: String,
+        /// The chat-directory file that was not a regular file, if that
+        /// was the failure.
+        changed: Option<String>,
     },
 }
 
@@ -28,6 +31,10 @@ impl From<PortError> for Fault {
         Fault::Failed {
             port: None,
             message: e.message,
+            changed: match e.kind {
+                PortErrorKind::ChatFileChanged(name) => Some(name),
+                PortErrorKind::Failed => None,
+            },
         }
     }
 }
@@ -38,6 +45,7 @@ impl Fault {
         move |e| Fault::Failed {
             port: Some(port),
             message: e.message,
+            changed: None,
         }
     }
 }

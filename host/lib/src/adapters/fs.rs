@@ -421,8 +421,9 @@ impl DataDir {
         let _ = self.staging.dir().remove_file(staged);
     }
 
-    /// Every workspace id and chat id with a directory, for `fsck`.
-    pub fn chat_dirs(&self) -> io::Result<Vec<(Uuid, Uuid)>> {
+    /// Each workspace's id and the entries of its subdirectory `sub`
+    /// (`chats`, `lost+found`), where it has one.
+    fn in_workspaces(&self, sub: &str) -> io::Result<Vec<(Uuid, cap_std::fs::ReadDir)>> {
         let mut found = Vec::new();
         for workspace in self.root.read_dir(WORKSPACES)? {
             let workspace = workspace?;
@@ -430,16 +431,46 @@ impl DataDir {
             else {
                 continue;
             };
-            let chats = match workspace.open_dir()?.read_dir("chats") {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                other => other?,
-            };
+            match workspace.open_dir()?.read_dir(sub) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Ok(entries) => found.push((workspace_id, entries)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every workspace id and chat id with a directory, for `fsck`.
+    pub fn chat_dirs(&self) -> io::Result<Vec<(Uuid, Uuid)>> {
+        let mut found = Vec::new();
+        for (workspace_id, chats) in self.in_workspaces("chats")? {
             for chat in chats {
                 if let Some(chat_id) = chat?.file_name().to_str().and_then(parse_canonical) {
                     found.push((workspace_id, chat_id));
                 }
             }
         }
+        Ok(found)
+    }
+
+    /// What the workspaces' `lost+found/` hold, as (workspace id,
+    /// `<holder>/<name>`), for `fsck`.
+    pub fn moved_aside(&self) -> io::Result<Vec<(Uuid, String)>> {
+        let mut found = Vec::new();
+        for (workspace_id, holders) in self.in_workspaces(LOST_AND_FOUND)? {
+            for holder in holders {
+                let holder = holder?;
+                let holder_name = holder.file_name().to_string_lossy().into_owned();
+                for kept in holder.open_dir()?.entries()? {
+                    let kept = kept?.file_name();
+                    found.push((
+                        workspace_id,
+                        format!("{holder_name}/{}", kept.to_string_lossy()),
+                    ));
+                }
+            }
+        }
+        found.sort();
         Ok(found)
     }
 
@@ -639,7 +670,7 @@ impl FsTransaction {
                 io::ErrorKind::NotFound | io::ErrorKind::InvalidData | io::ErrorKind::IsADirectory
             ) || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error());
             if changed {
-                PortError::chat_file_changed(format!("{name}: {e}"))
+                PortError::chat_file_changed(name, format!("{name}: {e}"))
             } else {
                 about(name, e)
             }

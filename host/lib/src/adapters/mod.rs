@@ -276,6 +276,70 @@ mod tests {
         assert_eq!(staged_count(&f.root), 0);
     }
 
+    /// A committed journal that installs `name` (not yet applied).
+    fn committed_install(f: &Fixture, name: &str, bytes: &[u8]) {
+        let tx = f.metadata.begin(Access::Write).unwrap();
+        let fs = FsTransaction::new(f.data.clone(), Access::Write);
+        let name = AttachmentName::new(name).unwrap();
+        fs.write_attachment(&f.chat, &name, &stage(f, bytes))
+            .unwrap();
+        tx.commit(&fs.prepare().unwrap()).unwrap();
+    }
+
+    fn lost_and_found(f: &Fixture) -> Vec<std::path::PathBuf> {
+        let found = f
+            .root
+            .join(format!("workspaces/{}/lost+found", f.chat.workspace_id));
+        let mut kept: Vec<_> = std::fs::read_dir(found)
+            .unwrap()
+            .flat_map(|holder| std::fs::read_dir(holder.unwrap().path()).unwrap())
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        kept.sort();
+        kept
+    }
+
+    #[test]
+    fn a_directory_a_sandbox_made_where_a_committed_file_goes_is_moved_aside() {
+        let f = fixture();
+        committed_install(&f, "report.txt", b"committed bytes");
+        let chat_dir = history(&f).parent().unwrap().to_owned();
+        std::fs::create_dir_all(chat_dir.join("report.txt/inner")).unwrap();
+        std::fs::write(chat_dir.join("report.txt/inner/work"), b"sandbox's").unwrap();
+
+        DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+
+        assert_eq!(
+            std::fs::read(chat_dir.join("report.txt")).unwrap(),
+            b"committed bytes"
+        );
+        let kept = lost_and_found(&f);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept[0].ends_with("report.txt"));
+        assert_eq!(
+            std::fs::read(kept[0].join("inner/work")).unwrap(),
+            b"sandbox's"
+        );
+        assert!(f.metadata.pending_effects().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_committed_change_that_cannot_be_applied_is_quarantined_not_retried_forever() {
+        let f = fixture();
+        committed_install(&f, "report.txt", b"committed bytes");
+        // The chat directory itself is gone: nothing can be installed there.
+        let chat_dir = history(&f).parent().unwrap().to_owned();
+        std::fs::remove_dir_all(&chat_dir).unwrap();
+
+        // Start-up, and every later writer, go on.
+        DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+        assert!(f.metadata.pending_effects().unwrap().is_empty());
+        assert_eq!(staged_count(&f.root), 0);
+        let kept = lost_and_found(&f);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), b"committed bytes");
+    }
+
     #[test]
     fn staging_left_by_a_call_that_never_committed_is_removed_on_open() {
         let f = fixture();

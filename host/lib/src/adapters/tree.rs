@@ -188,7 +188,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("t/outside")).unwrap();
         std::os::unix::fs::symlink("t", tmp.path().join("t/loop")).unwrap();
         rustix::fs::mknodat(
-            &rustix::fs::CWD,
+            rustix::fs::CWD,
             tmp.path().join("t/fifo"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o600),
