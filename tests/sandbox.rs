@@ -317,12 +317,9 @@ fn a_sparse_100_gib_history_is_served_in_bounded_memory_and_counts_against_the_q
 }
 
 #[test]
-fn a_tree_deeper_than_a_walk_goes_is_a_clear_error_for_its_workspace_and_deletes() {
+fn a_ten_thousand_level_tree_is_walked_counted_and_removed() {
     let answers = answers_of("10,000-deep tree");
-    assert_eq!(answers["read-history"], "ok");
-    assert_eq!(answers["get-usage"], "storage_unavailable (storage-usage)");
-    assert_eq!(answers["clear-attachments"], "ok");
-    assert_eq!(answers["delete-chat"], "ok");
+    assert!(answers.values().all(|a| a == "ok"), "{answers:?}");
 }
 
 #[test]
