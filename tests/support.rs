@@ -71,9 +71,11 @@ impl Harness {
         let clock = Clock::from_fn(move || {
             UNIX_EPOCH + Duration::from_secs(clock_seconds.load(Ordering::SeqCst) as u64)
         });
+        // Compiled once for the whole suite, not once per test.
         let builder = ChatStore::builder()
             .data_dir(tmp.path().join("data"))
-            .clock(clock);
+            .clock(clock)
+            .compile_cache(std::env::temp_dir().join("chatstore-tests-compile-cache"));
         let store = make(builder);
         Harness {
             tmp,

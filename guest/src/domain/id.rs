@@ -24,6 +24,11 @@ impl Id {
     pub fn from_bytes(bytes: [u8; 16]) -> Id {
         Id(Uuid::from_bytes(bytes))
     }
+
+    /// The id's 16 raw bytes.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.into_bytes()
+    }
 }
 
 /// The canonical form: lowercase, hyphenated.

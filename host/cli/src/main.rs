@@ -50,6 +50,14 @@ struct Cli {
     /// The most linear memory one guest instance may use, in bytes.
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_MAX_GUEST_MEMORY)]
     max_guest_memory: usize,
+    /// Where the compiled component is kept between runs, so that a
+    /// command starts without compiling it [default: $XDG_CACHE_HOME/chatstore,
+    /// else ~/.cache/chatstore].
+    #[arg(long, global = true, value_name = "DIR")]
+    compile_cache: Option<PathBuf>,
+    /// Compile the component at start and keep nothing.
+    #[arg(long, global = true, conflicts_with = "compile_cache")]
+    no_compile_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -336,12 +344,32 @@ fn builder(cli: &Cli) -> Result<ChatStoreBuilder, Failure> {
     if let Some(bytes) = component(cli)? {
         builder = builder.component(bytes);
     }
+    if let Some(dir) = compile_cache(cli) {
+        builder = builder.compile_cache(dir);
+    }
     Ok(builder
         .data_dir(&cli.data_dir)
         .metadata(cli.metadata.into())
         .quota_bytes(cli.quota_bytes)
         .max_guest_memory(cli.max_guest_memory)
         .call_timeout(std::time::Duration::from_millis(cli.call_timeout_ms)))
+}
+
+/// The compile cache: the one asked for, else the user's cache directory.
+fn compile_cache(cli: &Cli) -> Option<PathBuf> {
+    if cli.no_compile_cache {
+        return None;
+    }
+    let nonempty = |var| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    cli.compile_cache.clone().or_else(|| {
+        nonempty("XDG_CACHE_HOME")
+            .or_else(|| nonempty("HOME").map(|home| home.join(".cache")))
+            .map(|cache| cache.join("chatstore"))
+    })
 }
 
 fn run(cli: Cli) -> Outcome {

@@ -11,13 +11,20 @@ const CHATSTORE: &str = env!("CARGO_BIN_EXE_chatstore");
 struct Cli {
     _tmp: tempfile::TempDir,
     data: PathBuf,
+    /// The user's cache directory, as `XDG_CACHE_HOME` names it.
+    cache: PathBuf,
 }
 
 impl Cli {
     fn new() -> Cli {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        Cli { _tmp: tmp, data }
+        let cache = tmp.path().join("cache");
+        Cli {
+            _tmp: tmp,
+            data,
+            cache,
+        }
     }
 
     fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
@@ -25,6 +32,7 @@ impl Cli {
             .arg("--data-dir")
             .arg(&self.data)
             .args(args)
+            .env("XDG_CACHE_HOME", &self.cache)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -506,4 +514,29 @@ fn component_writes_the_embedded_wasm() {
     let out = cli.run(&["component", "--output", "/nonexistent-dir/x.wasm"]);
     assert_eq!(exit_code(&out), 1);
     assert_eq!(stderr_lines(&out).len(), 1);
+}
+
+#[test]
+fn the_compiled_component_is_kept_in_the_users_cache_and_used_again() {
+    let cli = Cli::new();
+    let user = "0190f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a";
+    let first = cli.json(&["workspace", "ensure", "--user", user]);
+    let entries = |dir: &std::path::Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    let kept = entries(&cli.cache.join("chatstore"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].to_string_lossy().ends_with(".cwasm"));
+    let written = std::fs::metadata(&kept[0]).unwrap().modified().unwrap();
+    // Loaded, not written again; the same answer either way.
+    assert_eq!(cli.json(&["workspace", "get", "--user", user]), first);
+    assert_eq!(
+        std::fs::metadata(&kept[0]).unwrap().modified().unwrap(),
+        written
+    );
+    let uncached = cli.json(&["--no-compile-cache", "workspace", "get", "--user", user]);
+    assert_eq!(uncached, first);
+    assert_eq!(entries(&cli.cache.join("chatstore")).len(), 1);
 }

@@ -32,6 +32,7 @@ fn serve(rust_log: &str) -> Server {
             "127.0.0.1:0",
         ])
         .env("RUST_LOG", rust_log)
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -40,6 +40,7 @@ pub mod adapters;
 mod bindings;
 mod call;
 pub mod calls;
+mod compiled;
 mod content;
 mod error;
 pub mod fsck;
@@ -54,6 +55,7 @@ pub mod unit;
 mod values;
 
 pub use calls::{Call, Output};
+pub use compiled::ComponentSource;
 pub use content::Content;
 pub use error::{Error, PortError, PortErrorKind, PortResult, SetupError};
 pub use ids::{echo, parse_id};

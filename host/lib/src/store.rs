@@ -7,6 +7,7 @@ use crate::adapters::memory::MemoryMetadata;
 use crate::adapters::sqlite::SqliteMetadata;
 use crate::bindings::{self, Guest, StorageServicePre, wit};
 use crate::call::CallState;
+use crate::compiled::{self, ComponentSource};
 use crate::content::Content;
 use crate::error::{Error, PortError, SetupError};
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostWallClock, WasiCtxBuilder};
@@ -140,6 +141,7 @@ pub struct ChatStoreBuilder {
     max_guest_memory: usize,
     pooled_instances: Option<u32>,
     call_timeout: Duration,
+    compile_cache: Option<PathBuf>,
 }
 
 impl Default for ChatStoreBuilder {
@@ -153,6 +155,7 @@ impl Default for ChatStoreBuilder {
             max_guest_memory: DEFAULT_MAX_GUEST_MEMORY,
             pooled_instances: None,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            compile_cache: None,
         }
     }
 }
@@ -210,6 +213,17 @@ impl ChatStoreBuilder {
     /// `storage_unavailable`, so callers should bound their concurrency.
     pub fn pooled_instances(mut self, instances: u32) -> Self {
         self.pooled_instances = Some(instances);
+        self
+    }
+
+    /// Keeps the compiled component in `dir` (created `0700` if missing) and
+    /// loads it from there next time instead of compiling it: a process
+    /// then starts in milliseconds. Entries are keyed by the component and
+    /// the engine's configuration; one that is damaged, foreign to this
+    /// engine, or in a directory others can write is compiled again. Off by
+    /// default.
+    pub fn compile_cache(mut self, dir: impl AsRef<Path>) -> Self {
+        self.compile_cache = Some(dir.as_ref().to_path_buf());
         self
     }
 
@@ -284,7 +298,8 @@ impl ChatStoreBuilder {
         }
         let engine = Engine::new(&config).map_err(component_error)?;
         let bytes = self.component.as_deref().unwrap_or(STORAGE_COMPONENT);
-        let component = Component::new(&engine, bytes).map_err(component_error)?;
+        let (component, source) = compiled::load(&engine, bytes, self.compile_cache.as_deref())
+            .map_err(component_error)?;
         let mut linker = Linker::new(&engine);
         bindings::add_to_linker(&mut linker).map_err(component_error)?;
         let pre = linker
@@ -306,6 +321,7 @@ impl ChatStoreBuilder {
                 clock: self.clock,
                 max_guest_memory: self.max_guest_memory,
                 call_timeout: self.call_timeout,
+                source,
             }),
         })
     }
@@ -351,6 +367,7 @@ struct Inner {
     clock: Clock,
     max_guest_memory: usize,
     call_timeout: Duration,
+    source: ComponentSource,
 }
 
 /// The epoch ticks that cover `time` (at least one).
@@ -447,6 +464,12 @@ impl ChatStore {
     /// 1 GiB quota, the system clock, the built-in component.
     pub fn builder() -> ChatStoreBuilder {
         ChatStoreBuilder::default()
+    }
+
+    /// Whether the component was compiled at start or loaded from the
+    /// compile cache.
+    pub fn component_source(&self) -> ComponentSource {
+        self.inner.source
     }
 
     /// Runs `f` on the ports and records of one unit of work, outside the

@@ -104,12 +104,16 @@ pub(crate) fn bytes_under(dir: Dir) -> io::Result<u64> {
             let up = rustix::fs::openat(
                 &current,
                 "..",
-                rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             )?;
             current = Dir::from_std_file(std::fs::File::from(up));
             if identity(&current)? != *parent {
-                return Err(io::Error::other("the directory tree was moved during the walk"));
+                return Err(io::Error::other(
+                    "the directory tree was moved during the walk",
+                ));
             }
             continue;
         };
