@@ -57,6 +57,10 @@ const MAX_MEMORIES: usize = 2;
 const MAX_TABLES: usize = 4;
 const MAX_TABLE_ELEMENTS: usize = 20_000;
 
+/// Bytes of each pooled instance's memory and tables kept mapped between
+/// calls (zeroed, not unmapped): the pages a call touches anyway.
+const KEEP_RESIDENT: usize = 128 << 10;
+
 /// The most bytes the host lifts out of the guest in one crossing (a port
 /// call's arguments or an export's results): strings and lists past it
 /// trap the call instead of growing the host's memory.
@@ -293,7 +297,11 @@ impl ChatStoreBuilder {
                 .max_memories_per_component(MAX_MEMORIES as u32)
                 .max_tables_per_component(MAX_TABLES as u32)
                 .table_elements(MAX_TABLE_ELEMENTS)
-                .max_memory_size(self.max_guest_memory);
+                .max_memory_size(self.max_guest_memory)
+                // What a call touches stays mapped and is zeroed for the
+                // next instance, instead of being faulted in again.
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(KEEP_RESIDENT);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(component_error)?;

@@ -91,6 +91,8 @@ impl SqliteMetadata {
             .map_err(db_error)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
             .map_err(db_error)?;
+        // Every statement the adapter runs stays prepared on its connection.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
 
@@ -224,7 +226,10 @@ impl MetadataTransaction for SqliteTransaction {
         for effect in effects {
             let json = serde_json::to_string(effect)
                 .map_err(|e| PortError::new(format!("journal: {e}")))?;
-            self.write(|c| c.execute("INSERT INTO pending_effects (effect) VALUES (?1)", [json]))?;
+            self.write(|c| {
+                c.prepare_cached("INSERT INTO pending_effects (effect) VALUES (?1)")?
+                    .execute([json])
+            })?;
         }
         self.finish("COMMIT")
     }
@@ -291,35 +296,25 @@ const FILE_COLUMNS: &str = "SELECT file_id, chat_id, name, content_type, size_by
 impl WorkspaceRepository for SqliteTransaction {
     fn get(&self, workspace_id: Uuid) -> PortResult<Option<Workspace>> {
         self.with(|c| {
-            c.query_row(
-                &format!("{WORKSPACE_COLUMNS} WHERE workspace_id = ?1"),
-                [workspace_id.to_string()],
-                workspace_row,
-            )
-            .optional()
+            c.prepare_cached(&format!("{WORKSPACE_COLUMNS} WHERE workspace_id = ?1"))?
+                .query_row([workspace_id.to_string()], workspace_row)
+                .optional()
         })
     }
 
     fn get_by_user_id(&self, user_id: Uuid) -> PortResult<Option<Workspace>> {
         self.with(|c| {
-            c.query_row(
-                &format!("{WORKSPACE_COLUMNS} WHERE user_id = ?1"),
-                [user_id.to_string()],
-                workspace_row,
-            )
-            .optional()
+            c.prepare_cached(&format!("{WORKSPACE_COLUMNS} WHERE user_id = ?1"))?
+                .query_row([user_id.to_string()], workspace_row)
+                .optional()
         })
     }
 
     fn save(&self, w: &Workspace) -> PortResult<()> {
         self.write(|c| {
-            c.execute(
-                "DELETE FROM workspaces WHERE user_id = ?1 AND workspace_id <> ?2",
-                params![w.user_id.to_string(), w.workspace_id.to_string()],
+            c.prepare_cached("DELETE FROM workspaces WHERE user_id = ?1 AND workspace_id <> ?2")?.execute(params![w.user_id.to_string(), w.workspace_id.to_string()],
             )?;
-            c.execute(
-                "INSERT OR REPLACE INTO workspaces (workspace_id, user_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)",
-                params![w.workspace_id.to_string(), w.user_id.to_string(), w.created_at.seconds, w.created_at.nanoseconds],
+            c.prepare_cached("INSERT OR REPLACE INTO workspaces (workspace_id, user_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![w.workspace_id.to_string(), w.user_id.to_string(), w.created_at.seconds, w.created_at.nanoseconds],
             )?;
             Ok(())
         })
@@ -329,12 +324,9 @@ impl WorkspaceRepository for SqliteTransaction {
 impl ChatRepository for SqliteTransaction {
     fn get(&self, chat_id: Uuid) -> PortResult<Option<Chat>> {
         self.with(|c| {
-            c.query_row(
-                &format!("{CHAT_COLUMNS} WHERE chat_id = ?1"),
-                [chat_id.to_string()],
-                chat_row,
-            )
-            .optional()
+            c.prepare_cached(&format!("{CHAT_COLUMNS} WHERE chat_id = ?1"))?
+                .query_row([chat_id.to_string()], chat_row)
+                .optional()
         })
     }
 
@@ -348,9 +340,7 @@ impl ChatRepository for SqliteTransaction {
 
     fn save(&self, chat: &Chat) -> PortResult<()> {
         self.write(|c| {
-            c.execute(
-                "INSERT OR REPLACE INTO chats (chat_id, workspace_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)",
-                params![chat.chat_id.to_string(), chat.workspace_id.to_string(), chat.created_at.seconds, chat.created_at.nanoseconds],
+            c.prepare_cached("INSERT OR REPLACE INTO chats (chat_id, workspace_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![chat.chat_id.to_string(), chat.workspace_id.to_string(), chat.created_at.seconds, chat.created_at.nanoseconds],
             )?;
             Ok(())
         })
@@ -358,11 +348,9 @@ impl ChatRepository for SqliteTransaction {
 
     fn delete(&self, chat_id: Uuid) -> PortResult<()> {
         self.write(|c| {
-            c.execute(
-                "DELETE FROM chats WHERE chat_id = ?1",
-                [chat_id.to_string()],
-            )
-            .map(drop)
+            c.prepare_cached("DELETE FROM chats WHERE chat_id = ?1")?
+                .execute([chat_id.to_string()])
+                .map(drop)
         })
     }
 }
@@ -370,12 +358,9 @@ impl ChatRepository for SqliteTransaction {
 impl ChatFileRepository for SqliteTransaction {
     fn get(&self, file_id: Uuid) -> PortResult<Option<ChatFile>> {
         self.with(|c| {
-            c.query_row(
-                &format!("{FILE_COLUMNS} WHERE file_id = ?1"),
-                [file_id.to_string()],
-                file_row,
-            )
-            .optional()
+            c.prepare_cached(&format!("{FILE_COLUMNS} WHERE file_id = ?1"))?
+                .query_row([file_id.to_string()], file_row)
+                .optional()
         })
     }
 
@@ -385,12 +370,9 @@ impl ChatFileRepository for SqliteTransaction {
         name: &AttachmentName,
     ) -> PortResult<Option<ChatFile>> {
         self.with(|c| {
-            c.query_row(
-                &format!("{FILE_COLUMNS} WHERE chat_id = ?1 AND name = ?2"),
-                params![chat_id.to_string(), name.as_str()],
-                file_row,
-            )
-            .optional()
+            c.prepare_cached(&format!("{FILE_COLUMNS} WHERE chat_id = ?1 AND name = ?2"))?
+                .query_row(params![chat_id.to_string(), name.as_str()], file_row)
+                .optional()
         })
     }
 
@@ -404,14 +386,10 @@ impl ChatFileRepository for SqliteTransaction {
 
     fn save(&self, f: &ChatFile) -> PortResult<()> {
         self.write(|c| {
-            c.execute(
-                "DELETE FROM chat_files WHERE chat_id = ?1 AND name = ?2 AND file_id <> ?3",
-                params![f.chat_id.to_string(), f.name.as_str(), f.file_id.to_string()],
+            c.prepare_cached("DELETE FROM chat_files WHERE chat_id = ?1 AND name = ?2 AND file_id <> ?3")?.execute(params![f.chat_id.to_string(), f.name.as_str(), f.file_id.to_string()],
             )?;
-            c.execute(
-                "INSERT OR REPLACE INTO chat_files (file_id, chat_id, name, content_type, size_bytes, sha256, created_s, created_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
+            c.prepare_cached("INSERT OR REPLACE INTO chat_files (file_id, chat_id, name, content_type, size_bytes, sha256, created_s, created_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![
                     f.file_id.to_string(),
                     f.chat_id.to_string(),
                     f.name.as_str(),
@@ -428,21 +406,17 @@ impl ChatFileRepository for SqliteTransaction {
 
     fn delete(&self, file_id: Uuid) -> PortResult<()> {
         self.write(|c| {
-            c.execute(
-                "DELETE FROM chat_files WHERE file_id = ?1",
-                [file_id.to_string()],
-            )
-            .map(drop)
+            c.prepare_cached("DELETE FROM chat_files WHERE file_id = ?1")?
+                .execute([file_id.to_string()])
+                .map(drop)
         })
     }
 
     fn delete_by_chat_id(&self, chat_id: Uuid) -> PortResult<()> {
         self.write(|c| {
-            c.execute(
-                "DELETE FROM chat_files WHERE chat_id = ?1",
-                [chat_id.to_string()],
-            )
-            .map(drop)
+            c.prepare_cached("DELETE FROM chat_files WHERE chat_id = ?1")?
+                .execute([chat_id.to_string()])
+                .map(drop)
         })
     }
 }
@@ -450,17 +424,14 @@ impl ChatFileRepository for SqliteTransaction {
 impl SandboxSessionRepository for SqliteTransaction {
     fn get_active_by_chat_id(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
         self.with(|c| {
-            c.query_row(
-                "SELECT session_id, chat_id FROM sandbox_sessions WHERE chat_id = ?1",
-                [chat_id.to_string()],
-                |r| {
+            c.prepare_cached("SELECT session_id, chat_id FROM sandbox_sessions WHERE chat_id = ?1")?
+                .query_row([chat_id.to_string()], |r| {
                     Ok(SandboxSession {
                         session_id: uuid_at(r, 0)?,
                         chat_id: uuid_at(r, 1)?,
                     })
-                },
-            )
-            .optional()
+                })
+                .optional()
         })
     }
 }
@@ -468,10 +439,10 @@ impl SandboxSessionRepository for SqliteTransaction {
 impl HostRecords for SqliteTransaction {
     fn start_sandbox(&self, s: &SandboxSession) -> PortResult<()> {
         self.write(|c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT OR REPLACE INTO sandbox_sessions (chat_id, session_id) VALUES (?1, ?2)",
-                params![s.chat_id.to_string(), s.session_id.to_string()],
-            )
+            )?
+            .execute(params![s.chat_id.to_string(), s.session_id.to_string()])
             .map(drop)
         })
     }
@@ -479,11 +450,9 @@ impl HostRecords for SqliteTransaction {
     fn end_sandbox(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
         let active = self.get_active_by_chat_id(chat_id)?;
         self.write(|c| {
-            c.execute(
-                "DELETE FROM sandbox_sessions WHERE chat_id = ?1",
-                [chat_id.to_string()],
-            )
-            .map(drop)
+            c.prepare_cached("DELETE FROM sandbox_sessions WHERE chat_id = ?1")?
+                .execute([chat_id.to_string()])
+                .map(drop)
         })?;
         Ok(active)
     }
