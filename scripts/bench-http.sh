@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load figures for the HTTP API: wrk against a release build on loopback.
 # Prints requests/s and latency percentiles for /healthz (the server alone),
-# GET history and a 64 KiB upload, one after the other on one server.
+# GET a chat, GET history and a 64 KiB upload, one after the other on one server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "bench-http: needs wrk (apt-get install wrk)" >&2; exit 1; }
@@ -32,6 +32,8 @@ LUA
 
 echo "== GET /healthz, $connections connections, $duration"
 wrk -t2 -c"$connections" -d"$duration" --latency "$base/healthz"
+echo "== GET /v1/chats/{id}, $connections connections, $duration"
+wrk -t2 -c"$connections" -d"$duration" --latency -H "X-User-Id: $user" "$base/v1/chats/$chat"
 echo "== GET /v1/chats/{id}/history (1 KiB), $connections connections, $duration"
 wrk -t2 -c"$connections" -d"$duration" --latency -H "X-User-Id: $user" "$base/v1/chats/$chat/history"
 echo "== POST /v1/chats/{id}/files?name=bench.bin (64 KiB, replacing), $connections connections, $duration"

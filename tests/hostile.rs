@@ -86,6 +86,30 @@ fn a_guest_that_panics_is_a_typed_error_with_what_it_printed() {
 }
 
 #[test]
+fn an_instance_serves_one_user_only() {
+    let h = Harness::with(hostile);
+    let seen = |user: Uuid| match h.store.ensure_workspace(user).unwrap_err() {
+        Error::StorageUnavailable { port, message } if port == "report" => message,
+        other => panic!("{other:?}"),
+    };
+    let alice = attack(6);
+    let bob = Uuid::parse_str("00000000-0000-7000-8000-000000000016").unwrap();
+    assert_eq!(seen(alice), format!("{alice}"));
+    // Alice's next call may reuse her instance; Bob's never does.
+    assert_eq!(seen(alice), format!("{alice} {alice}"));
+    assert_eq!(seen(bob), format!("{bob}"));
+    assert_eq!(seen(alice), format!("{alice} {alice} {alice}"));
+    // Another user's trap leaves her instance alone.
+    guest_failure(h.store.ensure_workspace(attack(3)).unwrap_err());
+    assert_eq!(seen(alice), format!("{alice} {alice} {alice} {alice}"));
+    // An instance that trapped is not used again: the next call starts afresh.
+    let carol = attack(7);
+    assert_eq!(seen(carol), format!("{carol}"));
+    guest_failure(h.store.ensure_workspace(carol).unwrap_err());
+    assert_eq!(seen(carol), format!("{carol}"));
+}
+
+#[test]
 fn an_answer_larger_than_the_host_lifts_traps_the_call() {
     let h = Harness::with(hostile);
     // 20 MiB of answer: within the guest's memory, past what the host lifts.

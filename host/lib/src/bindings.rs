@@ -9,13 +9,13 @@ mod generated {
     });
 }
 
-pub(crate) use generated::StorageServicePre;
 pub(crate) use generated::chatstore::storage::types as wit;
 pub(crate) use generated::chatstore::storage::{
     chat_file_repository, chat_repository, chat_storage, id_generator, sandbox_session_repository,
     storage_usage, workspace_repository,
 };
 pub(crate) use generated::exports::chatstore::storage::storage::Guest;
+pub(crate) use generated::{StorageService, StorageServicePre};
 
 use crate::call::CallState;
 use wasmtime::component::{HasSelf, Linker};

@@ -23,8 +23,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub(crate) struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
-    pub(crate) ports: Ports,
+    pub(crate) limits: GuestLimits,
+    /// The ports of the call in progress; none between calls of an
+    /// instance kept for the same user's next call.
+    ports: Option<Ports>,
     /// The user the call is for: every record the guest touches must be theirs.
     pub(crate) caller: Uuid,
     /// The caller's workspace, once looked up.
@@ -56,11 +58,15 @@ pub(crate) struct Leftovers {
 
 impl CallState {
     pub(crate) fn new(wasi: WasiCtx, limits: StoreLimits, ports: Ports, caller: Uuid) -> Self {
+        let limits = GuestLimits {
+            limits,
+            memory_bytes: 0,
+        };
         CallState {
             wasi,
             table: ResourceTable::new(),
             limits,
-            ports,
+            ports: Some(ports),
             caller,
             caller_workspace: None,
             write_budget: None,
@@ -70,6 +76,32 @@ impl CallState {
             opened: None,
             changed_file: None,
         }
+    }
+
+    /// The ports of the call in progress.
+    pub(crate) fn ports(&self) -> Checked<&Ports> {
+        self.ports
+            .as_ref()
+            .ok_or_else(|| Fault::Refused("no call is in progress".into()))
+    }
+
+    /// Readies a kept instance's state for the same user's next call: new
+    /// ports, and nothing of the last call's lookups, budget or content.
+    pub(crate) fn begin_call(&mut self, ports: Ports) {
+        self.ports = Some(ports);
+        self.caller_workspace = None;
+        self.write_budget = None;
+        self.started = Instant::now();
+        self.host_time = Duration::ZERO;
+        self.staged.clear();
+        self.opened = None;
+        self.changed_file = None;
+    }
+
+    /// Lets go of the call's ports, so that nothing of its unit of work
+    /// outlives it.
+    pub(crate) fn end_call(&mut self) {
+        self.ports = None;
     }
 
     /// Hands staged content to the call: the guest sees its token, size and digest.
@@ -181,10 +213,26 @@ impl CallState {
 impl CallState {
     fn own_workspace(&mut self) -> Checked<Option<Uuid>> {
         if self.caller_workspace.is_none() {
-            self.caller_workspace = (self.ports.workspaces.get_by_user_id(self.caller))
+            self.caller_workspace = (self.ports()?.workspaces.get_by_user_id(self.caller))
                 .map_err(Fault::failed_at(WORKSPACES))?;
         }
         Ok(self.caller_workspace.as_ref().map(|w| w.workspace_id))
+    }
+
+    /// The caller's workspace as a port call just read it.
+    pub(crate) fn knows_workspace(&mut self, workspace: Option<Workspace>) {
+        if workspace.is_some() {
+            self.caller_workspace = workspace;
+        }
+    }
+
+    /// The workspace's usage as a port call just counted it, under the
+    /// call's lock: the write budget starts from it rather than counting
+    /// again. Only before the call has written anything.
+    pub(crate) fn knows_usage(&mut self, usage: &crate::model::WorkspaceUsage) {
+        if self.write_budget.is_none() {
+            self.write_budget = Some(usage.quota_bytes.saturating_sub(usage.used_bytes));
+        }
     }
 
     /// Forgets the caller's workspace, after the guest saved it.
@@ -198,7 +246,7 @@ impl CallState {
 
     /// The chat's row, looked up for scoping.
     fn chat_row(&self, chat_id: Uuid) -> Checked<Option<Chat>> {
-        self.ports
+        self.ports()?
             .chats
             .get(chat_id)
             .map_err(Fault::failed_at(CHATS))
@@ -248,7 +296,7 @@ impl CallState {
         let budget = match (self.write_budget, &self.caller_workspace) {
             (Some(budget), _) => budget,
             (None, Some(workspace)) => {
-                let usage = (self.ports.usage.get_workspace_usage(workspace))
+                let usage = (self.ports()?.usage.get_workspace_usage(workspace))
                     .map_err(Fault::failed_at(USAGE))?;
                 usage.quota_bytes.saturating_sub(usage.used_bytes)
             }
@@ -262,6 +310,49 @@ impl CallState {
         }
         self.write_budget = Some(budget - grows_by);
         Ok(())
+    }
+}
+
+/// The guest's limits, and how much linear memory it holds now (the most a
+/// memory of it has grown to).
+pub(crate) struct GuestLimits {
+    limits: StoreLimits,
+    pub(crate) memory_bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes = self.memory_bytes.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

@@ -5,7 +5,7 @@ use crate::adapters::DataDirBackend;
 use crate::adapters::fs::DataDir;
 use crate::adapters::memory::MemoryMetadata;
 use crate::adapters::sqlite::SqliteMetadata;
-use crate::bindings::{self, Guest, StorageServicePre, wit};
+use crate::bindings::{self, Guest, StorageService, StorageServicePre, wit};
 use crate::call::CallState;
 use crate::compiled::{self, ComponentSource};
 use crate::content::Content;
@@ -330,6 +330,11 @@ impl ChatStoreBuilder {
                 max_guest_memory: self.max_guest_memory,
                 call_timeout: self.call_timeout,
                 source,
+                // In a pool, kept instances leave half its slots to calls.
+                kept: KeptInstances::new(
+                    self.pooled_instances
+                        .map_or(MAX_KEPT, |n| (n as usize / 2).min(MAX_KEPT)),
+                ),
             }),
         })
     }
@@ -376,6 +381,65 @@ struct Inner {
     max_guest_memory: usize,
     call_timeout: Duration,
     source: ComponentSource,
+    kept: KeptInstances,
+}
+
+/// An instance that answered its last call, kept for its user's next one:
+/// a user's calls may share an instance, different users' never do.
+struct Kept {
+    user: Uuid,
+    store: Store<CallState>,
+    service: StorageService,
+    stderr: MemoryOutputPipe,
+}
+
+/// The instances kept between calls, at most [`MAX_KEPT`], oldest dropped first.
+struct KeptInstances {
+    kept: std::sync::Mutex<std::collections::VecDeque<Kept>>,
+    max: usize,
+}
+
+/// Instances kept between calls (in a pool, at most half its slots).
+const MAX_KEPT: usize = 32;
+
+/// The most linear memory an instance may hold and still be kept.
+const MAX_KEPT_MEMORY: usize = 8 << 20;
+
+impl KeptInstances {
+    fn new(max: usize) -> KeptInstances {
+        KeptInstances {
+            kept: std::sync::Mutex::default(),
+            max,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Kept>> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The user's kept instance, if there is one.
+    fn take(&self, user: Uuid) -> Option<Kept> {
+        let mut kept = self.lock();
+        let at = kept.iter().rposition(|k| k.user == user)?;
+        kept.remove(at)
+    }
+
+    fn put(&self, instance: Kept) {
+        let dropped = {
+            let mut kept = self.lock();
+            kept.push_back(instance);
+            (kept.len() > self.max).then(|| kept.pop_front())
+        };
+        drop(dropped);
+    }
+
+    /// Drops every kept instance; whether there was one.
+    fn clear(&self) -> bool {
+        let dropped = std::mem::take(&mut *self.lock());
+        !dropped.is_empty()
+    }
 }
 
 /// The epoch ticks that cover `time` (at least one).
@@ -605,6 +669,38 @@ impl ChatStore {
         result
     }
 
+    /// A new store for `caller`'s calls: WASI with the store's clock and a
+    /// captured stderr, the guest limits, the hostcall bound and the
+    /// guest-time deadline.
+    fn new_store(&self, ports: Ports, caller: Uuid) -> (Store<CallState>, MemoryOutputPipe) {
+        let inner = &*self.inner;
+        let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(WallClock(inner.clock.clone()))
+            .stderr(stderr.clone())
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(inner.max_guest_memory)
+            .instances(MAX_CORE_INSTANCES)
+            .memories(MAX_MEMORIES)
+            .tables(MAX_TABLES)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .build();
+        let mut store = Store::new(&inner.engine, CallState::new(wasi, limits, ports, caller));
+        store.limiter(|state| &mut state.limits);
+        store.set_hostcall_fuel(MAX_LIFTED_BYTES);
+        // The deadline counts guest time: when the epoch reaches it, the time
+        // spent in ports since the call began is given back.
+        let timeout = inner.call_timeout;
+        store.epoch_deadline_callback(move |store| {
+            Ok(match timeout.checked_sub(store.data().guest_time()) {
+                Some(left) if !left.is_zero() => UpdateDeadline::Continue(ticks(left)),
+                _ => UpdateDeadline::Interrupt,
+            })
+        });
+        (store, stderr)
+    }
+
     fn run_export<T, U>(
         &self,
         access: Access,
@@ -628,43 +724,59 @@ impl ChatStore {
                 return Err(unavailable("transaction")(e));
             }
         };
-        let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
-        let wasi = WasiCtxBuilder::new()
-            .wall_clock(WallClock(inner.clock.clone()))
-            .stderr(stderr.clone())
-            .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(inner.max_guest_memory)
-            .instances(MAX_CORE_INSTANCES)
-            .memories(MAX_MEMORIES)
-            .tables(MAX_TABLES)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .build();
-        let mut state = CallState::new(wasi, limits, unit.ports(), caller);
-        let offered = staged.map(|content| state.offer(content));
-        let mut store = Store::new(&inner.engine, state);
-        store.limiter(|state| &mut state.limits);
-        store.set_hostcall_fuel(MAX_LIFTED_BYTES);
-        // The deadline counts guest time: when the epoch reaches it, the time
-        // spent in ports since the call began is given back.
+        // The same user's last instance if one is kept, else a new one.
+        let kept = inner.kept.take(caller);
+        let (mut store, service, stderr) = match kept {
+            Some(Kept {
+                mut store,
+                service,
+                stderr,
+                ..
+            }) => {
+                store.data_mut().begin_call(unit.ports());
+                (store, Ok(service), stderr)
+            }
+            None => {
+                let (mut store, stderr) = self.new_store(unit.ports(), caller);
+                let mut service = inner.pre.instantiate(&mut store);
+                if service.is_err() && inner.kept.clear() {
+                    // The pool's slots may all be held by kept instances.
+                    service = inner.pre.instantiate(&mut store);
+                }
+                (store, service, stderr)
+            }
+        };
+        let offered = staged.map(|content| store.data_mut().offer(content));
         let timeout = inner.call_timeout;
         store.set_epoch_deadline(ticks(timeout));
-        store.epoch_deadline_callback(move |store| {
-            Ok(match timeout.checked_sub(store.data().guest_time()) {
-                Some(left) if !left.is_zero() => UpdateDeadline::Continue(ticks(left)),
-                _ => UpdateDeadline::Interrupt,
-            })
-        });
-        let outcome = inner.pre.instantiate(&mut store).and_then(|instance| {
-            export(
-                instance.chatstore_storage_storage(),
+        let outcome = match &service {
+            Ok(service) => export(
+                service.chatstore_storage_storage(),
                 &mut store,
                 offered.as_ref(),
-            )
-        });
+            ),
+            Err(e) => Err(wasmtime::Error::msg(format!("{e:#}"))),
+        };
         let leftovers = store.data_mut().leftovers();
-        // The instance and its ports are gone before the unit of work ends.
-        drop(store);
+        // Nothing of the unit of work outlives the call in the instance.
+        store.data_mut().end_call();
+        // An instance that trapped or printed is not used again; one that
+        // answered is kept for this user's next call (never another user's).
+        match service {
+            Ok(service)
+                if outcome.is_ok()
+                    && stderr.contents().is_empty()
+                    && store.data().limits.memory_bytes <= MAX_KEPT_MEMORY =>
+            {
+                inner.kept.put(Kept {
+                    user: caller,
+                    store,
+                    service,
+                    stderr: stderr.clone(),
+                });
+            }
+            _ => drop(store),
+        }
         for content in &leftovers.unstored {
             staging.discard(content);
         }

@@ -413,6 +413,9 @@ fn answer<T>(port: &str, message: String) -> StorageResult<T> {
     }))
 }
 
+/// The callers this instance has served.
+static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 impl Policy for Hostile {
     fn ensure_workspace(_: &Storage, user_id: &str) -> StorageResult<domain::Workspace> {
         match user_id.chars().last() {
@@ -432,6 +435,22 @@ impl Policy for Hostile {
             Some('3') => panic!("the hostile guest panics on purpose"),
             // An answer larger than the host lifts out of a guest.
             Some('5') => answer("report", "x".repeat(20 << 20)),
+            // Every caller this instance has served: what a guest could
+            // leak if an instance served two users.
+            Some('6') => {
+                let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+                seen.push(user_id.to_owned());
+                answer("report", seen.join(" "))
+            }
+            // The same, but the second call of an instance traps.
+            Some('7') => {
+                let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+                seen.push(user_id.to_owned());
+                if seen.len() > 1 {
+                    panic!("the hostile guest traps on its second call");
+                }
+                answer("report", seen.join(" "))
+            }
             Some('4') => {
                 let (tried, accepted) = attack();
                 answer("report", format!("tried {tried}; accepted {accepted:?}"))
