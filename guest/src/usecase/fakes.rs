@@ -37,16 +37,7 @@ impl Fakes {
     }
 
     pub fn storage(&self) -> Storage<'_> {
-        Storage::new(Ports {
-            workspaces: self,
-            chats: self,
-            files: self,
-            sandboxes: self,
-            storage: self,
-            usage: self,
-            ids: self,
-            clock: self,
-        })
+        Storage::new(Ports::all(self))
     }
 
     /// Stages content as the host would before a call.

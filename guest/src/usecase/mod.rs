@@ -43,6 +43,32 @@ pub struct Ports<'a> {
     pub clock: &'a dyn Clock,
 }
 
+impl<'a> Ports<'a> {
+    /// Every port from one value that implements them all.
+    pub fn all<T>(ports: &'a T) -> Self
+    where
+        T: WorkspaceRepository
+            + ChatRepository
+            + ChatFileRepository
+            + SandboxSessionRepository
+            + ChatStorage
+            + StorageUsage
+            + IdGenerator
+            + Clock,
+    {
+        Ports {
+            workspaces: ports,
+            chats: ports,
+            files: ports,
+            sandboxes: ports,
+            storage: ports,
+            usage: ports,
+            ids: ports,
+            clock: ports,
+        }
+    }
+}
+
 /// The use cases; one method per export of the `storage` interface.
 pub struct Storage<'a> {
     ports: Ports<'a>,

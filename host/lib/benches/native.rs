@@ -117,16 +117,7 @@ impl Native<'_> {
     }
 
     fn guest_ports(&self) -> GuestPorts<'_> {
-        GuestPorts {
-            workspaces: self,
-            chats: self,
-            files: self,
-            sandboxes: self,
-            storage: self,
-            usage: self,
-            ids: self,
-            clock: self,
-        }
+        GuestPorts::all(self)
     }
 }
 
