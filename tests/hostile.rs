@@ -180,7 +180,7 @@ fn a_guest_cannot_read_or_touch_another_users_chat_through_the_ports() {
         .unwrap();
     builtin.start_sandbox(chat.chat_id).unwrap();
     let bob = Uuid::now_v7();
-    builtin.ensure_workspace(bob).unwrap();
+    let bob_workspace = builtin.ensure_workspace(bob).unwrap();
     let disk_before = data_snapshot(&h.data_dir());
 
     // Bob's call runs the hostile policy, aimed at Alice's chat.
@@ -210,6 +210,8 @@ fn a_guest_cannot_read_or_touch_another_users_chat_through_the_ports() {
     assert_eq!(history(&builtin, alice, chat.chat_id).unwrap(), "# alice\n");
     assert_eq!(builtin.get_workspace(alice).unwrap(), workspace);
     assert_eq!(builtin.list_chats(bob).unwrap(), vec![]);
+    // Bob's workspace is still his, under its id.
+    assert_eq!(builtin.get_workspace(bob).unwrap(), bob_workspace);
 }
 
 /// The hostile policy's report of what it did with the content of an upload.

@@ -63,6 +63,12 @@ fn plant(planting: &str, chat_dir: &Path, outside: &Path, elsewhere: &Path) {
         }
         "directory at history.md" => replace_with(&history, |p| fs::create_dir(p).unwrap()),
         "FIFO at history.md" => replace_with(&history, fifo),
+        // The same device as /dev/zero: endless bytes to whoever reads it.
+        "device node at history.md" => replace_with(&history, |p| {
+            let zero = rustix::fs::makedev(1, 5);
+            let mode = Mode::from_raw_mode(0o666);
+            rustix::fs::mknodat(CWD, p, FileType::CharacterDevice, mode, zero).unwrap();
+        }),
         "FIFO at an attachment's name" => replace_with(&report, fifo),
         "socket at an attachment's name" => replace_with(&report, |p| {
             let socket = rustix::net::socket(
@@ -265,6 +271,27 @@ fn a_directory_at_history_md_is_a_typed_error_until_the_history_is_written() {
 #[test]
 fn a_fifo_at_history_md_never_blocks_a_read() {
     let answers = answers_of("FIFO at history.md");
+    assert_eq!(answers["read-history"], "chat_file_changed");
+    assert_eq!(answers["write-history"], "ok");
+    assert_eq!(answers["delete-chat"], "ok");
+}
+
+#[test]
+fn a_device_node_at_history_md_is_never_read() {
+    // Making a device node needs CAP_MKNOD (root, as CI runs).
+    let probe = tempfile::tempdir().unwrap();
+    let made = rustix::fs::mknodat(
+        CWD,
+        probe.path().join("probe"),
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(0o600),
+        rustix::fs::makedev(1, 5),
+    );
+    if made == Err(rustix::io::Errno::PERM) {
+        println!("skipped: this user may not make device nodes");
+        return;
+    }
+    let answers = answers_of("device node at history.md");
     assert_eq!(answers["read-history"], "chat_file_changed");
     assert_eq!(answers["write-history"], "ok");
     assert_eq!(answers["delete-chat"], "ok");

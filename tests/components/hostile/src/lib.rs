@@ -365,6 +365,25 @@ fn trespass(user: &str, theirs: &str, their_workspace: &str) -> (usize, Vec<Stri
         "workspaces.save (take theirs)",
         workspaces::save(&stolen).is_ok(),
     );
+    // The caller's own workspace keeps its id and its user.
+    let second = Workspace {
+        workspace_id: "01a00000-0000-7000-8000-00000000abcd".into(),
+        user_id: user.into(),
+        created_at: at(),
+    };
+    check(
+        "workspaces.save (a second workspace)",
+        workspaces::save(&second).is_ok(),
+    );
+    let given_away = Workspace {
+        workspace_id: mine.clone(),
+        user_id: "01a00000-0000-7000-8000-00000000dcba".into(),
+        created_at: at(),
+    };
+    check(
+        "workspaces.save (give mine away)",
+        workspaces::save(&given_away).is_ok(),
+    );
     (tried, accepted)
 }
 
