@@ -113,6 +113,54 @@ impl AttachmentName {
     }
 }
 
+/// The valid name closest to `stored`, a name an earlier version accepted
+/// (NFC, controls and bidirectional characters as `_`, no white space at
+/// either end, `history.md` in another case prefixed with `_`), then made
+/// unique among `taken` with ` (2)`, ` (3)`… Only the last resort, `file`,
+/// ignores what the name was.
+pub fn closest_valid(stored: &str, taken: &std::collections::HashSet<String>) -> AttachmentName {
+    use unicode_normalization::UnicodeNormalization;
+    let cleaned: String = stored
+        .nfc()
+        .map(|c| {
+            if is_control(c) || is_bidi_control(c) || c == '/' || c == '\\' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let mut base = cleaned.trim().to_owned();
+    if base.is_empty() || base == "." || base == ".." {
+        base = "file".into();
+    }
+    if is_history_name(&base) {
+        base.insert(0, '_');
+    }
+    let fit = |s: &str, room: usize| -> String {
+        let mut end = s.len().min(room);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].trim_end().to_owned()
+    };
+    // `taken` is finite, and `file` with any suffix is valid: this ends.
+    let mut n = 1u64;
+    loop {
+        let suffix = if n == 1 {
+            String::new()
+        } else {
+            format!(" ({n})")
+        };
+        let candidate = fit(&base, MAX_NAME_BYTES - suffix.len()) + &suffix;
+        match AttachmentName::new(candidate) {
+            Ok(name) if !taken.contains(name.as_str()) => return name,
+            Ok(_) => n += 1,
+            Err(_) => base = "file".into(),
+        }
+    }
+}
+
 impl serde::Serialize for AttachmentName {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
@@ -128,6 +176,29 @@ impl fmt::Display for AttachmentName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_earlier_versions_accepted_gets_its_closest_valid_twin() {
+        let taken: std::collections::HashSet<String> =
+            ["_History.md".to_owned(), "x".to_owned()].into();
+        let cases = [
+            ("History.md", "_History.md (2)"),
+            (" x ", "x (2)"),
+            ("a\u{1}b", "a_b"),
+            ("evil\u{202e}txt.exe", "evil_txt.exe"),
+            ("re\u{301}sume\u{301}", "r\u{e9}sum\u{e9}"),
+            ("   ", "file"),
+        ];
+        for (stored, expected) in cases {
+            assert_eq!(
+                closest_valid(stored, &taken).as_str(),
+                expected,
+                "{stored:?}"
+            );
+        }
+        let long = "é".repeat(200);
+        assert!(closest_valid(&long, &taken).as_str().len() <= MAX_NAME_BYTES);
+    }
 
     #[test]
     fn safe_single_components_are_names() {

@@ -5,6 +5,7 @@
 //! the call, journaled with the metadata commit, applied after it.
 
 use crate::error::PortResult;
+use crate::names::AttachmentName;
 use crate::ports::{
     ChatFileRepository, ChatRepository, HostRecords, Ports, SandboxSessionRepository,
     WorkspaceRepository,
@@ -115,6 +116,29 @@ pub trait MetadataStore: Send + Sync {
     fn pending_effects(&self) -> PortResult<Vec<Effect>>;
     /// Forgets the pending effects once they are applied.
     fn forget_effects(&self) -> PortResult<()>;
+    /// Every attachment's name as stored, unchecked: (file id, workspace
+    /// id, chat id, name). For renaming what earlier versions stored under
+    /// names the current rules refuse; a store that never did gives none.
+    fn stored_names(&self) -> PortResult<Vec<StoredName>> {
+        Ok(Vec::new())
+    }
+    /// Gives an attachment's row a new name.
+    fn rename_file(&self, _file_id: Uuid, _name: &AttachmentName) -> PortResult<()> {
+        Ok(())
+    }
+}
+
+/// An attachment's name as stored, before any check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredName {
+    /// The file.
+    pub file_id: Uuid,
+    /// Its chat's workspace.
+    pub workspace_id: Uuid,
+    /// Its chat.
+    pub chat_id: Uuid,
+    /// The name as stored.
+    pub name: String,
 }
 
 /// The four repositories and the host's records inside one transaction.

@@ -453,6 +453,38 @@ impl DataDir {
         Ok(found)
     }
 
+    /// Renames an attachment an earlier version stored under a name the
+    /// current rules refuse (`old`, still one safe path component) to
+    /// `new`; whatever a sandbox put at `new` is moved aside first. Safe to
+    /// repeat: once `old` is gone there is nothing to do.
+    pub fn rename_stored(
+        &self,
+        workspace_id: Uuid,
+        chat_id: Uuid,
+        old: &str,
+        new: &AttachmentName,
+    ) -> io::Result<()> {
+        let safe = !old.is_empty() && old != "." && old != ".." && !old.contains(['/', '\\', '\0']);
+        if !safe {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a stored name is not one path component",
+            ));
+        }
+        let dir = match self.chat_dir(workspace_id, chat_id) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        if dir.symlink_metadata(old).is_err() {
+            return Ok(());
+        }
+        if dir.symlink_metadata(new.as_str()).is_ok() {
+            self.move_aside(workspace_id, chat_id, &dir, new.as_str())?;
+        }
+        dir.rename(old, &dir, new.as_str())?;
+        sync_dir(&dir)
+    }
+
     /// What the workspaces' `lost+found/` hold, as (workspace id,
     /// `<holder>/<name>`), for `fsck`.
     pub fn moved_aside(&self) -> io::Result<Vec<(Uuid, String)>> {

@@ -10,10 +10,12 @@ mod suite;
 mod tree;
 
 use crate::error::{PortError, PortResult};
+use crate::names::{AttachmentName, closest_valid};
 use crate::ports::{HostRecords, IdGenerator, Ports};
 use crate::staging::Staging;
 use crate::unit::{Access, Backend, MetadataStore, MetadataTransaction, UnitOfWork};
 use fs::{DataDir, DirLock, FsStorageUsage, FsTransaction};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -63,7 +65,36 @@ impl DataDirBackend {
         };
         let _lock = backend.data.lock(Access::Write).map_err(io_error("lock"))?;
         backend.recover(false)?;
+        backend.rename_refused_names()?;
         Ok(backend)
+    }
+
+    /// Gives every attachment an earlier version stored under a name the
+    /// current rules refuse (`History.md`, `" x"`, control characters, a
+    /// name not in NFC) the closest valid name free in its chat, on disk
+    /// and in the metadata, so that no stored row makes its chat
+    /// unreadable. Call it holding the exclusive lock.
+    fn rename_refused_names(&self) -> PortResult<()> {
+        let stored = self.metadata.stored_names()?;
+        let refused = |name: &str| AttachmentName::new(name).is_err();
+        if !stored.iter().any(|s| refused(&s.name)) {
+            return Ok(());
+        }
+        let mut taken: HashMap<Uuid, HashSet<String>> = HashMap::new();
+        for s in &stored {
+            taken.entry(s.chat_id).or_default().insert(s.name.clone());
+        }
+        for s in stored.iter().filter(|s| refused(&s.name)) {
+            let names = taken.entry(s.chat_id).or_default();
+            let renamed = closest_valid(&s.name, names);
+            self.data
+                .rename_stored(s.workspace_id, s.chat_id, &s.name, &renamed)
+                .map_err(io_error("renaming a stored attachment"))?;
+            self.metadata.rename_file(s.file_id, &renamed)?;
+            tracing::warn!(file_id = %s.file_id, from = ?s.name, to = %renamed, "renamed an attachment the name rules now refuse");
+            names.insert(renamed.to_string());
+        }
+        Ok(())
     }
 
     /// The data directory.
@@ -338,6 +369,53 @@ mod tests {
         let kept = lost_and_found(&f);
         assert_eq!(kept.len(), 1, "{kept:?}");
         assert_eq!(std::fs::read(&kept[0]).unwrap(), b"committed bytes");
+    }
+
+    #[test]
+    fn names_an_earlier_version_stored_are_renamed_to_valid_ones_on_open() {
+        let f = fixture();
+        let chat_dir = history(&f).parent().unwrap().to_owned();
+        let db = rusqlite::Connection::open(f.root.join("chatstore.db")).unwrap();
+        for (name, bytes) in [("History.md", "theirs"), (" notes ", "spaced")] {
+            db.execute(
+                "INSERT INTO chat_files (file_id, chat_id, name, content_type, size_bytes, \
+                 sha256, created_s, created_ns) VALUES (?1, ?2, ?3, NULL, ?4, NULL, 0, 0)",
+                rusqlite::params![
+                    Uuid::now_v7().to_string(),
+                    f.chat.chat_id.to_string(),
+                    name,
+                    bytes.len() as i64
+                ],
+            )
+            .unwrap();
+            std::fs::write(chat_dir.join(name), bytes).unwrap();
+        }
+        // A sandbox's file where the first one's new name would go.
+        std::fs::write(chat_dir.join("_History.md"), b"sandbox").unwrap();
+        drop(db);
+
+        DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+
+        let unit = f.metadata.begin(Access::Read).unwrap();
+        let mut names: Vec<String> = unit
+            .list_by_chat_id(f.chat.chat_id)
+            .unwrap()
+            .into_iter()
+            .map(|file| file.name.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["_History.md", "notes"]);
+        assert_eq!(
+            std::fs::read(chat_dir.join("_History.md")).unwrap(),
+            b"theirs"
+        );
+        assert_eq!(std::fs::read(chat_dir.join("notes")).unwrap(), b"spaced");
+        let kept = lost_and_found(&f);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), b"sandbox");
+        // Opening again changes nothing more.
+        DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+        assert_eq!(lost_and_found(&f).len(), 1);
     }
 
     #[test]

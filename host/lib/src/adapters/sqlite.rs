@@ -11,7 +11,7 @@ use crate::names::AttachmentName;
 use crate::ports::{
     ChatFileRepository, ChatRepository, HostRecords, SandboxSessionRepository, WorkspaceRepository,
 };
-use crate::unit::{Access, Effect, MetadataStore, MetadataTransaction};
+use crate::unit::{Access, Effect, MetadataStore, MetadataTransaction, StoredName};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -173,6 +173,39 @@ impl MetadataStore for SqliteMetadata {
         let conn = self.acquire()?;
         conn.execute("DELETE FROM pending_effects", [])
             .map_err(db_error)?;
+        self.release(conn);
+        Ok(())
+    }
+
+    fn stored_names(&self) -> PortResult<Vec<StoredName>> {
+        let conn = self.acquire()?;
+        let names = (|| {
+            let mut stmt = conn.prepare(
+                "SELECT f.file_id, c.workspace_id, f.chat_id, f.name \
+                 FROM chat_files f JOIN chats c ON c.chat_id = f.chat_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(StoredName {
+                    file_id: uuid_at(r, 0)?,
+                    workspace_id: uuid_at(r, 1)?,
+                    chat_id: uuid_at(r, 2)?,
+                    name: r.get(3)?,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })()
+        .map_err(db_error)?;
+        self.release(conn);
+        Ok(names)
+    }
+
+    fn rename_file(&self, file_id: Uuid, name: &AttachmentName) -> PortResult<()> {
+        let conn = self.acquire()?;
+        conn.execute(
+            "UPDATE chat_files SET name = ?2 WHERE file_id = ?1",
+            params![file_id.to_string(), name.as_str()],
+        )
+        .map_err(db_error)?;
         self.release(conn);
         Ok(())
     }
