@@ -746,9 +746,7 @@ impl Server {
     }
 
     fn staged(&self) -> usize {
-        std::fs::read_dir(self.data.join("staging"))
-            .unwrap()
-            .count()
+        staged(&self.data)
     }
 
     async fn files(&self, user: Uuid, chat: &str) -> Vec<Value> {
@@ -952,6 +950,11 @@ async fn bytes_past_the_content_length_are_not_the_body_but_a_malformed_next_req
     assert_eq!(s.staged(), 0);
 }
 
+/// How many files the data directory's staging area holds.
+fn staged(data: &std::path::Path) -> usize {
+    std::fs::read_dir(data.join("staging")).unwrap().count()
+}
+
 /// One response read off a raw connection: its head and exactly the
 /// `Content-Length` bytes of body that follow; the rest is left.
 fn next_response(raw: &[u8]) -> (String, Vec<u8>, &[u8]) {
@@ -1141,4 +1144,55 @@ async fn past_the_connection_limit_a_client_waits_for_a_connection_to_close() {
         "the second connection was served beside the first"
     );
     assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_is_read_in_a_request_slot_so_slow_bodies_cannot_queue_past_the_limit() {
+    let s = start_serving(
+        |b| b.build().unwrap(),
+        1 << 30,
+        |config| config.max_concurrent = 1,
+    )
+    .await;
+    let (user, c) = s.user_with_chat().await;
+    let (addr, data) = (s.addr, s.data.clone());
+    let (waiting, uploaded, listed) = tokio::task::spawn_blocking(move || {
+        // An upload that sends its headers and 3 of its 10 bytes, then waits.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let head = format!(
+            "POST /v1/chats/{c}/files?name=slow HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\n\
+             Content-Length: 10\r\nConnection: close\r\n\r\nabc"
+        );
+        slow.write_all(head.as_bytes()).unwrap();
+        // The upload holds the one slot once its body is being staged.
+        while staged(&data) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut list = TcpStream::connect(addr).unwrap();
+        list.write_all(
+            format!("GET /v1/chats HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        list.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut answer = vec![0; 4096];
+        let waiting = list.read(&mut answer).is_err();
+        // The body ends: the upload finishes and the list gets its slot.
+        slow.write_all(b"defghij").unwrap();
+        let mut uploaded = String::new();
+        slow.read_to_string(&mut uploaded).unwrap();
+        list.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut listed = String::new();
+        list.read_to_string(&mut listed).unwrap();
+        (waiting, uploaded, listed)
+    })
+    .await
+    .unwrap();
+    assert!(
+        waiting,
+        "the list ran while an upload's body held the only slot"
+    );
+    assert!(uploaded.starts_with("HTTP/1.1 201"), "{uploaded}");
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
 }
