@@ -386,13 +386,11 @@ fn main() {
     };
     let dir = tempfile::tempdir().expect("temporary directory");
     let cache = std::env::temp_dir().join("chatstore-bench-compile-cache");
-    let mut builder = ChatStore::builder()
+    let store = ChatStore::builder()
         .data_dir(dir.path())
-        .compile_cache(&cache);
-    if std::env::var_os("POOLED").is_some() {
-        builder = builder.pooled_instances(8);
-    }
-    let store = builder.build().expect("store");
+        .compile_cache(&cache)
+        .build()
+        .expect("store");
     let user = Uuid::now_v7();
     let u = user.to_string();
     store.ensure_workspace(user).expect("workspace");

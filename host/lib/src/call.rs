@@ -293,15 +293,15 @@ impl CallState {
         if grows_by == 0 {
             return Ok(());
         }
-        let budget = match (self.write_budget, &self.caller_workspace) {
-            (Some(budget), _) => budget,
-            (None, Some(workspace)) => {
-                let usage = (self.ports()?.usage.get_workspace_usage(workspace))
-                    .map_err(Fault::failed_at(USAGE))?;
-                usage.quota_bytes.saturating_sub(usage.used_bytes)
-            }
-            (None, None) => return refuse("the caller has no workspace"),
-        };
+        if self.write_budget.is_none() {
+            let Some(workspace) = &self.caller_workspace else {
+                return refuse("the caller has no workspace");
+            };
+            let usage = (self.ports()?.usage.get_workspace_usage(workspace))
+                .map_err(Fault::failed_at(USAGE))?;
+            self.knows_usage(&usage);
+        }
+        let budget = self.write_budget.unwrap_or(0);
         if grows_by > budget {
             return refuse(format!(
                 "refused to grow the workspace by {grows_by} bytes: one call may grow it by \

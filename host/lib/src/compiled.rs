@@ -13,7 +13,7 @@
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
@@ -74,7 +74,7 @@ fn read_entry(engine: &Engine, dir: &Path, entry: &Path) -> Option<Component> {
         tracing::warn!(cache = %dir.display(), "the compile cache is writable by others; not used");
         return None;
     }
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(entry)
@@ -83,7 +83,9 @@ fn read_entry(engine: &Engine, dir: &Path, entry: &Path) -> Option<Component> {
     if !meta.is_file() || !private(&meta) {
         return None;
     }
-    let bytes = fs::read(entry).ok()?;
+    // From the descriptor whose owner and mode were checked, not the path.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes).ok()?;
     let (artifact, digest) = bytes.split_at_checked(bytes.len().checked_sub(DIGEST_BYTES)?)?;
     if Sha256::digest(artifact).as_slice() != digest {
         tracing::warn!(entry = %entry.display(), "a compile cache entry is damaged; compiling again");

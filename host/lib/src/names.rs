@@ -107,6 +107,13 @@ impl AttachmentName {
         }
     }
 
+    /// Validates `name` in Normalization Form C: the name a policy stores
+    /// for what a caller typed.
+    pub fn normalized(name: &str) -> Result<Self, InvalidName> {
+        use unicode_normalization::UnicodeNormalization;
+        AttachmentName::new(name.nfc().collect::<String>())
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -234,6 +241,10 @@ mod tests {
         ] {
             assert_eq!(AttachmentName::new(name), Err(why), "{name:?}");
         }
+        assert_eq!(
+            AttachmentName::normalized("e\u{301}").unwrap().as_str(),
+            "\u{e9}"
+        );
         assert_eq!(AttachmentName::new("x".repeat(256)), Err(TooLong));
     }
 }

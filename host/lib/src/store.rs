@@ -588,7 +588,7 @@ impl ChatStore {
             let replaced = match replacing {
                 Replacing::Nothing => 0,
                 Replacing::History => ports.storage.history_size(&chat).map_err(storage)?,
-                Replacing::Attachment(name) => match AttachmentName::new(name) {
+                Replacing::Attachment(name) => match AttachmentName::normalized(name) {
                     Ok(name) => (ports.storage.attachment_size(&chat, &name))
                         .map_err(storage)?
                         .unwrap_or(0),
@@ -749,13 +749,16 @@ impl ChatStore {
         let offered = staged.map(|content| store.data_mut().offer(content));
         let timeout = inner.call_timeout;
         store.set_epoch_deadline(ticks(timeout));
-        let outcome = match &service {
-            Ok(service) => export(
-                service.chatstore_storage_storage(),
-                &mut store,
-                offered.as_ref(),
+        let (outcome, service) = match service {
+            Ok(service) => (
+                export(
+                    service.chatstore_storage_storage(),
+                    &mut store,
+                    offered.as_ref(),
+                ),
+                Some(service),
             ),
-            Err(e) => Err(wasmtime::Error::msg(format!("{e:#}"))),
+            Err(e) => (Err(e), None),
         };
         let leftovers = store.data_mut().leftovers();
         // Nothing of the unit of work outlives the call in the instance.
@@ -763,7 +766,7 @@ impl ChatStore {
         // An instance that trapped or printed is not used again; one that
         // answered is kept for this user's next call (never another user's).
         match service {
-            Ok(service)
+            Some(service)
                 if outcome.is_ok()
                     && stderr.contents().is_empty()
                     && store.data().limits.memory_bytes <= MAX_KEPT_MEMORY =>

@@ -199,11 +199,15 @@ impl DataDir {
                         create_regular(&dir, HISTORY_FILE_NAME)?
                     }
                     // Not a regular file any more: moved aside, and the
-                    // message lands at `at` in a new history.
-                    Err(_) => {
-                        self.move_aside(*workspace_id, *chat_id, &dir, HISTORY_FILE_NAME)?;
-                        create_regular(&dir, HISTORY_FILE_NAME)?
-                    }
+                    // message lands at `at` in a new history. Any other
+                    // failure (out of descriptors, I/O) is only an error.
+                    Err(e) => match dir.symlink_metadata(HISTORY_FILE_NAME) {
+                        Ok(meta) if !meta.is_file() => {
+                            self.move_aside(*workspace_id, *chat_id, &dir, HISTORY_FILE_NAME)?;
+                            create_regular(&dir, HISTORY_FILE_NAME)?
+                        }
+                        _ => return Err(e),
+                    },
                 };
                 // Whatever a torn earlier attempt left past `at` is cut off,
                 // so the history holds the whole message once.
