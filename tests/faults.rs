@@ -2,7 +2,7 @@
 //! port calls: each answers `storage_unavailable` and leaves metadata and
 //! the data directory exactly as they were.
 
-use chatstore_host::unit::Access;
+use chatstore_host::unit::{Access, Scope};
 use chatstore_host::{Chat, ChatFile, Error, Uuid};
 use chatstore_testkit::faults::{Fault, FaultInjector};
 use chatstore_tests::{Harness, attachment, history};
@@ -58,7 +58,7 @@ fn fingerprint(w: &World) -> Fingerprint {
     w.faults.clear();
     let (chats, files, workspace, sandboxes) =
         w.h.store
-            .with_ports(Access::Read, |p, records| {
+            .with_ports(Access::Read, Scope::All, |p, records| {
                 let mut chats: Vec<String> = records
                     .all_chats()
                     .unwrap()

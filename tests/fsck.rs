@@ -2,7 +2,7 @@
 //! `--repair` fixes what it can without losing acknowledged data.
 
 use chatstore_host::fsck::{ChatDirRef, fsck};
-use chatstore_host::unit::Access;
+use chatstore_host::unit::{Access, Scope};
 use chatstore_tests::{Harness, attachment, history};
 use std::fs;
 
@@ -124,7 +124,7 @@ fn a_file_stored_before_digests_gets_its_digest_from_repair() {
         .unwrap();
     // What a row from before digests were kept looks like.
     h.store
-        .with_ports(Access::Write, |ports, _| {
+        .with_ports(Access::Write, Scope::All, |ports, _| {
             let mut row = ports.files.get(file.file_id).unwrap().unwrap();
             row.sha256 = None;
             ports.files.save(&row).unwrap();

@@ -189,7 +189,10 @@ fn survives(planting: &'static str) -> Vec<(&'static str, Result<(), Error>)> {
         let outside = h.tmp.path().join("outside.txt");
         fs::write(&outside, b"outside the data directory").unwrap();
         let elsewhere = h.chat_dir(&theirs).join("history.md");
+        // A sandbox session plants it; its end counts what it left.
+        h.store.start_sandbox(chat.chat_id).unwrap();
         plant(planting, &h.chat_dir(&chat), &outside, &elsewhere);
+        h.store.end_sandbox(chat.chat_id).unwrap();
 
         let answers = use_cases(&h.store, user, &chat, uploaded);
 

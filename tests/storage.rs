@@ -1,7 +1,7 @@
 //! The policy's rules (the README's "The rules"), observed through the real
 //! component and the real filesystem: each rule from the host API and on disk.
 
-use chatstore_host::unit::Access;
+use chatstore_host::unit::{Access, Scope};
 use chatstore_host::{Error, Timestamp};
 use chatstore_tests::{Harness, START, attachment, history};
 use sha2::{Digest, Sha256};
@@ -170,7 +170,7 @@ fn deleting_a_chat_removes_its_metadata_files_and_directory() {
         code(h.store.get_attachment(user, chat.chat_id, file.file_id)),
         "chat_not_found"
     );
-    let files = h.store.with_ports(Access::Read, |p, _| {
+    let files = h.store.with_ports(Access::Read, Scope::All, |p, _| {
         Ok(p.files.list_by_chat_id(chat.chat_id).unwrap())
     });
     assert!(files.unwrap().is_empty());
@@ -515,8 +515,12 @@ fn usage_counts_every_byte_in_the_chat_directories_including_sandbox_files() {
     h.store
         .upload_attachment(user, other.chat_id, "b", None, &[0; 20][..])
         .unwrap();
+    h.store.start_sandbox(chat.chat_id).unwrap();
     fs::create_dir_all(h.chat_dir(&chat).join("work/deep")).unwrap();
     fs::write(h.chat_dir(&chat).join("work/deep/out.csv"), [0u8; 1000]).unwrap();
+    // A sandbox's work counts once its session ends.
+    assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 5 + 100 + 20);
+    h.store.end_sandbox(chat.chat_id).unwrap();
     let usage = h.store.get_usage(user).unwrap();
     assert_eq!(usage.used_bytes, 5 + 100 + 20 + 1000);
     assert_eq!(usage.quota_bytes, chatstore_host::DEFAULT_QUOTA_BYTES);
@@ -611,7 +615,9 @@ fn shrinking_writes_pass_even_when_a_sandbox_pushed_the_workspace_over_quota() {
         .write_history(user, c, "h".repeat(100).as_bytes())
         .unwrap();
     // The sandbox writes past the quota behind the store's back.
+    h.store.start_sandbox(c).unwrap();
     fs::write(h.chat_dir(&chat).join("sandbox.bin"), vec![0u8; 2000]).unwrap();
+    h.store.end_sandbox(c).unwrap();
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 2400);
 
     h.store

@@ -235,7 +235,10 @@ export function runScenario(component, scenario) {
           const rel = vars.text(step.path);
           if (rel.split('/').some((p) => p === '' || p === '.' || p === '..')) throw new ScenarioError(`${rel} is not a relative path`);
           fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+          // A session around the write: its end counts what it wrote.
+          host.sandboxes.set(chat.chatId, { sessionId: randomUUID(), chatId: chat.chatId });
           fs.writeFileSync(path.join(dir, rel), vars.content(step.content));
+          host.sandboxes.delete(chat.chatId);
           return { ok: null };
         }
         case 'list-dir':

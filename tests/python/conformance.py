@@ -240,7 +240,12 @@ def run_scenario(loaded: Loaded, scenario: dict) -> dict:
                     raise ScenarioError(f"{rel} is not a relative path")
                 target = directory.joinpath(*rel.split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)
+                # A session around the write: its end counts what it wrote.
+                host.sandboxes[chat["chat-id"]] = record(
+                    session_id=str(uuid.uuid4()), chat_id=chat["chat-id"]
+                )
                 target.write_bytes(bindings.content(step["content"]))
+                host.sandboxes.pop(chat["chat-id"], None)
                 return "ok", None
             if name == "list-dir":
                 return "ok", list_files(directory)

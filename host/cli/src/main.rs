@@ -180,7 +180,14 @@ enum WorkspaceCommand {
     /// Prints the user's workspace.
     Get(User),
     /// Prints the bytes the workspace stores and its quota.
-    Usage(User),
+    Usage {
+        #[command(flatten)]
+        user: User,
+        /// Count the workspace's directory on disk first (what sandboxes
+        /// wrote since their sessions ended included) and keep that count.
+        #[arg(long)]
+        recount: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -618,6 +625,8 @@ enum StorageCommand {
     },
     StartSandbox(Uuid),
     StopSandbox(Uuid),
+    /// The workspace counted on disk into the usage ledger.
+    Recount(Uuid),
 }
 
 /// What a write goes to.
@@ -639,7 +648,15 @@ impl StorageCommand {
                 C::EnsureWorkspace { user_id: u.user }
             }
             Command::Workspace(WorkspaceCommand::Get(u)) => C::GetWorkspace { user_id: u.user },
-            Command::Workspace(WorkspaceCommand::Usage(u)) => C::GetUsage { user_id: u.user },
+            Command::Workspace(WorkspaceCommand::Usage {
+                user,
+                recount: true,
+            }) => {
+                return Ok(StorageCommand::Recount(user.user));
+            }
+            Command::Workspace(WorkspaceCommand::Usage { user, .. }) => {
+                C::GetUsage { user_id: user.user }
+            }
             Command::Chat(ChatCommand::Create(u)) => C::CreateChat { user_id: u.user },
             Command::Chat(ChatCommand::List(u)) => C::ListChats { user_id: u.user },
             Command::Chat(ChatCommand::Get(at)) => C::GetChat {
@@ -787,6 +804,7 @@ impl StorageCommand {
                 }
             }
             StorageCommand::StartSandbox(chat) => print_json(&store.start_sandbox(chat)?),
+            StorageCommand::Recount(user) => print_json(&store.recount_usage(user)?),
             StorageCommand::StopSandbox(chat) => match store.end_sandbox(chat)? {
                 Some(session) => print_json(&session),
                 None => print_json(&serde_json::json!({ "ok": true, "was_active": false })),

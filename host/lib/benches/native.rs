@@ -15,7 +15,7 @@ use chatstore_guest::domain as guest;
 use chatstore_guest::usecase::{Ports as GuestPorts, Storage, ports as gp};
 use chatstore_host::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
 use chatstore_host::ports::Ports;
-use chatstore_host::unit::Access;
+use chatstore_host::unit::{Access, Scope};
 use chatstore_host::{
     AttachmentName, ChatStore, Content, ContentKind, Error, PortError, StagedContent, Uuid,
 };
@@ -328,12 +328,12 @@ impl gp::Clock for Native<'_> {
 /// through the component; `staged` is offered to it as `staged-1`.
 fn native<T>(
     store: &ChatStore,
-    access: Access,
+    (access, scope): (Access, Scope),
     staged: Option<StagedContent>,
     use_case: impl FnOnce(&Storage<'_>, Option<&guest::StagedContent>) -> Result<T, guest::StorageError>,
 ) -> (T, Option<Content>) {
     store
-        .with_ports(access, |ports, _| {
+        .with_ports(access, scope, |ports, _| {
             let offered = staged.as_ref().map(|c| guest::StagedContent {
                 token: "staged-1".into(),
                 size_bytes: c.size_bytes(),
@@ -420,8 +420,9 @@ fn main() {
             .expect("staged")
     };
 
-    let read = Access::Read;
-    let write = Access::Write;
+    // The locks the component's calls take: the user's.
+    let read = (Access::Read, Scope::User(user));
+    let write = (Access::Write, Scope::User(user));
     let mut cases: Vec<Case> = vec![
         Case {
             name: "get-workspace",

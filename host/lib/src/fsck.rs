@@ -17,19 +17,23 @@
 //!   rest of the data directory still is;
 //! - `moved_aside`: what was moved to a workspace's `lost+found/` because it
 //!   stood where a committed change had to put or remove a file, or what a
-//!   change that could not be applied left (left for an operator).
+//!   change that could not be applied left (left for an operator);
+//! - `usage_drift`: a workspace whose bytes in the usage ledger are not the
+//!   bytes under its directory (a sandbox wrote since its session ended, or
+//!   its session has not ended yet). Not a problem by itself: the ledger
+//!   counts a sandbox's work when its session ends.
 //!
 //! `--repair` changes only what holds no acknowledged data: it recreates
 //! missing chat directories and histories (empty), drops rows whose bytes
 //! are gone, sets recorded sizes and digests to those of the bytes on disk
-//! (size mismatches, missing digests), and moves orphan chat
-//! directories to `lost+found/`. Unregistered files are left where they are:
-//! they may be a sandbox's work.
+//! (size mismatches, missing digests), moves orphan chat directories to
+//! `lost+found/`, and counts every workspace's disk into the usage ledger.
+//! Unregistered files are left where they are: they may be a sandbox's work.
 
 use crate::adapters::DataDirBackend;
 use crate::error::PortError;
 use crate::names::HISTORY_FILE_NAME;
-use crate::unit::{Access, Backend};
+use crate::unit::{Access, Backend, Scope};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -89,6 +93,17 @@ pub struct MovedAside {
     pub path: String,
 }
 
+/// A workspace whose usage ledger is not what its directory holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UsageDrift {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// The bytes the ledger holds.
+    pub ledger_bytes: u64,
+    /// The bytes under the workspace's directory.
+    pub on_disk_bytes: u64,
+}
+
 /// What `fsck` found, and what it repaired.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FsckReport {
@@ -112,6 +127,8 @@ pub struct FsckReport {
     pub unreadable_chat_dirs: Vec<UnreadableChatDir>,
     /// What is in the workspaces' `lost+found/`.
     pub moved_aside: Vec<MovedAside>,
+    /// Workspaces whose usage ledger is not their bytes on disk.
+    pub usage_drift: Vec<UsageDrift>,
     /// Whether the problems above were repaired.
     pub repaired: bool,
 }
@@ -148,7 +165,7 @@ pub fn fsck(
     mut progress: impl FnMut(Progress),
 ) -> Result<FsckReport, PortError> {
     // A write unit of work: exclusive lock, recovery done, one transaction.
-    let unit = backend.begin(Access::Write)?;
+    let unit = backend.begin(Access::Write, Scope::All)?;
     let (ports, records) = (unit.ports(), unit.records());
     let data = backend.data_dir();
     let chats = records.all_chats()?;
@@ -239,6 +256,23 @@ pub fn fsck(
     for (workspace_id, path) in data.moved_aside().map_err(io)? {
         report.moved_aside.push(MovedAside { workspace_id, path });
     }
+    let mut workspaces: Vec<Uuid> = chats.iter().map(|c| c.workspace_id).collect();
+    workspaces.sort();
+    workspaces.dedup();
+    for &workspace_id in &workspaces {
+        let Some(workspace) = ports.workspaces.get(workspace_id)? else {
+            continue;
+        };
+        let ledger_bytes = ports.usage.get_workspace_usage(&workspace)?.used_bytes;
+        let on_disk_bytes = data.count(workspace_id).map_err(io)?.total;
+        if ledger_bytes != on_disk_bytes {
+            report.usage_drift.push(UsageDrift {
+                workspace_id,
+                ledger_bytes,
+                on_disk_bytes,
+            });
+        }
+    }
     // Rows of files whose chat row is gone.
     for row in files_by_chat.into_values().flatten() {
         report.missing_files.push(FileRef {
@@ -290,6 +324,9 @@ pub fn fsck(
         row.size_bytes = size;
         row.sha256 = Some(sha256);
         ports.files.save(&row)?;
+    }
+    for &workspace_id in &workspaces {
+        unit.recount(workspace_id, None)?;
     }
     unit.commit()?;
     report

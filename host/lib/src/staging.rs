@@ -368,7 +368,7 @@ impl StagingWriter {
         self.size
     }
 
-    /// Ends the content: syncs the file and gives its size and digest.
+    /// Ends the content: syncs the file and its name, and gives its size and digest.
     pub fn finish(mut self) -> Result<StagedContent, StageError> {
         if let Some(text) = &self.text {
             text.finish()?;
@@ -379,6 +379,13 @@ impl StagingWriter {
             .ok_or_else(|| StageError::Write(io::Error::other("staging has ended")))?;
         let sha256 = hash.finish().map_err(StageError::Write)?;
         self.file.file.sync_all().map_err(StageError::Write)?;
+        // Its name too, before any journal can refer to it; done here, in
+        // parallel with other writers, rather than in their unit of work.
+        self.staging
+            .dir
+            .open(".")
+            .and_then(|dir| dir.sync_all())
+            .map_err(StageError::Write)?;
         Ok(StagedContent {
             name: self.name.take().unwrap_or_default(),
             size_bytes: self.size,

@@ -14,7 +14,7 @@ use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
 use crate::names::AttachmentName;
 use crate::ports::{HostRecords, Ports};
 use crate::staging::{ContentKind, StageError, StagedContent, Staging};
-use crate::unit::{Access, Backend, FixedPorts, MetadataStore, UnitOfWork};
+use crate::unit::{Access, Backend, FixedPorts, MetadataStore, Scope, UnitOfWork};
 use crate::values::FromGuest;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -544,21 +544,50 @@ impl ChatStore {
         self.inner.source
     }
 
-    /// Runs `f` on the ports and records of one unit of work, outside the
-    /// component (for the host's own calls and for inspection); commits if
-    /// `f` succeeds.
+    /// Runs `f` on the ports and records of one unit of work on `scope`,
+    /// outside the component (for the host's own calls and for
+    /// inspection); commits if `f` succeeds.
     pub fn with_ports<T>(
         &self,
         access: Access,
+        scope: Scope,
         f: impl FnOnce(&Ports, &dyn HostRecords) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.with_unit(access, scope, |unit| f(&unit.ports(), &*unit.records()))
+    }
+
+    fn with_unit<T>(
+        &self,
+        access: Access,
+        scope: Scope,
+        f: impl FnOnce(&dyn UnitOfWork) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let unit = self
             .inner
             .backend
-            .begin(access)
+            .begin(access, scope)
             .map_err(unavailable("transaction"))?;
-        let result = f(&unit.ports(), &*unit.records());
+        let result = f(&*unit);
         settle(unit, result)
+    }
+
+    /// Counts the user's workspace on disk into the usage ledger and gives
+    /// its usage: what sandboxes wrote since the last count included.
+    pub fn recount_usage(&self, user_id: Uuid) -> Result<WorkspaceUsage, Error> {
+        self.with_unit(Access::Write, Scope::User(user_id), |unit| {
+            let ports = unit.ports();
+            let workspace = ports
+                .workspaces
+                .get_by_user_id(user_id)
+                .map_err(unavailable("workspace-repository"))?
+                .ok_or(Error::WorkspaceNotFound(user_id))?;
+            unit.recount(workspace.workspace_id, None)
+                .map_err(unavailable("storage-usage"))?;
+            ports
+                .usage
+                .get_workspace_usage(&workspace)
+                .map_err(unavailable("storage-usage"))
+        })
     }
 
     /// The staging area: content is written there, in bounded memory, before
@@ -572,7 +601,7 @@ impl ChatStore {
     /// disk. Content past it cannot fit, so it can be refused while it
     /// streams in; the call itself checks again, exactly, as it writes.
     pub fn room(&self, user_id: Uuid, chat_id: Uuid, replacing: Replacing) -> Result<u64, Error> {
-        self.with_ports(Access::Read, |ports, _| {
+        self.with_ports(Access::Read, Scope::User(user_id), |ports, _| {
             let workspace = ports
                 .workspaces
                 .get_by_user_id(user_id)
@@ -715,7 +744,7 @@ impl ChatStore {
     ) -> Result<U, Error> {
         let inner = &*self.inner;
         let staging = inner.backend.staging();
-        let unit = match inner.backend.begin(access) {
+        let unit = match inner.backend.begin(access, Scope::User(caller)) {
             Ok(unit) => unit,
             Err(e) => {
                 if let Some(content) = &staged {
@@ -1101,7 +1130,8 @@ impl ChatStore {
     /// Marks a sandbox session active on the chat, as the sandbox subsystem
     /// would; `delete_chat` and `clear_attachments` are refused until it ends.
     pub fn start_sandbox(&self, chat_id: Uuid) -> Result<SandboxSession, Error> {
-        self.with_ports(Access::Write, |ports, records| {
+        let owner = self.owner_of(chat_id)?;
+        self.with_ports(Access::Write, owner, |ports, records| {
             if ports
                 .chats
                 .get(chat_id)
@@ -1121,12 +1151,50 @@ impl ChatStore {
         })
     }
 
-    /// Ends the chat's active sandbox session; returns it, or `None` if there was none.
+    /// Ends the chat's active sandbox session and counts what it wrote in
+    /// the chat into the workspace's usage; returns the session, or `None`
+    /// if there was none.
     pub fn end_sandbox(&self, chat_id: Uuid) -> Result<Option<SandboxSession>, Error> {
-        self.with_ports(Access::Write, |_, records| {
-            records
+        let owner = match self.owner_of(chat_id) {
+            Ok(owner) => owner,
+            // A deleted chat may still have had a session to end.
+            Err(Error::ChatNotFound(_)) => Scope::All,
+            Err(e) => return Err(e),
+        };
+        self.with_unit(Access::Write, owner, |unit| {
+            let ended = unit
+                .records()
                 .end_sandbox(chat_id)
-                .map_err(unavailable("sandbox-session-repository"))
+                .map_err(unavailable("sandbox-session-repository"))?;
+            // What the sandbox wrote in the chat joins the usage ledger. A
+            // chat directory that cannot be counted (a tree past the walk's
+            // bounds, say) keeps its last count: the session still ends.
+            let chat = (unit.ports().chats.get(chat_id)).map_err(unavailable("chat-repository"))?;
+            if let Some(chat) = chat
+                && let Err(e) = unit.recount(chat.workspace_id, Some(chat_id))
+            {
+                tracing::warn!(%chat_id, error = %e.message, "the sandbox's chat directory could not be counted");
+            }
+            Ok(ended)
+        })
+    }
+
+    /// The scope of the user whose workspace holds the chat: a chat never
+    /// changes workspace, nor a workspace its user, so it can be looked up
+    /// before that user's lock is taken.
+    fn owner_of(&self, chat_id: Uuid) -> Result<Scope, Error> {
+        self.with_ports(Access::Read, Scope::All, |ports, _| {
+            let chat = ports
+                .chats
+                .get(chat_id)
+                .map_err(unavailable("chat-repository"))?
+                .ok_or(Error::ChatNotFound(chat_id))?;
+            let workspace = ports
+                .workspaces
+                .get(chat.workspace_id)
+                .map_err(unavailable("workspace-repository"))?
+                .ok_or(Error::ChatNotFound(chat_id))?;
+            Ok(Scope::User(workspace.user_id))
         })
     }
 }

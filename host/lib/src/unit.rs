@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Whether a call may change anything. Read calls share the data directory;
-/// write calls take it for themselves, across threads and processes.
+/// Whether a call may change anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// The call only reads.
@@ -25,10 +24,27 @@ pub enum Access {
     Write,
 }
 
+/// Whose records a unit of work may touch, and so which writers it excludes.
+///
+/// Writers serialise per user (one user, one workspace, so the quota stays
+/// exact), never per data directory: a write for one user takes that
+/// user's lock for itself and shares the data directory; a read for a user
+/// shares both, so it sees none of that user's writes half applied and
+/// waits for no other user. The whole data directory is the scope of the
+/// host's own maintenance (recovery at start, `fsck`): a write there
+/// excludes every other call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One user's workspace.
+    User(Uuid),
+    /// Everything in the data directory.
+    All,
+}
+
 /// Where calls get their ports: one [`UnitOfWork`] per use-case call.
 pub trait Backend: Send + Sync {
-    /// Starts a unit of work for one call.
-    fn begin(&self, access: Access) -> PortResult<Box<dyn UnitOfWork>>;
+    /// Starts a unit of work for one call on `scope`.
+    fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>>;
     /// Where content waits, staged, for the call that stores it.
     fn staging(&self) -> Arc<Staging>;
 }
@@ -41,6 +57,13 @@ pub trait UnitOfWork: Send {
     fn ports(&self) -> Ports;
     /// The host's own view of the same transaction.
     fn records(&self) -> Arc<dyn HostRecords>;
+    /// Counts what is on disk into the usage ledger: the chat directory
+    /// `chat_id`, or with `None` the whole workspace; gives the workspace's
+    /// bytes after. Where the ledger is not kept apart from the disk, there
+    /// is nothing to count and it gives `None`.
+    fn recount(&self, _workspace_id: Uuid, _chat_id: Option<Uuid>) -> PortResult<Option<u64>> {
+        Ok(None)
+    }
     /// Makes the call's effects durable and visible.
     fn commit(self: Box<Self>) -> PortResult<()>;
     /// Drops the call's effects.
@@ -109,13 +132,17 @@ pub enum Effect {
 
 /// A metadata store with transactions and a journal of file effects.
 pub trait MetadataStore: Send + Sync {
-    /// Starts one call's transaction. Write transactions of one data
-    /// directory never overlap (the caller holds its write lock).
-    fn begin(&self, access: Access) -> PortResult<Arc<dyn MetadataTransaction>>;
-    /// File effects committed but not yet known to be applied.
-    fn pending_effects(&self) -> PortResult<Vec<Effect>>;
-    /// Forgets the pending effects once they are applied.
-    fn forget_effects(&self) -> PortResult<()>;
+    /// Starts one call's transaction on `scope`. Write transactions of one
+    /// scope never overlap (the caller holds its lock); transactions of
+    /// different users' scopes may, and each sees the others' commits.
+    fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>>;
+    /// File effects committed in `scope` (every scope's for
+    /// [`Scope::All`]) but not yet known to be applied, oldest first.
+    fn pending_effects(&self, scope: Scope) -> PortResult<Vec<Effect>>;
+    /// Forgets `scope`'s pending effects once they are applied. It need not
+    /// be durable by itself: a forgotten effect that comes back after a
+    /// crash is applied again, which changes nothing.
+    fn forget_effects(&self, scope: Scope) -> PortResult<()>;
     /// Every attachment's name as stored, unchecked: (file id, workspace
     /// id, chat id, name). For renaming what earlier versions stored under
     /// names the current rules refuse; a store that never did gives none.
@@ -141,9 +168,74 @@ pub struct StoredName {
     pub name: String,
 }
 
-/// The four repositories and the host's records inside one transaction.
+/// A change to the usage ledger, recorded with the file effect that causes
+/// it and committed in the same transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageChange {
+    /// The chat's bytes (and so its workspace's) grow by `bytes`, or shrink
+    /// if it is negative; never below zero.
+    Grow {
+        /// The chat's workspace.
+        workspace_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+        /// How many bytes.
+        bytes: i64,
+    },
+    /// The chat now holds `bytes`; its workspace changes by the difference.
+    Set {
+        /// The chat's workspace.
+        workspace_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+        /// The chat's bytes.
+        bytes: u64,
+    },
+    /// The chat is gone: its workspace shrinks by the chat's bytes.
+    Drop {
+        /// The chat's workspace.
+        workspace_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+    },
+}
+
+/// A workspace's usage as counted on disk: everything under its directory,
+/// and each chat directory's share.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Count {
+    /// Bytes under the workspace's directory (chats, `lost+found/`).
+    pub total: u64,
+    /// Bytes under each chat directory.
+    pub chats: Vec<(Uuid, u64)>,
+}
+
+/// The usage ledger: each workspace's bytes kept in the metadata, changed in
+/// the transaction of every write, so a quota check costs one lookup
+/// whatever the workspace holds. What a sandbox writes is not in it until a
+/// count reconciles it (at the end of the sandbox's session, by `fsck`, or
+/// on request).
+pub trait UsageLedger {
+    /// The workspace's bytes, or `None` if they were never counted.
+    fn used_bytes(&self, workspace_id: Uuid) -> PortResult<Option<u64>>;
+    /// The chat's bytes, or `None` if they were never counted.
+    fn chat_bytes(&self, chat_id: Uuid) -> PortResult<Option<u64>>;
+    /// Applies `changes` to workspaces already counted (the others are
+    /// counted in full when next asked).
+    fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()>;
+    /// Replaces the workspace's ledger with a count of its disk.
+    fn set_count(&self, workspace_id: Uuid, count: &Count) -> PortResult<()>;
+}
+
+/// The four repositories, the host's records and the usage ledger inside
+/// one transaction.
 pub trait MetadataTransaction:
-    WorkspaceRepository + ChatRepository + ChatFileRepository + SandboxSessionRepository + HostRecords
+    WorkspaceRepository
+    + ChatRepository
+    + ChatFileRepository
+    + SandboxSessionRepository
+    + HostRecords
+    + UsageLedger
 {
     /// Records `effects` in the journal and commits, atomically: after a
     /// crash either both the metadata and the journal are there, or neither.
@@ -164,7 +256,7 @@ pub struct FixedPorts {
 }
 
 impl Backend for FixedPorts {
-    fn begin(&self, _access: Access) -> PortResult<Box<dyn UnitOfWork>> {
+    fn begin(&self, _access: Access, _scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
         Ok(Box::new(FixedUnit {
             ports: self.ports.clone(),
             records: self.records.clone(),

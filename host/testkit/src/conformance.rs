@@ -612,7 +612,11 @@ impl Run {
                     .map(|s| s.as_ref().map_or(Value::Null, session))
             }
             "sandbox-write" => {
-                let (_, dir) = self.chat_dir(step)?;
+                let (chat_id, dir) = self.chat_dir(step)?;
+                // A session around the write: its end counts what it wrote.
+                if let Err(e) = self.store.start_sandbox(chat_id) {
+                    return Err(format!("starting the writing sandbox: {e}"));
+                }
                 let path = self.vars.text(Self::arg(step, "path"))?;
                 let parts: Vec<&str> = path.split('/').collect();
                 if parts
@@ -627,7 +631,7 @@ impl Run {
                 }
                 std::fs::write(&file, self.vars.content(Self::arg(step, "content"))?)
                     .map_err(io)?;
-                Ok(Value::Null)
+                self.store.end_sandbox(chat_id).map(|_| Value::Null)
             }
             "list-dir" => {
                 let (_, dir) = self.chat_dir(step)?;

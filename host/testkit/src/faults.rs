@@ -29,7 +29,7 @@ use chatstore_host::ports::{
     SandboxSessionRepository, StorageUsage, WorkspaceRepository,
 };
 use chatstore_host::staging::Staging;
-use chatstore_host::unit::{Access, Backend, UnitOfWork};
+use chatstore_host::unit::{Access, Backend, Scope, UnitOfWork};
 use chatstore_host::{Content, PortError, PortResult, StagedContent, Uuid};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -186,9 +186,9 @@ impl Backend for FaultInjector {
         self.inner.staging()
     }
 
-    fn begin(&self, access: Access) -> PortResult<Box<dyn UnitOfWork>> {
+    fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
         Ok(Box::new(FaultyUnit {
-            inner: self.inner.begin(access)?,
+            inner: self.inner.begin(access, scope)?,
             state: self.state.clone(),
         }))
     }
@@ -217,6 +217,10 @@ impl UnitOfWork for FaultyUnit {
     fn records(&self) -> Arc<dyn HostRecords> {
         // The host's own calls are not the policy's: never failed.
         self.inner.records()
+    }
+
+    fn recount(&self, workspace_id: Uuid, chat_id: Option<Uuid>) -> PortResult<Option<u64>> {
+        self.inner.recount(workspace_id, chat_id)
     }
 
     fn commit(self: Box<Self>) -> PortResult<()> {

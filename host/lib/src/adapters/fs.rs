@@ -35,11 +35,11 @@ use super::tree::{self, regular_file_size, remove_tree};
 use crate::content::Content;
 use crate::error::{PortError, PortResult};
 use crate::ids::parse_canonical;
-use crate::model::{Chat, Workspace, WorkspaceUsage};
+use crate::model::Chat;
 use crate::names::{AttachmentName, HISTORY_FILE_NAME};
-use crate::ports::{ChatStorage, StorageUsage};
+use crate::ports::ChatStorage;
 use crate::staging::{StagedContent, Staging};
-use crate::unit::{Access, Effect};
+use crate::unit::{Access, Count, Effect, Scope, UsageChange};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, OpenOptions};
 use std::collections::{HashMap, HashSet};
@@ -51,6 +51,8 @@ use uuid::Uuid;
 const WORKSPACES: &str = "workspaces";
 const STAGING: &str = "staging";
 const LOCK_FILE: &str = "chatstore.lock";
+/// One lock file per user who has written, named by the user's id.
+const LOCKS: &str = "locks";
 const LOST_AND_FOUND: &str = "lost+found";
 
 /// A file name inside a chat directory: `history.md` or an attachment.
@@ -84,10 +86,12 @@ pub struct DataDir {
     staging: Arc<Staging>,
 }
 
-/// A held lock on a data directory; dropping it releases the lock.
+/// A held lock on a data directory, and on a user's workspace in it;
+/// dropping it releases both.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    _data_dir: File,
+    _user: Option<File>,
 }
 
 impl DataDir {
@@ -99,6 +103,7 @@ impl DataDir {
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
         root.create_dir_all(WORKSPACES)?;
         root.create_dir_all(STAGING)?;
+        root.create_dir_all(LOCKS)?;
         let staging = Staging::new(root.open_dir(STAGING)?);
         Ok(Arc::new(DataDir { root, staging }))
     }
@@ -108,19 +113,40 @@ impl DataDir {
         &self.staging
     }
 
-    /// Takes the data directory's lock: shared for reading, exclusive for
-    /// writing; it holds across threads and processes (`flock`).
-    pub fn lock(&self, access: Access) -> io::Result<DirLock> {
-        let file = self.root.open_with(
-            LOCK_FILE,
-            OpenOptions::new().read(true).write(true).create(true),
-        )?;
-        let operation = match access {
+    /// Takes the locks a unit of work on `scope` needs (see [`Scope`]):
+    /// for a user, the data directory's shared and the user's shared for
+    /// reading or exclusive for writing; for the whole data directory, its
+    /// lock shared or exclusive. They hold across threads and processes of
+    /// one machine (`flock`).
+    pub fn lock(&self, access: Access, scope: Scope) -> io::Result<DirLock> {
+        let mode = match access {
             Access::Read => rustix::fs::FlockOperation::LockShared,
             Access::Write => rustix::fs::FlockOperation::LockExclusive,
         };
-        rustix::fs::flock(&file, operation)?;
-        Ok(DirLock { _file: file })
+        let (data_dir_mode, user) = match scope {
+            Scope::All => (mode, None),
+            Scope::User(user_id) => (
+                rustix::fs::FlockOperation::LockShared,
+                Some(format!("{LOCKS}/{user_id}")),
+            ),
+        };
+        let data_dir = self.locked(LOCK_FILE, data_dir_mode)?;
+        let user = match user {
+            Some(path) => Some(self.locked(&path, mode)?),
+            None => None,
+        };
+        Ok(DirLock {
+            _data_dir: data_dir,
+            _user: user,
+        })
+    }
+
+    fn locked(&self, path: &str, mode: rustix::fs::FlockOperation) -> io::Result<File> {
+        let file = self
+            .root
+            .open_with(path, OpenOptions::new().read(true).write(true).create(true))?;
+        rustix::fs::flock(&file, mode)?;
+        Ok(file)
     }
 
     /// The chat directory's path relative to the root, built from ids only.
@@ -294,6 +320,23 @@ impl DataDir {
     /// to the log, so one chat cannot stop the others. Only a full disk
     /// stops recovery.
     pub fn recover(&self, pending: &[Effect]) -> io::Result<()> {
+        self.replay(pending)?;
+        let keep: HashSet<&str> = pending
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Install { staged, .. } | Effect::Append { staged, .. } => {
+                    Some(staged.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        self.clean_staging(&keep)
+    }
+
+    /// Applies `pending`, quarantining what cannot be applied (see
+    /// [`recover`](Self::recover)), and leaves the rest of staging alone:
+    /// the recovery of one user's journal while others write.
+    pub fn replay(&self, pending: &[Effect]) -> io::Result<()> {
         for effect in pending {
             if let Err(e) = self.apply(effect) {
                 if matches!(
@@ -306,16 +349,7 @@ impl DataDir {
                 self.quarantine(effect);
             }
         }
-        let keep: HashSet<&str> = pending
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Install { staged, .. } | Effect::Append { staged, .. } => {
-                    Some(staged.as_str())
-                }
-                _ => None,
-            })
-            .collect();
-        self.clean_staging(&keep)
+        Ok(())
     }
 
     fn clean_staging(&self, keep: &HashSet<&str>) -> io::Result<()> {
@@ -416,11 +450,6 @@ impl DataDir {
         }
     }
 
-    /// Makes the names of freshly staged files durable.
-    fn sync_staging(&self) -> io::Result<()> {
-        sync_dir(self.staging.dir())
-    }
-
     fn remove_staged(&self, staged: &str) {
         let _ = self.staging.dir().remove_file(staged);
     }
@@ -442,6 +471,43 @@ impl DataDir {
             }
         }
         Ok(found)
+    }
+
+    /// Counts the bytes under the workspace's directory, and each chat
+    /// directory's share, for the usage ledger.
+    pub fn count(&self, workspace_id: Uuid) -> io::Result<Count> {
+        let workspace = match self.workspace_dir(workspace_id) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Count::default()),
+            other => other?,
+        };
+        let mut chats = Vec::new();
+        match workspace.read_dir("chats") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry?;
+                    let Some(chat_id) = entry.file_name().to_str().and_then(parse_canonical) else {
+                        continue;
+                    };
+                    if entry.file_type()?.is_dir() {
+                        chats.push((chat_id, self.count_chat(workspace_id, chat_id)?));
+                    }
+                }
+            }
+        }
+        Ok(Count {
+            total: tree::bytes_under(workspace)?,
+            chats,
+        })
+    }
+
+    /// Counts the bytes under one chat directory (none if it is gone).
+    pub fn count_chat(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<u64> {
+        match self.chat_dir(workspace_id, chat_id) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            other => tree::bytes_under(other?),
+        }
     }
 
     /// Every workspace id and chat id with a directory, for `fsck`.
@@ -634,6 +700,8 @@ pub struct FsTransaction {
     data: Arc<DataDir>,
     access: Access,
     effects: Mutex<Vec<Effect>>,
+    /// What the effects change in the usage ledger.
+    usage: Mutex<Vec<UsageChange>>,
     /// Histories this call changed, and the length each will have.
     history_lens: Mutex<HashMap<Uuid, u64>>,
 }
@@ -645,6 +713,7 @@ impl FsTransaction {
             data,
             access,
             effects: Mutex::default(),
+            usage: Mutex::default(),
             history_lens: Mutex::default(),
         }
     }
@@ -655,36 +724,47 @@ impl FsTransaction {
             .map_err(|e| about("chat directory", e))
     }
 
-    fn record(&self, effect: Effect) -> PortResult<()> {
+    /// Records `effect`, and what it changes in the chat's usage.
+    fn record(&self, effect: Effect, usage: UsageChange) -> PortResult<()> {
         if self.access == Access::Read {
             return Err(PortError::new("this call may only read"));
         }
         lock(&self.effects).push(effect);
+        lock(&self.usage).push(usage);
         Ok(())
     }
 
-    /// Records moving staged content to `name` in the chat's directory.
-    fn install(&self, chat: &Chat, name: &str, content: &StagedContent) -> PortResult<()> {
+    /// Records moving staged content to `name` in the chat's directory, in
+    /// place of `replaced` bytes.
+    fn install(
+        &self,
+        chat: &Chat,
+        name: &str,
+        content: &StagedContent,
+        replaced: u64,
+    ) -> PortResult<()> {
         // The chat directory must exist now; the rename happens after commit.
         self.dir(chat)?;
-        self.record(Effect::Install {
-            workspace_id: chat.workspace_id,
-            chat_id: chat.chat_id,
-            name: name.to_owned(),
-            staged: content.file_name().to_owned(),
-        })
+        self.record(
+            Effect::Install {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+                name: name.to_owned(),
+                staged: content.file_name().to_owned(),
+            },
+            grow(chat, stored(content.size_bytes()) - stored(replaced)),
+        )
     }
 
-    /// The effects recorded so far, after making staged files durable.
-    pub fn prepare(&self) -> io::Result<Vec<Effect>> {
-        let effects = lock(&self.effects).clone();
-        if effects
-            .iter()
-            .any(|e| matches!(e, Effect::Install { .. } | Effect::Append { .. }))
-        {
-            self.data.sync_staging()?;
-        }
-        Ok(effects)
+    /// The effects recorded so far (their staged files are durable: staging
+    /// syncs each file and its name as it finishes).
+    pub fn prepare(&self) -> Vec<Effect> {
+        lock(&self.effects).clone()
+    }
+
+    /// What the effects recorded so far change in the usage ledger.
+    pub fn usage_changes(&self) -> Vec<UsageChange> {
+        lock(&self.usage).clone()
     }
 
     /// Drops every staged file this call stored.
@@ -730,10 +810,17 @@ impl ChatStorage for FsTransaction {
         if exists {
             return Ok(());
         }
-        self.record(Effect::CreateChat {
-            workspace_id: chat.workspace_id,
-            chat_id: chat.chat_id,
-        })
+        self.record(
+            Effect::CreateChat {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+            },
+            UsageChange::Set {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+                bytes: 0,
+            },
+        )
     }
 
     fn history_size(&self, chat: &Chat) -> PortResult<u64> {
@@ -748,7 +835,8 @@ impl ChatStorage for FsTransaction {
     }
 
     fn write_history(&self, chat: &Chat, content: &StagedContent) -> PortResult<()> {
-        self.install(chat, HISTORY_FILE_NAME, content)?;
+        let replaced = self.history_size(chat)?;
+        self.install(chat, HISTORY_FILE_NAME, content, replaced)?;
         lock(&self.history_lens).insert(chat.chat_id, content.size_bytes());
         Ok(())
     }
@@ -763,21 +851,30 @@ impl ChatStorage for FsTransaction {
             Some(len) => len,
             None => self.open(chat, HISTORY_FILE_NAME)?.len(),
         };
-        self.record(Effect::Append {
-            workspace_id: chat.workspace_id,
-            chat_id: chat.chat_id,
-            staged: content.file_name().to_owned(),
-            at,
-        })?;
+        self.record(
+            Effect::Append {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+                staged: content.file_name().to_owned(),
+                at,
+            },
+            grow(chat, stored(content.size_bytes())),
+        )?;
         lock(&self.history_lens).insert(chat.chat_id, at + content.size_bytes());
         Ok(())
     }
 
     fn delete_chat(&self, chat: &Chat) -> PortResult<()> {
-        self.record(Effect::DeleteChat {
-            workspace_id: chat.workspace_id,
-            chat_id: chat.chat_id,
-        })
+        self.record(
+            Effect::DeleteChat {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+            },
+            UsageChange::Drop {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+            },
+        )
     }
 
     fn attachment_size(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Option<u64>> {
@@ -790,7 +887,8 @@ impl ChatStorage for FsTransaction {
         name: &AttachmentName,
         content: &StagedContent,
     ) -> PortResult<()> {
-        self.install(chat, name.as_str(), content)
+        let replaced = self.size(chat, name.as_str())?.unwrap_or(0);
+        self.install(chat, name.as_str(), content, replaced)
     }
 
     fn open_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<Content> {
@@ -798,51 +896,44 @@ impl ChatStorage for FsTransaction {
     }
 
     fn delete_attachment(&self, chat: &Chat, name: &AttachmentName) -> PortResult<()> {
-        self.record(Effect::Remove {
-            workspace_id: chat.workspace_id,
-            chat_id: chat.chat_id,
-            name: name.to_string(),
-        })
+        let removed = self.size(chat, name.as_str())?.unwrap_or(0);
+        self.record(
+            Effect::Remove {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+                name: name.to_string(),
+            },
+            grow(chat, -stored(removed)),
+        )
     }
 
     fn clear_attachments(&self, chat: &Chat) -> PortResult<()> {
         self.dir(chat)?;
-        self.record(Effect::ClearAttachments {
-            workspace_id: chat.workspace_id,
-            chat_id: chat.chat_id,
-        })
+        let history = self.history_size(chat)?;
+        self.record(
+            Effect::ClearAttachments {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+            },
+            UsageChange::Set {
+                workspace_id: chat.workspace_id,
+                chat_id: chat.chat_id,
+                bytes: history,
+            },
+        )
     }
 }
 
-/// The usage port: sums the bytes under a workspace's chat directories,
-/// sandbox-written files included, against a configured quota.
-#[derive(Debug, Clone)]
-pub struct FsStorageUsage {
-    data: Arc<DataDir>,
-    quota_bytes: u64,
-}
-
-impl FsStorageUsage {
-    /// Usage of this data directory, with this quota for every workspace.
-    pub fn new(data: Arc<DataDir>, quota_bytes: u64) -> Self {
-        FsStorageUsage { data, quota_bytes }
+/// The chat grows by `bytes` (shrinks if negative).
+fn grow(chat: &Chat, bytes: i64) -> UsageChange {
+    UsageChange::Grow {
+        workspace_id: chat.workspace_id,
+        chat_id: chat.chat_id,
+        bytes,
     }
 }
 
-impl StorageUsage for FsStorageUsage {
-    fn get_workspace_usage(&self, workspace: &Workspace) -> PortResult<WorkspaceUsage> {
-        // Every chat directory of the workspace counts, whatever the
-        // metadata says, and so does what was moved aside from them.
-        let used_bytes = match self.data.workspace_dir(workspace.workspace_id) {
-            Ok(dir) => tree::bytes_under(dir),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e),
-        }
-        .map_err(|e| about("usage", e))?;
-        Ok(WorkspaceUsage {
-            workspace_id: workspace.workspace_id,
-            used_bytes,
-            quota_bytes: self.quota_bytes,
-        })
-    }
+/// A size as a signed count of bytes.
+fn stored(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }

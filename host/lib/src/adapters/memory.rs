@@ -7,7 +7,9 @@ use crate::names::AttachmentName;
 use crate::ports::{
     ChatFileRepository, ChatRepository, HostRecords, SandboxSessionRepository, WorkspaceRepository,
 };
-use crate::unit::{Access, Effect, MetadataStore, MetadataTransaction};
+use crate::unit::{
+    Access, Count, Effect, MetadataStore, MetadataTransaction, Scope, UsageChange, UsageLedger,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
@@ -18,6 +20,43 @@ struct Tables {
     chats: HashMap<Uuid, Chat>,
     files: HashMap<Uuid, ChatFile>,
     sandboxes: HashMap<Uuid, SandboxSession>,
+    /// The usage ledger: counted workspaces' bytes.
+    used_bytes: HashMap<Uuid, u64>,
+    /// Each counted chat's bytes, by chat: (workspace, bytes).
+    chat_bytes: HashMap<Uuid, (Uuid, u64)>,
+}
+
+impl Tables {
+    fn change_usage(&mut self, change: &UsageChange) {
+        let (UsageChange::Grow {
+            workspace_id,
+            chat_id,
+            ..
+        }
+        | UsageChange::Set {
+            workspace_id,
+            chat_id,
+            ..
+        }
+        | UsageChange::Drop {
+            workspace_id,
+            chat_id,
+        }) = *change;
+        let Some(total) = self.used_bytes.get_mut(&workspace_id) else {
+            return;
+        };
+        let before = self.chat_bytes.get(&chat_id).map_or(0, |&(_, b)| b);
+        let after = match *change {
+            UsageChange::Grow { bytes, .. } => before.saturating_add_signed(bytes),
+            UsageChange::Set { bytes, .. } => bytes,
+            UsageChange::Drop { .. } => 0,
+        };
+        *total = (*total + after).saturating_sub(before);
+        match change {
+            UsageChange::Drop { .. } => self.chat_bytes.remove(&chat_id),
+            _ => self.chat_bytes.insert(chat_id, (workspace_id, after)),
+        };
+    }
 }
 
 /// Locks a mutex; every update below is a whole-value swap or a single
@@ -33,31 +72,46 @@ pub struct MemoryMetadata {
 }
 
 impl MetadataStore for MemoryMetadata {
-    fn begin(&self, access: Access) -> PortResult<Arc<dyn MetadataTransaction>> {
+    fn begin(&self, access: Access, _scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>> {
         Ok(Arc::new(MemoryTransaction {
             committed: self.committed.clone(),
             tables: Mutex::new(lock(&self.committed).clone()),
+            writes: Mutex::default(),
             access,
         }))
     }
 
-    fn pending_effects(&self) -> PortResult<Vec<Effect>> {
+    fn pending_effects(&self, _scope: Scope) -> PortResult<Vec<Effect>> {
         // Effects are applied before a call returns; a crash loses this
         // metadata along with them, so there is never anything to replay.
         Ok(Vec::new())
     }
 
-    fn forget_effects(&self) -> PortResult<()> {
+    fn forget_effects(&self, _scope: Scope) -> PortResult<()> {
         Ok(())
     }
 }
 
-/// One call's view: a snapshot, copied on its first write, swapped in on commit.
-#[derive(Debug)]
+/// One write, kept to be made again on the tables as they are at commit.
+type Write = Box<dyn Fn(&mut Tables) + Send>;
+
+/// One call's view: a snapshot, copied on its first write; on commit its
+/// writes are made again on the committed tables, so that the commits of
+/// other users' writers in between are kept.
 pub struct MemoryTransaction {
     committed: Arc<Mutex<Arc<Tables>>>,
     tables: Mutex<Arc<Tables>>,
+    writes: Mutex<Vec<Write>>,
     access: Access,
+}
+
+impl std::fmt::Debug for MemoryTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTransaction")
+            .field("access", &self.access)
+            .field("writes", &lock(&self.writes).len())
+            .finish()
+    }
 }
 
 impl MemoryTransaction {
@@ -65,19 +119,28 @@ impl MemoryTransaction {
         lock(&self.tables)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut Tables) -> T) -> PortResult<T> {
+    fn write<T>(&self, f: impl Fn(&mut Tables) -> T + Send + 'static) -> PortResult<T> {
         if self.access == Access::Read {
             return Err(PortError::new("this call may only read"));
         }
         let mut tables = lock(&self.tables);
-        Ok(f(Arc::make_mut(&mut tables)))
+        let result = f(Arc::make_mut(&mut tables));
+        lock(&self.writes).push(Box::new(move |t| {
+            f(t);
+        }));
+        Ok(result)
     }
 }
 
 impl MetadataTransaction for MemoryTransaction {
     fn commit(&self, _effects: &[Effect]) -> PortResult<()> {
-        if self.access == Access::Write {
-            *lock(&self.committed) = self.read().clone();
+        let writes = std::mem::take(&mut *lock(&self.writes));
+        if !writes.is_empty() {
+            let mut committed = lock(&self.committed);
+            let tables = Arc::make_mut(&mut committed);
+            for write in &writes {
+                write(tables);
+            }
         }
         Ok(())
     }
@@ -100,7 +163,8 @@ impl WorkspaceRepository for MemoryTransaction {
     }
 
     fn save(&self, workspace: &Workspace) -> PortResult<()> {
-        self.write(|t| {
+        let workspace = workspace.clone();
+        self.write(move |t| {
             // One workspace per user: a user's new workspace replaces the old one.
             t.workspaces
                 .retain(|id, w| *id == workspace.workspace_id || w.user_id != workspace.user_id);
@@ -126,13 +190,14 @@ impl ChatRepository for MemoryTransaction {
     }
 
     fn save(&self, chat: &Chat) -> PortResult<()> {
-        self.write(|t| {
+        let chat = chat.clone();
+        self.write(move |t| {
             t.chats.insert(chat.chat_id, chat.clone());
         })
     }
 
     fn delete(&self, chat_id: Uuid) -> PortResult<()> {
-        self.write(|t| {
+        self.write(move |t| {
             t.chats.remove(&chat_id);
         })
     }
@@ -167,7 +232,8 @@ impl ChatFileRepository for MemoryTransaction {
     }
 
     fn save(&self, file: &ChatFile) -> PortResult<()> {
-        self.write(|t| {
+        let file = file.clone();
+        self.write(move |t| {
             // A name is unique within its chat: a new file of that name replaces the old.
             t.files.retain(|id, f| {
                 *id == file.file_id || f.chat_id != file.chat_id || f.name != file.name
@@ -177,13 +243,13 @@ impl ChatFileRepository for MemoryTransaction {
     }
 
     fn delete(&self, file_id: Uuid) -> PortResult<()> {
-        self.write(|t| {
+        self.write(move |t| {
             t.files.remove(&file_id);
         })
     }
 
     fn delete_by_chat_id(&self, chat_id: Uuid) -> PortResult<()> {
-        self.write(|t| t.files.retain(|_, f| f.chat_id != chat_id))
+        self.write(move |t| t.files.retain(|_, f| f.chat_id != chat_id))
     }
 }
 
@@ -195,13 +261,14 @@ impl SandboxSessionRepository for MemoryTransaction {
 
 impl HostRecords for MemoryTransaction {
     fn start_sandbox(&self, session: &SandboxSession) -> PortResult<()> {
-        self.write(|t| {
+        let session = session.clone();
+        self.write(move |t| {
             t.sandboxes.insert(session.chat_id, session.clone());
         })
     }
 
     fn end_sandbox(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
-        self.write(|t| t.sandboxes.remove(&chat_id))
+        self.write(move |t| t.sandboxes.remove(&chat_id))
     }
 
     fn all_chats(&self) -> PortResult<Vec<Chat>> {
@@ -210,6 +277,32 @@ impl HostRecords for MemoryTransaction {
 
     fn all_files(&self) -> PortResult<Vec<ChatFile>> {
         Ok(self.read().files.values().cloned().collect())
+    }
+}
+
+impl UsageLedger for MemoryTransaction {
+    fn used_bytes(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {
+        Ok(self.read().used_bytes.get(&workspace_id).copied())
+    }
+
+    fn chat_bytes(&self, chat_id: Uuid) -> PortResult<Option<u64>> {
+        Ok(self.read().chat_bytes.get(&chat_id).map(|&(_, b)| b))
+    }
+
+    fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()> {
+        let changes = changes.to_vec();
+        self.write(move |t| changes.iter().for_each(|c| t.change_usage(c)))
+    }
+
+    fn set_count(&self, workspace_id: Uuid, count: &Count) -> PortResult<()> {
+        let count = count.clone();
+        self.write(move |t| {
+            t.chat_bytes.retain(|_, (w, _)| *w != workspace_id);
+            for &(chat_id, bytes) in &count.chats {
+                t.chat_bytes.insert(chat_id, (workspace_id, bytes));
+            }
+            t.used_bytes.insert(workspace_id, count.total);
+        })
     }
 }
 

@@ -10,11 +10,14 @@ mod suite;
 mod tree;
 
 use crate::error::{PortError, PortResult};
+use crate::model::{Workspace, WorkspaceUsage};
 use crate::names::{AttachmentName, closest_valid};
-use crate::ports::{HostRecords, IdGenerator, Ports};
+use crate::ports::{HostRecords, IdGenerator, Ports, StorageUsage};
 use crate::staging::Staging;
-use crate::unit::{Access, Backend, MetadataStore, MetadataTransaction, UnitOfWork};
-use fs::{DataDir, DirLock, FsStorageUsage, FsTransaction};
+use crate::unit::{
+    Access, Backend, MetadataStore, MetadataTransaction, Scope, UnitOfWork, UsageChange,
+};
+use fs::{DataDir, DirLock, FsTransaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -31,17 +34,19 @@ impl IdGenerator for UuidV7Ids {
 
 /// The default backend: a data directory and a metadata store.
 ///
-/// One call is one unit of work. A write call holds the data directory's
-/// exclusive lock from start to finish, so writers, in any thread or
-/// process, run one at a time and a quota check cannot race another write;
-/// read calls share the lock and see no write half done. On commit the
-/// staged files are synced, the metadata commits together with the journal
-/// of file effects, and the effects are applied and synced before the call
-/// returns. A call that fails or traps commits nothing and leaves no file.
+/// One call is one unit of work. A write call holds its user's lock from
+/// start to finish (see [`Scope`]), so one user's writers, in any thread or
+/// process, run one at a time and a quota check cannot race another write,
+/// while other users' writers run beside it; a read call shares its user's
+/// lock and sees no write half done. On commit the metadata commits
+/// together with the journal of file effects (the staged files are already
+/// durable), and the effects are applied and synced before the call
+/// returns; the journal is then forgotten without a sync of its own. A
+/// call that fails or traps commits nothing and leaves no file.
 pub struct DataDirBackend {
     data: Arc<DataDir>,
     metadata: Arc<dyn MetadataStore>,
-    usage: Arc<FsStorageUsage>,
+    quota_bytes: u64,
     ids: Arc<dyn IdGenerator>,
 }
 
@@ -58,13 +63,16 @@ impl DataDirBackend {
         quota_bytes: u64,
     ) -> PortResult<Self> {
         let backend = DataDirBackend {
-            usage: Arc::new(FsStorageUsage::new(data.clone(), quota_bytes)),
+            quota_bytes,
             data,
             metadata,
             ids: Arc::new(UuidV7Ids),
         };
-        let _lock = backend.data.lock(Access::Write).map_err(io_error("lock"))?;
-        backend.recover(false)?;
+        let _lock = backend
+            .data
+            .lock(Access::Write, Scope::All)
+            .map_err(io_error("lock"))?;
+        backend.recover(Scope::All)?;
         backend.rename_refused_names()?;
         Ok(backend)
     }
@@ -107,16 +115,18 @@ impl DataDirBackend {
         &self.metadata
     }
 
-    /// Replays the journal and cleans staging. Call with the exclusive lock
-    /// held; with `only_if_pending`, does nothing when there is no journal.
-    fn recover(&self, only_if_pending: bool) -> PortResult<()> {
-        let pending = self.metadata.pending_effects()?;
-        if only_if_pending && pending.is_empty() {
-            return Ok(());
+    /// Replays `scope`'s journal; for the whole data directory, also
+    /// cleans staging. Call it holding `scope`'s write lock.
+    fn recover(&self, scope: Scope) -> PortResult<()> {
+        let pending = self.metadata.pending_effects(scope)?;
+        match scope {
+            Scope::All => self.data.recover(&pending),
+            Scope::User(_) if pending.is_empty() => return Ok(()),
+            Scope::User(_) => self.data.replay(&pending),
         }
-        self.data.recover(&pending).map_err(io_error("recovery"))?;
+        .map_err(io_error("recovery"))?;
         if !pending.is_empty() {
-            self.metadata.forget_effects()?;
+            self.metadata.forget_effects(scope)?;
         }
         Ok(())
     }
@@ -127,21 +137,28 @@ impl Backend for DataDirBackend {
         self.data.staging().clone()
     }
 
-    fn begin(&self, access: Access) -> PortResult<Box<dyn UnitOfWork>> {
-        let lock = self.data.lock(access).map_err(io_error("lock"))?;
+    fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
+        let lock = self.data.lock(access, scope).map_err(io_error("lock"))?;
         if access == Access::Write {
-            // A journal left by a writer whose effects failed to apply.
-            self.recover(true)?;
+            // A journal left by a writer of this scope whose effects failed
+            // to apply, or that crashed.
+            self.recover(scope)?;
         }
-        let tx = self.metadata.begin(access)?;
+        let tx = self.metadata.begin(access, scope)?;
         Ok(Box::new(DataDirUnit {
             _lock: lock,
             access,
+            scope,
             fs: Arc::new(FsTransaction::new(self.data.clone(), access)),
+            usage: Arc::new(LedgerUsage {
+                tx: tx.clone(),
+                data: self.data.clone(),
+                quota_bytes: self.quota_bytes,
+                access,
+            }),
             tx,
             data: self.data.clone(),
             metadata: self.metadata.clone(),
-            usage: self.usage.clone(),
             ids: self.ids.clone(),
         }))
     }
@@ -150,12 +167,49 @@ impl Backend for DataDirBackend {
 struct DataDirUnit {
     _lock: DirLock,
     access: Access,
+    scope: Scope,
     tx: Arc<dyn MetadataTransaction>,
     fs: Arc<FsTransaction>,
     data: Arc<DataDir>,
     metadata: Arc<dyn MetadataStore>,
-    usage: Arc<FsStorageUsage>,
+    usage: Arc<LedgerUsage>,
     ids: Arc<dyn IdGenerator>,
+}
+
+/// The usage port: the workspace's bytes from the usage ledger, in this
+/// call's transaction, against the configured quota. A workspace the ledger
+/// has not counted yet (one stored by an earlier version) is counted on
+/// disk, once: the count is kept by the first call that may write.
+struct LedgerUsage {
+    tx: Arc<dyn MetadataTransaction>,
+    data: Arc<DataDir>,
+    quota_bytes: u64,
+    access: Access,
+}
+
+impl LedgerUsage {
+    /// Counts the workspace on disk into the ledger.
+    fn count(&self, workspace_id: Uuid) -> PortResult<u64> {
+        let count = self.data.count(workspace_id).map_err(io_error("usage"))?;
+        if self.access == Access::Write {
+            self.tx.set_count(workspace_id, &count)?;
+        }
+        Ok(count.total)
+    }
+}
+
+impl StorageUsage for LedgerUsage {
+    fn get_workspace_usage(&self, workspace: &Workspace) -> PortResult<WorkspaceUsage> {
+        let used_bytes = match self.tx.used_bytes(workspace.workspace_id)? {
+            Some(bytes) => bytes,
+            None => self.count(workspace.workspace_id)?,
+        };
+        Ok(WorkspaceUsage {
+            workspace_id: workspace.workspace_id,
+            used_bytes,
+            quota_bytes: self.quota_bytes,
+        })
+    }
 }
 
 impl UnitOfWork for DataDirUnit {
@@ -175,18 +229,35 @@ impl UnitOfWork for DataDirUnit {
         self.tx.clone()
     }
 
+    fn recount(&self, workspace_id: Uuid, chat_id: Option<Uuid>) -> PortResult<Option<u64>> {
+        let counted = self.tx.used_bytes(workspace_id)?.is_some();
+        match chat_id {
+            Some(chat_id) if counted => {
+                let bytes =
+                    (self.data.count_chat(workspace_id, chat_id)).map_err(io_error("usage"))?;
+                self.tx.change_usage(&[UsageChange::Set {
+                    workspace_id,
+                    chat_id,
+                    bytes,
+                }])?;
+            }
+            _ => {
+                self.usage.count(workspace_id)?;
+            }
+        }
+        self.tx.used_bytes(workspace_id)
+    }
+
     fn commit(self: Box<Self>) -> PortResult<()> {
         if self.access == Access::Read {
             self.tx.rollback();
             return Ok(());
         }
-        let effects = match self.fs.prepare() {
-            Ok(effects) => effects,
-            Err(e) => {
-                self.rollback();
-                return Err(io_error("staging")(e));
-            }
-        };
+        let effects = self.fs.prepare();
+        if let Err(e) = self.tx.change_usage(&self.fs.usage_changes()) {
+            self.rollback();
+            return Err(e);
+        }
         if let Err(e) = self.tx.commit(&effects) {
             self.fs.discard();
             return Err(e);
@@ -199,7 +270,7 @@ impl UnitOfWork for DataDirUnit {
             ))?;
         }
         if !effects.is_empty() {
-            self.metadata.forget_effects()?;
+            self.metadata.forget_effects(self.scope)?;
         }
         Ok(())
     }
@@ -239,7 +310,7 @@ mod tests {
             created_at: Timestamp::default(),
         };
         let backend = DataDirBackend::open(data.clone(), metadata.clone(), 1 << 20).unwrap();
-        let unit = backend.begin(Access::Write).unwrap();
+        let unit = backend.begin(Access::Write, Scope::All).unwrap();
         unit.ports().storage.ensure_chat(&chat).unwrap();
         unit.ports().chats.save(&chat).unwrap();
         unit.commit().unwrap();
@@ -275,7 +346,7 @@ mod tests {
         let f = fixture();
         let name = AttachmentName::new("report.txt").unwrap();
         // A call that committed, then "crashed" before applying its effects.
-        let tx = f.metadata.begin(Access::Write).unwrap();
+        let tx = f.metadata.begin(Access::Write, Scope::All).unwrap();
         let fs = FsTransaction::new(f.data.clone(), Access::Write);
         fs.write_attachment(&f.chat, &name, &stage(&f, b"committed bytes"))
             .unwrap();
@@ -292,7 +363,7 @@ mod tests {
             },
         )
         .unwrap();
-        tx.commit(&fs.prepare().unwrap()).unwrap();
+        tx.commit(&fs.prepare()).unwrap();
         let target = f.root.join(format!(
             "workspaces/{}/chats/{}/report.txt",
             f.chat.workspace_id, f.chat.chat_id
@@ -303,18 +374,18 @@ mod tests {
         DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
 
         assert_eq!(std::fs::read(&target).unwrap(), b"committed bytes");
-        assert!(f.metadata.pending_effects().unwrap().is_empty());
+        assert!(f.metadata.pending_effects(Scope::All).unwrap().is_empty());
         assert_eq!(staged_count(&f.root), 0);
     }
 
     /// A committed journal that installs `name` (not yet applied).
     fn committed_install(f: &Fixture, name: &str, bytes: &[u8]) {
-        let tx = f.metadata.begin(Access::Write).unwrap();
+        let tx = f.metadata.begin(Access::Write, Scope::All).unwrap();
         let fs = FsTransaction::new(f.data.clone(), Access::Write);
         let name = AttachmentName::new(name).unwrap();
         fs.write_attachment(&f.chat, &name, &stage(f, bytes))
             .unwrap();
-        tx.commit(&fs.prepare().unwrap()).unwrap();
+        tx.commit(&fs.prepare()).unwrap();
     }
 
     fn lost_and_found(f: &Fixture) -> Vec<std::path::PathBuf> {
@@ -351,7 +422,7 @@ mod tests {
             std::fs::read(kept[0].join("inner/work")).unwrap(),
             b"sandbox's"
         );
-        assert!(f.metadata.pending_effects().unwrap().is_empty());
+        assert!(f.metadata.pending_effects(Scope::All).unwrap().is_empty());
     }
 
     #[test]
@@ -364,7 +435,7 @@ mod tests {
 
         // Start-up, and every later writer, go on.
         DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
-        assert!(f.metadata.pending_effects().unwrap().is_empty());
+        assert!(f.metadata.pending_effects(Scope::All).unwrap().is_empty());
         assert_eq!(staged_count(&f.root), 0);
         let kept = lost_and_found(&f);
         assert_eq!(kept.len(), 1, "{kept:?}");
@@ -396,7 +467,7 @@ mod tests {
 
         DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
 
-        let unit = f.metadata.begin(Access::Read).unwrap();
+        let unit = f.metadata.begin(Access::Read, Scope::All).unwrap();
         let mut names: Vec<String> = unit
             .list_by_chat_id(f.chat.chat_id)
             .unwrap()
@@ -428,7 +499,7 @@ mod tests {
             &stage(&f, b"never acknowledged"),
         )
         .unwrap();
-        fs.prepare().unwrap();
+        fs.prepare();
         assert_eq!(staged_count(&f.root), 1);
 
         DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
@@ -503,7 +574,7 @@ mod tests {
     fn appends_in_one_call_land_in_order_after_a_rewrite() {
         let f = fixture();
         let backend = DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
-        let unit = backend.begin(Access::Write).unwrap();
+        let unit = backend.begin(Access::Write, Scope::All).unwrap();
         let storage = unit.ports().storage;
         storage
             .write_history(&f.chat, &stage(&f, b"new\n"))
@@ -526,7 +597,7 @@ mod tests {
     fn a_rolled_back_call_leaves_no_staged_file() {
         let f = fixture();
         let backend = DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
-        let unit = backend.begin(Access::Write).unwrap();
+        let unit = backend.begin(Access::Write, Scope::All).unwrap();
         unit.ports()
             .storage
             .write_attachment(

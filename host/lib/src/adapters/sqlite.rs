@@ -1,9 +1,16 @@
 //! Metadata in SQLite (bundled, WAL, `synchronous = FULL`): the default,
 //! at `<data-dir>/chatstore.db`.
 //!
-//! Each call gets its own connection and transaction (`BEGIN IMMEDIATE` for
-//! writes); the journal of file effects is written in the same transaction,
-//! so metadata and the files it describes commit together.
+//! Each call gets its own connection and transaction; the journal of file
+//! effects is written in the same transaction, so metadata and the files it
+//! describes commit together.
+//!
+//! SQLite has one writer at a time, so a write call takes the database's
+//! write lock (`BEGIN IMMEDIATE`) only at its first write and holds it to
+//! its commit: the built-in policy writes last, so other users' writers
+//! wait for a commit at most, never for a whole call. Its reads before that
+//! see the latest commits; the user's lock keeps that user's records still
+//! meanwhile, and a call sees no other user's records.
 
 use crate::error::{PortError, PortResult};
 use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
@@ -11,7 +18,10 @@ use crate::names::AttachmentName;
 use crate::ports::{
     ChatFileRepository, ChatRepository, HostRecords, SandboxSessionRepository, WorkspaceRepository,
 };
-use crate::unit::{Access, Effect, MetadataStore, MetadataTransaction, StoredName};
+use crate::unit::{
+    Access, Count, Effect, MetadataStore, MetadataTransaction, Scope, StoredName, UsageChange,
+    UsageLedger,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,6 +65,23 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: each file's SHA-256 (NULL for files stored before digests were kept).
     "ALTER TABLE chat_files ADD COLUMN sha256 TEXT;",
+    // 3: each journal entry's owner (the user whose writer committed it;
+    // NULL for the host's own maintenance), so that one user's writer
+    // recovers only that user's journal.
+    // The usage ledger: each counted workspace's bytes, and each of its
+    // chats' share (a workspace without a row is counted when next asked).
+    "ALTER TABLE pending_effects ADD COLUMN owner TEXT;
+    CREATE INDEX pending_effects_by_owner ON pending_effects (owner);
+    CREATE TABLE workspace_usage (
+        workspace_id TEXT PRIMARY KEY,
+        used_bytes   INTEGER NOT NULL
+    );
+    CREATE TABLE chat_usage (
+        chat_id      TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL,
+        used_bytes   INTEGER NOT NULL
+    );
+    CREATE INDEX chat_usage_by_workspace ON chat_usage (workspace_id);",
 ];
 
 fn db_error(e: rusqlite::Error) -> PortError {
@@ -140,25 +167,29 @@ fn migrate(conn: &mut Connection) -> PortResult<()> {
 }
 
 impl MetadataStore for SqliteMetadata {
-    fn begin(&self, access: Access) -> PortResult<Arc<dyn MetadataTransaction>> {
+    fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>> {
         let conn = self.acquire()?;
-        let begin = match access {
-            Access::Read => "BEGIN DEFERRED",
-            Access::Write => "BEGIN IMMEDIATE",
-        };
-        conn.execute_batch(begin).map_err(db_error)?;
+        if access == Access::Read {
+            conn.execute_batch("BEGIN DEFERRED").map_err(db_error)?;
+        }
         Ok(Arc::new(SqliteTransaction {
             metadata: self.clone(),
-            conn: Mutex::new(Some(conn)),
+            conn: Mutex::new(Some(Open {
+                conn,
+                in_transaction: access == Access::Read,
+            })),
             access,
+            owner: owner(scope),
         }))
     }
 
-    fn pending_effects(&self) -> PortResult<Vec<Effect>> {
+    fn pending_effects(&self, scope: Scope) -> PortResult<Vec<Effect>> {
         let conn = self.acquire()?;
         let effects = (|| {
-            let mut stmt = conn.prepare("SELECT effect FROM pending_effects ORDER BY seq")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT effect FROM pending_effects WHERE ?1 IS NULL OR owner = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([owner(scope)], |r| r.get::<_, String>(0))?;
             rows.collect::<Result<Vec<_>, _>>()
         })()
         .map_err(db_error)?;
@@ -169,10 +200,18 @@ impl MetadataStore for SqliteMetadata {
             .collect()
     }
 
-    fn forget_effects(&self) -> PortResult<()> {
+    fn forget_effects(&self, scope: Scope) -> PortResult<()> {
         let conn = self.acquire()?;
-        conn.execute("DELETE FROM pending_effects", [])
+        // Not synced by itself (no writer waits for it): a later commit's
+        // sync makes it durable, and until then, replaying it is harmless.
+        conn.execute_batch("PRAGMA synchronous = NORMAL")
             .map_err(db_error)?;
+        let deleted = conn
+            .prepare_cached("DELETE FROM pending_effects WHERE ?1 IS NULL OR owner = ?1")
+            .and_then(|mut stmt| stmt.execute([owner(scope)]));
+        conn.execute_batch("PRAGMA synchronous = FULL")
+            .map_err(db_error)?;
+        deleted.map_err(db_error)?;
         self.release(conn);
         Ok(())
     }
@@ -215,34 +254,65 @@ impl MetadataStore for SqliteMetadata {
 #[derive(Debug)]
 pub struct SqliteTransaction {
     metadata: SqliteMetadata,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<Open>>,
     access: Access,
+    /// The journal's owner column for this transaction's effects.
+    owner: Option<String>,
+}
+
+/// The journal's owner column for `scope`: the user's id, or NULL.
+fn owner(scope: Scope) -> Option<String> {
+    match scope {
+        Scope::User(user_id) => Some(user_id.to_string()),
+        Scope::All => None,
+    }
+}
+
+/// A transaction's connection, and whether its `BEGIN` has run.
+#[derive(Debug)]
+struct Open {
+    conn: Connection,
+    in_transaction: bool,
 }
 
 impl SqliteTransaction {
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> PortResult<T> {
-        let conn = lock(&self.conn);
-        let conn = conn
+        let open = lock(&self.conn);
+        let open = open
             .as_ref()
             .ok_or_else(|| PortError::new("the transaction has ended"))?;
-        f(conn).map_err(db_error)
+        f(&open.conn).map_err(db_error)
     }
 
     fn write<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> PortResult<T> {
         if self.access == Access::Read {
             return Err(PortError::new("this call may only read"));
         }
-        self.with(f)
+        let mut open = lock(&self.conn);
+        let open = open
+            .as_mut()
+            .ok_or_else(|| PortError::new("the transaction has ended"))?;
+        if !open.in_transaction {
+            open.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(db_error)?;
+            open.in_transaction = true;
+        }
+        f(&open.conn).map_err(db_error)
     }
 
-    /// Ends the transaction with `sql` and gives the connection back.
+    /// Ends the transaction with `sql` (if it began) and gives the
+    /// connection back.
     fn finish(&self, sql: &str) -> PortResult<()> {
-        let Some(conn) = lock(&self.conn).take() else {
+        let Some(open) = lock(&self.conn).take() else {
             return Ok(());
         };
-        let result = conn.execute_batch(sql).map_err(db_error);
+        let result = match open.in_transaction {
+            true => open.conn.execute_batch(sql).map_err(db_error),
+            false => Ok(()),
+        };
         if result.is_ok() {
-            self.metadata.release(conn);
+            self.metadata.release(open.conn);
         }
         result
     }
@@ -260,8 +330,8 @@ impl MetadataTransaction for SqliteTransaction {
             let json = serde_json::to_string(effect)
                 .map_err(|e| PortError::new(format!("journal: {e}")))?;
             self.write(|c| {
-                c.prepare_cached("INSERT INTO pending_effects (effect) VALUES (?1)")?
-                    .execute([json])
+                c.prepare_cached("INSERT INTO pending_effects (effect, owner) VALUES (?1, ?2)")?
+                    .execute(params![json, self.owner])
             })?;
         }
         self.finish("COMMIT")
@@ -507,6 +577,107 @@ impl HostRecords for SqliteTransaction {
     }
 }
 
+/// Bytes as SQLite stores them (an `INTEGER` is signed).
+fn stored(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+impl UsageLedger for SqliteTransaction {
+    fn used_bytes(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT used_bytes FROM workspace_usage WHERE workspace_id = ?1")?
+                .query_row([workspace_id.to_string()], |r| r.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|bytes| bytes.map(|b| b.max(0) as u64))
+    }
+
+    fn chat_bytes(&self, chat_id: Uuid) -> PortResult<Option<u64>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT used_bytes FROM chat_usage WHERE chat_id = ?1")?
+                .query_row([chat_id.to_string()], |r| r.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|bytes| bytes.map(|b| b.max(0) as u64))
+    }
+
+    fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()> {
+        for change in changes {
+            let (workspace_id, chat_id) = match *change {
+                UsageChange::Grow {
+                    workspace_id,
+                    chat_id,
+                    ..
+                }
+                | UsageChange::Set {
+                    workspace_id,
+                    chat_id,
+                    ..
+                }
+                | UsageChange::Drop {
+                    workspace_id,
+                    chat_id,
+                } => (workspace_id, chat_id),
+            };
+            if self.used_bytes(workspace_id)?.is_none() {
+                continue;
+            }
+            let before = self.chat_bytes(chat_id)?.unwrap_or(0);
+            let (workspace_id, chat_id) = (workspace_id.to_string(), chat_id.to_string());
+            let after = match *change {
+                UsageChange::Grow { bytes, .. } => before.saturating_add_signed(bytes),
+                UsageChange::Set { bytes, .. } => bytes,
+                UsageChange::Drop { .. } => 0,
+            };
+            let delta = stored(after) - stored(before);
+            self.write(|c| {
+                match change {
+                    UsageChange::Drop { .. } => c
+                        .prepare_cached("DELETE FROM chat_usage WHERE chat_id = ?1")?
+                        .execute([&chat_id])?,
+                    _ => c
+                        .prepare_cached(
+                            "INSERT OR REPLACE INTO chat_usage (chat_id, workspace_id, used_bytes) \
+                             VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![chat_id, workspace_id, stored(after)])?,
+                };
+                c.prepare_cached(
+                    "UPDATE workspace_usage SET used_bytes = MAX(0, used_bytes + ?2) \
+                     WHERE workspace_id = ?1",
+                )?
+                .execute(params![workspace_id, delta])
+                .map(drop)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn set_count(&self, workspace_id: Uuid, count: &Count) -> PortResult<()> {
+        let workspace_id = workspace_id.to_string();
+        self.write(|c| {
+            c.prepare_cached("DELETE FROM chat_usage WHERE workspace_id = ?1")?
+                .execute([&workspace_id])?;
+            for (chat_id, bytes) in &count.chats {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO chat_usage (chat_id, workspace_id, used_bytes) \
+                     VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
+                    chat_id.to_string(),
+                    workspace_id,
+                    stored(*bytes)
+                ])?;
+            }
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO workspace_usage (workspace_id, used_bytes) VALUES (?1, ?2)",
+            )?
+            .execute(params![workspace_id, stored(count.total)])
+            .map(drop)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,12 +698,12 @@ mod tests {
             user_id: Uuid::now_v7(),
             created_at: Timestamp::default(),
         };
-        let tx = metadata.begin(Access::Write).unwrap();
+        let tx = metadata.begin(Access::Write, Scope::All).unwrap();
         WorkspaceRepository::save(&*tx, &w).unwrap();
         tx.commit(&[]).unwrap();
         drop(metadata);
         let reopened = SqliteMetadata::open(dir.path().join("chatstore.db")).unwrap();
-        let tx = reopened.begin(Access::Read).unwrap();
+        let tx = reopened.begin(Access::Read, Scope::All).unwrap();
         assert_eq!(
             WorkspaceRepository::get(&*tx, w.workspace_id).unwrap(),
             Some(w)
@@ -547,14 +718,17 @@ mod tests {
             chat_id: Uuid::now_v7(),
             name: "a.txt".into(),
         };
-        let tx = metadata.begin(Access::Write).unwrap();
+        let tx = metadata.begin(Access::Write, Scope::All).unwrap();
         tx.commit(std::slice::from_ref(&effect)).unwrap();
-        assert_eq!(metadata.pending_effects().unwrap(), vec![effect.clone()]);
-        let rolled_back = metadata.begin(Access::Write).unwrap();
+        assert_eq!(
+            metadata.pending_effects(Scope::All).unwrap(),
+            vec![effect.clone()]
+        );
+        let rolled_back = metadata.begin(Access::Write, Scope::All).unwrap();
         rolled_back.rollback();
-        assert_eq!(metadata.pending_effects().unwrap(), vec![effect]);
-        metadata.forget_effects().unwrap();
-        assert!(metadata.pending_effects().unwrap().is_empty());
+        assert_eq!(metadata.pending_effects(Scope::All).unwrap(), vec![effect]);
+        metadata.forget_effects(Scope::All).unwrap();
+        assert!(metadata.pending_effects(Scope::All).unwrap().is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
 use crate::names::AttachmentName;
 use crate::ports::{ChatFileRepository, ChatRepository, WorkspaceRepository};
-use crate::unit::{Access, MetadataStore, MetadataTransaction};
+use crate::unit::{Access, MetadataStore, MetadataTransaction, Scope};
 use uuid::Uuid;
 
 /// Expands to one `#[test]` per behaviour. `$make` gives a fresh
@@ -40,7 +40,7 @@ macro_rules! repository_suite {
             #[test]
             fn $name() {
                 let (_guard, metadata) = $make;
-                let tx = crate::unit::MetadataStore::begin(&metadata, crate::unit::Access::Write).unwrap();
+                let tx = crate::unit::MetadataStore::begin(&metadata, crate::unit::Access::Write, crate::unit::Scope::All).unwrap();
                 crate::adapters::suite::$name(&*tx);
                 tx.commit(&[]).unwrap();
             }
@@ -285,10 +285,10 @@ pub fn the_host_sees_every_workspace(tx: &dyn MetadataTransaction) {
 
 pub fn a_commit_is_seen_by_later_transactions(metadata: &dyn MetadataStore) {
     let w = workspace(Uuid::now_v7());
-    let tx = metadata.begin(Access::Write).unwrap();
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
     WorkspaceRepository::save(&*tx, &w).unwrap();
     tx.commit(&[]).unwrap();
-    let later = metadata.begin(Access::Read).unwrap();
+    let later = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(
         WorkspaceRepository::get(&*later, w.workspace_id).unwrap(),
         Some(w)
@@ -298,12 +298,12 @@ pub fn a_commit_is_seen_by_later_transactions(metadata: &dyn MetadataStore) {
 pub fn a_rollback_leaves_nothing(metadata: &dyn MetadataStore) {
     let w = workspace(Uuid::now_v7());
     let c = chat(w.workspace_id);
-    let tx = metadata.begin(Access::Write).unwrap();
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
     WorkspaceRepository::save(&*tx, &w).unwrap();
     ChatRepository::save(&*tx, &c).unwrap();
     ChatFileRepository::save(&*tx, &file(c.chat_id, "a")).unwrap();
     tx.rollback();
-    let later = metadata.begin(Access::Read).unwrap();
+    let later = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(
         WorkspaceRepository::get(&*later, w.workspace_id).unwrap(),
         None
@@ -313,7 +313,7 @@ pub fn a_rollback_leaves_nothing(metadata: &dyn MetadataStore) {
 }
 
 pub fn a_read_transaction_refuses_writes(metadata: &dyn MetadataStore) {
-    let tx = metadata.begin(Access::Read).unwrap();
+    let tx = metadata.begin(Access::Read, Scope::All).unwrap();
     let w = workspace(Uuid::now_v7());
     assert!(WorkspaceRepository::save(&*tx, &w).is_err());
     assert!(ChatRepository::delete(&*tx, Uuid::now_v7()).is_err());
@@ -323,7 +323,7 @@ pub fn a_read_transaction_refuses_writes(metadata: &dyn MetadataStore) {
 
 pub fn a_transaction_reads_its_own_writes(metadata: &dyn MetadataStore) {
     let c = chat(Uuid::now_v7());
-    let tx = metadata.begin(Access::Write).unwrap();
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
     ChatRepository::save(&*tx, &c).unwrap();
     assert_eq!(
         ChatRepository::get(&*tx, c.chat_id).unwrap(),
