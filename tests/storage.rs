@@ -678,3 +678,99 @@ fn content_never_enters_the_guest_so_its_memory_does_not_grow_with_it() {
         .collect();
     assert_eq!(file.sha256.as_deref(), Some(hex.as_str()));
 }
+
+/// The bytes in regular files under the user's workspace directory.
+fn bytes_on_disk(h: &Harness, user: Uuid) -> u64 {
+    fn under(dir: &std::path::Path) -> u64 {
+        fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .map(|e| e.unwrap())
+                .map(|e| match e.file_type().unwrap() {
+                    t if t.is_dir() => under(&e.path()),
+                    t if t.is_file() => e.metadata().unwrap().len(),
+                    _ => 0,
+                })
+                .sum()
+        })
+    }
+    let workspace = h.store.get_workspace(user).unwrap();
+    under(
+        &h.data_dir()
+            .join(format!("workspaces/{}", workspace.workspace_id)),
+    )
+}
+
+#[test]
+fn the_usage_ledger_follows_every_kind_of_write() {
+    let h = Harness::new();
+    let (user, chat) = h.user_with_chat();
+    let (c, other) = (chat.chat_id, h.store.create_chat(user).unwrap().chat_id);
+    let agrees = |after: &str| {
+        assert_eq!(
+            h.store.get_usage(user).unwrap().used_bytes,
+            bytes_on_disk(&h, user),
+            "after {after}"
+        );
+    };
+    let a = h
+        .store
+        .upload_attachment(user, c, "a", None, &[1; 100][..])
+        .unwrap();
+    agrees("an upload");
+    h.store
+        .upload_attachment(user, c, "a", None, &[2; 40][..])
+        .unwrap();
+    agrees("a replacing upload");
+    let b = h
+        .store
+        .upload_attachment(user, other, "b", None, &[3; 30][..])
+        .unwrap();
+    h.store
+        .write_history(user, c, &b"0123456789\n"[..])
+        .unwrap();
+    agrees("a history write");
+    h.store.write_history(user, c, &b"short\n"[..]).unwrap();
+    agrees("a shrinking history write");
+    h.store.append_history(user, c, &b"more\n"[..]).unwrap();
+    agrees("an append");
+    h.store.delete_attachment(user, other, b.file_id).unwrap();
+    agrees("a deleted attachment");
+    h.store
+        .upload_attachment(user, c, "z", None, &[4; 9][..])
+        .unwrap();
+    h.store.clear_attachments(user, c).unwrap();
+    agrees("cleared attachments");
+    assert!(h.store.get_attachment(user, c, a.file_id).is_err());
+    h.store
+        .upload_attachment(user, other, "kept", None, &[5; 7][..])
+        .unwrap();
+    h.store.delete_chat(user, c).unwrap();
+    agrees("a deleted chat");
+    assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 7);
+}
+
+#[test]
+fn bytes_written_behind_the_ledger_count_after_a_recount_and_fsck_reports_them() {
+    let h = Harness::new();
+    let (user, chat) = h.user_with_chat();
+    h.store
+        .upload_attachment(user, chat.chat_id, "a", None, &[1; 10][..])
+        .unwrap();
+    fs::write(h.chat_dir(&chat).join("behind.bin"), [0u8; 500]).unwrap();
+    assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 10);
+
+    let report = chatstore_host::fsck::fsck(&h.backend(), false, |_| {}).unwrap();
+    assert_eq!(report.usage_drift.len(), 1, "{report:?}");
+    assert_eq!(report.usage_drift[0].ledger_bytes, 10);
+    assert_eq!(report.usage_drift[0].on_disk_bytes, 510);
+    assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 10);
+
+    assert_eq!(h.store.recount_usage(user).unwrap().used_bytes, 510);
+    assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 510);
+    let report = chatstore_host::fsck::fsck(&h.backend(), false, |_| {}).unwrap();
+    assert!(report.usage_drift.is_empty(), "{report:?}");
+    assert_eq!(
+        code(h.store.recount_usage(Uuid::now_v7())),
+        "workspace_not_found"
+    );
+}

@@ -211,7 +211,21 @@ fn the_flows_work_end_to_end_and_persist_between_commands() {
         Value::Array(vec![file])
     );
     let usage = cli.json(&["workspace", "usage", "--user", USER]);
-    assert_eq!(usage["used_bytes"], 256 + "# Title\nmore ✓\n".len());
+    let stored = 256 + "# Title\nmore ✓\n".len();
+    assert_eq!(usage["used_bytes"], stored);
+    // Bytes written behind the store count once recounted.
+    let workspace = cli.json(&["workspace", "get", "--user", USER]);
+    let chat_dir = cli.data.join(format!(
+        "workspaces/{}/chats/{c}",
+        text(&workspace, "workspace_id")
+    ));
+    std::fs::write(chat_dir.join("behind.bin"), [0u8; 1000]).unwrap();
+    let usage = cli.json(&["workspace", "usage", "--user", USER]);
+    assert_eq!(usage["used_bytes"], stored);
+    let usage = cli.json(&["workspace", "usage", "--user", USER, "--recount"]);
+    assert_eq!(usage["used_bytes"], stored + 1000);
+    std::fs::remove_file(chat_dir.join("behind.bin")).unwrap();
+    cli.json(&["workspace", "usage", "--user", USER, "--recount"]);
 
     cli.json(&["sandbox", "start", "--chat", &c]);
     let refused = cli.run(&["chat", "delete", "--user", USER, "--chat", &c]);

@@ -78,6 +78,63 @@ impl Limit {
     }
 }
 
+/// A request body that declares at most this many bytes is read whole
+/// before its call, then staged on the call's own thread.
+pub(crate) const SMALL_BODY: u64 = 256 << 10;
+
+/// Whether the body declares a length small enough to read whole (and
+/// within the upload limit).
+pub(crate) fn declares_small(app: &App, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|length| length <= SMALL_BODY.min(app.config.max_upload_bytes))
+}
+
+/// Reads a body [`declares_small`] accepted, whole: a body that fails or
+/// ends early is a 400, one that stalls past the body timeout a 408.
+pub(crate) async fn read_small(app: &App, body: Body) -> Result<Bytes, Failure> {
+    let mut body = body;
+    let mut whole = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(app.config.body_timeout, body.frame())
+            .await
+            .map_err(|_| body_timed_out(app))?;
+        match frame {
+            None => return Ok(Bytes::from(whole)),
+            Some(Ok(frame)) => {
+                if let Ok(bytes) = frame.into_data() {
+                    whole.extend_from_slice(&bytes);
+                }
+            }
+            Some(Err(e)) => return Err(body_unread(Some(&e.to_string()))),
+        }
+    }
+}
+
+fn body_timed_out(app: &App) -> Failure {
+    Failure::plain(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "the request body sent nothing for {} s",
+            app.config.body_timeout.as_secs()
+        ),
+    )
+}
+
+fn body_unread(why: Option<&str>) -> Failure {
+    Failure::plain(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        format!(
+            "the request body could not be read to its end: {}",
+            why.unwrap_or("it stopped")
+        ),
+    )
+}
+
 /// A message from the request to the thread that stages its body.
 enum Piece {
     Bytes(Bytes),
@@ -102,15 +159,22 @@ pub(crate) async fn stage(
         .begin(kind, limit.bytes)
         .map_err(staging_failed)?;
     let (pieces, mut arrived) = mpsc::channel::<Piece>(8);
-    let stager = tokio::task::spawn_blocking(move || {
-        while let Some(piece) = arrived.blocking_recv() {
-            match piece {
-                Piece::Bytes(bytes) => writer.push_shared(bytes)?,
-                Piece::End => return writer.finish().map(Some),
+    let (staged, stager) = tokio::sync::oneshot::channel();
+    // A thread of its own, at a lower priority: a large body takes the CPU
+    // that other requests leave it (see `bulk_thread`).
+    std::thread::spawn(move || {
+        chatstore_host::staging::bulk_thread();
+        let result = (|| {
+            while let Some(piece) = arrived.blocking_recv() {
+                match piece {
+                    Piece::Bytes(bytes) => writer.push_shared(bytes)?,
+                    Piece::End => return writer.finish().map(Some),
+                }
             }
-        }
-        // The request stopped sending: nothing is kept.
-        Ok(None)
+            // The request stopped sending: nothing is kept.
+            Ok(None)
+        })();
+        let _ = staged.send(result);
     });
     let mut body = body;
     let mut failed = None;
@@ -118,14 +182,7 @@ pub(crate) async fn stage(
         let Ok(frame) = tokio::time::timeout(app.config.body_timeout, body.frame()).await else {
             drop(pieces);
             let _ = stager.await;
-            return Err(Failure::plain(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                format!(
-                    "the request body sent nothing for {} s",
-                    app.config.body_timeout.as_secs()
-                ),
-            ));
+            return Err(body_timed_out(app));
         };
         match frame {
             None => {
@@ -159,14 +216,7 @@ pub(crate) async fn stage(
         (Err(StageError::TooLarge { .. }), _) => Err(limit.refuse(app, slot, user).await),
         (Err(e), _) => Err(staging_failed(e)),
         (Ok(Some(staged)), None) => Ok(staged),
-        (Ok(_), why) => Err(Failure::plain(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!(
-                "the request body could not be read to its end: {}",
-                why.as_deref().unwrap_or("it stopped")
-            ),
-        )),
+        (Ok(_), why) => Err(body_unread(why.as_deref())),
     }
 }
 

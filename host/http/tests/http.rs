@@ -453,9 +453,11 @@ async fn oversized_uploads_are_refused_before_the_body_is_read() {
     let s = start(|b| b, 1000).await;
     let (user, c) = s.user_with_chat().await;
     let addr = s.addr;
-    let past_quota = tokio::task::spawn_blocking(move || headers_only_upload(addr, user, &c, 5000))
-        .await
-        .unwrap();
+    // Past the size read whole before the call (256 KiB), within the upload limit.
+    let past_quota =
+        tokio::task::spawn_blocking(move || headers_only_upload(addr, user, &c, 300_000))
+            .await
+            .unwrap();
     assert!(past_quota.starts_with("HTTP/1.1 413"), "{past_quota}");
     assert!(
         past_quota.contains("workspace_quota_exceeded"),
@@ -780,19 +782,17 @@ impl Server {
 async fn a_body_that_ends_before_its_content_length_is_400_and_leaves_nothing() {
     let s = start(|b| b, 1 << 30).await;
     let (user, c) = s.user_with_chat().await;
-    let answer = s
-        .raw_upload(
-            user,
-            &c,
-            "short.bin",
-            b"Content-Length: 100\r\n\r\nonly ten b",
-            true,
-        )
-        .await;
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(answer.contains("invalid_request"), "{answer}");
-    assert!(s.files(user, &c).await.is_empty());
-    assert_eq!(s.staged(), 0);
+    // Read whole before the call, and streamed to staging.
+    for declared in [100, 300_000] {
+        let rest = format!("Content-Length: {declared}\r\n\r\nonly ten b");
+        let answer = s
+            .raw_upload(user, &c, "short.bin", rest.as_bytes(), true)
+            .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{declared}: {answer}");
+        assert!(answer.contains("invalid_request"), "{declared}: {answer}");
+        assert!(s.files(user, &c).await.is_empty());
+        assert_eq!(s.staged(), 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -810,6 +810,12 @@ async fn chunked_bodies_stream_in_and_one_past_the_room_is_cut_off_with_413() {
     assert!(fits.contains(r#""size_bytes":600"#), "{fits}");
     // 400 bytes are left: 401 is one too many, whatever the chunks.
     let over = upload("over.bin", vec![vec![3; 200]; 5]).await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert!(over.contains("workspace_quota_exceeded"), "{over}");
+    // A small body with its length is read whole; the call refuses it.
+    let mut declared = b"Content-Length: 401\r\nConnection: close\r\n\r\n".to_vec();
+    declared.extend([5; 401]);
+    let over = s.raw_upload(user, &c, "over.bin", &declared, false).await;
     assert!(over.starts_with("HTTP/1.1 413"), "{over}");
     assert!(over.contains("workspace_quota_exceeded"), "{over}");
     let exact = upload("exact.bin", vec![vec![4; 399], vec![4; 1]]).await;
@@ -1157,12 +1163,14 @@ async fn a_body_is_read_in_a_request_slot_so_slow_bodies_cannot_queue_past_the_l
     let (user, c) = s.user_with_chat().await;
     let (addr, data) = (s.addr, s.data.clone());
     let (waiting, uploaded, listed) = tokio::task::spawn_blocking(move || {
-        // An upload that sends its headers and 3 of its 10 bytes, then waits.
+        // An upload that sends its headers and 3 of its bytes, then waits;
+        // large enough to be streamed to staging as it arrives.
+        let length = 300_000;
         let mut slow = TcpStream::connect(addr).unwrap();
         slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let head = format!(
             "POST /v1/chats/{c}/files?name=slow HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\n\
-             Content-Length: 10\r\nConnection: close\r\n\r\nabc"
+             Content-Length: {length}\r\nConnection: close\r\n\r\nabc"
         );
         slow.write_all(head.as_bytes()).unwrap();
         // The upload holds the one slot once its body is being staged.
@@ -1179,7 +1187,7 @@ async fn a_body_is_read_in_a_request_slot_so_slow_bodies_cannot_queue_past_the_l
         let mut answer = vec![0; 4096];
         let waiting = list.read(&mut answer).is_err();
         // The body ends: the upload finishes and the list gets its slot.
-        slow.write_all(b"defghij").unwrap();
+        slow.write_all(&vec![b'd'; length - 3]).unwrap();
         let mut uploaded = String::new();
         slow.read_to_string(&mut uploaded).unwrap();
         list.set_read_timeout(Some(Duration::from_secs(60))).unwrap();

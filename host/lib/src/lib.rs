@@ -44,6 +44,7 @@ mod compiled;
 mod content;
 mod error;
 pub mod fsck;
+mod group_sync;
 mod ids;
 mod imports;
 pub mod model;

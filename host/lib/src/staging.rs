@@ -4,6 +4,7 @@
 //! it into the chat directory when the call commits; content no call stored
 //! is removed.
 
+use crate::group_sync::GroupSync;
 use crate::ids::parse_canonical;
 use cap_std::fs::{Dir, File, OpenOptions};
 use sha2::{Digest, Sha256};
@@ -88,12 +89,17 @@ pub enum ContentKind {
 #[derive(Debug)]
 pub struct Staging {
     dir: Dir,
+    /// Syncs of the directory, shared by content finishing together.
+    names: GroupSync,
 }
 
 impl Staging {
     /// The staging area in `dir`.
     pub fn new(dir: Dir) -> Arc<Staging> {
-        Arc::new(Staging { dir })
+        Arc::new(Staging {
+            dir,
+            names: GroupSync::default(),
+        })
     }
 
     /// The staging area at `path`, created if missing (for adapters of
@@ -168,6 +174,14 @@ impl Staging {
         name.strip_prefix(PREFIX)
             .is_some_and(|id| parse_canonical(id).is_some())
     }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10) for the rest of its
+/// life: large content then takes the CPU that other requests leave it,
+/// rather than a share of theirs. Only for a thread that ends with the
+/// staging: without privilege, a priority cannot be raised again.
+pub fn bulk_thread() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 /// Content being staged; dropped unfinished, its file is removed.
@@ -262,6 +276,7 @@ impl Hasher {
         let (pieces, arriving) = std::sync::mpsc::sync_channel::<Piece>(PIPELINE_DEPTH);
         let (done, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH + 2);
         let thread = std::thread::spawn(move || {
+            bulk_thread();
             for piece in arriving {
                 hash.update(piece.bytes());
                 if let Piece::Buffer(buffer) = piece {
@@ -379,12 +394,11 @@ impl StagingWriter {
             .ok_or_else(|| StageError::Write(io::Error::other("staging has ended")))?;
         let sha256 = hash.finish().map_err(StageError::Write)?;
         self.file.file.sync_all().map_err(StageError::Write)?;
-        // Its name too, before any journal can refer to it; done here, in
-        // parallel with other writers, rather than in their unit of work.
-        self.staging
-            .dir
-            .open(".")
-            .and_then(|dir| dir.sync_all())
+        // Its name too, before any journal can refer to it: here, outside
+        // any unit of work, in one sync with whatever finishes beside it.
+        let dir = &self.staging.dir;
+        (self.staging.names)
+            .sync(|| dir.open(".").and_then(|d| d.sync_all()))
             .map_err(StageError::Write)?;
         Ok(StagedContent {
             name: self.name.take().unwrap_or_default(),

@@ -612,6 +612,109 @@ mod tests {
     }
 
     #[test]
+    fn one_users_writer_does_not_wait_for_anothers() {
+        let f = fixture();
+        let backend =
+            Arc::new(DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap());
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        // Alice's call is under way: it has read, and holds her lock.
+        let held = backend.begin(Access::Write, Scope::User(alice)).unwrap();
+        held.ports().chats.get(f.chat.chat_id).unwrap();
+
+        let (done, finished) = std::sync::mpsc::channel();
+        let other = backend.clone();
+        std::thread::spawn(move || {
+            let unit = other.begin(Access::Write, Scope::User(bob)).unwrap();
+            let chat = Chat {
+                chat_id: Uuid::now_v7(),
+                workspace_id: Uuid::now_v7(),
+                created_at: Timestamp::default(),
+            };
+            unit.ports().storage.ensure_chat(&chat).unwrap();
+            unit.ports().chats.save(&chat).unwrap();
+            unit.commit().unwrap();
+            let read = other.begin(Access::Read, Scope::User(bob)).unwrap();
+            done.send(read.ports().chats.get(chat.chat_id).unwrap())
+                .unwrap();
+        });
+        // Not a timing check: a writer that waited for Alice would wait forever.
+        let bobs = finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("Bob's write waited for Alice's call");
+        assert!(bobs.is_some());
+        held.commit().unwrap();
+    }
+
+    #[test]
+    fn a_users_journal_is_recovered_by_that_users_next_writer_only() {
+        let f = fixture();
+        let backend = DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        // Alice's call committed, then its process died before applying it.
+        let tx = f.metadata.begin(Access::Write, Scope::User(alice)).unwrap();
+        let fs = FsTransaction::new(f.data.clone(), Access::Write);
+        let name = AttachmentName::new("report.txt").unwrap();
+        fs.write_attachment(&f.chat, &name, &stage(&f, b"committed"))
+            .unwrap();
+        tx.commit(&fs.prepare()).unwrap();
+        let target = history(&f).with_file_name("report.txt");
+
+        backend
+            .begin(Access::Write, Scope::User(bob))
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert!(!target.exists(), "Bob's writer replayed Alice's journal");
+        assert_eq!(
+            f.metadata
+                .pending_effects(Scope::User(alice))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(staged_count(&f.root), 1, "Bob's writer cleaned staging");
+
+        backend
+            .begin(Access::Write, Scope::User(alice))
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"committed");
+        assert!(f.metadata.pending_effects(Scope::All).unwrap().is_empty());
+        assert_eq!(staged_count(&f.root), 0);
+    }
+
+    #[test]
+    fn a_workspace_the_ledger_never_counted_is_counted_on_disk_by_its_first_writer() {
+        let f = fixture();
+        let backend = DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap();
+        let user = Uuid::now_v7();
+        let workspace = Workspace {
+            workspace_id: f.chat.workspace_id,
+            user_id: user,
+            created_at: Timestamp::default(),
+        };
+        // Bytes from before the ledger was kept.
+        std::fs::write(history(&f), [b'h'; 40]).unwrap();
+        std::fs::write(history(&f).with_file_name("old.bin"), [0; 60]).unwrap();
+        let usage = |access| {
+            let unit = backend.begin(access, Scope::User(user)).unwrap();
+            let used = unit.ports().usage.get_workspace_usage(&workspace).unwrap();
+            unit.commit().unwrap();
+            used.used_bytes
+        };
+        assert_eq!(usage(Access::Read), 100);
+        std::fs::write(history(&f).with_file_name("more.bin"), [0; 5]).unwrap();
+        // A reader counts and keeps nothing; a writer keeps its count.
+        assert_eq!(usage(Access::Read), 105);
+        assert_eq!(usage(Access::Write), 105);
+        std::fs::write(history(&f).with_file_name("behind.bin"), [0; 1]).unwrap();
+        assert_eq!(usage(Access::Read), 105);
+        let counted = f.metadata.begin(Access::Read, Scope::All).unwrap();
+        assert_eq!(counted.chat_bytes(f.chat.chat_id).unwrap(), Some(105));
+    }
+
+    #[test]
     fn a_journal_with_a_path_in_a_name_is_refused() {
         let f = fixture();
         let hostile = Effect::Remove {

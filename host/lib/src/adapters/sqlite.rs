@@ -1,5 +1,5 @@
-//! Metadata in SQLite (bundled, WAL, `synchronous = FULL`): the default,
-//! at `<data-dir>/chatstore.db`.
+//! Metadata in SQLite (bundled, WAL, every commit synced before it
+//! returns): the default, at `<data-dir>/chatstore.db`.
 //!
 //! Each call gets its own connection and transaction; the journal of file
 //! effects is written in the same transaction, so metadata and the files it
@@ -10,9 +10,13 @@
 //! its commit: the built-in policy writes last, so other users' writers
 //! wait for a commit at most, never for a whole call. Its reads before that
 //! see the latest commits; the user's lock keeps that user's records still
-//! meanwhile, and a call sees no other user's records.
+//! meanwhile, and a call sees no other user's records. Writers of one
+//! process queue for that lock on a condition variable, woken as soon as
+//! it is free, rather than in SQLite's busy handler, which sleeps and
+//! polls; commits share their `fsync` (see `GroupSync`).
 
 use crate::error::{PortError, PortResult};
+use crate::group_sync::GroupSync;
 use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
 use crate::names::AttachmentName;
 use crate::ports::{
@@ -75,12 +79,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE workspace_usage (
         workspace_id TEXT PRIMARY KEY,
         used_bytes   INTEGER NOT NULL
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE chat_usage (
         chat_id      TEXT PRIMARY KEY,
         workspace_id TEXT NOT NULL,
         used_bytes   INTEGER NOT NULL
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX chat_usage_by_workspace ON chat_usage (workspace_id);",
 ];
 
@@ -88,15 +92,52 @@ fn db_error(e: rusqlite::Error) -> PortError {
     PortError::new(format!("database: {e}"))
 }
 
-/// SQLite metadata, with a small pool of connections.
+/// SQLite metadata, with a pool of connections.
 #[derive(Debug, Clone)]
 pub struct SqliteMetadata {
     path: PathBuf,
     idle: Arc<Mutex<Vec<Connection>>>,
+    /// Group commit. Commits do not sync the write-ahead log themselves
+    /// (`synchronous = NORMAL`); each then waits until one `fsync` of the
+    /// log that began after it returns. Concurrent commits of different
+    /// users share that `fsync` instead of queueing one each behind
+    /// SQLite's write lock, and a commit still returns only once durable.
+    log_sync: Arc<GroupSync>,
+    /// This process's turn at SQLite's write lock.
+    writers: Arc<WriteGate>,
 }
 
-/// Connections kept open between calls.
-const MAX_IDLE_CONNECTIONS: usize = 8;
+/// One writer at a time, in this process, for SQLite's write lock.
+#[derive(Debug, Default)]
+struct WriteGate {
+    taken: Mutex<bool>,
+    free: std::sync::Condvar,
+}
+
+/// A writer's turn; the next writer's starts when it is dropped.
+#[derive(Debug)]
+struct Turn(Arc<WriteGate>);
+
+impl WriteGate {
+    fn enter(self: &Arc<Self>) -> Turn {
+        let mut taken = lock(&self.taken);
+        while *taken {
+            taken = (self.free.wait(taken)).unwrap_or_else(|p| p.into_inner());
+        }
+        *taken = true;
+        Turn(self.clone())
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *lock(&self.0.taken) = false;
+        self.0.free.notify_one();
+    }
+}
+
+/// Connections kept open between calls: as many as calls may run at once.
+const MAX_IDLE_CONNECTIONS: usize = 64;
 
 impl SqliteMetadata {
     /// Opens (creating if needed) the database at `path` and runs any
@@ -105,19 +146,45 @@ impl SqliteMetadata {
         let metadata = SqliteMetadata {
             path: path.as_ref().to_path_buf(),
             idle: Arc::default(),
+            log_sync: Arc::default(),
+            writers: Arc::default(),
         };
         let mut conn = metadata.connect()?;
         migrate(&mut conn)?;
         metadata.release(conn);
+        metadata.durable()?;
         Ok(metadata)
+    }
+
+    /// Returns once everything committed before the call is durable.
+    fn durable(&self) -> PortResult<()> {
+        self.log_sync
+            .sync(|| self.sync_log())
+            .map_err(|e| PortError::new(format!("database: syncing the log: {e}")))
+    }
+
+    /// Syncs the write-ahead log (and so every commit in it). A log that
+    /// is not there was checkpointed into the database, which SQLite
+    /// synced first.
+    fn sync_log(&self) -> std::io::Result<()> {
+        let mut log = self.path.clone().into_os_string();
+        log.push("-wal");
+        match std::fs::File::open(&log) {
+            Ok(file) => file.sync_all(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn connect(&self) -> PortResult<Connection> {
         let conn = Connection::open(&self.path).map_err(db_error)?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(db_error)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-            .map_err(db_error)?;
+        // Commits are made durable by `durable`, shared between writers.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 268435456;",
+        )
+        .map_err(db_error)?;
         // Every statement the adapter runs stays prepared on its connection.
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
@@ -177,6 +244,7 @@ impl MetadataStore for SqliteMetadata {
             conn: Mutex::new(Some(Open {
                 conn,
                 in_transaction: access == Access::Read,
+                turn: None,
             })),
             access,
             owner: owner(scope),
@@ -202,16 +270,12 @@ impl MetadataStore for SqliteMetadata {
 
     fn forget_effects(&self, scope: Scope) -> PortResult<()> {
         let conn = self.acquire()?;
-        // Not synced by itself (no writer waits for it): a later commit's
-        // sync makes it durable, and until then, replaying it is harmless.
-        conn.execute_batch("PRAGMA synchronous = NORMAL")
+        let _turn = self.writers.enter();
+        // Not made durable by itself (no writer waits for it): a later
+        // commit's sync does, and until then, replaying it is harmless.
+        conn.prepare_cached("DELETE FROM pending_effects WHERE ?1 IS NULL OR owner = ?1")
+            .and_then(|mut stmt| stmt.execute([owner(scope)]))
             .map_err(db_error)?;
-        let deleted = conn
-            .prepare_cached("DELETE FROM pending_effects WHERE ?1 IS NULL OR owner = ?1")
-            .and_then(|mut stmt| stmt.execute([owner(scope)]));
-        conn.execute_batch("PRAGMA synchronous = FULL")
-            .map_err(db_error)?;
-        deleted.map_err(db_error)?;
         self.release(conn);
         Ok(())
     }
@@ -246,7 +310,7 @@ impl MetadataStore for SqliteMetadata {
         )
         .map_err(db_error)?;
         self.release(conn);
-        Ok(())
+        self.durable()
     }
 }
 
@@ -273,6 +337,8 @@ fn owner(scope: Scope) -> Option<String> {
 struct Open {
     conn: Connection,
     in_transaction: bool,
+    /// The writer's turn, from its `BEGIN IMMEDIATE` to its end.
+    turn: Option<Turn>,
 }
 
 impl SqliteTransaction {
@@ -293,28 +359,29 @@ impl SqliteTransaction {
             .as_mut()
             .ok_or_else(|| PortError::new("the transaction has ended"))?;
         if !open.in_transaction {
+            let turn = self.metadata.writers.enter();
             open.conn
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(db_error)?;
             open.in_transaction = true;
+            open.turn = Some(turn);
         }
         f(&open.conn).map_err(db_error)
     }
 
     /// Ends the transaction with `sql` (if it began) and gives the
-    /// connection back.
-    fn finish(&self, sql: &str) -> PortResult<()> {
+    /// connection back; says whether a transaction ended.
+    fn finish(&self, sql: &str) -> PortResult<bool> {
         let Some(open) = lock(&self.conn).take() else {
-            return Ok(());
+            return Ok(false);
         };
-        let result = match open.in_transaction {
-            true => open.conn.execute_batch(sql).map_err(db_error),
-            false => Ok(()),
-        };
-        if result.is_ok() {
+        if !open.in_transaction {
             self.metadata.release(open.conn);
+            return Ok(false);
         }
-        result
+        open.conn.execute_batch(sql).map_err(db_error)?;
+        self.metadata.release(open.conn);
+        Ok(true)
     }
 }
 
@@ -334,7 +401,10 @@ impl MetadataTransaction for SqliteTransaction {
                     .execute(params![json, self.owner])
             })?;
         }
-        self.finish("COMMIT")
+        if self.finish("COMMIT")? && self.access == Access::Write {
+            self.metadata.durable()?;
+        }
+        Ok(())
     }
 
     fn rollback(&self) {

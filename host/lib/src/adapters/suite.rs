@@ -4,7 +4,7 @@
 use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
 use crate::names::AttachmentName;
 use crate::ports::{ChatFileRepository, ChatRepository, WorkspaceRepository};
-use crate::unit::{Access, MetadataStore, MetadataTransaction, Scope};
+use crate::unit::{Access, Count, MetadataStore, MetadataTransaction, Scope, UsageChange};
 use uuid::Uuid;
 
 /// Expands to one `#[test]` per behaviour. `$make` gives a fresh
@@ -32,6 +32,10 @@ macro_rules! repository_suite {
             a_commit_is_seen_by_later_transactions,
             a_rollback_leaves_nothing,
             a_read_transaction_refuses_writes,
+            two_users_writers_overlap_and_both_commits_are_kept,
+            the_ledger_counts_only_counted_workspaces,
+            the_ledger_follows_growth_replacement_and_removal,
+            a_new_count_replaces_the_ledger,
             a_transaction_reads_its_own_writes,
         );
     };
@@ -332,4 +336,114 @@ pub fn a_transaction_reads_its_own_writes(metadata: &dyn MetadataStore) {
     ChatRepository::delete(&*tx, c.chat_id).unwrap();
     assert_eq!(ChatRepository::get(&*tx, c.chat_id).unwrap(), None);
     tx.commit(&[]).unwrap();
+}
+
+pub fn two_users_writers_overlap_and_both_commits_are_kept(metadata: &dyn MetadataStore) {
+    let (alice, bob) = (workspace(Uuid::now_v7()), workspace(Uuid::now_v7()));
+    let a = metadata
+        .begin(Access::Write, Scope::User(alice.user_id))
+        .unwrap();
+    let b = metadata
+        .begin(Access::Write, Scope::User(bob.user_id))
+        .unwrap();
+    // Both have read before either writes, as a call does.
+    assert_eq!(a.get_by_user_id(alice.user_id).unwrap(), None);
+    assert_eq!(b.get_by_user_id(bob.user_id).unwrap(), None);
+    WorkspaceRepository::save(&*a, &alice).unwrap();
+    a.commit(&[]).unwrap();
+    WorkspaceRepository::save(&*b, &bob).unwrap();
+    b.commit(&[]).unwrap();
+    let later = metadata.begin(Access::Read, Scope::All).unwrap();
+    assert_eq!(later.get_by_user_id(alice.user_id).unwrap(), Some(alice));
+    assert_eq!(later.get_by_user_id(bob.user_id).unwrap(), Some(bob));
+}
+
+fn grow(workspace_id: Uuid, chat_id: Uuid, bytes: i64) -> UsageChange {
+    UsageChange::Grow {
+        workspace_id,
+        chat_id,
+        bytes,
+    }
+}
+
+pub fn the_ledger_counts_only_counted_workspaces(metadata: &dyn MetadataStore) {
+    let (w, c) = (Uuid::now_v7(), Uuid::now_v7());
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+    assert_eq!(tx.used_bytes(w).unwrap(), None);
+    // Changes to a workspace never counted are left to its first count.
+    tx.change_usage(&[grow(w, c, 10)]).unwrap();
+    assert_eq!(tx.used_bytes(w).unwrap(), None);
+    assert_eq!(tx.chat_bytes(c).unwrap(), None);
+    tx.commit(&[]).unwrap();
+}
+
+pub fn the_ledger_follows_growth_replacement_and_removal(metadata: &dyn MetadataStore) {
+    let (w, c1, c2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let counted = Count {
+        total: 100,
+        chats: vec![(c1, 60)],
+    };
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+    tx.set_count(w, &counted).unwrap();
+    tx.change_usage(&[
+        UsageChange::Set {
+            workspace_id: w,
+            chat_id: c2,
+            bytes: 0,
+        },
+        grow(w, c2, 25),
+        grow(w, c1, -10),
+    ])
+    .unwrap();
+    tx.commit(&[]).unwrap();
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+    assert_eq!(tx.used_bytes(w).unwrap(), Some(115));
+    assert_eq!(tx.chat_bytes(c1).unwrap(), Some(50));
+    assert_eq!(tx.chat_bytes(c2).unwrap(), Some(25));
+    tx.change_usage(&[
+        UsageChange::Set {
+            workspace_id: w,
+            chat_id: c1,
+            bytes: 5,
+        },
+        UsageChange::Drop {
+            workspace_id: w,
+            chat_id: c2,
+        },
+        // Never below zero, whatever a sandbox removed behind the ledger.
+        grow(w, c1, -1000),
+    ])
+    .unwrap();
+    assert_eq!(tx.used_bytes(w).unwrap(), Some(40));
+    assert_eq!(tx.chat_bytes(c1).unwrap(), Some(0));
+    assert_eq!(tx.chat_bytes(c2).unwrap(), None);
+    tx.rollback();
+    let later = metadata.begin(Access::Read, Scope::All).unwrap();
+    assert_eq!(later.used_bytes(w).unwrap(), Some(115));
+}
+
+pub fn a_new_count_replaces_the_ledger(metadata: &dyn MetadataStore) {
+    let (w, c1, c2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+    tx.set_count(
+        w,
+        &Count {
+            total: 10,
+            chats: vec![(c1, 10)],
+        },
+    )
+    .unwrap();
+    tx.set_count(
+        w,
+        &Count {
+            total: 7,
+            chats: vec![(c2, 3)],
+        },
+    )
+    .unwrap();
+    tx.commit(&[]).unwrap();
+    let later = metadata.begin(Access::Read, Scope::All).unwrap();
+    assert_eq!(later.used_bytes(w).unwrap(), Some(7));
+    assert_eq!(later.chat_bytes(c1).unwrap(), None);
+    assert_eq!(later.chat_bytes(c2).unwrap(), Some(3));
 }

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Many writers: 64 KiB uploads over HTTP from 16 workspaces at once and from
+# one, against what the disk itself does in the same run (16 threads and one
+# writing and fsyncing 64 KiB files in the same directory tree); then the
+# 16-workspace rate while another workspace streams 1 GiB uploads; then the
+# upload latency in a workspace of many chats and files against one of 10.
+#
+#   scripts/bench-writers.sh                 # SQLite metadata
+#   METADATA=memory scripts/bench-writers.sh # metadata in the server's memory
+#
+# DURATION (default 10s) per wrk run; BIG (default 1024, MiB) for the
+# streamed upload; CHATS (10000) and FILES (100000) for the big workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { echo "bench-writers: needs wrk (apt-get install wrk)" >&2; exit 1; }
+duration=${DURATION:-10s}
+seconds=${duration%s}
+big_mib=${BIG:-1024}
+many_chats=${CHATS:-10000}
+many_files=${FILES:-100000}
+
+echo "== building (release)" >&2
+cargo build --release --quiet --bin chatstore
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/chatstore-bench.XXXXXX")
+port=$((20000 + RANDOM % 20000))
+base="http://127.0.0.1:$port"
+metadata_args=()
+[ -n "${METADATA:-}" ] && metadata_args=(--metadata "$METADATA")
+RUST_LOG=warn target/release/chatstore --data-dir "$work/data" "${metadata_args[@]}" \
+    serve --addr "127.0.0.1:$port" --max-concurrent 64 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+
+# Users, each with a workspace and a chat: 16 writers, one for the big
+# upload, one for the big workspace, one for the small one.
+python3 - "$base" "$work" <<'PY'
+import http.client, json, sys, uuid
+base, work = sys.argv[1], sys.argv[2]
+host = base.split("//")[1]
+conn = http.client.HTTPConnection(host)
+def call(method, path, user):
+    conn.request(method, path, headers={"X-User-Id": user})
+    r = conn.getresponse()
+    body = r.read()
+    assert r.status < 300, (method, path, r.status, body)
+    return json.loads(body) if body else None
+users = []
+for _ in range(19):
+    user = str(uuid.uuid4())
+    call("PUT", "/v1/workspace", user)
+    users.append((user, call("POST", "/v1/chats", user)["chat_id"]))
+with open(f"{work}/users", "w") as f:
+    for user, chat in users:
+        f.write(f"{user} {chat}\n")
+PY
+mapfile -t users < "$work/users"
+writers=("${users[@]:0:16}")
+big_user=${users[16]}
+many_user=${users[17]}
+few_user=${users[18]}
+
+# A wrk script that rotates its requests over the given "user chat" pairs.
+upload_script() {
+    {
+        echo 'local pairs = {'
+        for pair in "$@"; do
+            set -- $pair
+            echo "  {\"$1\", \"$2\"},"
+        done
+        echo '}'
+        cat <<'LUA'
+local body = string.rep("x", 65536)
+local i = 0
+request = function()
+  i = i + 1
+  local pair = pairs[(i % #pairs) + 1]
+  return wrk.format("POST", "/v1/chats/" .. pair[2] .. "/files?name=bench" .. (i % 4) .. ".bin",
+    { ["X-User-Id"] = pair[1], ["Content-Type"] = "application/octet-stream" }, body)
+end
+LUA
+    } > "$work/upload.lua"
+}
+
+# Requests/s of a wrk run with the upload script (non-2xx answers fail it).
+wrk_rate() {
+    local out
+    out=$(wrk -t2 -c16 -d"$duration" --latency -s "$work/upload.lua" "$base")
+    echo "$out" >&2
+    if echo "$out" | grep -q "Non-2xx"; then echo "bench-writers: some uploads failed" >&2; exit 1; fi
+    echo "$out" | awk '/Requests\/sec/ {print $2}'
+}
+
+# Files/s the disk gives to `threads` writers of 64 KiB files with fsync.
+disk_rate() {
+    python3 - "$work/disk" "$1" "$seconds" <<'PY'
+import os, sys, threading, time
+root, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+os.makedirs(root, exist_ok=True)
+body = b"x" * 65536
+counts = [0] * threads
+stop = time.monotonic() + seconds
+def writer(n):
+    i = 0
+    while time.monotonic() < stop:
+        path = os.path.join(root, f"{n}-{i % 4}.bin")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, body)
+        os.fsync(fd)
+        os.close(fd)
+        counts[n] += 1
+        i += 1
+ts = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(f"{sum(counts) / seconds:.0f}")
+PY
+}
+
+echo "== the disk: 16 threads writing and fsyncing 64 KiB files, $duration" >&2
+disk16=$(disk_rate 16)
+echo "== the disk: 1 thread, $duration" >&2
+disk1=$(disk_rate 1)
+
+echo "== 16 workspaces uploading 64 KiB at once, 16 connections, $duration" >&2
+upload_script "${writers[@]}"
+ws16=$(wrk_rate)
+echo "== 1 workspace uploading 64 KiB, 16 connections, $duration" >&2
+upload_script "${writers[0]}"
+ws1=$(wrk_rate)
+
+echo "== 16 workspaces again while another streams ${big_mib} MiB uploads" >&2
+head -c $((big_mib << 20)) /dev/zero > "$work/big.bin"
+set -- $big_user
+( while :; do
+    nice -n 19 curl -sf -o /dev/null -X POST -H "X-User-Id: $1" -H "Content-Type: application/octet-stream" \
+        -T "$work/big.bin" "$base/v1/chats/$2/files?name=big.bin" || exit 1
+  done ) &
+streamer=$!
+upload_script "${writers[@]}"
+ws16_streaming=$(wrk_rate)
+kill $streamer 2>/dev/null; wait $streamer 2>/dev/null || true
+rm -f "$work/big.bin"
+
+echo "== a workspace of $many_chats chats and $many_files files, and one of 10 chats" >&2
+python3 - "$base" "$many_user" "$many_chats" "$many_files" "$few_user" <<'PY'
+import http.client, json, sys, threading
+base, user, chats, files, few = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+host = base.split("//")[1]
+def fill(user, chats, files, threads):
+    created = []
+    def make(n):
+        conn = http.client.HTTPConnection(host)
+        for _ in range(n):
+            conn.request("POST", "/v1/chats", headers={"X-User-Id": user})
+            r = conn.getresponse()
+            created.append(json.loads(r.read())["chat_id"])
+    each = [chats // threads + (i < chats % threads) for i in range(threads)]
+    ts = [threading.Thread(target=make, args=(n,)) for n in each]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    def upload(k):
+        conn = http.client.HTTPConnection(host)
+        for i in range(k, files, threads):
+            chat = created[i % len(created)]
+            conn.request("POST", f"/v1/chats/{chat}/files?name=f{i}.txt", body=b"a small file\n",
+                         headers={"X-User-Id": user})
+            r = conn.getresponse(); r.read()
+            assert r.status == 201, r.status
+            if k == 0 and i % 10000 == 0:
+                print(f"   {i}/{files} files", file=sys.stderr, flush=True)
+    ts = [threading.Thread(target=upload, args=(k,)) for k in range(threads)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+fill(user, chats, files, 8)
+fill(few, 9, 90, 1)
+PY
+set -- $many_user; many_chat=$2
+set -- $few_user; few_chat=$2
+latency() {
+    set -- $1
+    cat > "$work/one.lua" <<LUA
+wrk.method = "POST"
+wrk.body = string.rep("x", 1024)
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.headers["X-User-Id"] = "$1"
+LUA
+    wrk -t1 -c1 -d"$duration" --latency -s "$work/one.lua" "$base/v1/chats/$2/files?name=latency.bin" \
+        | tee /dev/stderr | awk '$1 == "50%" {print $2}'
+}
+p50_many=$(latency "$many_user")
+p50_few=$(latency "$few_user")
+
+python3 - "$disk16" "$disk1" "$ws16" "$ws1" "$ws16_streaming" "$p50_many" "$p50_few" <<'PY'
+import sys
+def ms(t):
+    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if t.endswith(unit) and not (unit == "s" and t.endswith(("us", "ms"))):
+            return float(t[: -len(unit)]) * f
+    raise ValueError(t)
+d16, d1, w16, w1, ws = map(float, sys.argv[1:6])
+many, few = ms(sys.argv[6]), ms(sys.argv[7])
+print(f"disk, 16 writers:            {d16:8.0f} files/s   (1 writer: {d1:.0f})")
+print(f"16 workspaces uploading:     {w16:8.0f} uploads/s = {w16 / d16:.2f}x the disk's 16 writers")
+print(f"1 workspace uploading:       {w1:8.0f} uploads/s; 16 workspaces = {w16 / w1:.2f}x one")
+print(f"16 beside a streamed upload: {ws:8.0f} uploads/s = {ws / w16:.2f}x without it")
+print(f"1 KiB upload p50: {many:.2f} ms in the big workspace, {few:.2f} ms in one of 10 chats = {many / few:.2f}x")
+PY
