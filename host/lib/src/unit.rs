@@ -200,6 +200,37 @@ pub enum UsageChange {
     },
 }
 
+impl UsageChange {
+    /// The workspace and the chat it changes.
+    pub fn chat(&self) -> (Uuid, Uuid) {
+        match *self {
+            UsageChange::Grow {
+                workspace_id,
+                chat_id,
+                ..
+            }
+            | UsageChange::Set {
+                workspace_id,
+                chat_id,
+                ..
+            }
+            | UsageChange::Drop {
+                workspace_id,
+                chat_id,
+            } => (workspace_id, chat_id),
+        }
+    }
+
+    /// The chat's bytes after the change, from its bytes before.
+    pub fn after(&self, before: u64) -> u64 {
+        match *self {
+            UsageChange::Grow { bytes, .. } => before.saturating_add_signed(bytes),
+            UsageChange::Set { bytes, .. } => bytes,
+            UsageChange::Drop { .. } => 0,
+        }
+    }
+}
+
 /// A workspace's usage as counted on disk: everything under its directory,
 /// and each chat directory's share.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -28,29 +28,12 @@ struct Tables {
 
 impl Tables {
     fn change_usage(&mut self, change: &UsageChange) {
-        let (UsageChange::Grow {
-            workspace_id,
-            chat_id,
-            ..
-        }
-        | UsageChange::Set {
-            workspace_id,
-            chat_id,
-            ..
-        }
-        | UsageChange::Drop {
-            workspace_id,
-            chat_id,
-        }) = *change;
+        let (workspace_id, chat_id) = change.chat();
         let Some(total) = self.used_bytes.get_mut(&workspace_id) else {
             return;
         };
         let before = self.chat_bytes.get(&chat_id).map_or(0, |&(_, b)| b);
-        let after = match *change {
-            UsageChange::Grow { bytes, .. } => before.saturating_add_signed(bytes),
-            UsageChange::Set { bytes, .. } => bytes,
-            UsageChange::Drop { .. } => 0,
-        };
+        let after = change.after(before);
         *total = (*total + after).saturating_sub(before);
         match change {
             UsageChange::Drop { .. } => self.chat_bytes.remove(&chat_id),

@@ -673,32 +673,13 @@ impl UsageLedger for SqliteTransaction {
 
     fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()> {
         for change in changes {
-            let (workspace_id, chat_id) = match *change {
-                UsageChange::Grow {
-                    workspace_id,
-                    chat_id,
-                    ..
-                }
-                | UsageChange::Set {
-                    workspace_id,
-                    chat_id,
-                    ..
-                }
-                | UsageChange::Drop {
-                    workspace_id,
-                    chat_id,
-                } => (workspace_id, chat_id),
-            };
+            let (workspace_id, chat_id) = change.chat();
             if self.used_bytes(workspace_id)?.is_none() {
                 continue;
             }
             let before = self.chat_bytes(chat_id)?.unwrap_or(0);
             let (workspace_id, chat_id) = (workspace_id.to_string(), chat_id.to_string());
-            let after = match *change {
-                UsageChange::Grow { bytes, .. } => before.saturating_add_signed(bytes),
-                UsageChange::Set { bytes, .. } => bytes,
-                UsageChange::Drop { .. } => 0,
-            };
+            let after = change.after(before);
             let delta = stored(after) - stored(before);
             self.write(|c| {
                 match change {
