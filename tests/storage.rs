@@ -774,3 +774,31 @@ fn bytes_written_behind_the_ledger_count_after_a_recount_and_fsck_reports_them()
         "workspace_not_found"
     );
 }
+
+#[test]
+fn content_staged_by_one_store_survives_another_opening_the_data_directory() {
+    let h = Harness::new();
+    let (user, chat) = h.user_with_chat();
+    // A server is streaming an upload into staging…
+    let mut writer = h
+        .store
+        .staging()
+        .begin(chatstore_host::ContentKind::Bytes, 1 << 20)
+        .unwrap();
+    writer.push(b"on its way in").unwrap();
+    // …when a command opens the same data directory (and recovers it).
+    let command = chatstore_host::ChatStore::builder()
+        .data_dir(h.data_dir())
+        .build()
+        .unwrap();
+    assert_eq!(command.list_chats(user).unwrap().len(), 1);
+    let staged = writer.finish().unwrap();
+    let file = h
+        .store
+        .upload_staged(user, chat.chat_id, "in.bin", None, staged)
+        .unwrap();
+    assert_eq!(
+        attachment(&command, user, chat.chat_id, file.file_id).unwrap(),
+        b"on its way in"
+    );
+}

@@ -51,6 +51,9 @@ use uuid::Uuid;
 const WORKSPACES: &str = "workspaces";
 const STAGING: &str = "staging";
 const LOCK_FILE: &str = "chatstore.lock";
+/// Every opening of the data directory shares it; staging is cleaned only
+/// by one that can hold it alone.
+const STAGING_LOCK: &str = "staging.lock";
 /// One lock file per user who has written, named by the user's id.
 const LOCKS: &str = "locks";
 const LOST_AND_FOUND: &str = "lost+found";
@@ -84,6 +87,7 @@ fn checked_staged(name: &str) -> io::Result<&str> {
 pub struct DataDir {
     root: Dir,
     staging: Arc<Staging>,
+    staging_lock: File,
 }
 
 /// A held lock on a data directory, and on a user's workspace in it;
@@ -105,7 +109,18 @@ impl DataDir {
         root.create_dir_all(STAGING)?;
         root.create_dir_all(LOCKS)?;
         let staging = Staging::new(root.open_dir(STAGING)?);
-        Ok(Arc::new(DataDir { root, staging }))
+        // Held shared while this data directory is open here: staged
+        // content of a live process is never another process's leftover.
+        let staging_lock = root.open_with(
+            STAGING_LOCK,
+            OpenOptions::new().read(true).write(true).create(true),
+        )?;
+        rustix::fs::flock(&staging_lock, rustix::fs::FlockOperation::LockShared)?;
+        Ok(Arc::new(DataDir {
+            root,
+            staging,
+            staging_lock,
+        }))
     }
 
     /// The staging area, where content waits for the call that stores it.
@@ -352,7 +367,27 @@ impl DataDir {
         Ok(())
     }
 
+    /// Removes staged content no journal names, if no other opening of
+    /// the data directory (in this process or another) could be staging
+    /// it now; otherwise leaves it to a later start-up, and says so.
     fn clean_staging(&self, keep: &HashSet<&str>) -> io::Result<()> {
+        use rustix::fs::FlockOperation::{LockShared, NonBlockingLockExclusive};
+        match rustix::fs::flock(&self.staging_lock, NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                tracing::info!(
+                    "the data directory is open elsewhere: staging is cleaned when it is not"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let cleaned = self.remove_staged_except(keep);
+        rustix::fs::flock(&self.staging_lock, LockShared)?;
+        cleaned
+    }
+
+    fn remove_staged_except(&self, keep: &HashSet<&str>) -> io::Result<()> {
         let staging = self.staging.dir();
         for entry in staging.entries()? {
             let entry = entry?;
