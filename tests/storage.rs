@@ -802,3 +802,23 @@ fn content_staged_by_one_store_survives_another_opening_the_data_directory() {
         b"on its way in"
     );
 }
+
+#[test]
+fn concurrent_appends_are_each_counted_once() {
+    let h = Harness::new();
+    let (user, chat) = h.user_with_chat();
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let h = &h;
+            scope.spawn(move || {
+                for i in 0..5 {
+                    let line = format!("line {:04}\n", t * 5 + i);
+                    h.store
+                        .append_history(user, chat.chat_id, line.as_bytes())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 400);
+}

@@ -9,7 +9,7 @@ struct Server {
     child: std::process::Child,
     log: Lines<BufReader<ChildStderr>>,
     addr: String,
-    _tmp: tempfile::TempDir,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -23,16 +23,19 @@ impl Drop for Server {
 /// it logs that it listens.
 fn serve(rust_log: &str) -> Server {
     let tmp = tempfile::tempdir().unwrap();
+    let mut server = serve_in(tmp.path(), &[], rust_log);
+    server._tmp = Some(tmp);
+    server
+}
+
+/// Starts the binary on `<root>/data` with `args` before `serve`.
+fn serve_in(root: &std::path::Path, args: &[&str], rust_log: &str) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatstore"))
-        .args([
-            "--data-dir",
-            tmp.path().join("data").to_str().unwrap(),
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-        ])
+        .args(["--data-dir", root.join("data").to_str().unwrap()])
+        .args(args)
+        .args(["serve", "--addr", "127.0.0.1:0"])
         .env("RUST_LOG", rust_log)
-        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env("XDG_CACHE_HOME", root.join("cache"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -54,7 +57,7 @@ fn serve(rust_log: &str) -> Server {
         child,
         log,
         addr,
-        _tmp: tmp,
+        _tmp: None,
     }
 }
 
@@ -221,4 +224,163 @@ fn terminate(pid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// The JSON body of an answer.
+fn body_json(answer: &str) -> serde_json::Value {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+fn status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_servers_on_one_data_directory_share_each_users_writes_quota_and_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quota = ["--quota-bytes", "1000"];
+    let a = serve_in(tmp.path(), &quota, "info");
+    let b = serve_in(tmp.path(), &quota, "info");
+    let servers = [&a, &b];
+    let user = "0190f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a";
+    let as_user = |server: &Server, head: &str, body: &[u8]| {
+        server.request(&format!("{head}\r\nX-User-Id: {user}"), body)
+    };
+    as_user(&a, "PUT /v1/workspace HTTP/1.1", b"");
+    let chat = body_json(&as_user(&b, "POST /v1/chats HTTP/1.1", b""))["chat_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // 40 appends of 10 bytes through both at once: each lands once, whole.
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let server = servers[t % 2];
+            let (chat, as_user) = (&chat, &as_user);
+            scope.spawn(move || {
+                for i in 0..5 {
+                    let line = format!("line {:04}\n", t * 5 + i);
+                    let answer = as_user(
+                        server,
+                        &format!("POST /v1/chats/{chat}/history HTTP/1.1"),
+                        line.as_bytes(),
+                    );
+                    assert_eq!(status(&answer), 204, "{answer}");
+                }
+            });
+        }
+    });
+    let history = as_user(&a, &format!("GET /v1/chats/{chat}/history HTTP/1.1"), b"");
+    let mut lines: Vec<&str> = history.split_once("\r\n\r\n").unwrap().1.lines().collect();
+    lines.sort();
+    let expected: Vec<String> = (0..40).map(|i| format!("line {i:04}")).collect();
+    assert_eq!(lines, expected);
+
+    // 16 uploads of 100 bytes through both, with room for 6: exactly 6 win.
+    let won = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..16 {
+            let server = servers[t % 2];
+            let (chat, as_user, won) = (&chat, &as_user, &won);
+            scope.spawn(move || {
+                let answer = as_user(
+                    server,
+                    &format!("POST /v1/chats/{chat}/files?name=f{t} HTTP/1.1"),
+                    &[7; 100],
+                );
+                match status(&answer) {
+                    201 => {
+                        won.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    413 => assert!(answer.contains("workspace_quota_exceeded"), "{answer}"),
+                    _ => panic!("{answer}"),
+                }
+            });
+        }
+    });
+    assert_eq!(won.into_inner(), 6);
+    for server in servers {
+        let usage = body_json(&as_user(server, "GET /v1/workspace/usage HTTP/1.1", b""));
+        assert_eq!(usage["used_bytes"], 1000, "{usage}");
+    }
+
+    // One server is killed while it writes; the other serves on, and the
+    // data directory is consistent afterwards.
+    let mut a = a;
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = std::thread::spawn({
+        let (addr, chat, written) = (a.addr.clone(), chat.clone(), written.clone());
+        move || {
+            for i in 0.. {
+                written.store(i, std::sync::atomic::Ordering::SeqCst);
+                let Ok(mut stream) = TcpStream::connect(&addr) else {
+                    return i;
+                };
+                let head = format!(
+                    "PUT /v1/chats/{chat}/history HTTP/1.1\r\nX-User-Id: {user}\r\n\
+                     Host: t\r\nContent-Length: 6\r\nConnection: close\r\n\r\nmine {}",
+                    i % 10
+                );
+                let mut answer = String::new();
+                if stream.write_all(head.as_bytes()).is_err()
+                    || stream.read_to_string(&mut answer).is_err()
+                    || answer.is_empty()
+                {
+                    return i;
+                }
+            }
+            unreachable!()
+        }
+    });
+    // Killed once it has answered a few rewrites, with the next under way.
+    while written.load(std::sync::atomic::Ordering::SeqCst) < 3 && !writer.is_finished() {
+        std::thread::yield_now();
+    }
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    writer.join().unwrap();
+    let listed = as_user(&b, &format!("GET /v1/chats/{chat}/files HTTP/1.1"), b"");
+    assert_eq!(status(&listed), 200, "{listed}");
+    let rewritten = as_user(
+        &b,
+        &format!("PUT /v1/chats/{chat}/history HTTP/1.1"),
+        b"# after\n",
+    );
+    assert_eq!(status(&rewritten), 204, "{rewritten}");
+    let history = as_user(&b, &format!("GET /v1/chats/{chat}/history HTTP/1.1"), b"");
+    assert!(history.ends_with("\r\n\r\n# after\n"), "{history}");
+    drop(b);
+    let fsck = Command::new(env!("CARGO_BIN_EXE_chatstore"))
+        .args([
+            "--data-dir",
+            tmp.path().join("data").to_str().unwrap(),
+            "fsck",
+        ])
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&fsck.stdout).unwrap();
+    for problem in [
+        "missing_chat_dirs",
+        "orphan_chat_dirs",
+        "missing_files",
+        "unregistered_files",
+        "size_mismatches",
+        "usage_drift",
+    ] {
+        assert_eq!(
+            report[problem],
+            serde_json::json!([]),
+            "{problem}: {report}"
+        );
+    }
+    let staged = std::fs::read_dir(tmp.path().join("data/staging"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0);
 }
