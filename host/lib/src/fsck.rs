@@ -1,6 +1,6 @@
 //! `fsck`: compares the metadata with the chat directories.
 //!
-//! It runs holding the data directory's exclusive lock, after recovery, so
+//! It runs holding the data directory's lock alone, after recovery, so
 //! it sees no call half done. What it reports:
 //!
 //! - `missing_chat_dirs`: a chat row whose directory (or `history.md`) is gone;
