@@ -231,6 +231,12 @@ impl UsageChange {
     }
 }
 
+/// A count of bytes as a signed number (what SQLite's `INTEGER` holds, and
+/// what a shrinking change needs); past `i64::MAX`, that.
+pub(crate) fn signed_bytes(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
 /// A workspace's usage as counted on disk: everything under its directory,
 /// and each chat directory's share.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

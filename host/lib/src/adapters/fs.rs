@@ -39,7 +39,7 @@ use crate::model::Chat;
 use crate::names::{AttachmentName, HISTORY_FILE_NAME};
 use crate::ports::ChatStorage;
 use crate::staging::{StagedContent, Staging};
-use crate::unit::{Access, Count, Effect, Scope, UsageChange};
+use crate::unit::{Access, Count, Effect, Scope, UsageChange, signed_bytes};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, OpenOptions};
 use std::collections::{HashMap, HashSet};
@@ -509,32 +509,33 @@ impl DataDir {
     }
 
     /// Counts the bytes under the workspace's directory, and each chat
-    /// directory's share, for the usage ledger.
+    /// directory's share, for the usage ledger: one walk of each.
     pub fn count(&self, workspace_id: Uuid) -> io::Result<Count> {
         let workspace = match self.workspace_dir(workspace_id) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Count::default()),
             other => other?,
         };
-        let mut chats = Vec::new();
-        match workspace.read_dir("chats") {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-            Ok(entries) => {
-                for entry in entries {
-                    let entry = entry?;
-                    let Some(chat_id) = entry.file_name().to_str().and_then(parse_canonical) else {
-                        continue;
-                    };
-                    if entry.file_type()?.is_dir() {
-                        chats.push((chat_id, self.count_chat(workspace_id, chat_id)?));
-                    }
+        let mut count = Count::default();
+        for entry in workspace.entries()? {
+            let entry = entry?;
+            if entry.file_name() != "chats" || !entry.file_type()?.is_dir() {
+                count.total += entry_bytes(&workspace, &entry)?;
+                continue;
+            }
+            let chats = tree::open_subdir(&workspace, &entry.file_name())?;
+            for chat in chats.entries()? {
+                let chat = chat?;
+                let bytes = entry_bytes(&chats, &chat)?;
+                let chat_id = chat.file_name().to_str().and_then(parse_canonical);
+                if let Some(chat_id) = chat_id
+                    && chat.file_type()?.is_dir()
+                {
+                    count.chats.push((chat_id, bytes));
                 }
+                count.total += bytes;
             }
         }
-        Ok(Count {
-            total: tree::bytes_under(workspace)?,
-            chats,
-        })
+        Ok(count)
     }
 
     /// Counts the bytes under one chat directory (none if it is gone).
@@ -787,7 +788,10 @@ impl FsTransaction {
                 name: name.to_owned(),
                 staged: content.file_name().to_owned(),
             },
-            grow(chat, stored(content.size_bytes()) - stored(replaced)),
+            grow(
+                chat,
+                signed_bytes(content.size_bytes()) - signed_bytes(replaced),
+            ),
         )
     }
 
@@ -893,7 +897,7 @@ impl ChatStorage for FsTransaction {
                 staged: content.file_name().to_owned(),
                 at,
             },
-            grow(chat, stored(content.size_bytes())),
+            grow(chat, signed_bytes(content.size_bytes())),
         )?;
         lock(&self.history_lens).insert(chat.chat_id, at + content.size_bytes());
         Ok(())
@@ -938,7 +942,7 @@ impl ChatStorage for FsTransaction {
                 chat_id: chat.chat_id,
                 name: name.to_string(),
             },
-            grow(chat, -stored(removed)),
+            grow(chat, -signed_bytes(removed)),
         )
     }
 
@@ -959,6 +963,22 @@ impl ChatStorage for FsTransaction {
     }
 }
 
+/// The bytes of one directory entry: everything under it for a directory,
+/// its size for a regular file, nothing for anything else or if it is gone.
+fn entry_bytes(dir: &Dir, entry: &cap_std::fs::DirEntry) -> io::Result<u64> {
+    let kind = entry.file_type()?;
+    if kind.is_dir() {
+        match tree::open_subdir(dir, &entry.file_name()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            sub => tree::bytes_under(sub?),
+        }
+    } else if kind.is_file() {
+        Ok(entry.metadata()?.len())
+    } else {
+        Ok(0)
+    }
+}
+
 /// The chat grows by `bytes` (shrinks if negative).
 fn grow(chat: &Chat, bytes: i64) -> UsageChange {
     UsageChange::Grow {
@@ -966,9 +986,4 @@ fn grow(chat: &Chat, bytes: i64) -> UsageChange {
         chat_id: chat.chat_id,
         bytes,
     }
-}
-
-/// A size as a signed count of bytes.
-fn stored(bytes: u64) -> i64 {
-    i64::try_from(bytes).unwrap_or(i64::MAX)
 }

@@ -24,7 +24,7 @@ use crate::ports::{
 };
 use crate::unit::{
     Access, Count, Effect, MetadataStore, MetadataTransaction, Scope, StoredName, UsageChange,
-    UsageLedger,
+    UsageLedger, signed_bytes,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::{Path, PathBuf};
@@ -71,9 +71,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE chat_files ADD COLUMN sha256 TEXT;",
     // 3: each journal entry's owner (the user whose writer committed it;
     // NULL for the host's own maintenance), so that one user's writer
-    // recovers only that user's journal.
-    // The usage ledger: each counted workspace's bytes, and each of its
-    // chats' share (a workspace without a row is counted when next asked).
+    // recovers only that user's journal; and the usage ledger: each counted
+    // workspace's bytes and each of its chats' share (a workspace without
+    // a row is counted when next asked).
     "ALTER TABLE pending_effects ADD COLUMN owner TEXT;
     CREATE INDEX pending_effects_by_owner ON pending_effects (owner);
     CREATE TABLE workspace_usage (
@@ -150,9 +150,11 @@ impl SqliteMetadata {
             writers: Arc::default(),
         };
         let mut conn = metadata.connect()?;
-        migrate(&mut conn)?;
+        let migrated = migrate(&mut conn)?;
         metadata.release(conn);
-        metadata.durable()?;
+        if migrated {
+            metadata.durable()?;
+        }
         Ok(metadata)
     }
 
@@ -210,7 +212,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn migrate(conn: &mut Connection) -> PortResult<()> {
+/// Runs the migrations the database has not seen; says whether any ran.
+fn migrate(conn: &mut Connection) -> PortResult<bool> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(db_error)?;
@@ -230,7 +233,8 @@ fn migrate(conn: &mut Connection) -> PortResult<()> {
         tx.pragma_update(None, "user_version", (i + 1) as i64)
             .map_err(db_error)?;
     }
-    tx.commit().map_err(db_error)
+    tx.commit().map_err(db_error)?;
+    Ok(version < MIGRATIONS.len())
 }
 
 impl MetadataStore for SqliteMetadata {
@@ -647,28 +651,35 @@ impl HostRecords for SqliteTransaction {
     }
 }
 
-/// Bytes as SQLite stores them (an `INTEGER` is signed).
-fn stored(bytes: u64) -> i64 {
-    i64::try_from(bytes).unwrap_or(i64::MAX)
-}
+/// Sets a chat's bytes in the ledger: chat id, workspace id, bytes.
+const SET_CHAT_BYTES: &str =
+    "INSERT OR REPLACE INTO chat_usage (chat_id, workspace_id, used_bytes) VALUES (?1, ?2, ?3)";
 
-impl UsageLedger for SqliteTransaction {
-    fn used_bytes(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {
+impl SqliteTransaction {
+    /// The `used_bytes` that `select` finds for `id`, if it finds a row.
+    fn ledger_bytes(&self, select: &str, id: Uuid) -> PortResult<Option<u64>> {
         self.with(|c| {
-            c.prepare_cached("SELECT used_bytes FROM workspace_usage WHERE workspace_id = ?1")?
-                .query_row([workspace_id.to_string()], |r| r.get::<_, i64>(0))
+            c.prepare_cached(select)?
+                .query_row([id.to_string()], |r| r.get::<_, i64>(0))
                 .optional()
         })
         .map(|bytes| bytes.map(|b| b.max(0) as u64))
     }
+}
+
+impl UsageLedger for SqliteTransaction {
+    fn used_bytes(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {
+        self.ledger_bytes(
+            "SELECT used_bytes FROM workspace_usage WHERE workspace_id = ?1",
+            workspace_id,
+        )
+    }
 
     fn chat_bytes(&self, chat_id: Uuid) -> PortResult<Option<u64>> {
-        self.with(|c| {
-            c.prepare_cached("SELECT used_bytes FROM chat_usage WHERE chat_id = ?1")?
-                .query_row([chat_id.to_string()], |r| r.get::<_, i64>(0))
-                .optional()
-        })
-        .map(|bytes| bytes.map(|b| b.max(0) as u64))
+        self.ledger_bytes(
+            "SELECT used_bytes FROM chat_usage WHERE chat_id = ?1",
+            chat_id,
+        )
     }
 
     fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()> {
@@ -680,18 +691,17 @@ impl UsageLedger for SqliteTransaction {
             let before = self.chat_bytes(chat_id)?.unwrap_or(0);
             let (workspace_id, chat_id) = (workspace_id.to_string(), chat_id.to_string());
             let after = change.after(before);
-            let delta = stored(after) - stored(before);
+            let delta = signed_bytes(after) - signed_bytes(before);
             self.write(|c| {
                 match change {
                     UsageChange::Drop { .. } => c
                         .prepare_cached("DELETE FROM chat_usage WHERE chat_id = ?1")?
                         .execute([&chat_id])?,
-                    _ => c
-                        .prepare_cached(
-                            "INSERT OR REPLACE INTO chat_usage (chat_id, workspace_id, used_bytes) \
-                             VALUES (?1, ?2, ?3)",
-                        )?
-                        .execute(params![chat_id, workspace_id, stored(after)])?,
+                    _ => c.prepare_cached(SET_CHAT_BYTES)?.execute(params![
+                        chat_id,
+                        workspace_id,
+                        signed_bytes(after)
+                    ])?,
                 };
                 c.prepare_cached(
                     "UPDATE workspace_usage SET used_bytes = MAX(0, used_bytes + ?2) \
@@ -710,20 +720,16 @@ impl UsageLedger for SqliteTransaction {
             c.prepare_cached("DELETE FROM chat_usage WHERE workspace_id = ?1")?
                 .execute([&workspace_id])?;
             for (chat_id, bytes) in &count.chats {
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO chat_usage (chat_id, workspace_id, used_bytes) \
-                     VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![
+                c.prepare_cached(SET_CHAT_BYTES)?.execute(params![
                     chat_id.to_string(),
                     workspace_id,
-                    stored(*bytes)
+                    signed_bytes(*bytes)
                 ])?;
             }
             c.prepare_cached(
                 "INSERT OR REPLACE INTO workspace_usage (workspace_id, used_bytes) VALUES (?1, ?2)",
             )?
-            .execute(params![workspace_id, stored(count.total)])
+            .execute(params![workspace_id, signed_bytes(count.total)])
             .map(drop)
         })
     }
