@@ -34,7 +34,7 @@ fn failures(verdicts: &BTreeMap<String, Verdict>) -> Vec<(&str, &Failure)> {
 #[test]
 fn the_built_in_component_passes_every_scenario() {
     for metadata in [Metadata::Sqlite, Metadata::Memory] {
-        let verdicts = verdicts(&Runner::new().metadata(metadata));
+        let verdicts = verdicts(&Runner::new().metadata(metadata.clone()));
         assert_eq!(failures(&verdicts), [], "{metadata:?}");
         let steps: usize = verdicts
             .values()

@@ -1,6 +1,7 @@
 //! Restarts, crashes and racing writers: what was acknowledged stays, what
 //! failed leaves nothing, and the quota holds.
 
+use chatstore_host::adapters::postgres::ScratchDatabase;
 use chatstore_host::fsck::fsck;
 use chatstore_host::{ChatStore, Error, Metadata};
 use chatstore_tests::script::{Model, content};
@@ -105,19 +106,45 @@ fn sixteen_threads_racing_for_the_last_bytes_never_exceed_the_quota_with_memory_
     sixteen_threads_racing_for_the_last_bytes(Metadata::Memory);
 }
 
+/// Two stores, each with its own connections and locks, on one PostgreSQL
+/// database and one data directory: two hosts. Only PostgreSQL's locks
+/// keep their writers apart.
+#[test]
+fn sixteen_threads_on_two_hosts_racing_for_the_last_bytes_never_exceed_the_quota_with_postgres_metadata()
+ {
+    let Some(db) = ScratchDatabase::from_env() else {
+        return;
+    };
+    sixteen_threads_racing_for_the_last_bytes(Metadata::Postgres(db.url().to_owned()));
+}
+
+/// A second store on the harness's data directory and metadata, with the
+/// same quota: another host.
+fn second_host(h: &Harness, metadata: &Metadata, quota_bytes: u64) -> ChatStore {
+    match metadata {
+        Metadata::Memory => h.store.clone(),
+        _ => ChatStore::builder()
+            .data_dir(h.data_dir())
+            .metadata(metadata.clone())
+            .quota_bytes(quota_bytes)
+            .compile_cache(std::env::temp_dir().join("chatstore-tests-compile-cache"))
+            .build()
+            .expect("second store"),
+    }
+}
+
 fn sixteen_threads_racing_for_the_last_bytes(metadata: Metadata) {
     const WRITERS: usize = 16;
     const SIZE: usize = 10_000;
-    let h = Harness::with(|b| {
-        b.metadata(metadata)
-            .quota_bytes((WRITERS / 2 * SIZE) as u64)
-    });
+    const QUOTA: u64 = (WRITERS / 2 * SIZE) as u64;
+    let h = Harness::with(|b| b.metadata(metadata.clone()).quota_bytes(QUOTA));
+    let hosts = [h.store.clone(), second_host(&h, &metadata, QUOTA)];
     let (user, chat) = h.user_with_chat();
     let barrier = Arc::new(Barrier::new(WRITERS));
     let outcomes: Vec<Result<(), Error>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..WRITERS)
             .map(|i| {
-                let (store, barrier) = (h.store.clone(), barrier.clone());
+                let (store, barrier) = (hosts[i % 2].clone(), barrier.clone());
                 s.spawn(move || {
                     barrier.wait();
                     store
@@ -163,14 +190,26 @@ fn concurrent_appends_lose_no_update_with_memory_metadata() {
     concurrent_appends_lose_no_update(Metadata::Memory);
 }
 
+#[test]
+fn concurrent_appends_on_two_hosts_lose_no_update_with_postgres_metadata() {
+    let Some(db) = ScratchDatabase::from_env() else {
+        return;
+    };
+    concurrent_appends_lose_no_update(Metadata::Postgres(db.url().to_owned()));
+}
+
 fn concurrent_appends_lose_no_update(metadata: Metadata) {
     const THREADS: usize = 8;
     const APPENDS: usize = 10;
-    let h = Harness::with(|b| b.metadata(metadata));
+    let h = Harness::with(|b| b.metadata(metadata.clone()));
+    let hosts = [
+        h.store.clone(),
+        second_host(&h, &metadata, chatstore_host::DEFAULT_QUOTA_BYTES),
+    ];
     let (user, chat) = h.user_with_chat();
     std::thread::scope(|s| {
         for t in 0..THREADS {
-            let store = h.store.clone();
+            let store = hosts[t % 2].clone();
             s.spawn(move || {
                 for i in 0..APPENDS {
                     store

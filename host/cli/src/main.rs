@@ -12,7 +12,7 @@ use chatstore_host::{
     DEFAULT_DATA_DIR, DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Error, Metadata, Output,
     Replacing, StageError, StagedContent, parse_id,
 };
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,9 +34,19 @@ struct Cli {
     /// The data directory.
     #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
-    /// Where metadata lives: SQLite in the data directory, or memory (gone when the command ends).
-    #[arg(long, global = true, value_enum, default_value_t = MetadataArg::Sqlite)]
-    metadata: MetadataArg,
+    /// Where metadata lives: `sqlite` (in the data directory), `memory`
+    /// (gone when the command ends), or a PostgreSQL URL
+    /// (`postgres://user@host:port/db`) for several hosts sharing one data
+    /// directory.
+    #[arg(
+        long,
+        global = true,
+        value_name = "STORE",
+        default_value = "sqlite",
+        env = "CHATSTORE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    metadata: Metadata,
     /// The quota of every workspace, in bytes.
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_QUOTA_BYTES)]
     quota_bytes: u64,
@@ -60,12 +70,6 @@ struct Cli {
     no_compile_cache: bool,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum MetadataArg {
-    Sqlite,
-    Memory,
 }
 
 #[derive(Subcommand)]
@@ -327,15 +331,6 @@ fn main() -> ExitCode {
     }
 }
 
-impl From<MetadataArg> for Metadata {
-    fn from(arg: MetadataArg) -> Metadata {
-        match arg {
-            MetadataArg::Sqlite => Metadata::Sqlite,
-            MetadataArg::Memory => Metadata::Memory,
-        }
-    }
-}
-
 /// The bytes of `--component`, if given.
 fn component(cli: &Cli) -> Result<Option<Vec<u8>>, Failure> {
     cli.component
@@ -356,7 +351,7 @@ fn builder(cli: &Cli) -> Result<ChatStoreBuilder, Failure> {
     }
     Ok(builder
         .data_dir(&cli.data_dir)
-        .metadata(cli.metadata.into())
+        .metadata(cli.metadata.clone())
         .quota_bytes(cli.quota_bytes)
         .max_guest_memory(cli.max_guest_memory)
         .call_timeout(std::time::Duration::from_millis(cli.call_timeout_ms)))
@@ -400,9 +395,9 @@ fn run(cli: Cli) -> Outcome {
 }
 
 fn run_fsck(cli: &Cli, repair: bool) -> Outcome {
-    if matches!(cli.metadata, MetadataArg::Memory) {
+    if cli.metadata == Metadata::Memory {
         return Err(other(
-            "fsck compares durable metadata with the files: use --metadata sqlite",
+            "fsck compares durable metadata with the files: use --metadata sqlite or a PostgreSQL URL",
         ));
     }
     let backend = builder(cli)?.open_backend().map_err(other)?;
@@ -433,7 +428,7 @@ fn run_conformance(cli: &Cli, dir: Option<&std::path::Path>, only: &[String]) ->
     if !only.is_empty() {
         scenarios.retain(|s| only.iter().any(|name| name == s.name()));
     }
-    let mut runner = Runner::new().metadata(cli.metadata.into());
+    let mut runner = Runner::new().metadata(cli.metadata.clone());
     if let Some(bytes) = component(cli)? {
         // Load it once up front, so a component of another world fails with one line.
         let tmp = tempfile::tempdir().map_err(other)?;

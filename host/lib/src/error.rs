@@ -163,4 +163,7 @@ pub enum SetupError {
     /// The component cannot be compiled or does not fit the `storage-service` world.
     #[error("storage component: {0}")]
     Component(String),
+    /// The metadata database cannot be reached or migrated.
+    #[error("metadata database: {0}")]
+    Database(String),
 }

@@ -4,6 +4,7 @@
 use crate::adapters::DataDirBackend;
 use crate::adapters::fs::DataDir;
 use crate::adapters::memory::MemoryMetadata;
+use crate::adapters::postgres::PostgresMetadata;
 use crate::adapters::sqlite::SqliteMetadata;
 use crate::bindings::{self, Guest, StorageService, StorageServicePre, wit};
 use crate::call::CallState;
@@ -73,13 +74,34 @@ const GUEST_STDERR_BYTES: usize = 4096;
 pub const DATABASE_FILE: &str = "chatstore.db";
 
 /// Where metadata lives.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Metadata {
-    /// SQLite at `<data-dir>/chatstore.db`: durable, shared by processes.
+    /// SQLite at `<data-dir>/chatstore.db`: durable, shared by the
+    /// processes of one machine.
     #[default]
     Sqlite,
     /// In memory: gone when the process ends.
     Memory,
+    /// PostgreSQL at this URL (`postgres://user@host:port/db`): durable,
+    /// shared by several hosts that mount the same data directory; its
+    /// advisory locks replace the data directory's `flock`s.
+    Postgres(String),
+}
+
+impl std::str::FromStr for Metadata {
+    type Err = String;
+
+    /// `sqlite`, `memory`, or a `postgres://` (`postgresql://`) URL.
+    fn from_str(s: &str) -> Result<Metadata, String> {
+        match s {
+            "sqlite" => Ok(Metadata::Sqlite),
+            "memory" => Ok(Metadata::Memory),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Metadata::Postgres(url.to_owned()))
+            }
+            _ => Err("expected sqlite, memory or a postgres:// URL".to_owned()),
+        }
+    }
 }
 
 /// The wall clock the guest reads; tests pin it.
@@ -239,11 +261,14 @@ impl ChatStoreBuilder {
             source,
         };
         let data = DataDir::open(&self.data_dir).map_err(data_dir_error)?;
-        let metadata: Arc<dyn MetadataStore> = match self.metadata {
+        let metadata: Arc<dyn MetadataStore> = match &self.metadata {
             Metadata::Memory => Arc::new(MemoryMetadata::default()),
             Metadata::Sqlite => Arc::new(
                 SqliteMetadata::open(self.data_dir.join(DATABASE_FILE))
                     .map_err(|e| data_dir_error(std::io::Error::other(e.message)))?,
+            ),
+            Metadata::Postgres(url) => Arc::new(
+                PostgresMetadata::open(url).map_err(|e| SetupError::Database(e.message))?,
             ),
         };
         let backend = DataDirBackend::open(data, metadata, self.quota_bytes)

@@ -153,6 +153,41 @@ pub trait MetadataStore: Send + Sync {
     fn rename_file(&self, _file_id: Uuid, _name: &AttachmentName) -> PortResult<()> {
         Ok(())
     }
+    /// The locks of a store that several hosts share, which then replace
+    /// the data directory's own (`flock`, which holds on one machine).
+    fn locks(&self) -> Option<Arc<dyn Locks>> {
+        None
+    }
+}
+
+/// Locks that keep units of work apart (see [`Scope`]) across every
+/// process, and every host, that serves one store.
+pub trait Locks: Send + Sync {
+    /// Takes the locks a unit of work on `scope` needs: for a user, the
+    /// store's shared and the user's shared for reading or exclusive for
+    /// writing; for the whole store, the store's shared or exclusive.
+    /// They are held until the [`Held`] is dropped.
+    fn lock(&self, access: Access, scope: Scope) -> PortResult<Held>;
+    /// Runs `clean` (removing staged content no journal names) only if no
+    /// other opening of the store is live anywhere, since its staged
+    /// content may be in flight; says whether it ran.
+    fn alone(&self, clean: &mut dyn FnMut() -> std::io::Result<()>) -> PortResult<bool>;
+}
+
+/// Locks taken by [`Locks::lock`]; dropping it releases them.
+pub struct Held(#[allow(dead_code)] Box<dyn Send>);
+
+impl Held {
+    /// Holds `guard` (whose drop releases the locks).
+    pub fn new(guard: impl Send + 'static) -> Held {
+        Held(Box::new(guard))
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
 }
 
 /// An attachment's name as stored, before any check.

@@ -420,7 +420,7 @@ impl Runner {
         });
         let mut builder = ChatStore::builder()
             .data_dir(tmp.path())
-            .metadata(self.metadata)
+            .metadata(self.metadata.clone())
             .quota_bytes(scenario.quota_bytes)
             .clock(clock);
         if let Some(bytes) = &self.component {

@@ -39,7 +39,7 @@ use crate::model::Chat;
 use crate::names::{AttachmentName, HISTORY_FILE_NAME};
 use crate::ports::ChatStorage;
 use crate::staging::{StagedContent, Staging};
-use crate::unit::{Access, Count, Effect, Scope, UsageChange, signed_bytes};
+use crate::unit::{Access, Count, Effect, Held, Locks, Scope, UsageChange, signed_bytes};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, OpenOptions};
 use std::collections::{HashMap, HashSet};
@@ -326,15 +326,16 @@ impl DataDir {
     }
 
     /// Replays committed effects, then removes every staged file they do
-    /// not refer to (left by calls that never committed). Call it holding
-    /// the exclusive lock.
+    /// not refer to (left by calls that never committed) if `locks` say
+    /// no other opening of the store is live. Call it holding the store's
+    /// exclusive lock.
     ///
     /// An effect that cannot be applied because of what a sandbox left in a
     /// chat directory is quarantined rather than retried forever: its
     /// staged content goes to the workspace's `lost+found/` and the error
     /// to the log, so one chat cannot stop the others. Only a full disk
     /// stops recovery.
-    pub fn recover(&self, pending: &[Effect]) -> io::Result<()> {
+    pub fn recover(&self, pending: &[Effect], locks: &dyn Locks) -> io::Result<()> {
         self.replay(pending)?;
         let keep: HashSet<&str> = pending
             .iter()
@@ -345,7 +346,13 @@ impl DataDir {
                 _ => None,
             })
             .collect();
-        self.clean_staging(&keep)
+        let cleaned = locks
+            .alone(&mut || self.remove_staged_except(&keep))
+            .map_err(|e| io::Error::other(e.message))?;
+        if !cleaned {
+            tracing::info!("the store is open elsewhere: staging is cleaned when it is not");
+        }
+        Ok(())
     }
 
     /// Applies `pending`, quarantining what cannot be applied (see
@@ -365,26 +372,6 @@ impl DataDir {
             }
         }
         Ok(())
-    }
-
-    /// Removes staged content no journal names, if no other opening of
-    /// the data directory (in this process or another) could be staging
-    /// it now; otherwise leaves it to a later start-up, and says so.
-    fn clean_staging(&self, keep: &HashSet<&str>) -> io::Result<()> {
-        use rustix::fs::FlockOperation::{LockShared, NonBlockingLockExclusive};
-        match rustix::fs::flock(&self.staging_lock, NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-                tracing::info!(
-                    "the data directory is open elsewhere: staging is cleaned when it is not"
-                );
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let cleaned = self.remove_staged_except(keep);
-        rustix::fs::flock(&self.staging_lock, LockShared)?;
-        cleaned
     }
 
     fn remove_staged_except(&self, keep: &HashSet<&str>) -> io::Result<()> {
@@ -674,6 +661,32 @@ impl DataDir {
                 .root
                 .open_dir(format!("{WORKSPACES}/{workspace_id}/chats"))?,
         )
+    }
+}
+
+/// The data directory's own locks, with `flock`: they hold across the
+/// threads and processes of one machine.
+impl Locks for DataDir {
+    fn lock(&self, access: Access, scope: Scope) -> PortResult<Held> {
+        DataDir::lock(self, access, scope)
+            .map(Held::new)
+            .map_err(|e| PortError::new(format!("lock: {e}")))
+    }
+
+    /// Every opening of the data directory holds `staging.lock` shared;
+    /// one that can hold it alone is the only one.
+    fn alone(&self, clean: &mut dyn FnMut() -> io::Result<()>) -> PortResult<bool> {
+        use rustix::fs::FlockOperation::{LockShared, NonBlockingLockExclusive};
+        let flock_error = |e: rustix::io::Errno| PortError::new(format!("staging.lock: {e}"));
+        match rustix::fs::flock(&self.staging_lock, NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Ok(false),
+            Err(e) => return Err(flock_error(e)),
+        }
+        let cleaned = clean();
+        rustix::fs::flock(&self.staging_lock, LockShared).map_err(flock_error)?;
+        cleaned.map_err(|e| PortError::new(format!("cleaning staging: {e}")))?;
+        Ok(true)
     }
 }
 

@@ -1,9 +1,10 @@
-//! Port adapters: metadata in memory or SQLite, the chat directories on
+//! Port adapters: metadata in memory, SQLite or PostgreSQL, the chat directories on
 //! the filesystem, ids; and [`DataDirBackend`], which ties one call's
 //! metadata transaction and file effects into one unit of work.
 
 pub mod fs;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;
@@ -15,9 +16,10 @@ use crate::names::{AttachmentName, closest_valid};
 use crate::ports::{HostRecords, IdGenerator, Ports, StorageUsage};
 use crate::staging::Staging;
 use crate::unit::{
-    Access, Backend, MetadataStore, MetadataTransaction, Scope, UnitOfWork, UsageChange,
+    Access, Backend, Held, Locks, MetadataStore, MetadataTransaction, Scope, UnitOfWork,
+    UsageChange,
 };
-use fs::{DataDir, DirLock, FsTransaction};
+use fs::{DataDir, FsTransaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -46,6 +48,9 @@ impl IdGenerator for UuidV7Ids {
 pub struct DataDirBackend {
     data: Arc<DataDir>,
     metadata: Arc<dyn MetadataStore>,
+    /// The metadata store's locks if it has its own (several hosts share
+    /// it), otherwise the data directory's.
+    locks: Arc<dyn Locks>,
     quota_bytes: u64,
     ids: Arc<dyn IdGenerator>,
 }
@@ -62,16 +67,15 @@ impl DataDirBackend {
         metadata: Arc<dyn MetadataStore>,
         quota_bytes: u64,
     ) -> PortResult<Self> {
+        let locks = metadata.locks().unwrap_or_else(|| data.clone());
         let backend = DataDirBackend {
             quota_bytes,
             data,
             metadata,
+            locks,
             ids: Arc::new(UuidV7Ids),
         };
-        let _lock = backend
-            .data
-            .lock(Access::Write, Scope::All)
-            .map_err(io_error("lock"))?;
+        let _lock = backend.locks.lock(Access::Write, Scope::All)?;
         backend.recover(Scope::All)?;
         backend.rename_refused_names()?;
         Ok(backend)
@@ -120,7 +124,7 @@ impl DataDirBackend {
     fn recover(&self, scope: Scope) -> PortResult<()> {
         let pending = self.metadata.pending_effects(scope)?;
         match scope {
-            Scope::All => self.data.recover(&pending),
+            Scope::All => self.data.recover(&pending, &*self.locks),
             Scope::User(_) if pending.is_empty() => return Ok(()),
             Scope::User(_) => self.data.replay(&pending),
         }
@@ -138,7 +142,7 @@ impl Backend for DataDirBackend {
     }
 
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
-        let lock = self.data.lock(access, scope).map_err(io_error("lock"))?;
+        let lock = self.locks.lock(access, scope)?;
         if access == Access::Write {
             // A journal left by a writer of this scope whose effects failed
             // to apply, or that crashed.
@@ -165,7 +169,7 @@ impl Backend for DataDirBackend {
 }
 
 struct DataDirUnit {
-    _lock: DirLock,
+    _lock: Held,
     access: Access,
     scope: Scope,
     tx: Arc<dyn MetadataTransaction>,

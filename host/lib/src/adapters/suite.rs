@@ -9,9 +9,16 @@ use uuid::Uuid;
 
 /// Expands to one `#[test]` per behaviour. `$make` gives a fresh
 /// `(guard, metadata)` pair; the guard (a temporary directory, say) lives
-/// as long as the test.
+/// as long as the test. A `$make` that gives an `Option` skips the tests
+/// when it gives `None` (no server to run them on).
 macro_rules! repository_suite {
+    (optional $make:expr) => {
+        crate::adapters::suite::repository_suite!(@all $make);
+    };
     ($make:expr) => {
+        crate::adapters::suite::repository_suite!(@all Some($make));
+    };
+    (@all $make:expr) => {
         crate::adapters::suite::repository_suite!(@tests $make;
             workspace_is_found_by_id_and_by_user_id,
             saving_a_users_new_workspace_replaces_the_old_one,
@@ -43,7 +50,7 @@ macro_rules! repository_suite {
         $(
             #[test]
             fn $name() {
-                let (_guard, metadata) = $make;
+                let Some((_guard, metadata)) = $make else { return };
                 let tx = crate::unit::MetadataStore::begin(&metadata, crate::unit::Access::Write, crate::unit::Scope::All).unwrap();
                 crate::adapters::suite::$name(&*tx);
                 tx.commit(&[]).unwrap();
@@ -54,7 +61,7 @@ macro_rules! repository_suite {
         $(
             #[test]
             fn $name() {
-                let (_guard, metadata) = $make;
+                let Some((_guard, metadata)) = $make else { return };
                 crate::adapters::suite::$name(&metadata);
             }
         )*

@@ -1,0 +1,1049 @@
+//! Metadata in PostgreSQL, for several hosts serving one store: every host
+//! points at the same database and mounts the same data directory.
+//!
+//! Each call runs in one `REPEATABLE READ` transaction on a pooled
+//! connection, so a call reads one snapshot; the journal of file effects is
+//! written in the same transaction as the metadata. Locks are PostgreSQL's
+//! own (session advisory locks), so they hold across machines, where `flock`
+//! on a network filesystem may not: a user's writer holds that user's lock
+//! exclusively and the store's lock shared, a reader both shared, the host's
+//! maintenance (recovery, `fsck`) the store's lock alone. A host that dies
+//! loses its sessions, and with them its locks; the user's next writer, on
+//! any host, replays the journal it left.
+//!
+//! A write that meets a serialisation failure or a deadlock (which the
+//! per-user locks leave no room for, but another client of the database
+//! might cause) is retried: the transaction starts again and its writes so
+//! far are replayed, which is sound because the user's lock keeps the rows
+//! they were computed from still.
+
+use crate::error::{PortError, PortResult};
+use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace};
+use crate::names::AttachmentName;
+use crate::ports::{
+    ChatFileRepository, ChatRepository, HostRecords, SandboxSessionRepository, WorkspaceRepository,
+};
+use crate::unit::{
+    Access, Count, Effect, Held, Locks, MetadataStore, MetadataTransaction, Scope, UsageChange,
+    UsageLedger, signed_bytes,
+};
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use uuid::Uuid;
+
+/// The schema, one migration per version; the table `chatstore_schema`
+/// says how many have run. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: the four repositories, the journal of file effects (each entry's
+    // owner is the user whose writer committed it, NULL for the host's
+    // maintenance) and the usage ledger.
+    "CREATE TABLE workspaces (
+        workspace_id uuid PRIMARY KEY,
+        user_id      uuid NOT NULL UNIQUE,
+        created_s    bigint NOT NULL,
+        created_ns   bigint NOT NULL
+    );
+    CREATE TABLE chats (
+        chat_id      uuid PRIMARY KEY,
+        workspace_id uuid NOT NULL,
+        created_s    bigint NOT NULL,
+        created_ns   bigint NOT NULL
+    );
+    CREATE INDEX chats_by_workspace ON chats (workspace_id);
+    CREATE TABLE chat_files (
+        file_id      uuid PRIMARY KEY,
+        chat_id      uuid NOT NULL,
+        name         text NOT NULL,
+        content_type text,
+        size_bytes   bigint NOT NULL,
+        sha256       text,
+        created_s    bigint NOT NULL,
+        created_ns   bigint NOT NULL,
+        UNIQUE (chat_id, name)
+    );
+    CREATE TABLE sandbox_sessions (
+        chat_id    uuid PRIMARY KEY,
+        session_id uuid NOT NULL
+    );
+    CREATE TABLE pending_effects (
+        seq    bigserial PRIMARY KEY,
+        owner  uuid,
+        effect text NOT NULL
+    );
+    CREATE INDEX pending_effects_by_owner ON pending_effects (owner);
+    CREATE TABLE workspace_usage (
+        workspace_id uuid PRIMARY KEY,
+        used_bytes   bigint NOT NULL
+    );
+    CREATE TABLE chat_usage (
+        chat_id      uuid PRIMARY KEY,
+        workspace_id uuid NOT NULL,
+        used_bytes   bigint NOT NULL
+    );
+    CREATE INDEX chat_usage_by_workspace ON chat_usage (workspace_id);",
+];
+
+/// The first key of chatstore's two-key advisory locks (`"chat"`); users'
+/// locks are one-key locks, a space of their own.
+const LOCK_CLASS: i32 = 0x6368_6174;
+/// Shared by every call, held alone by the host's maintenance.
+const STORE_LOCK: i32 = 1;
+/// Held shared by every open store; cleaning staging needs it alone.
+const STAGING_LOCK: i32 = 2;
+/// Held while migrating, so hosts starting together migrate once.
+const MIGRATION_LOCK: i32 = 3;
+
+/// Connections each pool opens at most: one pool for transactions, one
+/// for locks (a call holds one of each), so a host uses at most twice this
+/// plus one.
+pub const POOL_SIZE: usize = 32;
+
+/// How many times a write is tried when PostgreSQL reports a serialisation
+/// failure or a deadlock.
+const WRITE_ATTEMPTS: usize = 4;
+
+fn db_error(e: postgres::Error) -> PortError {
+    match e.as_db_error() {
+        Some(db) => PortError::new(format!("database: {}: {}", db.code().code(), db.message())),
+        None => PortError::new(format!("database: {e}")),
+    }
+}
+
+fn retryable(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(&SqlState::T_R_SERIALIZATION_FAILURE | &SqlState::T_R_DEADLOCK_DETECTED)
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A connection, and the statements prepared on it.
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.query(&statement, params)
+    }
+
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.execute(&statement, params)
+    }
+}
+
+/// At most `size` connections; a caller waits for one to come back when
+/// all are in use.
+struct Pool {
+    config: postgres::Config,
+    size: usize,
+    state: Mutex<PoolState>,
+    returned: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Conn>,
+    open: usize,
+}
+
+impl Pool {
+    fn new(config: postgres::Config, size: usize) -> Pool {
+        Pool {
+            config,
+            size,
+            state: Mutex::default(),
+            returned: Condvar::new(),
+        }
+    }
+
+    fn get(self: &Arc<Self>) -> PortResult<Pooled> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(conn) = state.idle.pop() {
+                return Ok(Pooled::new(self, conn));
+            }
+            if state.open < self.size {
+                state.open += 1;
+                drop(state);
+                return match self.connect() {
+                    Ok(conn) => Ok(Pooled::new(self, conn)),
+                    Err(e) => {
+                        self.closed();
+                        Err(e)
+                    }
+                };
+            }
+            state = self
+                .returned
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn connect(&self) -> PortResult<Conn> {
+        let client = self.config.connect(NoTls).map_err(db_error)?;
+        Ok(Conn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn put(&self, conn: Conn) {
+        if conn.client.is_closed() {
+            return self.closed();
+        }
+        lock(&self.state).idle.push(conn);
+        self.returned.notify_one();
+    }
+
+    fn closed(&self) {
+        lock(&self.state).open -= 1;
+        self.returned.notify_one();
+    }
+}
+
+/// A connection out of its pool; it goes back when dropped, or is closed
+/// if it was [`broken`](Pooled::broken).
+struct Pooled {
+    pool: Arc<Pool>,
+    conn: Option<Conn>,
+}
+
+impl Pooled {
+    fn new(pool: &Arc<Pool>, conn: Conn) -> Pooled {
+        Pooled {
+            pool: pool.clone(),
+            conn: Some(conn),
+        }
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("a pooled connection is there until dropped")
+    }
+
+    /// Closes the connection instead of giving it back: its session state
+    /// (a transaction, a lock) is unknown.
+    fn broken(mut self) {
+        if self.conn.take().is_some() {
+            self.pool.closed();
+        }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put(conn);
+        }
+    }
+}
+
+/// PostgreSQL metadata and locks, shared by every call of one host.
+#[derive(Clone)]
+pub struct PostgresMetadata {
+    transactions: Arc<Pool>,
+    locks: Arc<Pool>,
+    /// Holds the staging lock shared while this store is open (see
+    /// [`Locks::alone`]).
+    keeper: Arc<Mutex<Conn>>,
+}
+
+impl std::fmt::Debug for PostgresMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresMetadata").finish_non_exhaustive()
+    }
+}
+
+impl PostgresMetadata {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`,
+    /// without TLS), and runs any migrations it has not seen.
+    pub fn open(url: &str) -> PortResult<PostgresMetadata> {
+        let config = postgres::Config::from_str(url)
+            .map_err(|e| PortError::new(format!("database URL: {e}")))?;
+        let transactions = Arc::new(Pool::new(config.clone(), POOL_SIZE));
+        let locks = Arc::new(Pool::new(config, POOL_SIZE));
+        let mut keeper = transactions.connect()?;
+        migrate(&mut keeper)?;
+        keeper
+            .client
+            .batch_execute(&format!(
+                "SELECT pg_advisory_lock_shared({LOCK_CLASS}, {STAGING_LOCK})"
+            ))
+            .map_err(db_error)?;
+        Ok(PostgresMetadata {
+            transactions,
+            locks,
+            keeper: Arc::new(Mutex::new(keeper)),
+        })
+    }
+}
+
+/// Runs the migrations the database has not seen, holding the migration
+/// lock so that hosts starting together do it once.
+fn migrate(conn: &mut Conn) -> PortResult<()> {
+    let client = &mut conn.client;
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock({LOCK_CLASS}, {MIGRATION_LOCK});
+             CREATE TABLE IF NOT EXISTS chatstore_schema (version integer NOT NULL);"
+        ))
+        .map_err(db_error)?;
+    let result = (|| {
+        let mut tx = client.transaction().map_err(db_error)?;
+        let version = tx
+            .query_opt("SELECT version FROM chatstore_schema", &[])
+            .map_err(db_error)?
+            .map(|row| row.get::<_, i32>(0));
+        let done = usize::try_from(version.unwrap_or(0))
+            .map_err(|_| PortError::new("database: negative schema version"))?;
+        if done > MIGRATIONS.len() {
+            return Err(PortError::new(format!(
+                "database schema version {done} is newer than this chatstore knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for migration in &MIGRATIONS[done..] {
+            tx.batch_execute(migration).map_err(db_error)?;
+        }
+        let now = MIGRATIONS.len() as i32;
+        if version.is_none() {
+            tx.execute("INSERT INTO chatstore_schema (version) VALUES ($1)", &[&now])
+        } else {
+            tx.execute("UPDATE chatstore_schema SET version = $1", &[&now])
+        }
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)
+    })();
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_unlock({LOCK_CLASS}, {MIGRATION_LOCK})"
+        ))
+        .map_err(db_error)?;
+    result
+}
+
+/// A user's advisory lock key: the two halves of the id folded together
+/// (two users sharing a key would only take turns).
+fn user_key(user_id: Uuid) -> i64 {
+    let (high, low) = user_id.as_u64_pair();
+    (high ^ low) as i64
+}
+
+/// Advisory locks held by one pooled connection; released when dropped.
+struct AdvisoryLock(Option<Pooled>);
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        if let Some(mut pooled) = self.0.take() {
+            if pooled
+                .conn()
+                .client
+                .batch_execute("SELECT pg_advisory_unlock_all()")
+                .is_err()
+            {
+                // Closing the session releases whatever it held.
+                pooled.broken();
+            }
+        }
+    }
+}
+
+impl Locks for PostgresMetadata {
+    fn lock(&self, access: Access, scope: Scope) -> PortResult<Held> {
+        let exclusive = |key: &str| format!("SELECT pg_advisory_lock({key});");
+        let shared = |key: &str| format!("SELECT pg_advisory_lock_shared({key});");
+        let store = format!("{LOCK_CLASS}, {STORE_LOCK}");
+        let sql = match (access, scope) {
+            (Access::Read, Scope::All) => shared(&store),
+            (Access::Write, Scope::All) => exclusive(&store),
+            (Access::Read, Scope::User(user)) => {
+                shared(&store) + &shared(&user_key(user).to_string())
+            }
+            (Access::Write, Scope::User(user)) => {
+                shared(&store) + &exclusive(&user_key(user).to_string())
+            }
+        };
+        let mut pooled = self.locks.get()?;
+        if let Err(e) = pooled.conn().client.batch_execute(&sql) {
+            pooled.broken();
+            return Err(db_error(e));
+        }
+        Ok(Held::new(AdvisoryLock(Some(pooled))))
+    }
+
+    fn alone(&self, clean: &mut dyn FnMut() -> std::io::Result<()>) -> PortResult<bool> {
+        let mut keeper = lock(&self.keeper);
+        let key = format!("{LOCK_CLASS}, {STAGING_LOCK}");
+        let rows = keeper
+            .client
+            .query(&format!("SELECT pg_try_advisory_lock({key})"), &[])
+            .map_err(db_error)?;
+        if !rows.first().is_some_and(|row| row.get::<_, bool>(0)) {
+            return Ok(false);
+        }
+        let cleaned = clean();
+        keeper
+            .client
+            .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
+            .map_err(db_error)?;
+        cleaned.map_err(|e| PortError::new(format!("cleaning staging: {e}")))?;
+        Ok(true)
+    }
+}
+
+impl MetadataStore for PostgresMetadata {
+    fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>> {
+        let mut pooled = self.transactions.get()?;
+        let begin = match access {
+            Access::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Access::Write => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+        };
+        if let Err(e) = pooled.conn().client.batch_execute(begin) {
+            pooled.broken();
+            return Err(db_error(e));
+        }
+        Ok(Arc::new(PostgresTransaction {
+            open: Mutex::new(Some(Open {
+                pooled,
+                writes: Vec::new(),
+            })),
+            access,
+            owner: match scope {
+                Scope::User(user_id) => Some(user_id),
+                Scope::All => None,
+            },
+        }))
+    }
+
+    fn pending_effects(&self, scope: Scope) -> PortResult<Vec<Effect>> {
+        let mut pooled = self.transactions.get()?;
+        let owner = scope_owner(scope);
+        let rows = pooled
+            .conn()
+            .query(
+                "SELECT effect FROM pending_effects \
+                 WHERE $1::uuid IS NULL OR owner = $1 ORDER BY seq",
+                &[&owner],
+            )
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                serde_json::from_str(row.get(0))
+                    .map_err(|e| PortError::new(format!("journal: {e}")))
+            })
+            .collect()
+    }
+
+    fn forget_effects(&self, scope: Scope) -> PortResult<()> {
+        let mut pooled = self.transactions.get()?;
+        pooled
+            .conn()
+            .execute(
+                "DELETE FROM pending_effects WHERE $1::uuid IS NULL OR owner = $1",
+                &[&scope_owner(scope)],
+            )
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn locks(&self) -> Option<Arc<dyn Locks>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+fn scope_owner(scope: Scope) -> Option<Uuid> {
+    match scope {
+        Scope::User(user_id) => Some(user_id),
+        Scope::All => None,
+    }
+}
+
+/// A value a write was given, kept to replay the write on a retry.
+#[derive(Clone, Debug)]
+enum Value {
+    Uuid(Uuid),
+    OptUuid(Option<Uuid>),
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+}
+
+impl Value {
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Value::Uuid(v) => v,
+            Value::OptUuid(v) => v,
+            Value::Text(v) => v,
+            Value::OptText(v) => v,
+            Value::Int(v) => v,
+        }
+    }
+}
+
+/// One call's transaction on its own connection.
+pub struct PostgresTransaction {
+    open: Mutex<Option<Open>>,
+    access: Access,
+    /// The journal's owner for this transaction's effects.
+    owner: Option<Uuid>,
+}
+
+struct Open {
+    pooled: Pooled,
+    /// Every write so far, to replay if the transaction must start again.
+    writes: Vec<(&'static str, Vec<Value>)>,
+}
+
+impl PostgresTransaction {
+    fn read<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>) -> PortResult<T> {
+        let mut open = lock(&self.open);
+        let open = open
+            .as_mut()
+            .ok_or_else(|| PortError::new("the transaction has ended"))?;
+        f(open.pooled.conn()).map_err(db_error)
+    }
+
+    fn write(&self, sql: &'static str, values: Vec<Value>) -> PortResult<()> {
+        if self.access == Access::Read {
+            return Err(PortError::new("this call may only read"));
+        }
+        let mut guard = lock(&self.open);
+        let open = guard
+            .as_mut()
+            .ok_or_else(|| PortError::new("the transaction has ended"))?;
+        open.writes.push((sql, values));
+        let mut attempt = 1;
+        loop {
+            let (sql, values) = open.writes.last().expect("just pushed");
+            let params: Vec<_> = values.iter().map(Value::as_sql).collect();
+            match open.pooled.conn().execute(sql, &params) {
+                Ok(_) => return Ok(()),
+                Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::info!(error = %db_error(e), attempt, "retrying a transaction");
+                    Self::restart(open).map_err(db_error)?;
+                }
+                Err(e) => {
+                    open.writes.pop();
+                    return Err(db_error(e));
+                }
+            }
+        }
+    }
+
+    /// Starts the transaction again and replays its writes but the last.
+    fn restart(open: &mut Open) -> Result<(), postgres::Error> {
+        let conn = open.pooled.conn();
+        conn.client
+            .batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ")?;
+        let replayed = open.writes.len() - 1;
+        for (sql, values) in &open.writes[..replayed] {
+            let params: Vec<_> = values.iter().map(Value::as_sql).collect();
+            conn.execute(sql, &params)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the transaction with `sql` and gives the connection back.
+    fn finish(&self, sql: &str) -> PortResult<()> {
+        let Some(mut open) = lock(&self.open).take() else {
+            return Ok(());
+        };
+        match open.pooled.conn().client.batch_execute(sql) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                open.pooled.broken();
+                Err(db_error(e))
+            }
+        }
+    }
+}
+
+impl Drop for PostgresTransaction {
+    fn drop(&mut self) {
+        let _ = self.finish("ROLLBACK");
+    }
+}
+
+impl MetadataTransaction for PostgresTransaction {
+    fn commit(&self, effects: &[Effect]) -> PortResult<()> {
+        for effect in effects {
+            let json = serde_json::to_string(effect)
+                .map_err(|e| PortError::new(format!("journal: {e}")))?;
+            self.write(
+                "INSERT INTO pending_effects (owner, effect) VALUES ($1, $2)",
+                vec![Value::OptUuid(self.owner), Value::Text(json)],
+            )?;
+        }
+        self.finish("COMMIT")
+    }
+
+    fn rollback(&self) {
+        let _ = self.finish("ROLLBACK");
+    }
+}
+
+fn timestamp_at(row: &Row, i: usize) -> Timestamp {
+    Timestamp {
+        seconds: row.get(i),
+        nanoseconds: row.get::<_, i64>(i + 1).clamp(0, 999_999_999) as u32,
+    }
+}
+
+fn workspace_row(row: &Row) -> Workspace {
+    Workspace {
+        workspace_id: row.get(0),
+        user_id: row.get(1),
+        created_at: timestamp_at(row, 2),
+    }
+}
+
+fn chat_row(row: &Row) -> Chat {
+    Chat {
+        chat_id: row.get(0),
+        workspace_id: row.get(1),
+        created_at: timestamp_at(row, 2),
+    }
+}
+
+fn file_row(row: &Row) -> PortResult<ChatFile> {
+    let name: String = row.get(2);
+    Ok(ChatFile {
+        file_id: row.get(0),
+        chat_id: row.get(1),
+        name: AttachmentName::new(name.clone()).map_err(|e| {
+            PortError::new(format!("database: stored name {name:?} is refused: {e}"))
+        })?,
+        content_type: row.get(3),
+        size_bytes: row.get::<_, i64>(4).max(0) as u64,
+        sha256: row.get(5),
+        created_at: timestamp_at(row, 6),
+    })
+}
+
+fn files(rows: Vec<Row>) -> PortResult<Vec<ChatFile>> {
+    rows.iter().map(file_row).collect()
+}
+
+fn timestamp_values(t: Timestamp) -> [Value; 2] {
+    [Value::Int(t.seconds), Value::Int(i64::from(t.nanoseconds))]
+}
+
+impl WorkspaceRepository for PostgresTransaction {
+    fn get(&self, workspace_id: Uuid) -> PortResult<Option<Workspace>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT workspace_id, user_id, created_s, created_ns FROM workspaces \
+                 WHERE workspace_id = $1",
+                &[&workspace_id],
+            )
+        })?;
+        Ok(rows.first().map(workspace_row))
+    }
+
+    fn get_by_user_id(&self, user_id: Uuid) -> PortResult<Option<Workspace>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT workspace_id, user_id, created_s, created_ns FROM workspaces \
+                 WHERE user_id = $1",
+                &[&user_id],
+            )
+        })?;
+        Ok(rows.first().map(workspace_row))
+    }
+
+    fn save(&self, w: &Workspace) -> PortResult<()> {
+        self.write(
+            "DELETE FROM workspaces WHERE user_id = $1 AND workspace_id <> $2",
+            vec![Value::Uuid(w.user_id), Value::Uuid(w.workspace_id)],
+        )?;
+        let [s, ns] = timestamp_values(w.created_at);
+        self.write(
+            "INSERT INTO workspaces (workspace_id, user_id, created_s, created_ns) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id) DO UPDATE SET \
+             user_id = EXCLUDED.user_id, created_s = EXCLUDED.created_s, \
+             created_ns = EXCLUDED.created_ns",
+            vec![Value::Uuid(w.workspace_id), Value::Uuid(w.user_id), s, ns],
+        )
+    }
+}
+
+impl ChatRepository for PostgresTransaction {
+    fn get(&self, chat_id: Uuid) -> PortResult<Option<Chat>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT chat_id, workspace_id, created_s, created_ns FROM chats WHERE chat_id = $1",
+                &[&chat_id],
+            )
+        })?;
+        Ok(rows.first().map(chat_row))
+    }
+
+    fn list_by_workspace_id(&self, workspace_id: Uuid) -> PortResult<Vec<Chat>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT chat_id, workspace_id, created_s, created_ns FROM chats \
+                 WHERE workspace_id = $1",
+                &[&workspace_id],
+            )
+        })?;
+        Ok(rows.iter().map(chat_row).collect())
+    }
+
+    fn save(&self, chat: &Chat) -> PortResult<()> {
+        let [s, ns] = timestamp_values(chat.created_at);
+        self.write(
+            "INSERT INTO chats (chat_id, workspace_id, created_s, created_ns) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (chat_id) DO UPDATE SET \
+             workspace_id = EXCLUDED.workspace_id, created_s = EXCLUDED.created_s, \
+             created_ns = EXCLUDED.created_ns",
+            vec![Value::Uuid(chat.chat_id), Value::Uuid(chat.workspace_id), s, ns],
+        )
+    }
+
+    fn delete(&self, chat_id: Uuid) -> PortResult<()> {
+        self.write(
+            "DELETE FROM chats WHERE chat_id = $1",
+            vec![Value::Uuid(chat_id)],
+        )
+    }
+}
+
+impl ChatFileRepository for PostgresTransaction {
+    fn get(&self, file_id: Uuid) -> PortResult<Option<ChatFile>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT file_id, chat_id, name, content_type, size_bytes, sha256, created_s, \
+                 created_ns FROM chat_files WHERE file_id = $1",
+                &[&file_id],
+            )
+        })?;
+        rows.first().map(file_row).transpose()
+    }
+
+    fn get_by_chat_id_and_name(
+        &self,
+        chat_id: Uuid,
+        name: &AttachmentName,
+    ) -> PortResult<Option<ChatFile>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT file_id, chat_id, name, content_type, size_bytes, sha256, created_s, \
+                 created_ns FROM chat_files WHERE chat_id = $1 AND name = $2",
+                &[&chat_id, &name.as_str()],
+            )
+        })?;
+        rows.first().map(file_row).transpose()
+    }
+
+    fn list_by_chat_id(&self, chat_id: Uuid) -> PortResult<Vec<ChatFile>> {
+        files(self.read(|c| {
+            c.query(
+                "SELECT file_id, chat_id, name, content_type, size_bytes, sha256, created_s, \
+                 created_ns FROM chat_files WHERE chat_id = $1",
+                &[&chat_id],
+            )
+        })?)
+    }
+
+    fn save(&self, f: &ChatFile) -> PortResult<()> {
+        self.write(
+            "DELETE FROM chat_files WHERE chat_id = $1 AND name = $2 AND file_id <> $3",
+            vec![
+                Value::Uuid(f.chat_id),
+                Value::Text(f.name.to_string()),
+                Value::Uuid(f.file_id),
+            ],
+        )?;
+        let [s, ns] = timestamp_values(f.created_at);
+        self.write(
+            "INSERT INTO chat_files (file_id, chat_id, name, content_type, size_bytes, sha256, \
+             created_s, created_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (file_id) DO UPDATE SET chat_id = EXCLUDED.chat_id, \
+             name = EXCLUDED.name, content_type = EXCLUDED.content_type, \
+             size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256, \
+             created_s = EXCLUDED.created_s, created_ns = EXCLUDED.created_ns",
+            vec![
+                Value::Uuid(f.file_id),
+                Value::Uuid(f.chat_id),
+                Value::Text(f.name.to_string()),
+                Value::OptText(f.content_type.clone()),
+                Value::Int(signed_bytes(f.size_bytes)),
+                Value::OptText(f.sha256.clone()),
+                s,
+                ns,
+            ],
+        )
+    }
+
+    fn delete(&self, file_id: Uuid) -> PortResult<()> {
+        self.write(
+            "DELETE FROM chat_files WHERE file_id = $1",
+            vec![Value::Uuid(file_id)],
+        )
+    }
+
+    fn delete_by_chat_id(&self, chat_id: Uuid) -> PortResult<()> {
+        self.write(
+            "DELETE FROM chat_files WHERE chat_id = $1",
+            vec![Value::Uuid(chat_id)],
+        )
+    }
+}
+
+impl SandboxSessionRepository for PostgresTransaction {
+    fn get_active_by_chat_id(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT session_id, chat_id FROM sandbox_sessions WHERE chat_id = $1",
+                &[&chat_id],
+            )
+        })?;
+        Ok(rows.first().map(|row| SandboxSession {
+            session_id: row.get(0),
+            chat_id: row.get(1),
+        }))
+    }
+}
+
+impl HostRecords for PostgresTransaction {
+    fn start_sandbox(&self, s: &SandboxSession) -> PortResult<()> {
+        self.write(
+            "INSERT INTO sandbox_sessions (chat_id, session_id) VALUES ($1, $2) \
+             ON CONFLICT (chat_id) DO UPDATE SET session_id = EXCLUDED.session_id",
+            vec![Value::Uuid(s.chat_id), Value::Uuid(s.session_id)],
+        )
+    }
+
+    fn end_sandbox(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
+        let active = self.get_active_by_chat_id(chat_id)?;
+        self.write(
+            "DELETE FROM sandbox_sessions WHERE chat_id = $1",
+            vec![Value::Uuid(chat_id)],
+        )?;
+        Ok(active)
+    }
+
+    fn all_chats(&self) -> PortResult<Vec<Chat>> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT chat_id, workspace_id, created_s, created_ns FROM chats",
+                &[],
+            )
+        })?;
+        Ok(rows.iter().map(chat_row).collect())
+    }
+
+    fn all_files(&self) -> PortResult<Vec<ChatFile>> {
+        files(self.read(|c| {
+            c.query(
+                "SELECT file_id, chat_id, name, content_type, size_bytes, sha256, created_s, \
+                 created_ns FROM chat_files",
+                &[],
+            )
+        })?)
+    }
+}
+
+/// Sets a chat's bytes in the ledger: chat id, workspace id, bytes.
+const SET_CHAT_BYTES: &str = "INSERT INTO chat_usage (chat_id, workspace_id, used_bytes) \
+     VALUES ($1, $2, $3) ON CONFLICT (chat_id) DO UPDATE SET \
+     workspace_id = EXCLUDED.workspace_id, used_bytes = EXCLUDED.used_bytes";
+
+impl PostgresTransaction {
+    /// The `used_bytes` that `select` finds for `id`, if it finds a row.
+    fn ledger_bytes(&self, select: &'static str, id: Uuid) -> PortResult<Option<u64>> {
+        let rows = self.read(|c| c.query(select, &[&id]))?;
+        Ok(rows.first().map(|row| row.get::<_, i64>(0).max(0) as u64))
+    }
+}
+
+impl UsageLedger for PostgresTransaction {
+    fn used_bytes(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {
+        self.ledger_bytes(
+            "SELECT used_bytes FROM workspace_usage WHERE workspace_id = $1",
+            workspace_id,
+        )
+    }
+
+    fn chat_bytes(&self, chat_id: Uuid) -> PortResult<Option<u64>> {
+        self.ledger_bytes(
+            "SELECT used_bytes FROM chat_usage WHERE chat_id = $1",
+            chat_id,
+        )
+    }
+
+    fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()> {
+        for change in changes {
+            let (workspace_id, chat_id) = change.chat();
+            if self.used_bytes(workspace_id)?.is_none() {
+                continue;
+            }
+            let before = self.chat_bytes(chat_id)?.unwrap_or(0);
+            let after = change.after(before);
+            let delta = signed_bytes(after) - signed_bytes(before);
+            match change {
+                UsageChange::Drop { .. } => self.write(
+                    "DELETE FROM chat_usage WHERE chat_id = $1",
+                    vec![Value::Uuid(chat_id)],
+                )?,
+                _ => self.write(
+                    SET_CHAT_BYTES,
+                    vec![
+                        Value::Uuid(chat_id),
+                        Value::Uuid(workspace_id),
+                        Value::Int(signed_bytes(after)),
+                    ],
+                )?,
+            }
+            self.write(
+                "UPDATE workspace_usage SET used_bytes = GREATEST(0, used_bytes + $2) \
+                 WHERE workspace_id = $1",
+                vec![Value::Uuid(workspace_id), Value::Int(delta)],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn set_count(&self, workspace_id: Uuid, count: &Count) -> PortResult<()> {
+        self.write(
+            "DELETE FROM chat_usage WHERE workspace_id = $1",
+            vec![Value::Uuid(workspace_id)],
+        )?;
+        for (chat_id, bytes) in &count.chats {
+            self.write(
+                SET_CHAT_BYTES,
+                vec![
+                    Value::Uuid(*chat_id),
+                    Value::Uuid(workspace_id),
+                    Value::Int(signed_bytes(*bytes)),
+                ],
+            )?;
+        }
+        self.write(
+            "INSERT INTO workspace_usage (workspace_id, used_bytes) VALUES ($1, $2) \
+             ON CONFLICT (workspace_id) DO UPDATE SET used_bytes = EXCLUDED.used_bytes",
+            vec![Value::Uuid(workspace_id), Value::Int(signed_bytes(count.total))],
+        )
+    }
+}
+
+/// A database of its own for one test, created on a PostgreSQL server
+/// (`CHATSTORE_TEST_POSTGRES`, a URL with the right to create databases)
+/// and dropped with it. `scripts/with-postgres.sh` starts such a server.
+pub struct ScratchDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    /// The environment variable that names the server.
+    pub const SERVER_VARIABLE: &'static str = "CHATSTORE_TEST_POSTGRES";
+
+    /// A new empty database on the server that `CHATSTORE_TEST_POSTGRES`
+    /// names; `None` if it names none and `CI` is not set (where it must).
+    pub fn from_env() -> Option<ScratchDatabase> {
+        match std::env::var(Self::SERVER_VARIABLE) {
+            Ok(admin) => Some(
+                ScratchDatabase::create(&admin)
+                    .unwrap_or_else(|e| panic!("creating a test database on {admin}: {e}")),
+            ),
+            Err(_) if std::env::var_os("CI").is_some() => panic!(
+                "{} is not set: CI runs the PostgreSQL tests (scripts/with-postgres.sh sets it)",
+                Self::SERVER_VARIABLE
+            ),
+            Err(_) => {
+                eprintln!(
+                    "skipped: no PostgreSQL server ({} unset; scripts/with-postgres.sh sets it)",
+                    Self::SERVER_VARIABLE
+                );
+                None
+            }
+        }
+    }
+
+    /// A new empty database on the server at `admin`.
+    pub fn create(admin: &str) -> PortResult<ScratchDatabase> {
+        let config = postgres::Config::from_str(admin)
+            .map_err(|e| PortError::new(format!("database URL: {e}")))?;
+        let name = format!("chatstore_test_{}", Uuid::now_v7().simple());
+        let mut client = config.connect(NoTls).map_err(db_error)?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .map_err(db_error)?;
+        let url = match admin.rfind('/') {
+            Some(slash) if admin[..slash].contains("://") && !admin[slash..].contains('?') => {
+                format!("{}/{name}", &admin[..slash])
+            }
+            _ => return Err(PortError::new("the server URL must end in /<database>")),
+        };
+        Ok(ScratchDatabase {
+            admin: admin.to_owned(),
+            name,
+            url,
+        })
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let dropped = postgres::Config::from_str(&self.admin)
+            .map_err(|e| e.to_string())
+            .and_then(|config| config.connect(NoTls).map_err(|e| e.to_string()))
+            .and_then(|mut client| {
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> Option<(ScratchDatabase, PostgresMetadata)> {
+        let db = ScratchDatabase::from_env()?;
+        let metadata = PostgresMetadata::open(db.url()).unwrap();
+        Some((db, metadata))
+    }
+
+    crate::adapters::suite::repository_suite!(optional open());
+}
