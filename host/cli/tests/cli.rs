@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 const CHATSTORE: &str = env!("CARGO_BIN_EXE_chatstore");
+const DATABASE_URL: &str = "CHATSTORE_DATABASE_URL";
 
 struct Cli {
     _tmp: tempfile::TempDir,
@@ -28,7 +29,17 @@ impl Cli {
     }
 
     fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(CHATSTORE)
+        self.run_in_env(args, stdin, None)
+    }
+
+    /// Runs with `CHATSTORE_DATABASE_URL` set to `database_url`, or unset.
+    fn run_in_env(&self, args: &[&str], stdin: &[u8], database_url: Option<&str>) -> Output {
+        let mut command = Command::new(CHATSTORE);
+        match database_url {
+            Some(url) => command.env(DATABASE_URL, url),
+            None => command.env_remove(DATABASE_URL),
+        };
+        let mut child = command
             .arg("--data-dir")
             .arg(&self.data)
             .args(args)
@@ -390,6 +401,64 @@ fn every_command_answers_help() {
             "{command:?}"
         );
     }
+}
+
+#[test]
+fn a_metadata_store_chatstore_does_not_know_is_one_line_and_changes_nothing() {
+    let cli = Cli::new();
+    let out = cli.run(&[
+        "--metadata",
+        "mysql://db/x",
+        "workspace",
+        "get",
+        "--user",
+        USER,
+    ]);
+    assert_eq!(exit_code(&out), 1);
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("postgres://"), "{lines:?}");
+    assert!(!cli.data.exists(), "nothing was created");
+}
+
+#[test]
+fn an_unreachable_database_is_one_line_and_exit_1() {
+    let cli = Cli::new();
+    let url = "postgres://chatstore@127.0.0.1:1/chatstore";
+    let out = cli.run(&["--metadata", url, "workspace", "get", "--user", USER]);
+    assert_eq!(exit_code(&out), 1);
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("metadata database"), "{lines:?}");
+}
+
+#[test]
+fn postgres_metadata_is_chosen_by_flag_or_by_the_environment() {
+    let Some(db) = chatstore_host::adapters::postgres::ScratchDatabase::from_env() else {
+        return;
+    };
+    let cli = Cli::new();
+    let ensure = cli.run_in_env(
+        &["workspace", "ensure", "--user", USER],
+        b"",
+        Some(db.url()),
+    );
+    assert!(
+        ensure.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ensure.stderr)
+    );
+    let created: Value = serde_json::from_slice(&ensure.stdout).unwrap();
+    assert_eq!(
+        cli.json(&["--metadata", db.url(), "workspace", "get", "--user", USER]),
+        created
+    );
+    assert!(
+        !cli.data.join("chatstore.db").exists(),
+        "no SQLite database"
+    );
+    let sqlite = cli.run(&["--metadata", "sqlite", "workspace", "get", "--user", USER]);
+    assert!(String::from_utf8_lossy(&sqlite.stderr).contains("workspace_not_found"));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `chatstore serve` as a process: its log, its request ids, its shutdown.
 
+use chatstore_host::adapters::postgres::ScratchDatabase;
 use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::TcpStream;
 use std::process::{ChildStderr, Command, Stdio};
@@ -31,6 +32,7 @@ fn serve(rust_log: &str) -> Server {
 /// Starts the binary on `<root>/data` with `args` before `serve`.
 fn serve_in(root: &std::path::Path, args: &[&str], rust_log: &str) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatstore"))
+        .env_remove("CHATSTORE_DATABASE_URL")
         .args(["--data-dir", root.join("data").to_str().unwrap()])
         .args(args)
         .args(["serve", "--addr", "127.0.0.1:0"])
@@ -242,8 +244,27 @@ fn status(answer: &str) -> u16 {
 
 #[test]
 fn two_servers_on_one_data_directory_share_each_users_writes_quota_and_journal() {
+    two_servers_share_each_users_writes_quota_and_journal(&[], || {});
+}
+
+/// Two hosts: two servers on one data directory and one PostgreSQL
+/// database, whose locks alone keep them apart.
+#[test]
+fn two_servers_on_one_postgres_database_share_each_users_writes_quota_and_journal() {
+    let Some(db) = ScratchDatabase::from_env() else {
+        return;
+    };
+    two_servers_share_each_users_writes_quota_and_journal(&["--metadata", db.url()], || {
+        // A killed server's sessions end when PostgreSQL notices.
+        db.until_unused().unwrap()
+    });
+}
+
+/// `metadata` selects the store for the servers and `fsck`; `settled`
+/// returns once the servers are gone from it.
+fn two_servers_share_each_users_writes_quota_and_journal(metadata: &[&str], settled: impl Fn()) {
     let tmp = tempfile::tempdir().unwrap();
-    let quota = ["--quota-bytes", "1000"];
+    let quota = [metadata, &["--quota-bytes", "1000"]].concat();
     let a = serve_in(tmp.path(), &quota, "info");
     let b = serve_in(tmp.path(), &quota, "info");
     let servers = [&a, &b];
@@ -355,12 +376,11 @@ fn two_servers_on_one_data_directory_share_each_users_writes_quota_and_journal()
     let history = as_user(&b, &format!("GET /v1/chats/{chat}/history HTTP/1.1"), b"");
     assert!(history.ends_with("\r\n\r\n# after\n"), "{history}");
     drop(b);
+    settled();
     let fsck = Command::new(env!("CARGO_BIN_EXE_chatstore"))
-        .args([
-            "--data-dir",
-            tmp.path().join("data").to_str().unwrap(),
-            "fsck",
-        ])
+        .args(["--data-dir", tmp.path().join("data").to_str().unwrap()])
+        .args(metadata)
+        .arg("fsck")
         .env("XDG_CACHE_HOME", tmp.path().join("cache"))
         .output()
         .unwrap();

@@ -267,9 +267,9 @@ impl ChatStoreBuilder {
                 SqliteMetadata::open(self.data_dir.join(DATABASE_FILE))
                     .map_err(|e| data_dir_error(std::io::Error::other(e.message)))?,
             ),
-            Metadata::Postgres(url) => Arc::new(
-                PostgresMetadata::open(url).map_err(|e| SetupError::Database(e.message))?,
-            ),
+            Metadata::Postgres(url) => {
+                Arc::new(PostgresMetadata::open(url).map_err(|e| SetupError::Database(e.message))?)
+            }
         };
         let backend = DataDirBackend::open(data, metadata, self.quota_bytes)
             .map_err(|e| data_dir_error(std::io::Error::other(e.message)))?;

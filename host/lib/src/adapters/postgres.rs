@@ -201,10 +201,7 @@ impl Pool {
                     }
                 };
             }
-            state = self
-                .returned
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = self.returned.wait(state).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -246,7 +243,9 @@ impl Pooled {
     }
 
     fn conn(&mut self) -> &mut Conn {
-        self.conn.as_mut().expect("a pooled connection is there until dropped")
+        self.conn
+            .as_mut()
+            .expect("a pooled connection is there until dropped")
     }
 
     /// Closes the connection instead of giving it back: its session state
@@ -335,7 +334,10 @@ fn migrate(conn: &mut Conn) -> PortResult<()> {
         }
         let now = MIGRATIONS.len() as i32;
         if version.is_none() {
-            tx.execute("INSERT INTO chatstore_schema (version) VALUES ($1)", &[&now])
+            tx.execute(
+                "INSERT INTO chatstore_schema (version) VALUES ($1)",
+                &[&now],
+            )
         } else {
             tx.execute("UPDATE chatstore_schema SET version = $1", &[&now])
         }
@@ -362,16 +364,15 @@ struct AdvisoryLock(Option<Pooled>);
 
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
-        if let Some(mut pooled) = self.0.take() {
-            if pooled
+        if let Some(mut pooled) = self.0.take()
+            && pooled
                 .conn()
                 .client
                 .batch_execute("SELECT pg_advisory_unlock_all()")
                 .is_err()
-            {
-                // Closing the session releases whatever it held.
-                pooled.broken();
-            }
+        {
+            // Closing the session releases whatever it held.
+            pooled.broken();
         }
     }
 }
@@ -725,7 +726,12 @@ impl ChatRepository for PostgresTransaction {
              VALUES ($1, $2, $3, $4) ON CONFLICT (chat_id) DO UPDATE SET \
              workspace_id = EXCLUDED.workspace_id, created_s = EXCLUDED.created_s, \
              created_ns = EXCLUDED.created_ns",
-            vec![Value::Uuid(chat.chat_id), Value::Uuid(chat.workspace_id), s, ns],
+            vec![
+                Value::Uuid(chat.chat_id),
+                Value::Uuid(chat.workspace_id),
+                s,
+                ns,
+            ],
         )
     }
 
@@ -951,7 +957,10 @@ impl UsageLedger for PostgresTransaction {
         self.write(
             "INSERT INTO workspace_usage (workspace_id, used_bytes) VALUES ($1, $2) \
              ON CONFLICT (workspace_id) DO UPDATE SET used_bytes = EXCLUDED.used_bytes",
-            vec![Value::Uuid(workspace_id), Value::Int(signed_bytes(count.total))],
+            vec![
+                Value::Uuid(workspace_id),
+                Value::Int(signed_bytes(count.total)),
+            ],
         )
     }
 }
@@ -1017,6 +1026,28 @@ impl ScratchDatabase {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Returns once no session is connected to the database: a killed
+    /// process's sessions, and their locks, end when PostgreSQL notices.
+    pub fn until_unused(&self) -> PortResult<()> {
+        let mut client = postgres::Config::from_str(&self.admin)
+            .map_err(|e| PortError::new(format!("database URL: {e}")))?
+            .connect(NoTls)
+            .map_err(db_error)?;
+        loop {
+            let sessions: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                    &[&self.name],
+                )
+                .map_err(db_error)?
+                .get(0);
+            if sessions == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for ScratchDatabase {
@@ -1026,7 +1057,10 @@ impl Drop for ScratchDatabase {
             .and_then(|config| config.connect(NoTls).map_err(|e| e.to_string()))
             .and_then(|mut client| {
                 client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        self.name
+                    ))
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = dropped {
@@ -1046,4 +1080,170 @@ mod tests {
     }
 
     crate::adapters::suite::repository_suite!(optional open());
+
+    fn admin(db: &ScratchDatabase) -> Client {
+        postgres::Config::from_str(db.url())
+            .unwrap()
+            .connect(NoTls)
+            .unwrap()
+    }
+
+    /// Waits until some session waits for an advisory lock, as PostgreSQL
+    /// itself reports it.
+    fn until_someone_waits_for_a_lock(db: &ScratchDatabase) {
+        let mut client = admin(db);
+        while client
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_users_writer_on_one_host_waits_for_its_writer_on_another_and_no_one_else_does() {
+        let Some((db, here)) = open() else { return };
+        let there = PostgresMetadata::open(db.url()).unwrap();
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let held = here.lock(Access::Write, Scope::User(alice)).unwrap();
+        // Another user's writer and reader on the other host go ahead.
+        drop(there.lock(Access::Write, Scope::User(bob)).unwrap());
+        drop(there.lock(Access::Read, Scope::User(bob)).unwrap());
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn({
+            let there = there.clone();
+            move || {
+                let lock = there.lock(Access::Write, Scope::User(alice)).unwrap();
+                done.send(()).unwrap();
+                lock
+            }
+        });
+        until_someone_waits_for_a_lock(&db);
+        assert!(finished.try_recv().is_err(), "alice's second writer got in");
+        drop(held);
+        finished.recv().unwrap();
+        drop(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn maintenance_waits_for_every_users_call_on_every_host() {
+        let Some((db, here)) = open() else { return };
+        let there = PostgresMetadata::open(db.url()).unwrap();
+        let reading = here
+            .lock(Access::Read, Scope::User(Uuid::now_v7()))
+            .unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let maintenance = std::thread::spawn(move || {
+            let lock = there.lock(Access::Write, Scope::All).unwrap();
+            done.send(()).unwrap();
+            lock
+        });
+        until_someone_waits_for_a_lock(&db);
+        assert!(
+            finished.try_recv().is_err(),
+            "maintenance ran beside a call"
+        );
+        drop(reading);
+        finished.recv().unwrap();
+        drop(maintenance.join().unwrap());
+    }
+
+    #[test]
+    fn staging_is_cleaned_only_by_the_one_open_store() {
+        let Some((db, here)) = open() else { return };
+        let cleaned = std::cell::Cell::new(0);
+        let mut clean = || {
+            cleaned.set(cleaned.get() + 1);
+            Ok(())
+        };
+        assert!(here.alone(&mut clean).unwrap());
+        let there = PostgresMetadata::open(db.url()).unwrap();
+        assert!(!here.alone(&mut clean).unwrap());
+        assert!(!there.alone(&mut clean).unwrap());
+        assert_eq!(cleaned.get(), 1);
+    }
+
+    #[test]
+    fn a_serialisation_failure_is_retried_with_the_writes_so_far() {
+        let Some((db, metadata)) = open() else { return };
+        let (w, c) = (Uuid::now_v7(), Uuid::now_v7());
+        let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+        tx.set_count(
+            w,
+            &Count {
+                total: 100,
+                chats: vec![(c, 100)],
+            },
+        )
+        .unwrap();
+        tx.commit(&[]).unwrap();
+
+        let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+        let chat = Chat {
+            chat_id: Uuid::now_v7(),
+            workspace_id: w,
+            created_at: Timestamp::default(),
+        };
+        ChatRepository::save(&*tx, &chat).unwrap();
+        assert_eq!(tx.used_bytes(w).unwrap(), Some(100));
+        // Another client changes the row after the transaction's snapshot.
+        admin(&db)
+            .execute(
+                "UPDATE workspace_usage SET used_bytes = used_bytes + 5 WHERE workspace_id = $1",
+                &[&w],
+            )
+            .unwrap();
+        tx.change_usage(&[UsageChange::Grow {
+            workspace_id: w,
+            chat_id: c,
+            bytes: 10,
+        }])
+        .unwrap();
+        tx.commit(&[]).unwrap();
+
+        let later = metadata.begin(Access::Read, Scope::All).unwrap();
+        assert_eq!(
+            ChatRepository::get(&*later, chat.chat_id).unwrap(),
+            Some(chat)
+        );
+        assert_eq!(later.used_bytes(w).unwrap(), Some(115));
+    }
+
+    #[test]
+    fn a_database_from_a_newer_chatstore_is_refused() {
+        let Some((db, metadata)) = open() else { return };
+        drop(metadata);
+        admin(&db)
+            .execute("UPDATE chatstore_schema SET version = 99", &[])
+            .unwrap();
+        let err = PostgresMetadata::open(db.url()).unwrap_err();
+        assert!(err.message.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn hosts_starting_together_migrate_once() {
+        let Some(db) = ScratchDatabase::from_env() else {
+            return;
+        };
+        let url = db.url().to_owned();
+        let opened: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || PostgresMetadata::open(&url).map(drop))
+            })
+            .collect();
+        for host in opened {
+            host.join().unwrap().unwrap();
+        }
+        let versions = admin(&db)
+            .query("SELECT version FROM chatstore_schema", &[])
+            .unwrap();
+        assert_eq!(versions.len(), 1);
+        assert_eq!(versions[0].get::<_, i32>(0), MIGRATIONS.len() as i32);
+    }
 }
