@@ -2,7 +2,7 @@
 //! component and the real filesystem: each rule from the host API and on disk.
 
 use chatstore_host::unit::{Access, Scope};
-use chatstore_host::{Error, Timestamp};
+use chatstore_host::{ChatStore, Error, Timestamp};
 use chatstore_tests::{Harness, START, attachment, history};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -198,6 +198,46 @@ fn an_active_sandbox_blocks_deleting_the_chat() {
     h.store.end_sandbox(chat.chat_id).unwrap();
     h.store.delete_chat(user, chat.chat_id).unwrap();
     assert!(!h.chat_dir(&chat).exists());
+}
+
+#[test]
+fn a_started_sandbox_is_told_its_working_directory_and_the_room_left() {
+    let h = Harness::with_quota(10_000);
+    let (user, chat) = h.user_with_chat();
+    h.store
+        .upload_attachment(user, chat.chat_id, "a.txt", None, &[1u8; 2_500][..])
+        .unwrap();
+    let started = h.store.start_sandbox(chat.chat_id).unwrap();
+    assert_eq!(started.chat_id, chat.chat_id);
+    let working_dir = std::path::PathBuf::from(started.working_dir.clone().unwrap());
+    assert!(working_dir.is_absolute(), "{working_dir:?}");
+    assert_eq!(
+        working_dir,
+        fs::canonicalize(h.chat_dir(&chat)).unwrap(),
+        "the chat's own directory"
+    );
+    assert_eq!(fs::read(working_dir.join("a.txt")).unwrap(), [1u8; 2_500]);
+    assert_eq!(started.room_bytes, 10_000 - 2_500);
+    // The session it answers is the one that blocks deletes.
+    assert_eq!(
+        h.store.delete_chat(user, chat.chat_id),
+        Err(Error::ChatHasActiveSandbox(chat.chat_id))
+    );
+    assert_eq!(
+        h.store.end_sandbox(chat.chat_id).unwrap(),
+        Some(started.session())
+    );
+}
+
+#[test]
+fn a_sandbox_in_a_workspace_past_its_quota_has_no_room() {
+    let h = Harness::with_quota(1_000);
+    let (user, chat) = h.user_with_chat();
+    h.store.start_sandbox(chat.chat_id).unwrap();
+    fs::write(h.chat_dir(&chat).join("out.bin"), [0u8; 1_500]).unwrap();
+    h.store.end_sandbox(chat.chat_id).unwrap();
+    assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 1_500);
+    assert_eq!(h.store.start_sandbox(chat.chat_id).unwrap().room_bytes, 0);
 }
 
 #[test]
@@ -821,4 +861,80 @@ fn concurrent_appends_are_each_counted_once() {
         }
     });
     assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 400);
+}
+
+// ---- per-workspace quotas ----
+
+#[test]
+fn a_workspace_quota_of_its_own_holds_for_that_workspace_only() {
+    let h = Harness::with_quota(10_000);
+    let (user, chat) = h.user_with_chat();
+    let (other, other_chat) = h.user_with_chat();
+    assert_eq!(
+        h.store.set_quota(user, Some(3_000)).unwrap().quota_bytes,
+        3_000
+    );
+    let before = h.snapshot();
+    assert_eq!(
+        h.store
+            .upload_attachment(user, chat.chat_id, "big.bin", None, &[0u8; 4_000][..])
+            .map(drop),
+        Err(Error::WorkspaceQuotaExceeded(chat.workspace_id))
+    );
+    assert_eq!(h.snapshot(), before, "a refused write leaves nothing");
+    h.store
+        .upload_attachment(
+            other,
+            other_chat.chat_id,
+            "big.bin",
+            None,
+            &[0u8; 4_000][..],
+        )
+        .unwrap();
+
+    // Kept across a restart, and cleared back to the configured quota.
+    let reopened = ChatStore::builder()
+        .data_dir(h.data_dir())
+        .quota_bytes(10_000)
+        .build()
+        .unwrap();
+    assert_eq!(reopened.get_usage(user).unwrap().quota_bytes, 3_000);
+    assert_eq!(reopened.set_quota(user, None).unwrap().quota_bytes, 10_000);
+    reopened
+        .upload_attachment(user, chat.chat_id, "big.bin", None, &[0u8; 4_000][..])
+        .unwrap();
+}
+
+#[test]
+fn a_quota_below_the_usage_refuses_growth_and_lets_shrinking_writes_pass() {
+    let h = Harness::with_quota(10_000);
+    let (user, chat) = h.user_with_chat();
+    let file = h
+        .store
+        .upload_attachment(user, chat.chat_id, "a.bin", None, &[0u8; 5_000][..])
+        .unwrap();
+    let usage = h.store.set_quota(user, Some(1_000)).unwrap();
+    assert_eq!((usage.used_bytes, usage.quota_bytes), (5_000, 1_000));
+    assert_eq!(
+        h.store
+            .append_history(user, chat.chat_id, &b"more"[..])
+            .map(drop),
+        Err(Error::WorkspaceQuotaExceeded(chat.workspace_id))
+    );
+    h.store
+        .delete_attachment(user, chat.chat_id, file.file_id)
+        .unwrap();
+    h.store
+        .append_history(user, chat.chat_id, &b"more"[..])
+        .unwrap();
+}
+
+#[test]
+fn a_quota_for_a_user_without_a_workspace_is_workspace_not_found() {
+    let h = Harness::new();
+    let nobody = Uuid::now_v7();
+    assert_eq!(
+        h.store.set_quota(nobody, Some(1)),
+        Err(Error::WorkspaceNotFound(nobody))
+    );
 }

@@ -125,6 +125,11 @@ struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
+    /// Also serve the administration routes (`PUT
+    /// /admin/v1/workspaces/{user_id}/quota`) on this address, which only
+    /// operators should reach; they are never on `--addr`.
+    #[arg(long, value_name = "ADDR")]
+    admin_addr: Option<String>,
     /// The largest upload accepted, in bytes (default: the quota).
     #[arg(long, value_name = "N")]
     max_upload_bytes: Option<u64>,
@@ -191,6 +196,18 @@ enum WorkspaceCommand {
         /// wrote since their sessions ended included) and keep that count.
         #[arg(long)]
         recount: bool,
+    },
+    /// Gives the workspace a quota of its own (or the configured one
+    /// again); prints its usage against it.
+    SetQuota {
+        #[command(flatten)]
+        user: User,
+        /// The quota in bytes.
+        #[arg(long, value_name = "N", required_unless_present = "default")]
+        bytes: Option<u64>,
+        /// Back to the configured quota (`--quota-bytes`).
+        #[arg(long, conflicts_with = "bytes")]
+        default: bool,
     },
 }
 
@@ -509,9 +526,36 @@ fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
             header_timeout: std::time::Duration::from_secs(args.header_timeout),
             body_timeout: std::time::Duration::from_secs(args.body_timeout),
         };
-        chatstore_http::serve(listener, store, config, chatstore_http::shutdown_signal())
+        // One signal stops both listeners.
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            chatstore_http::shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopping.wait_for(|&stop| stop).await;
+        };
+        let admin = match &args.admin_addr {
+            Some(admin_addr) => {
+                let admin = tokio::net::TcpListener::bind(admin_addr)
+                    .await
+                    .map_err(|e| other(format!("cannot listen on {admin_addr}: {e}")))?;
+                tracing::info!(addr = %admin.local_addr().map_err(other)?, "administration listening");
+                Some(tokio::spawn(chatstore_http::serve_admin(
+                    admin,
+                    store.clone(),
+                    config.clone(),
+                    stopped(stopping.clone()),
+                )))
+            }
+            None => None,
+        };
+        chatstore_http::serve(listener, store, config, stopped(stopping))
             .await
             .map_err(other)?;
+        if let Some(admin) = admin {
+            admin.await.map_err(other)?.map_err(other)?;
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -622,6 +666,8 @@ enum StorageCommand {
     StopSandbox(Uuid),
     /// The workspace counted on disk into the usage ledger.
     Recount(Uuid),
+    /// The workspace's own quota set (`None`: the configured one).
+    SetQuota(Uuid, Option<u64>),
 }
 
 /// What a write goes to.
@@ -651,6 +697,9 @@ impl StorageCommand {
             }
             Command::Workspace(WorkspaceCommand::Usage { user, .. }) => {
                 C::GetUsage { user_id: user.user }
+            }
+            Command::Workspace(WorkspaceCommand::SetQuota { user, bytes, .. }) => {
+                return Ok(StorageCommand::SetQuota(user.user, *bytes));
             }
             Command::Chat(ChatCommand::Create(u)) => C::CreateChat { user_id: u.user },
             Command::Chat(ChatCommand::List(u)) => C::ListChats { user_id: u.user },
@@ -800,6 +849,7 @@ impl StorageCommand {
             }
             StorageCommand::StartSandbox(chat) => print_json(&store.start_sandbox(chat)?),
             StorageCommand::Recount(user) => print_json(&store.recount_usage(user)?),
+            StorageCommand::SetQuota(user, bytes) => print_json(&store.set_quota(user, bytes)?),
             StorageCommand::StopSandbox(chat) => match store.end_sandbox(chat)? {
                 Some(session) => print_json(&session),
                 None => print_json(&serde_json::json!({ "ok": true, "was_active": false })),

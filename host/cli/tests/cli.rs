@@ -238,7 +238,12 @@ fn the_flows_work_end_to_end_and_persist_between_commands() {
     std::fs::remove_file(chat_dir.join("behind.bin")).unwrap();
     cli.json(&["workspace", "usage", "--user", USER, "--recount"]);
 
-    cli.json(&["sandbox", "start", "--chat", &c]);
+    let started = cli.json(&["sandbox", "start", "--chat", &c]);
+    assert!(
+        started["working_dir"].as_str().unwrap().ends_with(&c),
+        "{started}"
+    );
+    assert!(started["room_bytes"].as_u64().is_some(), "{started}");
     let refused = cli.run(&["chat", "delete", "--user", USER, "--chat", &c]);
     assert_eq!(exit_code(&refused), 2);
     let error: Value = serde_json::from_slice(&refused.stderr).unwrap();
@@ -365,6 +370,7 @@ fn every_command_answers_help() {
         &["workspace", "ensure"],
         &["workspace", "get"],
         &["workspace", "usage"],
+        &["workspace", "set-quota"],
         &["chat"],
         &["chat", "create"],
         &["chat", "list"],
@@ -622,4 +628,48 @@ fn the_compiled_component_is_kept_in_the_users_cache_and_used_again() {
     let uncached = cli.json(&["--no-compile-cache", "workspace", "get", "--user", user]);
     assert_eq!(uncached, first);
     assert_eq!(entries(&cli.cache.join("chatstore")).len(), 1);
+}
+
+#[test]
+fn a_workspace_gets_a_quota_of_its_own_and_the_configured_one_back() {
+    let cli = Cli::new();
+    cli.json(&["workspace", "ensure", "--user", USER]);
+    let set = cli.json(&["workspace", "set-quota", "--user", USER, "--bytes", "5000"]);
+    assert_eq!(set["quota_bytes"], 5000);
+    let usage = cli.json(&["workspace", "usage", "--user", USER]);
+    assert_eq!(usage["quota_bytes"], 5000, "kept between commands");
+    let back = cli.json(&[
+        "--quota-bytes",
+        "7000",
+        "workspace",
+        "set-quota",
+        "--user",
+        USER,
+        "--default",
+    ]);
+    assert_eq!(back["quota_bytes"], 7000);
+
+    let neither = cli.run(&["workspace", "set-quota", "--user", USER]);
+    assert_eq!(exit_code(&neither), 1);
+    let both = cli.run(&[
+        "workspace",
+        "set-quota",
+        "--user",
+        USER,
+        "--bytes",
+        "1",
+        "--default",
+    ]);
+    assert_eq!(exit_code(&both), 1);
+    let nobody = cli.run(&[
+        "workspace",
+        "set-quota",
+        "--user",
+        "0190f0c1-0000-7000-8000-000000000000",
+        "--bytes",
+        "1",
+    ]);
+    assert_eq!(exit_code(&nobody), 2);
+    let error: Value = serde_json::from_slice(&nobody.stderr).unwrap();
+    assert_eq!(error["error"], "workspace_not_found");
 }

@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chatstore_host::{
-    Chat, ChatFile, ChatStore, ContentKind, Error, Replacing, SandboxSession, StagedContent,
+    Chat, ChatFile, ChatStore, ContentKind, Error, Replacing, SandboxStart, StagedContent,
     Workspace, WorkspaceUsage, parse_id,
 };
 use serde::Deserialize;
@@ -469,9 +469,11 @@ pub(crate) async fn read_file(
 }
 
 /// Marks a sandbox session active on the chat (for the sandbox subsystem);
-/// deleting the chat or clearing its files is refused until it ends.
+/// deleting the chat or clearing its files is refused until it ends. The
+/// answer says which directory of this host to mount as the sandbox's
+/// working directory and how many bytes the workspace may still grow by.
 #[utoipa::path(put, path = "/v1/chats/{chat_id}/sandbox", tag = "sandbox", params(UserHeader, ChatPath),
-    responses((status = 200, description = "The active session", body = SandboxSession)))]
+    responses((status = 200, description = "The session, the chat's working directory and the room left", body = SandboxStart)))]
 pub(crate) async fn start_sandbox(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     // The chat must be the caller's: the same lookup any use case makes.
     let session = app
@@ -528,4 +530,31 @@ async fn with_body<T: Send + 'static>(
     limit.check_declared(app, &slot, user, headers).await?;
     let staged = body::stage(app, &slot, user, request, kind, limit).await?;
     app.run_in(&slot, move |s| call(s, staged)).await
+}
+
+/// The body of `PUT /admin/v1/workspaces/{user_id}/quota`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaBody {
+    /// The workspace's own quota in bytes, or `null` for the configured one.
+    quota_bytes: Option<u64>,
+}
+
+/// Gives a user's workspace a quota of its own (administration only).
+pub(crate) async fn set_quota(
+    State(app): AppState,
+    Segments(user_id): Segments<String>,
+    body: axum::body::Bytes,
+) -> Reply {
+    let user = id(&user_id)?;
+    let QuotaBody { quota_bytes } = serde_json::from_slice(&body).map_err(|e| {
+        Failure::plain(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("expected {{\"quota_bytes\": <bytes> or null}}: {e}"),
+        )
+    })?;
+    let usage = app.run(move |s| s.set_quota(user, quota_bytes)).await?;
+    tracing::info!(%user, ?quota_bytes, "quota set");
+    Ok(json(StatusCode::OK, &usage))
 }

@@ -165,12 +165,35 @@ pub fn openapi() -> OpenApi {
 
 /// The routes, ready to serve.
 pub fn router(store: ChatStore, config: ServerConfig) -> Router {
+    let (router, _) = routes().split_for_parts();
+    finish(router, store, config)
+}
+
+/// The administration routes, for a listen address of their own that only
+/// operators reach (`chatstore serve --admin-addr`), never the public one:
+///
+/// - `PUT /admin/v1/workspaces/{user_id}/quota` with `{"quota_bytes": N}`
+///   gives the user's workspace a quota of its own (`null`: the configured
+///   one again) and answers its usage;
+/// - `GET /healthz`.
+pub fn admin_router(store: ChatStore, config: ServerConfig) -> Router {
+    let router = Router::new()
+        .route("/healthz", axum::routing::get(h::healthz))
+        .route(
+            "/admin/v1/workspaces/{user_id}/quota",
+            axum::routing::put(h::set_quota),
+        );
+    finish(router, store, config)
+}
+
+/// Gives routes their state, their fallbacks, their errors' rendering,
+/// their log and their request ids.
+fn finish(router: Router<Arc<App>>, store: ChatStore, config: ServerConfig) -> Router {
     let app = Arc::new(App {
         running: Semaphore::new(config.max_concurrent.max(1)),
         store,
         config,
     });
-    let (router, _) = routes().split_for_parts();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     router
         .fallback(|| async { Failure::plain(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -427,18 +450,43 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (header_timeout, max_connections) = (config.header_timeout, config.max_connections);
+    let routes = router(store, config);
+    serve_router(listener, routes, header_timeout, max_connections, shutdown).await
+}
+
+/// Serves the administration routes ([`admin_router`]) on `listener` until
+/// `shutdown` resolves, like [`serve`].
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    store: ChatStore,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (header_timeout, max_connections) = (config.header_timeout, config.max_connections);
+    let routes = admin_router(store, config);
+    serve_router(listener, routes, header_timeout, max_connections, shutdown).await
+}
+
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    routes: Router,
+    header_timeout: Duration,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
-    let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let connections = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout);
+        .header_read_timeout(header_timeout);
     let builder = builder.http1_only();
-    let service = TowerToHyperService::new(router(store, config));
+    let service = TowerToHyperService::new(routes);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

@@ -251,7 +251,16 @@ async fn every_route_works() {
         .call(Method::PUT, &format!("/v1/chats/{c}/sandbox"), user)
         .await;
     assert_eq!(sandbox.status, StatusCode::OK);
-    assert_eq!(sandbox.json()["chat_id"], c.as_str());
+    let started = sandbox.json();
+    assert_eq!(started["chat_id"], c.as_str());
+    let working_dir = std::path::PathBuf::from(started["working_dir"].as_str().unwrap());
+    assert!(working_dir.is_absolute(), "{started}");
+    assert_eq!(
+        std::fs::read(working_dir.join("plot.png")).unwrap(),
+        bytes,
+        "the chat's own directory"
+    );
+    assert_eq!(started["room_bytes"], (1u64 << 30) - (70_000 + 9));
     assert_eq!(
         s.call(Method::DELETE, &format!("/v1/chats/{c}/sandbox"), user)
             .await
@@ -1203,4 +1212,133 @@ async fn a_body_is_read_in_a_request_slot_so_slow_bodies_cannot_queue_past_the_l
     );
     assert!(uploaded.starts_with("HTTP/1.1 201"), "{uploaded}");
     assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+}
+
+/// The public API and the administration routes on their own addresses,
+/// over one store.
+#[tokio::test]
+async fn a_workspace_quota_is_set_on_the_admin_address_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ChatStore::builder()
+        .data_dir(tmp.path().join("data"))
+        .quota_bytes(10_000)
+        .build()
+        .unwrap();
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (public_base, admin_base) = (
+        format!("http://{}", public.local_addr().unwrap()),
+        format!("http://{}", admin.local_addr().unwrap()),
+    );
+    let config = ServerConfig::default();
+    tokio::spawn(serve(
+        public,
+        store.clone(),
+        config.clone(),
+        std::future::pending(),
+    ));
+    tokio::spawn(chatstore_http::serve_admin(
+        admin,
+        store,
+        config,
+        std::future::pending(),
+    ));
+    let client = Client::new();
+    let user = Uuid::now_v7();
+    let as_user = |method: Method, path: &str| {
+        client
+            .request(method, format!("{public_base}{path}"))
+            .header("X-User-Id", user.to_string())
+    };
+    let set_quota = |user: String, body: &'static str| {
+        client
+            .put(format!("{admin_base}/admin/v1/workspaces/{user}/quota"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let json = |r: reqwest::Response| async move {
+        let status = r.status();
+        (
+            status,
+            serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap(),
+        )
+    };
+
+    let (status, body) = json(
+        set_quota(user.to_string(), r#"{"quota_bytes": 3000}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("workspace_not_found"))
+    );
+    as_user(Method::PUT, "/v1/workspace").send().await.unwrap();
+    let (status, usage) = json(
+        set_quota(user.to_string(), r#"{"quota_bytes": 3000}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{usage}");
+    assert_eq!(usage["quota_bytes"], 3000);
+    let (_, usage) = json(
+        as_user(Method::GET, "/v1/workspace/usage")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(usage["quota_bytes"], 3000, "the public API sees it");
+
+    // Not on the public address, whatever the method.
+    let public_try = client
+        .put(format!("{public_base}/admin/v1/workspaces/{user}/quota"))
+        .body(r#"{"quota_bytes": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public_try.status(), StatusCode::NOT_FOUND);
+
+    // Bad input is a clear 400 and changes nothing.
+    for (who, body) in [
+        (user.to_string(), r#"{"quota_bytes": -1}"#),
+        (user.to_string(), r#"{"bytes": 5}"#),
+        (user.to_string(), "not json"),
+    ] {
+        let (status, body) = json(set_quota(who, body).await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let (status, body) = json(
+        set_quota("not-a-uuid".to_owned(), r#"{"quota_bytes": 5}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_id")),
+        "as a bad id anywhere else"
+    );
+    let (_, usage) = json(
+        as_user(Method::GET, "/v1/workspace/usage")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(usage["quota_bytes"], 3000);
+
+    let (status, usage) = json(
+        set_quota(user.to_string(), r#"{"quota_bytes": null}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &usage["quota_bytes"]),
+        (StatusCode::OK, &Value::from(10_000))
+    );
 }

@@ -60,7 +60,9 @@ pub use compiled::ComponentSource;
 pub use content::Content;
 pub use error::{Error, PortError, PortErrorKind, PortResult, SetupError};
 pub use ids::{echo, parse_id};
-pub use model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace, WorkspaceUsage};
+pub use model::{
+    Chat, ChatFile, SandboxSession, SandboxStart, Timestamp, Workspace, WorkspaceUsage,
+};
 pub use names::{AttachmentName, HISTORY_FILE_NAME};
 pub use staging::{ContentKind, StageError, StagedContent};
 pub use store::{

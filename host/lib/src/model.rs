@@ -142,6 +142,34 @@ pub struct SandboxSession {
     pub chat_id: Uuid,
 }
 
+/// A sandbox session just started, with what the sandbox subsystem needs
+/// to run it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SandboxStart {
+    /// The session's own id.
+    pub session_id: Uuid,
+    /// The chat whose directory it uses.
+    pub chat_id: Uuid,
+    /// The chat's working directory, an absolute path on this host to mount
+    /// as the sandbox's working directory (`null` for a store whose chats
+    /// have no directory, such as one built on fake ports).
+    pub working_dir: Option<String>,
+    /// How many bytes the workspace may still grow by: the sandbox's disk
+    /// limit. What it writes is counted when its session ends.
+    pub room_bytes: u64,
+}
+
+impl SandboxStart {
+    /// The session that started.
+    pub fn session(&self) -> SandboxSession {
+        SandboxSession {
+            session_id: self.session_id,
+            chat_id: self.chat_id,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use crate::call::CallState;
 use crate::compiled::{self, ComponentSource};
 use crate::content::Content;
 use crate::error::{Error, PortError, SetupError};
-use crate::model::{Chat, ChatFile, SandboxSession, Workspace, WorkspaceUsage};
+use crate::model::{Chat, ChatFile, SandboxSession, SandboxStart, Workspace, WorkspaceUsage};
 use crate::names::AttachmentName;
 use crate::ports::{HostRecords, Ports};
 use crate::staging::{ContentKind, StageError, StagedContent, Staging};
@@ -615,6 +615,31 @@ impl ChatStore {
         })
     }
 
+    /// Gives the user's workspace a quota of its own, or with `None` the
+    /// configured one again, and answers its usage against it. A quota
+    /// below what the workspace holds refuses its growing writes until it
+    /// is back under (shrinking ones pass); nothing is removed.
+    pub fn set_quota(
+        &self,
+        user_id: Uuid,
+        quota_bytes: Option<u64>,
+    ) -> Result<WorkspaceUsage, Error> {
+        self.with_unit(Access::Write, Scope::User(user_id), |unit| {
+            let ports = unit.ports();
+            let workspace = ports
+                .workspaces
+                .get_by_user_id(user_id)
+                .map_err(unavailable("workspace-repository"))?
+                .ok_or(Error::WorkspaceNotFound(user_id))?;
+            unit.set_quota(workspace.workspace_id, quota_bytes)
+                .map_err(unavailable("storage-usage"))?;
+            ports
+                .usage
+                .get_workspace_usage(&workspace)
+                .map_err(unavailable("storage-usage"))
+        })
+    }
+
     /// The staging area: content is written there, in bounded memory, before
     /// the call that stores it (`upload_staged` and the like).
     pub fn staging(&self) -> Arc<Staging> {
@@ -1153,18 +1178,35 @@ impl ChatStore {
     }
 
     /// Marks a sandbox session active on the chat, as the sandbox subsystem
-    /// would; `delete_chat` and `clear_attachments` are refused until it ends.
-    pub fn start_sandbox(&self, chat_id: Uuid) -> Result<SandboxSession, Error> {
+    /// does when it starts one; `delete_chat` and `clear_attachments` are
+    /// refused until it ends. Answers where the chat's working directory
+    /// is on this host and how much the workspace may still grow by.
+    pub fn start_sandbox(&self, chat_id: Uuid) -> Result<SandboxStart, Error> {
         let owner = self.owner_of(chat_id)?;
         self.with_ports(Access::Write, owner, |ports, records| {
-            if ports
+            let chat = ports
                 .chats
                 .get(chat_id)
                 .map_err(unavailable("chat-repository"))?
-                .is_none()
-            {
-                return Err(Error::ChatNotFound(chat_id));
-            }
+                .ok_or(Error::ChatNotFound(chat_id))?;
+            let workspace = ports
+                .workspaces
+                .get(chat.workspace_id)
+                .map_err(unavailable("workspace-repository"))?
+                .ok_or(Error::ChatNotFound(chat_id))?;
+            let usage = ports
+                .usage
+                .get_workspace_usage(&workspace)
+                .map_err(unavailable("storage-usage"))?;
+            let working_dir = match self.inner.backend.chat_dir(chat.workspace_id, chat_id) {
+                Some(path) => Some(path.into_os_string().into_string().map_err(|path| {
+                    Error::StorageUnavailable {
+                        port: "chat-storage".into(),
+                        message: format!("the chat directory's path is not UTF-8: {path:?}"),
+                    }
+                })?),
+                None => None,
+            };
             let session = SandboxSession {
                 session_id: ports.ids.new_id().map_err(unavailable("id-generator"))?,
                 chat_id,
@@ -1172,7 +1214,12 @@ impl ChatStore {
             records
                 .start_sandbox(&session)
                 .map_err(unavailable("sandbox-session-repository"))?;
-            Ok(session)
+            Ok(SandboxStart {
+                session_id: session.session_id,
+                chat_id,
+                working_dir,
+                room_bytes: usage.quota_bytes.saturating_sub(usage.used_bytes),
+            })
         })
     }
 

@@ -4,7 +4,7 @@
 //! A write's changes to chat directories are [`Effect`]s: recorded during
 //! the call, journaled with the metadata commit, applied after it.
 
-use crate::error::PortResult;
+use crate::error::{PortError, PortResult};
 use crate::names::AttachmentName;
 use crate::ports::{
     ChatFileRepository, ChatRepository, HostRecords, Ports, SandboxSessionRepository,
@@ -47,6 +47,11 @@ pub trait Backend: Send + Sync {
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>>;
     /// Where content waits, staged, for the call that stores it.
     fn staging(&self) -> Arc<Staging>;
+    /// The chat's working directory as an absolute path on this host, for a
+    /// sandbox to mount; `None` where chats have no directory of their own.
+    fn chat_dir(&self, _workspace_id: Uuid, _chat_id: Uuid) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// The ports of one call, and that call's fate: everything it did through
@@ -63,6 +68,14 @@ pub trait UnitOfWork: Send {
     /// is nothing to count and it gives `None`.
     fn recount(&self, _workspace_id: Uuid, _chat_id: Option<Uuid>) -> PortResult<Option<u64>> {
         Ok(None)
+    }
+    /// Gives the workspace a quota of its own (`None`: the configured
+    /// one again). Where usage comes from ports of the embedder's own, the
+    /// quota is theirs too, and this is an error.
+    fn set_quota(&self, _workspace_id: Uuid, _quota_bytes: Option<u64>) -> PortResult<()> {
+        Err(PortError::new(
+            "this store's quotas come from its own usage port",
+        ))
     }
     /// Makes the call's effects durable and visible.
     fn commit(self: Box<Self>) -> PortResult<()>;
@@ -297,6 +310,11 @@ pub trait UsageLedger {
     fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()>;
     /// Replaces the workspace's ledger with a count of its disk.
     fn set_count(&self, workspace_id: Uuid, count: &Count) -> PortResult<()>;
+    /// The workspace's own quota, or `None` if it has the configured one.
+    fn quota(&self, workspace_id: Uuid) -> PortResult<Option<u64>>;
+    /// Gives the workspace a quota of its own, or with `None` the
+    /// configured one again.
+    fn set_quota(&self, workspace_id: Uuid, quota_bytes: Option<u64>) -> PortResult<()>;
 }
 
 /// The four repositories, the host's records and the usage ledger inside

@@ -603,7 +603,9 @@ impl Run {
             }
             "start-sandbox" => {
                 let (chat_id, _) = self.chat_dir(step)?;
-                self.store.start_sandbox(chat_id).map(|s| session(&s))
+                self.store
+                    .start_sandbox(chat_id)
+                    .map(|s| session(&s.session()))
             }
             "end-sandbox" => {
                 let (chat_id, _) = self.chat_dir(step)?;

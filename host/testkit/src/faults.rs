@@ -186,6 +186,10 @@ impl Backend for FaultInjector {
         self.inner.staging()
     }
 
+    fn chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> Option<std::path::PathBuf> {
+        self.inner.chat_dir(workspace_id, chat_id)
+    }
+
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
         Ok(Box::new(FaultyUnit {
             inner: self.inner.begin(access, scope)?,
@@ -221,6 +225,10 @@ impl UnitOfWork for FaultyUnit {
 
     fn recount(&self, workspace_id: Uuid, chat_id: Option<Uuid>) -> PortResult<Option<u64>> {
         self.inner.recount(workspace_id, chat_id)
+    }
+
+    fn set_quota(&self, workspace_id: Uuid, quota_bytes: Option<u64>) -> PortResult<()> {
+        self.inner.set_quota(workspace_id, quota_bytes)
     }
 
     fn commit(self: Box<Self>) -> PortResult<()> {

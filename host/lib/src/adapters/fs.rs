@@ -86,6 +86,9 @@ fn checked_staged(name: &str) -> io::Result<&str> {
 #[derive(Debug)]
 pub struct DataDir {
     root: Dir,
+    /// The root's absolute path: only ever handed out (to mount a chat's
+    /// directory in a sandbox), never used to reach a file.
+    path: std::path::PathBuf,
     staging: Arc<Staging>,
     staging_lock: File,
 }
@@ -105,6 +108,7 @@ impl DataDir {
         // The one place the adapter uses ambient authority: opening the root.
         Dir::create_ambient_dir_all(path, ambient_authority())?;
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
+        let absolute = std::fs::canonicalize(path)?;
         root.create_dir_all(WORKSPACES)?;
         root.create_dir_all(STAGING)?;
         root.create_dir_all(LOCKS)?;
@@ -118,6 +122,7 @@ impl DataDir {
         rustix::fs::flock(&staging_lock, rustix::fs::FlockOperation::LockShared)?;
         Ok(Arc::new(DataDir {
             root,
+            path: absolute,
             staging,
             staging_lock,
         }))
@@ -162,6 +167,11 @@ impl DataDir {
             .open_with(path, OpenOptions::new().read(true).write(true).create(true))?;
         rustix::fs::flock(&file, mode)?;
         Ok(file)
+    }
+
+    /// The chat directory's absolute path, for a sandbox to mount.
+    pub fn chat_dir_path(&self, workspace_id: Uuid, chat_id: Uuid) -> std::path::PathBuf {
+        self.path.join(Self::chat_path(workspace_id, chat_id))
     }
 
     /// The chat directory's path relative to the root, built from ids only.

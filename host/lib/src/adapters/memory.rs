@@ -24,6 +24,8 @@ struct Tables {
     used_bytes: HashMap<Uuid, u64>,
     /// Each counted chat's bytes, by chat: (workspace, bytes).
     chat_bytes: HashMap<Uuid, (Uuid, u64)>,
+    /// Workspaces' own quotas.
+    quotas: HashMap<Uuid, u64>,
 }
 
 impl Tables {
@@ -286,6 +288,18 @@ impl UsageLedger for MemoryTransaction {
             }
             t.used_bytes.insert(workspace_id, count.total);
         })
+    }
+
+    fn quota(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {
+        Ok(self.read().quotas.get(&workspace_id).copied())
+    }
+
+    fn set_quota(&self, workspace_id: Uuid, quota_bytes: Option<u64>) -> PortResult<()> {
+        self.write(move |t| match quota_bytes {
+            Some(bytes) => t.quotas.insert(workspace_id, bytes),
+            None => t.quotas.remove(&workspace_id),
+        })
+        .map(drop)
     }
 }
 

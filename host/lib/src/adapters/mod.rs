@@ -141,6 +141,10 @@ impl Backend for DataDirBackend {
         self.data.staging().clone()
     }
 
+    fn chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> Option<std::path::PathBuf> {
+        Some(self.data.chat_dir_path(workspace_id, chat_id))
+    }
+
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
         let lock = self.locks.lock(access, scope)?;
         if access == Access::Write {
@@ -181,7 +185,8 @@ struct DataDirUnit {
 }
 
 /// The usage port: the workspace's bytes from the usage ledger, in this
-/// call's transaction, against the configured quota. A workspace the ledger
+/// call's transaction, against the workspace's own quota or else the
+/// configured one. A workspace the ledger
 /// has not counted yet (one stored by an earlier version) is counted on
 /// disk, once: the count is kept by the first call that may write.
 struct LedgerUsage {
@@ -208,10 +213,11 @@ impl StorageUsage for LedgerUsage {
             Some(bytes) => bytes,
             None => self.count(workspace.workspace_id)?,
         };
+        let quota_bytes = self.tx.quota(workspace.workspace_id)?;
         Ok(WorkspaceUsage {
             workspace_id: workspace.workspace_id,
             used_bytes,
-            quota_bytes: self.quota_bytes,
+            quota_bytes: quota_bytes.unwrap_or(self.quota_bytes),
         })
     }
 }
@@ -250,6 +256,10 @@ impl UnitOfWork for DataDirUnit {
             }
         }
         self.tx.used_bytes(workspace_id)
+    }
+
+    fn set_quota(&self, workspace_id: Uuid, quota_bytes: Option<u64>) -> PortResult<()> {
+        self.tx.set_quota(workspace_id, quota_bytes)
     }
 
     fn commit(self: Box<Self>) -> PortResult<()> {

@@ -85,6 +85,11 @@ const MIGRATIONS: &[&str] = &[
         used_bytes   bigint NOT NULL
     );
     CREATE INDEX chat_usage_by_workspace ON chat_usage (workspace_id);",
+    // 2: workspaces' own quotas (one without a row has the configured quota).
+    "CREATE TABLE workspace_quotas (
+        workspace_id uuid PRIMARY KEY,
+        quota_bytes  bigint NOT NULL
+    );",
 ];
 
 /// The first key of chatstore's two-key advisory locks (`"chat"`); users'
@@ -962,6 +967,27 @@ impl UsageLedger for PostgresTransaction {
                 Value::Int(signed_bytes(count.total)),
             ],
         )
+    }
+
+    fn quota(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {
+        self.ledger_bytes(
+            "SELECT quota_bytes FROM workspace_quotas WHERE workspace_id = $1",
+            workspace_id,
+        )
+    }
+
+    fn set_quota(&self, workspace_id: Uuid, quota_bytes: Option<u64>) -> PortResult<()> {
+        match quota_bytes {
+            Some(bytes) => self.write(
+                "INSERT INTO workspace_quotas (workspace_id, quota_bytes) VALUES ($1, $2) \
+                 ON CONFLICT (workspace_id) DO UPDATE SET quota_bytes = EXCLUDED.quota_bytes",
+                vec![Value::Uuid(workspace_id), Value::Int(signed_bytes(bytes))],
+            ),
+            None => self.write(
+                "DELETE FROM workspace_quotas WHERE workspace_id = $1",
+                vec![Value::Uuid(workspace_id)],
+            ),
+        }
     }
 }
 

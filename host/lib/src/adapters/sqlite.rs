@@ -86,6 +86,11 @@ const MIGRATIONS: &[&str] = &[
         used_bytes   INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX chat_usage_by_workspace ON chat_usage (workspace_id);",
+    // 4: workspaces' own quotas (one without a row has the configured quota).
+    "CREATE TABLE workspace_quotas (
+        workspace_id TEXT PRIMARY KEY,
+        quota_bytes  INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 fn db_error(e: rusqlite::Error) -> PortError {
@@ -731,6 +736,32 @@ impl UsageLedger for SqliteTransaction {
             )?
             .execute(params![workspace_id, signed_bytes(count.total)])
             .map(drop)
+        })
+    }
+
+    fn quota(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT quota_bytes FROM workspace_quotas WHERE workspace_id = ?1")?
+                .query_row([workspace_id.to_string()], |r| r.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|bytes| bytes.map(|b| b.max(0) as u64))
+    }
+
+    fn set_quota(&self, workspace_id: Uuid, quota_bytes: Option<u64>) -> PortResult<()> {
+        let workspace_id = workspace_id.to_string();
+        self.write(|c| match quota_bytes {
+            Some(bytes) => c
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO workspace_quotas (workspace_id, quota_bytes) \
+                     VALUES (?1, ?2)",
+                )?
+                .execute(params![workspace_id, signed_bytes(bytes)])
+                .map(drop),
+            None => c
+                .prepare_cached("DELETE FROM workspace_quotas WHERE workspace_id = ?1")?
+                .execute([workspace_id])
+                .map(drop),
         })
     }
 }

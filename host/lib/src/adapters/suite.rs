@@ -44,6 +44,7 @@ macro_rules! repository_suite {
             the_ledger_follows_growth_replacement_and_removal,
             a_new_count_replaces_the_ledger,
             a_transaction_reads_its_own_writes,
+            a_workspace_keeps_its_own_quota_until_it_is_cleared,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -453,4 +454,21 @@ pub fn a_new_count_replaces_the_ledger(metadata: &dyn MetadataStore) {
     assert_eq!(later.used_bytes(w).unwrap(), Some(7));
     assert_eq!(later.chat_bytes(c1).unwrap(), None);
     assert_eq!(later.chat_bytes(c2).unwrap(), Some(3));
+}
+
+pub fn a_workspace_keeps_its_own_quota_until_it_is_cleared(metadata: &dyn MetadataStore) {
+    let (w, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+    assert_eq!(tx.quota(w).unwrap(), None);
+    tx.set_quota(w, Some(5_000)).unwrap();
+    tx.set_quota(w, Some(7_000)).unwrap();
+    tx.commit(&[]).unwrap();
+    let later = metadata.begin(Access::Write, Scope::All).unwrap();
+    assert_eq!(later.quota(w).unwrap(), Some(7_000));
+    assert_eq!(later.quota(other).unwrap(), None);
+    later.set_quota(w, None).unwrap();
+    later.commit(&[]).unwrap();
+    let read = metadata.begin(Access::Read, Scope::All).unwrap();
+    assert_eq!(read.quota(w).unwrap(), None);
+    assert!(read.set_quota(w, Some(1)).is_err(), "a read refuses it");
 }
