@@ -2,7 +2,7 @@
 //! component and the real filesystem: each rule from the host API and on disk.
 
 use chatstore_host::unit::{Access, Scope};
-use chatstore_host::{ChatStore, Error, Timestamp};
+use chatstore_host::{ChatStore, Error, PageRequest, Timestamp};
 use chatstore_tests::{Harness, START, attachment, history};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -936,5 +936,73 @@ fn a_quota_for_a_user_without_a_workspace_is_workspace_not_found() {
     assert_eq!(
         h.store.set_quota(nobody, Some(1)),
         Err(Error::WorkspaceNotFound(nobody))
+    );
+}
+
+// ---- pages ----
+
+#[test]
+fn pages_of_chats_walk_them_in_created_order_and_stop_at_the_end() {
+    let h = Harness::new();
+    let (user, first) = h.user_with_chat();
+    let mut chats = vec![first];
+    for offset in 1..7 {
+        // Created in a different order than the ids would sort: the page
+        // order is the list's, (created_at, id).
+        h.set_time(100 - offset * 10);
+        chats.push(h.store.create_chat(user).unwrap());
+    }
+    let all = h.store.list_chats(user).unwrap();
+    assert_eq!(all.len(), 7);
+    let (mut walked, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = h
+            .store
+            .list_chats_page(user, &PageRequest::new(Some(3), after).unwrap())
+            .unwrap();
+        pages += 1;
+        walked.extend(page.data.iter().cloned());
+        after = page.last_id;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!((walked, pages), (all, 3));
+}
+
+#[test]
+fn a_page_after_another_users_chat_is_invalid_after() {
+    let h = Harness::new();
+    let (alice, _) = h.user_with_chat();
+    let (_, bobs) = h.user_with_chat();
+    let page = PageRequest::new(None, Some(bobs.chat_id)).unwrap();
+    assert_eq!(
+        h.store.list_chats_page(alice, &page),
+        Err(Error::InvalidAfter(bobs.chat_id))
+    );
+}
+
+#[test]
+fn pages_of_files_are_in_upload_order() {
+    let h = Harness::new();
+    let (user, chat) = h.user_with_chat();
+    let ids: Vec<Uuid> = (0..5)
+        .map(|i| {
+            h.set_time(i);
+            h.store
+                .upload_attachment(user, chat.chat_id, &format!("f{i}"), None, &b"x"[..])
+                .unwrap()
+                .file_id
+        })
+        .collect();
+    let page = PageRequest::new(Some(2), Some(ids[1])).unwrap();
+    let page = h
+        .store
+        .list_attachments_page(user, chat.chat_id, &page)
+        .unwrap();
+    let got: Vec<Uuid> = page.data.iter().map(|f| f.file_id).collect();
+    assert_eq!(
+        (got, page.has_more, page.last_id),
+        (ids[2..4].to_vec(), true, Some(ids[3]))
     );
 }

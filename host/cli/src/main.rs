@@ -10,7 +10,7 @@ use chatstore_host::fsck::{Progress, fsck};
 use chatstore_host::{
     Call, ChatStore, ChatStoreBuilder, Content, ContentKind, DEFAULT_CALL_TIMEOUT,
     DEFAULT_DATA_DIR, DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Error, Metadata, Output,
-    Replacing, StageError, StagedContent, parse_id,
+    PageRequest, Replacing, StageError, StagedContent, parse_id,
 };
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -215,8 +215,14 @@ enum WorkspaceCommand {
 enum ChatCommand {
     /// Creates a chat with its directory and an empty history.md.
     Create(User),
-    /// Lists the user's chats, oldest first.
-    List(User),
+    /// Prints a page of the user's chats, oldest first:
+    /// `{"data": [...], "has_more": …, "last_id": …}`.
+    List {
+        #[command(flatten)]
+        user: User,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Prints one chat.
     Get(UserChat),
     /// Deletes a chat, its files and its directory.
@@ -258,8 +264,14 @@ enum FileCommand {
         #[command(flatten)]
         input: Input,
     },
-    /// Lists the chat's attachments, oldest first.
-    List(UserChat),
+    /// Prints a page of the chat's attachments, oldest first:
+    /// `{"data": [...], "has_more": …, "last_id": …}`.
+    List {
+        #[command(flatten)]
+        at: UserChat,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Writes an attachment's bytes to standard output or --output.
     Get {
         #[command(flatten)]
@@ -274,6 +286,23 @@ enum FileCommand {
     Delete(UserChatFile),
     /// Deletes every attachment of the chat, keeping history.md.
     Clear(UserChat),
+}
+
+/// Which page of a list.
+#[derive(Args)]
+struct PageArgs {
+    /// How many items, 1 to 1000.
+    #[arg(long, value_name = "N", default_value_t = chatstore_host::page::DEFAULT_LIMIT)]
+    limit: u64,
+    /// Start after this item (the previous page's `last_id`).
+    #[arg(long, value_name = "UUID", value_parser = uuid_arg)]
+    after: Option<Uuid>,
+}
+
+impl PageArgs {
+    fn request(&self) -> Result<PageRequest, Error> {
+        PageRequest::new(Some(self.limit), self.after)
+    }
 }
 
 #[derive(Subcommand)]
@@ -668,6 +697,10 @@ enum StorageCommand {
     Recount(Uuid),
     /// The workspace's own quota set (`None`: the configured one).
     SetQuota(Uuid, Option<u64>),
+    /// A page of the user's chats.
+    ListChats(Uuid, PageRequest),
+    /// A page of a chat's attachments.
+    ListFiles(Uuid, Uuid, PageRequest),
 }
 
 /// What a write goes to.
@@ -702,7 +735,9 @@ impl StorageCommand {
                 return Ok(StorageCommand::SetQuota(user.user, *bytes));
             }
             Command::Chat(ChatCommand::Create(u)) => C::CreateChat { user_id: u.user },
-            Command::Chat(ChatCommand::List(u)) => C::ListChats { user_id: u.user },
+            Command::Chat(ChatCommand::List { user, page }) => {
+                return Ok(StorageCommand::ListChats(user.user, page.request()?));
+            }
             Command::Chat(ChatCommand::Get(at)) => C::GetChat {
                 user_id: at.user,
                 chat_id: at.chat,
@@ -743,10 +778,9 @@ impl StorageCommand {
                     input: Source::open(input)?,
                 });
             }
-            Command::File(FileCommand::List(at)) => C::ListAttachments {
-                user_id: at.user,
-                chat_id: at.chat,
-            },
+            Command::File(FileCommand::List { at, page }) => {
+                return Ok(StorageCommand::ListFiles(at.user, at.chat, page.request()?));
+            }
             Command::File(FileCommand::Get { at, output }) => {
                 return Ok(StorageCommand::ReadFile {
                     user: at.at.user,
@@ -850,6 +884,12 @@ impl StorageCommand {
             StorageCommand::StartSandbox(chat) => print_json(&store.start_sandbox(chat)?),
             StorageCommand::Recount(user) => print_json(&store.recount_usage(user)?),
             StorageCommand::SetQuota(user, bytes) => print_json(&store.set_quota(user, bytes)?),
+            StorageCommand::ListChats(user, page) => {
+                print_json(&store.list_chats_page(user, &page)?)
+            }
+            StorageCommand::ListFiles(user, chat, page) => {
+                print_json(&store.list_attachments_page(user, chat, &page)?)
+            }
             StorageCommand::StopSandbox(chat) => match store.end_sandbox(chat)? {
                 Some(session) => print_json(&session),
                 None => print_json(&serde_json::json!({ "ok": true, "was_active": false })),

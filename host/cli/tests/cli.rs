@@ -131,7 +131,7 @@ fn the_flows_work_end_to_end_and_persist_between_commands() {
         text(&workspace, "workspace_id")
     );
     assert_eq!(
-        cli.json(&["chat", "list", "--user", USER]),
+        cli.json(&["chat", "list", "--user", USER])["data"],
         Value::Array(vec![chat.clone()])
     );
     assert_eq!(
@@ -218,7 +218,7 @@ fn the_flows_work_end_to_end_and_persist_between_commands() {
         file
     );
     assert_eq!(
-        cli.json(&["file", "list", "--user", USER, "--chat", &c]),
+        cli.json(&["file", "list", "--user", USER, "--chat", &c])["data"],
         Value::Array(vec![file])
     );
     let usage = cli.json(&["workspace", "usage", "--user", USER]);
@@ -256,7 +256,7 @@ fn the_flows_work_end_to_end_and_persist_between_commands() {
     cli.json(&["sandbox", "stop", "--chat", &c]);
     cli.json(&["file", "clear", "--user", USER, "--chat", &c]);
     assert_eq!(
-        cli.json(&["file", "list", "--user", USER, "--chat", &c]),
+        cli.json(&["file", "list", "--user", USER, "--chat", &c])["data"],
         Value::Array(vec![])
     );
     cli.json(&["chat", "delete", "--user", USER, "--chat", &c]);
@@ -672,4 +672,27 @@ fn a_workspace_gets_a_quota_of_its_own_and_the_configured_one_back() {
     assert_eq!(exit_code(&nobody), 2);
     let error: Value = serde_json::from_slice(&nobody.stderr).unwrap();
     assert_eq!(error["error"], "workspace_not_found");
+}
+
+#[test]
+fn lists_come_in_pages() {
+    let cli = Cli::new();
+    cli.json(&["workspace", "ensure", "--user", USER]);
+    let ids: Vec<String> = (0..3)
+        .map(|_| text(&cli.json(&["chat", "create", "--user", USER]), "chat_id"))
+        .collect();
+    let first = cli.json(&["chat", "list", "--user", USER, "--limit", "2"]);
+    assert_eq!(first["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (&first["has_more"], text(&first, "last_id")),
+        (&Value::Bool(true), ids[1].clone())
+    );
+    let rest = cli.json(&["chat", "list", "--user", USER, "--after", &ids[1]]);
+    assert_eq!(rest["data"][0]["chat_id"], ids[2].as_str());
+    assert_eq!(rest["has_more"], false);
+
+    let refused = cli.run(&["chat", "list", "--user", USER, "--limit", "0"]);
+    assert_eq!(exit_code(&refused), 2);
+    let error: Value = serde_json::from_slice(&refused.stderr).unwrap();
+    assert_eq!(error["error"], "invalid_limit");
 }

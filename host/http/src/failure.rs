@@ -67,7 +67,9 @@ impl Failure {
             Error::InvalidAttachmentName(_)
             | Error::ReservedAttachmentName(_)
             | Error::InvalidId(_)
-            | Error::InvalidHistory => StatusCode::UNPROCESSABLE_ENTITY,
+            | Error::InvalidHistory
+            | Error::InvalidLimit(_)
+            | Error::InvalidAfter(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::StorageUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chatstore_host::{
-    Chat, ChatFile, ChatStore, ContentKind, Error, Replacing, SandboxStart, StagedContent,
-    Workspace, WorkspaceUsage, parse_id,
+    Chat, ChatFile, ChatStore, ContentKind, Error, Page, PageRequest, Replacing, SandboxStart,
+    StagedContent, Workspace, WorkspaceUsage, parse_id,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -193,11 +193,34 @@ pub(crate) async fn create_chat(State(app): AppState, User(user): User) -> Reply
     Ok(json(StatusCode::CREATED, &chat))
 }
 
-/// The user's chats, oldest first.
-#[utoipa::path(get, path = "/v1/chats", tag = "chats", params(UserHeader),
-    responses((status = 200, description = "The chats, by (created_at, chat_id)", body = Vec<Chat>)))]
-pub(crate) async fn list_chats(State(app): AppState, User(user): User) -> Reply {
-    let chats = app.run(move |s| s.list_chats(user)).await?;
+/// Which page of a list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// How many items, 1 to 1000 (default 100); otherwise `invalid_limit`.
+    limit: Option<u64>,
+    /// The id of the item the page starts after (the previous page's
+    /// `last_id`); one that is not in the list is `invalid_after`.
+    after: Option<String>,
+}
+
+impl ListQuery {
+    fn page(&self) -> Result<PageRequest, Failure> {
+        let after = self.after.as_deref().map(id).transpose()?;
+        Ok(PageRequest::new(self.limit, after)?)
+    }
+}
+
+/// A page of the user's chats, oldest first.
+#[utoipa::path(get, path = "/v1/chats", tag = "chats", params(UserHeader, ListQuery),
+    responses((status = 200, description = "The chats, by (created_at, chat_id)", body = Page<Chat>)))]
+pub(crate) async fn list_chats(
+    State(app): AppState,
+    User(user): User,
+    QueryOf(query): QueryOf<ListQuery>,
+) -> Reply {
+    let page = query.page()?;
+    let chats = app.run(move |s| s.list_chats_page(user, &page)).await?;
     Ok(json(StatusCode::OK, &chats))
 }
 
@@ -334,11 +357,18 @@ pub(crate) struct IfNoneMatchHeader {
     if_none_match: Option<String>,
 }
 
-/// The chat's attachments, oldest first.
-#[utoipa::path(get, path = "/v1/chats/{chat_id}/files", tag = "files", params(UserHeader, ChatPath),
-    responses((status = 200, description = "The attachments, by (created_at, file_id)", body = Vec<ChatFile>)))]
-pub(crate) async fn list_files(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
-    let files = app.run(move |s| s.list_attachments(user, chat)).await?;
+/// A page of the chat's attachments, oldest first.
+#[utoipa::path(get, path = "/v1/chats/{chat_id}/files", tag = "files", params(UserHeader, ChatPath, ListQuery),
+    responses((status = 200, description = "The attachments, by (created_at, file_id)", body = Page<ChatFile>)))]
+pub(crate) async fn list_files(
+    State(app): AppState,
+    InChat { user, chat }: InChat,
+    QueryOf(query): QueryOf<ListQuery>,
+) -> Reply {
+    let page = query.page()?;
+    let files = app
+        .run(move |s| s.list_attachments_page(user, chat, &page))
+        .await?;
     Ok(json(StatusCode::OK, &files))
 }
 

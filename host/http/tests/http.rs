@@ -172,7 +172,7 @@ async fn every_route_works() {
     assert_eq!(chat.status, StatusCode::CREATED);
     let c = chat.json()["chat_id"].as_str().unwrap().to_owned();
     assert_eq!(
-        s.call(Method::GET, "/v1/chats", user).await.json(),
+        s.call(Method::GET, "/v1/chats", user).await.json()["data"],
         Value::Array(vec![chat.json()])
     );
     assert_eq!(
@@ -218,7 +218,7 @@ async fn every_route_works() {
     assert_eq!(
         s.call(Method::GET, &format!("/v1/chats/{c}/files"), user)
             .await
-            .json(),
+            .json()["data"],
         Value::Array(vec![meta.clone()])
     );
     assert_eq!(
@@ -284,7 +284,7 @@ async fn every_route_works() {
     assert_eq!(
         s.call(Method::GET, &format!("/v1/chats/{c}/files"), user)
             .await
-            .json(),
+            .json()["data"],
         Value::Array(vec![])
     );
     assert_eq!(
@@ -526,9 +526,7 @@ async fn another_user_gets_404_and_learns_nothing() {
     let put = s.upload(bob, &c, "x", "text/plain", b"bob").await;
     assert_eq!(put.status, StatusCode::NOT_FOUND);
     assert!(
-        s.call(Method::GET, "/v1/chats", bob)
-            .await
-            .json()
+        s.call(Method::GET, "/v1/chats", bob).await.json()["data"]
             .as_array()
             .unwrap()
             .is_empty()
@@ -681,7 +679,7 @@ async fn a_thousand_mixed_requests_from_many_tasks_leave_exactly_the_expected_st
             .call(Method::GET, &format!("/v1/chats/{c}/files"), *user)
             .await
             .json();
-        let files = files.as_array().unwrap();
+        let files = files["data"].as_array().unwrap();
         assert_eq!(files.len(), FILES / 2 + 1);
         for file in files {
             let id = file["file_id"].as_str().unwrap();
@@ -763,7 +761,7 @@ impl Server {
     async fn files(&self, user: Uuid, chat: &str) -> Vec<Value> {
         self.call(Method::GET, &format!("/v1/chats/{chat}/files"), user)
             .await
-            .json()
+            .json()["data"]
             .as_array()
             .unwrap()
             .clone()
@@ -1341,4 +1339,72 @@ async fn a_workspace_quota_is_set_on_the_admin_address_only() {
         (status, &usage["quota_bytes"]),
         (StatusCode::OK, &Value::from(10_000))
     );
+}
+
+#[tokio::test]
+async fn lists_come_in_pages_and_bad_pages_are_typed_errors() {
+    let s = start(|b| b, 1 << 30).await;
+    let (user, first) = s.user_with_chat().await;
+    let mut ids = vec![first];
+    for _ in 0..4 {
+        let chat = s.call(Method::POST, "/v1/chats", user).await.json();
+        ids.push(chat["chat_id"].as_str().unwrap().to_owned());
+    }
+    let page = s.call(Method::GET, "/v1/chats?limit=2", user).await.json();
+    let got: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["chat_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ids[..2]);
+    assert_eq!(
+        (&page["has_more"], &page["last_id"]),
+        (&Value::Bool(true), &Value::from(ids[1].clone()))
+    );
+    let rest = s
+        .call(
+            Method::GET,
+            &format!("/v1/chats?limit=100&after={}", ids[1]),
+            user,
+        )
+        .await
+        .json();
+    assert_eq!(rest["data"].as_array().unwrap().len(), 3);
+    assert_eq!(rest["has_more"], false);
+
+    let (_, bobs_chat) = s.user_with_chat().await;
+    for (query, status, code) in [
+        ("limit=0", StatusCode::UNPROCESSABLE_ENTITY, "invalid_limit"),
+        (
+            "limit=1001",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_limit",
+        ),
+        ("limit=many", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("after=nope", StatusCode::UNPROCESSABLE_ENTITY, "invalid_id"),
+        (
+            &format!("after={bobs_chat}") as &str,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_after",
+        ),
+    ] {
+        let r = s
+            .call(Method::GET, &format!("/v1/chats?{query}"), user)
+            .await;
+        assert_eq!((r.status, r.code()), (status, code.to_owned()), "{query}");
+    }
+    let files = s
+        .call(
+            Method::GET,
+            &format!("/v1/chats/{}/files?limit=1", ids[0]),
+            user,
+        )
+        .await
+        .json();
+    assert_eq!(
+        (files["data"].as_array().unwrap().len(), &files["has_more"]),
+        (0, &Value::Bool(false))
+    );
+    assert_eq!(files["last_id"], Value::Null);
 }

@@ -38,6 +38,12 @@ pub enum Error {
     /// A history (or a message for one) that is not UTF-8 text.
     #[error("invalid_history: a history must be UTF-8 text")]
     InvalidHistory,
+    /// A page size outside 1 to 1000 (carries it).
+    #[error("invalid_limit: a page holds 1 to 1000 items, not {0}")]
+    InvalidLimit(u64),
+    /// A page's `after` that names no item of the caller's list (carries it).
+    #[error("invalid_after: {0} is not an item of this list")]
+    InvalidAfter(Uuid),
     /// A port failed, or the guest trapped; nothing of the call was kept.
     #[error("storage_unavailable: {port}: {message}")]
     StorageUnavailable {
@@ -62,6 +68,8 @@ impl Error {
             Error::ChatFileChanged(_) => "chat_file_changed",
             Error::InvalidId(_) => "invalid_id",
             Error::InvalidHistory => "invalid_history",
+            Error::InvalidLimit(_) => "invalid_limit",
+            Error::InvalidAfter(_) => "invalid_after",
             Error::StorageUnavailable { .. } => "storage_unavailable",
         }
     }
@@ -73,7 +81,9 @@ impl Error {
             | Error::WorkspaceQuotaExceeded(id)
             | Error::ChatNotFound(id)
             | Error::ChatHasActiveSandbox(id)
-            | Error::ChatFileNotFound(id) => Some(id.to_string()),
+            | Error::ChatFileNotFound(id)
+            | Error::InvalidAfter(id) => Some(id.to_string()),
+            Error::InvalidLimit(limit) => Some(limit.to_string()),
             Error::InvalidAttachmentName(s)
             | Error::ReservedAttachmentName(s)
             | Error::ChatFileChanged(s)

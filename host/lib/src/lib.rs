@@ -49,6 +49,7 @@ mod ids;
 mod imports;
 pub mod model;
 pub mod names;
+pub mod page;
 pub mod ports;
 pub mod staging;
 mod store;
@@ -64,6 +65,7 @@ pub use model::{
     Chat, ChatFile, SandboxSession, SandboxStart, Timestamp, Workspace, WorkspaceUsage,
 };
 pub use names::{AttachmentName, HISTORY_FILE_NAME};
+pub use page::{Page, PageRequest};
 pub use staging::{ContentKind, StageError, StagedContent};
 pub use store::{
     ChatStore, ChatStoreBuilder, Clock, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR,

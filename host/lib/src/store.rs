@@ -13,6 +13,7 @@ use crate::content::Content;
 use crate::error::{Error, PortError, SetupError};
 use crate::model::{Chat, ChatFile, SandboxSession, SandboxStart, Workspace, WorkspaceUsage};
 use crate::names::AttachmentName;
+use crate::page::{Page, PageRequest};
 use crate::ports::{HostRecords, Ports};
 use crate::staging::{ContentKind, StageError, StagedContent, Staging};
 use crate::unit::{Access, Backend, FixedPorts, MetadataStore, Scope, UnitOfWork};
@@ -945,6 +946,11 @@ impl ChatStore {
         )
     }
 
+    /// A page of the user's chats, in the order of [`list_chats`](Self::list_chats).
+    pub fn list_chats_page(&self, user_id: Uuid, page: &PageRequest) -> Result<Page<Chat>, Error> {
+        page.cut(self.list_chats(user_id)?, |chat| chat.chat_id)
+    }
+
     /// One of the user's chats.
     pub fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<Chat, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
@@ -1092,6 +1098,19 @@ impl ChatStore {
             |g, s, _| g.call_list_attachments(s, &user, &chat),
             |fs, _| FromGuest::chat_files(fs),
         )
+    }
+
+    /// A page of the chat's attachments, in the order of
+    /// [`list_attachments`](Self::list_attachments).
+    pub fn list_attachments_page(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<ChatFile>, Error> {
+        page.cut(self.list_attachments(user_id, chat_id)?, |file| {
+            file.file_id
+        })
     }
 
     /// One attachment's metadata.
