@@ -8,7 +8,7 @@ mod demo;
 
 use chatstore_host::fsck::{Progress, fsck};
 use chatstore_host::{
-    Call, ChatStore, ChatStoreBuilder, Content, ContentKind, DEFAULT_CALL_TIMEOUT,
+    ArchiveSummary, Call, ChatStore, ChatStoreBuilder, Content, ContentKind, DEFAULT_CALL_TIMEOUT,
     DEFAULT_DATA_DIR, DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Error, Metadata, Output,
     PageRequest, Replacing, StageError, StagedContent, parse_id,
 };
@@ -196,6 +196,25 @@ enum WorkspaceCommand {
         /// wrote since their sessions ended included) and keep that count.
         #[arg(long)]
         recount: bool,
+    },
+    /// Writes the workspace (metadata, histories, attachments) as a tar
+    /// archive to standard output or --output.
+    Export {
+        #[command(flatten)]
+        user: User,
+        /// Write the archive to this file (made whole or not at all) and
+        /// print what it holds.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Restores an archive that `workspace export` wrote into the user's
+    /// new or empty workspace; prints what it restored.
+    Import {
+        #[command(flatten)]
+        user: User,
+        /// Read the archive from this file instead of standard input.
+        #[arg(long, value_name = "PATH")]
+        input: Option<PathBuf>,
     },
     /// Gives the workspace a quota of its own (or the configured one
     /// again); prints its usage against it.
@@ -656,6 +675,34 @@ fn copy_out(content: Content, output: Option<&std::path::Path>) -> Outcome {
     Ok(())
 }
 
+/// Exports into `<path>.partial`, synced, then renamed to `path`: a
+/// failed export leaves no file that looks whole.
+fn export_to(
+    store: &ChatStore,
+    user: Uuid,
+    path: &std::path::Path,
+) -> Result<ArchiveSummary, Failure> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let cannot = |e: std::io::Error| other(format!("cannot write {}: {e}", path.display()));
+    let file = std::fs::File::create(&partial).map_err(cannot)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let exported = store
+        .export_workspace(user, &mut out)
+        .map_err(Failure::from)
+        .and_then(|summary| {
+            let file = out.into_inner().map_err(|e| cannot(e.into_error()))?;
+            file.sync_all().map_err(cannot)?;
+            std::fs::rename(&partial, path).map_err(cannot)?;
+            Ok(summary)
+        });
+    if exported.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    exported
+}
+
 fn print_json(value: &impl Serialize) -> Outcome {
     let text = serde_json::to_string_pretty(value).map_err(other)?;
     write_stdout(format!("{text}\n").as_bytes())
@@ -697,6 +744,10 @@ enum StorageCommand {
     Recount(Uuid),
     /// The workspace's own quota set (`None`: the configured one).
     SetQuota(Uuid, Option<u64>),
+    /// The workspace written as an archive.
+    Export(Uuid, Option<PathBuf>),
+    /// An archive restored (from standard input without a file).
+    Import(Uuid, Option<std::fs::File>),
     /// A page of the user's chats.
     ListChats(Uuid, PageRequest),
     /// A page of a chat's attachments.
@@ -730,6 +781,19 @@ impl StorageCommand {
             }
             Command::Workspace(WorkspaceCommand::Usage { user, .. }) => {
                 C::GetUsage { user_id: user.user }
+            }
+            Command::Workspace(WorkspaceCommand::Export { user, output }) => {
+                return Ok(StorageCommand::Export(user.user, output.clone()));
+            }
+            Command::Workspace(WorkspaceCommand::Import { user, input }) => {
+                let input = match input {
+                    Some(path) => Some(
+                        std::fs::File::open(path)
+                            .map_err(|e| other(format!("cannot read {}: {e}", path.display())))?,
+                    ),
+                    None => None,
+                };
+                return Ok(StorageCommand::Import(user.user, input));
             }
             Command::Workspace(WorkspaceCommand::SetQuota { user, bytes, .. }) => {
                 return Ok(StorageCommand::SetQuota(user.user, *bytes));
@@ -884,6 +948,19 @@ impl StorageCommand {
             StorageCommand::StartSandbox(chat) => print_json(&store.start_sandbox(chat)?),
             StorageCommand::Recount(user) => print_json(&store.recount_usage(user)?),
             StorageCommand::SetQuota(user, bytes) => print_json(&store.set_quota(user, bytes)?),
+            StorageCommand::Export(user, None) => {
+                let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+                store.export_workspace(user, out)?;
+                Ok(())
+            }
+            StorageCommand::Export(user, Some(path)) => print_json(&export_to(store, user, &path)?),
+            StorageCommand::Import(user, input) => {
+                let summary = match input {
+                    Some(file) => store.import_workspace(user, std::io::BufReader::new(file))?,
+                    None => store.import_workspace(user, std::io::stdin().lock())?,
+                };
+                print_json(&summary)
+            }
             StorageCommand::ListChats(user, page) => {
                 print_json(&store.list_chats_page(user, &page)?)
             }

@@ -371,6 +371,8 @@ fn every_command_answers_help() {
         &["workspace", "get"],
         &["workspace", "usage"],
         &["workspace", "set-quota"],
+        &["workspace", "export"],
+        &["workspace", "import"],
         &["chat"],
         &["chat", "create"],
         &["chat", "list"],
@@ -695,4 +697,91 @@ fn lists_come_in_pages() {
     assert_eq!(exit_code(&refused), 2);
     let error: Value = serde_json::from_slice(&refused.stderr).unwrap();
     assert_eq!(error["error"], "invalid_limit");
+}
+
+#[test]
+fn a_workspace_exports_to_a_file_and_imports_into_another_data_directory() {
+    let cli = Cli::new();
+    cli.json(&["workspace", "ensure", "--user", USER]);
+    let c = chat(&cli);
+    let put = cli.run_with(
+        &[
+            "file",
+            "put",
+            "--user",
+            USER,
+            "--chat",
+            &c,
+            "--name",
+            "notes.txt",
+        ],
+        b"remember this\n",
+    );
+    assert!(put.status.success());
+    let archive = cli._tmp.path().join("ws.tar");
+    let summary = cli.json(&[
+        "workspace",
+        "export",
+        "--user",
+        USER,
+        "--output",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        (&summary["chats"], &summary["files"]),
+        (&Value::from(1), &Value::from(1))
+    );
+    // The same archive to standard output.
+    let streamed = cli.run(&["workspace", "export", "--user", USER]);
+    assert!(streamed.status.success());
+    assert_eq!(streamed.stdout, std::fs::read(&archive).unwrap());
+
+    let other = Cli::new();
+    let restored = other.json(&[
+        "workspace",
+        "import",
+        "--user",
+        USER,
+        "--input",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(restored["files"], 1);
+    let chats = other.json(&["chat", "list", "--user", USER]);
+    let chat_id = chats["data"][0]["chat_id"].as_str().unwrap().to_owned();
+    let files = other.json(&["file", "list", "--user", USER, "--chat", &chat_id]);
+    let file_id = files["data"][0]["file_id"].as_str().unwrap().to_owned();
+    let got = other.run(&[
+        "file",
+        "get",
+        "--user",
+        USER,
+        "--chat",
+        &chat_id,
+        "--file-id",
+        &file_id,
+    ]);
+    assert_eq!(got.stdout, b"remember this\n");
+
+    // Again into the now non-empty workspace: refused, from standard input.
+    let again = other.run_with(&["workspace", "import", "--user", USER], &streamed.stdout);
+    assert_eq!(exit_code(&again), 2);
+    let error: Value = serde_json::from_slice(&again.stderr).unwrap();
+    assert_eq!(error["error"], "workspace_not_empty");
+}
+
+#[test]
+fn a_failed_export_leaves_no_file() {
+    let cli = Cli::new();
+    let archive = cli._tmp.path().join("ws.tar");
+    let out = cli.run(&[
+        "workspace",
+        "export",
+        "--user",
+        USER,
+        "--output",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(exit_code(&out), 2);
+    assert!(!archive.exists());
+    assert!(!cli._tmp.path().join("ws.tar.partial").exists());
 }

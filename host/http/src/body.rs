@@ -393,6 +393,81 @@ fn requested_range(request: &HeaderMap, len: u64) -> Range {
     }
 }
 
+/// A response body that a blocking writer fills: what it writes goes out
+/// in chunks of about 256 KiB, at most four in flight.
+pub(crate) fn chunks() -> (ChunkWriter, Body) {
+    let (sender, receiver) = mpsc::channel(4);
+    (
+        ChunkWriter {
+            sender,
+            buffer: Vec::with_capacity(CHUNK),
+        },
+        Body::from_stream(Chunks(receiver)),
+    )
+}
+
+const CHUNK: usize = 256 << 10;
+
+/// The writing end of [`chunks`], for a blocking thread.
+pub(crate) struct ChunkWriter {
+    sender: mpsc::Sender<std::io::Result<Bytes>>,
+    buffer: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
+        self.sender.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+
+    /// Ends the body with an error instead of its end.
+    pub(crate) fn fail(mut self, why: String) {
+        self.buffer.clear();
+        let _ = self.sender.blocking_send(Err(std::io::Error::other(why)));
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        let _ = self.send();
+    }
+}
+
+struct Chunks(mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl futures_core::Stream for Chunks {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,13 +62,16 @@ impl Failure {
             Error::WorkspaceNotFound(_) | Error::ChatNotFound(_) | Error::ChatFileNotFound(_) => {
                 StatusCode::NOT_FOUND
             }
-            Error::ChatHasActiveSandbox(_) | Error::ChatFileChanged(_) => StatusCode::CONFLICT,
+            Error::ChatHasActiveSandbox(_)
+            | Error::ChatFileChanged(_)
+            | Error::WorkspaceNotEmpty(_) => StatusCode::CONFLICT,
             Error::WorkspaceQuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidAttachmentName(_)
             | Error::ReservedAttachmentName(_)
             | Error::InvalidId(_)
             | Error::InvalidHistory
             | Error::InvalidLimit(_)
+            | Error::InvalidArchive(_)
             | Error::InvalidAfter(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::StorageUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -588,3 +588,48 @@ pub(crate) async fn set_quota(
     tracing::info!(%user, ?quota_bytes, "quota set");
     Ok(json(StatusCode::OK, &usage))
 }
+
+/// The user's workspace as a tar archive, streamed as it is written.
+#[utoipa::path(get, path = "/v1/workspace/export", tag = "workspace", params(UserHeader),
+    responses((status = 200, description = "A tar archive: `manifest.json`, then each chat's `history.md` and attachments (`chatstore workspace import` restores it)", content_type = "application/x-tar")))]
+pub(crate) async fn export_workspace(State(app): AppState, User(user): User) -> Reply {
+    // A user without a workspace is a 404 before the first byte.
+    let workspace = app.run(move |s| s.get_workspace(user)).await?;
+    let (chunks, body) = body::chunks();
+    let store = app.store.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let mut out = chunks;
+            match store.export_workspace(user, &mut out) {
+                Ok(summary) => {
+                    tracing::info!(
+                        chats = summary.chats,
+                        files = summary.files,
+                        bytes = summary.bytes,
+                        "exported"
+                    );
+                }
+                // The response ends in an error, so the client sees a
+                // broken transfer rather than a short archive.
+                Err(e) => {
+                    tracing::warn!(error = %e, "export failed");
+                    out.fail(e.to_string());
+                }
+            }
+        })
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    let disposition = format!(
+        "attachment; filename=\"workspace-{}.tar\"",
+        workspace.workspace_id
+    );
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok((StatusCode::OK, headers, body).into_response())
+}

@@ -144,6 +144,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(h::openapi_json))
         .routes(routes!(h::ensure_workspace, h::get_workspace))
         .routes(routes!(h::get_usage))
+        .routes(routes!(h::export_workspace))
         .routes(routes!(h::create_chat, h::list_chats))
         .routes(routes!(h::get_chat, h::delete_chat))
         .routes(routes!(

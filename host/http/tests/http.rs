@@ -585,6 +585,7 @@ async fn openapi_describes_every_route() {
         ("/openapi.json", &["get"]),
         ("/v1/workspace", &["put", "get"]),
         ("/v1/workspace/usage", &["get"]),
+        ("/v1/workspace/export", &["get"]),
         ("/v1/chats", &["post", "get"]),
         ("/v1/chats/{chat_id}", &["get", "delete"]),
         ("/v1/chats/{chat_id}/history", &["get", "put", "post"]),
@@ -597,7 +598,7 @@ async fn openapi_describes_every_route() {
             assert!(paths[path][*method].is_object(), "{method} {path}");
         }
     }
-    assert_eq!(paths.len(), 11);
+    assert_eq!(paths.len(), 12);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1407,4 +1408,42 @@ async fn lists_come_in_pages_and_bad_pages_are_typed_errors() {
         (0, &Value::Bool(false))
     );
     assert_eq!(files["last_id"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_workspace_exports_as_a_tar_archive_that_imports_elsewhere() {
+    let s = start(|b| b, 1 << 30).await;
+    let (user, chat) = s.user_with_chat().await;
+    let bytes: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(
+        s.upload(user, &chat, "big.bin", "application/octet-stream", &bytes)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let export = s.call(Method::GET, "/v1/workspace/export", user).await;
+    assert_eq!(export.status, StatusCode::OK);
+    assert_eq!(export.headers["content-type"], "application/x-tar");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let store = ChatStore::builder()
+        .data_dir(elsewhere.path())
+        .build()
+        .unwrap();
+    let summary = store.import_workspace(user, &export.body[..]).unwrap();
+    assert_eq!((summary.chats, summary.files), (1, 1));
+    let chats = store.list_chats(user).unwrap();
+    let file = &store.list_attachments(user, chats[0].chat_id).unwrap()[0];
+    let (_, content) = store
+        .read_attachment(user, chats[0].chat_id, file.file_id)
+        .unwrap();
+    assert_eq!(content.into_bytes().unwrap(), bytes);
+
+    let nobody = s
+        .call(Method::GET, "/v1/workspace/export", Uuid::now_v7())
+        .await;
+    assert_eq!(
+        (nobody.status, nobody.code()),
+        (StatusCode::NOT_FOUND, "workspace_not_found".to_owned())
+    );
 }

@@ -41,6 +41,13 @@ pub enum Error {
     /// A page size outside 1 to 1000 (carries it).
     #[error("invalid_limit: a page holds 1 to 1000 items, not {0}")]
     InvalidLimit(u64),
+    /// An archive to import that is truncated, corrupt or not what its
+    /// manifest says (carries why).
+    #[error("invalid_archive: {0}")]
+    InvalidArchive(String),
+    /// An import into a workspace that already holds chats (carries the user id).
+    #[error("workspace_not_empty: the workspace of user {0} already holds chats")]
+    WorkspaceNotEmpty(Uuid),
     /// A page's `after` that names no item of the caller's list (carries it).
     #[error("invalid_after: {0} is not an item of this list")]
     InvalidAfter(Uuid),
@@ -69,6 +76,8 @@ impl Error {
             Error::InvalidId(_) => "invalid_id",
             Error::InvalidHistory => "invalid_history",
             Error::InvalidLimit(_) => "invalid_limit",
+            Error::InvalidArchive(_) => "invalid_archive",
+            Error::WorkspaceNotEmpty(_) => "workspace_not_empty",
             Error::InvalidAfter(_) => "invalid_after",
             Error::StorageUnavailable { .. } => "storage_unavailable",
         }
@@ -82,13 +91,16 @@ impl Error {
             | Error::ChatNotFound(id)
             | Error::ChatHasActiveSandbox(id)
             | Error::ChatFileNotFound(id)
-            | Error::InvalidAfter(id) => Some(id.to_string()),
+            | Error::InvalidAfter(id)
+            | Error::WorkspaceNotEmpty(id) => Some(id.to_string()),
             Error::InvalidLimit(limit) => Some(limit.to_string()),
             Error::InvalidAttachmentName(s)
             | Error::ReservedAttachmentName(s)
             | Error::ChatFileChanged(s)
             | Error::InvalidId(s) => Some(s.clone()),
-            Error::InvalidHistory | Error::StorageUnavailable { .. } => None,
+            Error::InvalidHistory | Error::InvalidArchive(_) | Error::StorageUnavailable { .. } => {
+                None
+            }
         }
     }
 

@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 pub mod adapters;
+mod archive;
 mod bindings;
 mod call;
 pub mod calls;
@@ -56,6 +57,7 @@ mod store;
 pub mod unit;
 mod values;
 
+pub use archive::ArchiveSummary;
 pub use calls::{Call, Output};
 pub use compiled::ComponentSource;
 pub use content::Content;

@@ -582,7 +582,7 @@ impl ChatStore {
         self.with_unit(access, scope, |unit| f(&unit.ports(), &*unit.records()))
     }
 
-    fn with_unit<T>(
+    pub(crate) fn with_unit<T>(
         &self,
         access: Access,
         scope: Scope,

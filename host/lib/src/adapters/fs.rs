@@ -763,6 +763,8 @@ pub struct FsTransaction {
     usage: Mutex<Vec<UsageChange>>,
     /// Histories this call changed, and the length each will have.
     history_lens: Mutex<HashMap<Uuid, u64>>,
+    /// Chats whose directories this call creates: empty until it commits.
+    created: Mutex<HashSet<Uuid>>,
 }
 
 impl FsTransaction {
@@ -774,7 +776,13 @@ impl FsTransaction {
             effects: Mutex::default(),
             usage: Mutex::default(),
             history_lens: Mutex::default(),
+            created: Mutex::default(),
         }
+    }
+
+    /// Whether this call creates the chat's directory (so it is not there yet).
+    fn creates(&self, chat: &Chat) -> bool {
+        lock(&self.created).contains(&chat.chat_id)
     }
 
     fn dir(&self, chat: &Chat) -> PortResult<Dir> {
@@ -802,8 +810,11 @@ impl FsTransaction {
         content: &StagedContent,
         replaced: u64,
     ) -> PortResult<()> {
-        // The chat directory must exist now; the rename happens after commit.
-        self.dir(chat)?;
+        // The chat directory must exist now, or be made by this call; the
+        // rename happens after commit.
+        if !self.creates(chat) {
+            self.dir(chat)?;
+        }
         self.record(
             Effect::Install {
                 workspace_id: chat.workspace_id,
@@ -860,6 +871,9 @@ impl FsTransaction {
     /// is now, or `None`: what a write there replaces. Anything else at the
     /// name is moved aside, not replaced, and usage still counts it.
     fn size(&self, chat: &Chat, name: &str) -> PortResult<Option<u64>> {
+        if self.creates(chat) {
+            return Ok(None);
+        }
         regular_file_size(&self.dir(chat)?, name).map_err(|e| about(name, e))
     }
 }
@@ -872,6 +886,7 @@ impl ChatStorage for FsTransaction {
         if exists {
             return Ok(());
         }
+        lock(&self.created).insert(chat.chat_id);
         self.record(
             Effect::CreateChat {
                 workspace_id: chat.workspace_id,
