@@ -224,7 +224,10 @@ fn a_started_sandbox_is_told_its_working_directory_and_the_room_left() {
         Err(Error::ChatHasActiveSandbox(chat.chat_id))
     );
     assert_eq!(
-        h.store.end_sandbox(chat.chat_id).unwrap(),
+        h.store
+            .end_sandbox(chat.chat_id)
+            .unwrap()
+            .map(|end| end.session()),
         Some(started.session())
     );
 }
@@ -971,14 +974,14 @@ fn pages_of_chats_walk_them_in_created_order_and_stop_at_the_end() {
 }
 
 #[test]
-fn a_page_after_another_users_chat_is_invalid_after() {
+fn a_page_after_another_users_chat_is_after_not_found() {
     let h = Harness::new();
     let (alice, _) = h.user_with_chat();
     let (_, bobs) = h.user_with_chat();
     let page = PageRequest::new(None, Some(bobs.chat_id)).unwrap();
     assert_eq!(
         h.store.list_chats_page(alice, &page),
-        Err(Error::InvalidAfter(bobs.chat_id))
+        Err(Error::AfterNotFound(bobs.chat_id))
     );
 }
 
@@ -1005,4 +1008,126 @@ fn pages_of_files_are_in_upload_order() {
         (got, page.has_more, page.last_id),
         (ids[2..4].to_vec(), true, Some(ids[3]))
     );
+}
+
+// ---- sandbox outputs ----
+
+#[test]
+fn files_a_sandbox_leaves_become_attachments_and_the_rest_is_reported() {
+    let h = Harness::new();
+    let (user, chat) = h.user_with_chat();
+    let data = h
+        .store
+        .upload_attachment(
+            user,
+            chat.chat_id,
+            "data.csv",
+            Some("text/csv"),
+            &b"1,2\n"[..],
+        )
+        .unwrap();
+    let kept = h
+        .store
+        .upload_attachment(user, chat.chat_id, "kept.txt", None, &b"same"[..])
+        .unwrap();
+    h.store.start_sandbox(chat.chat_id).unwrap();
+    let dir = h.chat_dir(&chat);
+    fs::write(dir.join("plot.png"), b"\x89PNG pixels").unwrap();
+    fs::write(dir.join("data.csv"), b"1,2\n3,4\n").unwrap();
+    fs::write(dir.join("HISTORY.md"), b"reserved").unwrap();
+    fs::write(dir.join(" padded"), b"invalid").unwrap();
+    fs::create_dir(dir.join("out")).unwrap();
+    fs::write(dir.join("out/inner.txt"), b"nested").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
+
+    let end = h.store.end_sandbox(chat.chat_id).unwrap().unwrap();
+
+    let mut registered: Vec<(String, Option<String>, u64)> = end
+        .registered
+        .iter()
+        .map(|f| (f.name.to_string(), f.content_type.clone(), f.size_bytes))
+        .collect();
+    registered.sort();
+    assert_eq!(
+        registered,
+        [
+            ("data.csv".into(), Some("text/csv".into()), 8),
+            ("plot.png".into(), Some("image/png".into()), 11),
+        ]
+    );
+    let mut unregistered: Vec<(String, String)> = end
+        .unregistered
+        .iter()
+        .map(|u| (u.name.clone(), u.reason.clone()))
+        .collect();
+    unregistered.sort();
+    assert_eq!(
+        unregistered,
+        [
+            (" padded".into(), "invalid_attachment_name".into()),
+            ("HISTORY.md".into(), "reserved_attachment_name".into()),
+            ("link".into(), "not_a_regular_file".into()),
+            ("out".into(), "not_a_regular_file".into()),
+        ]
+    );
+    // Listed and served like uploads; the changed file keeps its id.
+    let files = h.store.list_attachments(user, chat.chat_id).unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let changed = files
+        .iter()
+        .find(|f| f.name.as_str() == "data.csv")
+        .unwrap();
+    assert_eq!(
+        (changed.file_id, changed.created_at, changed.size_bytes),
+        (data.file_id, data.created_at, 8)
+    );
+    assert!(
+        files.contains(&kept),
+        "unchanged keeps its record as it was"
+    );
+    let plot = end
+        .registered
+        .iter()
+        .find(|f| f.name.as_str() == "plot.png")
+        .unwrap();
+    assert_eq!(
+        plot.sha256.as_deref(),
+        Some(format!("{:x}", Sha256::digest(b"\x89PNG pixels")).as_str())
+    );
+    assert_eq!(
+        attachment(&h.store, user, chat.chat_id, plot.file_id).unwrap(),
+        b"\x89PNG pixels"
+    );
+    // What was not registered is where the sandbox left it.
+    assert_eq!(fs::read(dir.join("HISTORY.md")).unwrap(), b"reserved");
+
+    // A session that changes nothing registers nothing.
+    h.store.start_sandbox(chat.chat_id).unwrap();
+    let again = h.store.end_sandbox(chat.chat_id).unwrap().unwrap();
+    assert!(again.registered.is_empty(), "{again:?}");
+}
+
+#[test]
+fn outputs_of_a_sandbox_that_pushed_the_workspace_over_quota_are_not_registered() {
+    let h = Harness::with_quota(1_000);
+    let (user, chat) = h.user_with_chat();
+    h.store.start_sandbox(chat.chat_id).unwrap();
+    fs::write(h.chat_dir(&chat).join("huge.bin"), [0u8; 1_500]).unwrap();
+    let end = h.store.end_sandbox(chat.chat_id).unwrap().unwrap();
+    assert!(end.registered.is_empty());
+    assert_eq!(end.unregistered.len(), 1);
+    assert_eq!(end.unregistered[0].reason, "workspace_quota_exceeded");
+    assert!(
+        h.store
+            .list_attachments(user, chat.chat_id)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(h.store.get_usage(user).unwrap().used_bytes, 1_500);
+    // Back under the quota, the next session's end registers it.
+    h.store.set_quota(user, Some(2_000)).unwrap();
+    h.store.start_sandbox(chat.chat_id).unwrap();
+    let end = h.store.end_sandbox(chat.chat_id).unwrap().unwrap();
+    assert_eq!(end.registered.len(), 1);
 }

@@ -17,8 +17,8 @@ wit_bindgen::generate!({
 });
 
 use crate::domain::{
-    AttachmentName, Chat, ChatFile, Id, PortError, SandboxSession, StagedContent, StorageError,
-    Timestamp, Workspace, WorkspaceUsage,
+    AttachmentName, Chat, ChatFile, Id, PortError, SandboxOutput, SandboxSession, StagedContent,
+    StorageError, Timestamp, Workspace, WorkspaceUsage,
 };
 use crate::usecase::ports::{self, PortResult};
 use crate::usecase::{Policy, Ports, Storage};
@@ -502,5 +502,30 @@ impl<P: Policy> Guest for Exported<P> {
     }
     fn clear_attachments(user_id: String, chat_id: String) -> Out<()> {
         done(P::clear_attachments(&storage(), &user_id, &chat_id))
+    }
+    fn register_sandbox_outputs(
+        user_id: String,
+        chat_id: String,
+        outputs: Vec<wit::SandboxOutput>,
+    ) -> Out<Vec<wit::OutputOutcome>> {
+        let outputs: Vec<SandboxOutput> = outputs
+            .into_iter()
+            .map(|o| SandboxOutput {
+                name: o.name,
+                content_type: o.content_type,
+                size_bytes: o.size_bytes,
+                sha256: o.sha256,
+            })
+            .collect();
+        let r = P::register_sandbox_outputs(&storage(), &user_id, &chat_id, &outputs);
+        out(r, |outcomes| {
+            outcomes
+                .into_iter()
+                .map(|o| match o {
+                    Ok(f) => wit::OutputOutcome::Registered(chat_file(&f)),
+                    Err(e) => wit::OutputOutcome::Refused(storage_error(e)),
+                })
+                .collect()
+        })
     }
 }

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { JsHost, instantiate } from './host.mjs';
 
 const DEFAULT_QUOTA_BYTES = 1n << 30n;
@@ -62,6 +62,23 @@ export function witJson(value) {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [kebab(k), witJson(v)]));
   }
   return value;
+}
+
+/** A sandbox output of a scenario (WIT JSON) as jco takes it. */
+function witOutput(o) {
+  return {
+    name: o.name,
+    contentType: o['content-type'] ?? undefined,
+    sizeBytes: BigInt(o['size-bytes']),
+    sha256: o.sha256,
+  };
+}
+
+/** One `output-outcome` in the suite's JSON: `{registered}` or `{refused: {error, subject}}`. */
+function outcomeJson(outcome) {
+  if (outcome.tag === 'registered') return { registered: witJson(outcome.val) };
+  const { error, subject } = componentRefusal({ payload: outcome.val });
+  return { refused: { error, subject } };
 }
 
 /** Bytes as the suite shows them: text if UTF-8, else `{"hex"}`. */
@@ -196,6 +213,7 @@ export function runScenario(component, scenario) {
           return host.stage(bytes);
         }
         if (p === 'content-type') return step[p] === undefined || step[p] === null ? undefined : vars.text(step[p]);
+        if (p === 'outputs') return vars.resolve(step.outputs).map(witOutput);
         return vars.text(step[p]);
       });
       try {
@@ -205,10 +223,35 @@ export function runScenario(component, scenario) {
           if (opened === null) throw new Error(`${name} opened nothing to serve`);
           return { ok: contentValue(opened) };
         }
-        return { ok: witJson(value) };
+        return { ok: name === 'register-sandbox-outputs' ? value.map(outcomeJson) : witJson(value) };
       } catch (e) {
         host.finishCall();
         return { err: componentRefusal(e) };
+      }
+    };
+
+    // A session's end: the files it left that no record describes are
+    // offered to the policy, as every host does.
+    const registerOutputs = (chat, dir) => {
+      const recorded = [...host.files.values()].filter((f) => f.chatId === chat.chatId);
+      const outputs = [];
+      for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+        if (entry.name === 'history.md' || !entry.isFile()) continue;
+        const bytes = fs.readFileSync(path.join(dir, entry.name));
+        if (recorded.some((f) => f.name === entry.name && f.sizeBytes === BigInt(bytes.length))) continue;
+        outputs.push({
+          name: entry.name,
+          contentType: undefined,
+          sizeBytes: BigInt(bytes.length),
+          sha256: createHash('sha256').update(bytes).digest('hex'),
+        });
+      }
+      if (outputs.length === 0) return;
+      const user = [...host.workspaces.values()].find((w) => w.workspaceId === chat.workspaceId).userId;
+      try {
+        storage.registerSandboxOutputs(user, chat.chatId, outputs);
+      } finally {
+        host.finishCall();
       }
     };
 
@@ -239,6 +282,7 @@ export function runScenario(component, scenario) {
           host.sandboxes.set(chat.chatId, { sessionId: randomUUID(), chatId: chat.chatId });
           fs.writeFileSync(path.join(dir, rel), vars.content(step.content));
           host.sandboxes.delete(chat.chatId);
+          registerOutputs(chat, dir);
           return { ok: null };
         }
         case 'list-dir':

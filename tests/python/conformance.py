@@ -4,6 +4,7 @@ temporary directory, stopping at the first step that differs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -11,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from wasmtime.component import Record
+from wasmtime.component import Record, Variant
 
 from chatstore_host import Loaded, PyHost, StorageError, field, record
 
@@ -71,6 +72,23 @@ def wit_json(value: Any) -> Any:
     if isinstance(value, list):
         return [wit_json(v) for v in value]
     return value
+
+
+def wit_output(o: dict) -> Record:
+    """A sandbox output of a scenario (WIT JSON) as wasmtime-py takes it."""
+    return record(name=o["name"], content_type=o.get("content-type"), size_bytes=int(o["size-bytes"]), sha256=o["sha256"])
+
+
+def outcome_json(outcome: Any) -> dict:
+    """One `output-outcome` in the suite's JSON: {registered} or {refused: {error, subject}}.
+    wasmtime-py gives a variant whose cases carry different Python classes as
+    the case's value itself: a chat-file record, or the storage-error variant."""
+    if isinstance(outcome, Variant) and outcome.tag in ("registered", "refused"):
+        outcome = outcome.payload
+    if isinstance(outcome, Record):
+        return {"registered": wit_json(outcome)}
+    error = StorageError(outcome)
+    return {"refused": {"error": error.code, "subject": error.subject}}
 
 
 def content_value(data: bytes) -> Any:
@@ -206,6 +224,8 @@ def run_scenario(loaded: Loaded, scenario: dict) -> dict:
                     args.append(host.stage(content))
                 elif p == "content-type":
                     args.append(None if step.get(p) is None else bindings.text(step[p]))
+                elif p == "outputs":
+                    args.append([wit_output(o) for o in bindings.resolve(step["outputs"])])
                 else:
                     args.append(bindings.text(step[p]))
             try:
@@ -218,7 +238,31 @@ def run_scenario(loaded: Loaded, scenario: dict) -> dict:
                 if opened is None:
                     raise ScenarioError(f"{name} opened nothing to serve")
                 return "ok", content_value(opened)
+            if name == "register-sandbox-outputs":
+                return "ok", [outcome_json(o) for o in value]
             return "ok", wit_json(value)
+
+        def register_outputs(chat: dict, directory: Path) -> None:
+            # A session's end: the files it left that no record describes
+            # are offered to the policy, as every host does.
+            recorded = [f for f in host.files.values() if field(f, "chat-id") == chat["chat-id"]]
+            outputs = []
+            for entry in sorted(directory.iterdir()):
+                if entry.name == "history.md" or entry.is_symlink() or not entry.is_file():
+                    continue
+                data = entry.read_bytes()
+                if any(field(f, "name") == entry.name and field(f, "size-bytes") == len(data) for f in recorded):
+                    continue
+                outputs.append(
+                    record(name=entry.name, content_type=None, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+                )
+            if not outputs:
+                return
+            user = next(field(w, "user-id") for w in host.workspaces.values() if field(w, "workspace-id") == chat["workspace-id"])
+            try:
+                storage.call("register-sandbox-outputs", user, chat["chat-id"], outputs)
+            finally:
+                host.finish_call()
 
         def host_action(name: str, step: dict) -> tuple[str, Any]:
             if name == "set-clock":
@@ -246,6 +290,7 @@ def run_scenario(loaded: Loaded, scenario: dict) -> dict:
                 )
                 target.write_bytes(bindings.content(step["content"]))
                 host.sandboxes.pop(chat["chat-id"], None)
+                register_outputs(chat, directory)
                 return "ok", None
             if name == "list-dir":
                 return "ok", list_files(directory)

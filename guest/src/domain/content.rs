@@ -9,3 +9,17 @@ pub struct StagedContent {
     /// Its SHA-256, lowercase hex.
     pub sha256: String,
 }
+
+/// A regular file a sandbox session left in its chat's directory, as the
+/// host found it: its name not yet checked by any rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxOutput {
+    /// The file's name in the chat directory.
+    pub name: String,
+    /// The media type the host infers from the name, if any.
+    pub content_type: Option<String>,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// Its SHA-256, lowercase hex.
+    pub sha256: String,
+}

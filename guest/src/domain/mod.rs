@@ -10,7 +10,7 @@ mod workspace;
 
 pub use attachment::{AttachmentName, AttachmentNameError, ChatFile, NameRule};
 pub use chat::{Chat, SandboxSession};
-pub use content::StagedContent;
+pub use content::{SandboxOutput, StagedContent};
 pub use error::{PortError, StorageError};
 pub use id::Id;
 pub use time::Timestamp;

@@ -1,5 +1,5 @@
 use super::{Storage, StorageResult, sort_by_creation};
-use crate::domain::{AttachmentName, ChatFile, Id, StagedContent};
+use crate::domain::{AttachmentName, ChatFile, Id, SandboxOutput, StagedContent, StorageError};
 
 impl Storage<'_> {
     /// Stores staged content as an attachment. An existing attachment of that
@@ -45,6 +45,64 @@ impl Storage<'_> {
         };
         self.ports.files.save(&file)?;
         Ok(file)
+    }
+
+    /// Records the files a sandbox session left in the chat's directory as
+    /// its attachments: each by the attachment-name rules, and none while
+    /// the workspace is over its quota (their bytes are already counted);
+    /// one of an attachment's name updates that record (same file id, its
+    /// size and digest now). One outcome per output, in order.
+    pub fn register_sandbox_outputs(
+        &self,
+        user_id: &str,
+        chat_id: &str,
+        outputs: &[SandboxOutput],
+    ) -> StorageResult<Vec<StorageResult<ChatFile>>> {
+        let (workspace, chat) = self.users_chat(user_id, chat_id)?;
+        let usage = self.ports.usage.get_workspace_usage(&workspace)?;
+        let over_quota = usage.used_bytes > usage.quota_bytes;
+        let mut outcomes = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let name = match AttachmentName::try_from(output.name.as_str()) {
+                Ok(name) if !over_quota => name,
+                Ok(_) => {
+                    outcomes.push(Err(StorageError::WorkspaceQuotaExceeded(
+                        workspace.workspace_id,
+                    )));
+                    continue;
+                }
+                Err(e) => {
+                    outcomes.push(Err(e.into()));
+                    continue;
+                }
+            };
+            // A file the sandbox changed keeps its record's id and creation
+            // time: the same attachment, with what is on disk now.
+            let file = match self
+                .ports
+                .files
+                .get_by_chat_id_and_name(&chat.chat_id, &name)?
+            {
+                Some(recorded) => ChatFile {
+                    content_type: output.content_type.clone().or(recorded.content_type),
+                    size_bytes: output.size_bytes,
+                    sha256: Some(output.sha256.clone()),
+                    ..recorded
+                },
+                None => ChatFile {
+                    file_id: self.ports.ids.new_id()?,
+                    chat_id: chat.chat_id,
+                    name,
+                    content_type: output.content_type.clone(),
+                    size_bytes: output.size_bytes,
+                    sha256: Some(output.sha256.clone()),
+                    created_at: self.ports.clock.now(),
+                },
+            };
+            self.ports.files.save(&file)?;
+            outcomes.push(Ok(file));
+        }
+        Ok(outcomes)
     }
 
     /// The chat's attachments, ordered by `(created-at, file-id)`.

@@ -1,7 +1,7 @@
 //! A storage policy: what each export of the `storage` interface does.
 
 use super::{Storage, StorageResult};
-use crate::domain::{Chat, ChatFile, StagedContent, Workspace, WorkspaceUsage};
+use crate::domain::{Chat, ChatFile, SandboxOutput, StagedContent, Workspace, WorkspaceUsage};
 
 /// A storage policy: one function per export of the `storage` interface,
 /// each given the built-in use cases over the call's ports. Every function
@@ -88,6 +88,14 @@ pub trait Policy {
     }
     fn clear_attachments(s: &Storage, user_id: &str, chat_id: &str) -> StorageResult<()> {
         s.clear_attachments(user_id, chat_id)
+    }
+    fn register_sandbox_outputs(
+        s: &Storage,
+        user_id: &str,
+        chat_id: &str,
+        outputs: &[SandboxOutput],
+    ) -> StorageResult<Vec<StorageResult<ChatFile>>> {
+        s.register_sandbox_outputs(user_id, chat_id, outputs)
     }
 }
 

@@ -897,6 +897,11 @@ impl StorageCommand {
                     copy_out(content, None)
                 }
                 Output::Done => print_json(&serde_json::json!({ "ok": true })),
+                // No CLI command runs it: the host registers outputs when a
+                // session ends (`sandbox stop`).
+                outcomes @ Output::Outcomes(_) => {
+                    print_json(&outcomes.into_wit_json().map_err(other)?)
+                }
             },
             StorageCommand::Write {
                 user,
@@ -968,7 +973,7 @@ impl StorageCommand {
                 print_json(&store.list_attachments_page(user, chat, &page)?)
             }
             StorageCommand::StopSandbox(chat) => match store.end_sandbox(chat)? {
-                Some(session) => print_json(&session),
+                Some(end) => print_json(&end),
                 None => print_json(&serde_json::json!({ "ok": true, "was_active": false })),
             },
         }

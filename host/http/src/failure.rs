@@ -59,9 +59,10 @@ impl Failure {
     /// The status a storage error answers with.
     pub fn status_of(e: &Error) -> StatusCode {
         match e {
-            Error::WorkspaceNotFound(_) | Error::ChatNotFound(_) | Error::ChatFileNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Error::WorkspaceNotFound(_)
+            | Error::ChatNotFound(_)
+            | Error::ChatFileNotFound(_)
+            | Error::AfterNotFound(_) => StatusCode::NOT_FOUND,
             Error::ChatHasActiveSandbox(_)
             | Error::ChatFileChanged(_)
             | Error::WorkspaceNotEmpty(_) => StatusCode::CONFLICT,
@@ -71,8 +72,7 @@ impl Failure {
             | Error::InvalidId(_)
             | Error::InvalidHistory
             | Error::InvalidLimit(_)
-            | Error::InvalidArchive(_)
-            | Error::InvalidAfter(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | Error::InvalidArchive(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::StorageUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chatstore_host::{
-    Chat, ChatFile, ChatStore, ContentKind, Error, Page, PageRequest, Replacing, SandboxStart,
-    StagedContent, Workspace, WorkspaceUsage, parse_id,
+    Chat, ChatFile, ChatStore, ContentKind, Error, Page, PageRequest, Replacing, SandboxEnd,
+    SandboxStart, StagedContent, Workspace, WorkspaceUsage, parse_id,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -198,9 +198,11 @@ pub(crate) async fn create_chat(State(app): AppState, User(user): User) -> Reply
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// How many items, 1 to 1000 (default 100); otherwise `invalid_limit`.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
     /// The id of the item the page starts after (the previous page's
-    /// `last_id`); one that is not in the list is `invalid_after`.
+    /// `last_id`); one that is not in the list is `after_not_found`.
+    #[param(format = Uuid)]
     after: Option<String>,
 }
 
@@ -515,16 +517,24 @@ pub(crate) async fn start_sandbox(State(app): AppState, InChat { user, chat }: I
     Ok(json(StatusCode::OK, &session))
 }
 
-/// Ends the chat's sandbox session, if one is active.
+/// Ends the chat's sandbox session, if one is active: the files it left in
+/// the chat's directory become the chat's attachments by the policy's
+/// rules, and what does not is reported and left where it is.
 #[utoipa::path(delete, path = "/v1/chats/{chat_id}/sandbox", tag = "sandbox", params(UserHeader, ChatPath),
-    responses((status = 204, description = "No session is active")))]
+    responses(
+        (status = 200, description = "The session ended: what it left, registered or not", body = SandboxEnd),
+        (status = 204, description = "No session is active")))]
 pub(crate) async fn stop_sandbox(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
-    app.run(move |s| {
-        s.get_chat(user, chat)?;
-        s.end_sandbox(chat)
+    let ended = app
+        .run(move |s| {
+            s.get_chat(user, chat)?;
+            s.end_sandbox(chat)
+        })
+        .await?;
+    Ok(match ended {
+        Some(end) => json(StatusCode::OK, &end),
+        None => no_content(),
     })
-    .await?;
-    Ok(no_content())
 }
 
 /// Runs a write whose content is the request body, in one request slot.

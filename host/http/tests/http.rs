@@ -261,11 +261,33 @@ async fn every_route_works() {
         "the chat's own directory"
     );
     assert_eq!(started["room_bytes"], (1u64 << 30) - (70_000 + 9));
+    // The sandbox leaves a file: its session's end registers it.
+    std::fs::write(working_dir.join("out.csv"), b"x,y\n").unwrap();
+    let ended = s
+        .call(Method::DELETE, &format!("/v1/chats/{c}/sandbox"), user)
+        .await;
+    assert_eq!(ended.status, StatusCode::OK);
+    let ended = ended.json();
+    assert_eq!(ended["session_id"], started["session_id"]);
+    assert_eq!(ended["registered"][0]["name"], "out.csv");
+    assert_eq!(ended["registered"][0]["content_type"], "text/csv");
+    assert_eq!(ended["unregistered"], Value::Array(vec![]));
+    let out = ended["registered"][0]["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        s.call(Method::DELETE, &format!("/v1/chats/{c}/files/{out}"), user)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         s.call(Method::DELETE, &format!("/v1/chats/{c}/sandbox"), user)
             .await
             .status,
-        StatusCode::NO_CONTENT
+        StatusCode::NO_CONTENT,
+        "no session is active"
     );
 
     assert_eq!(
@@ -1386,8 +1408,8 @@ async fn lists_come_in_pages_and_bad_pages_are_typed_errors() {
         ("after=nope", StatusCode::UNPROCESSABLE_ENTITY, "invalid_id"),
         (
             &format!("after={bobs_chat}") as &str,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_after",
+            StatusCode::NOT_FOUND,
+            "after_not_found",
         ),
     ] {
         let r = s

@@ -6,7 +6,7 @@
 use crate::content::Content;
 use crate::error::Error;
 use crate::ids::parse_id;
-use crate::model::{Chat, ChatFile, Timestamp, Workspace, WorkspaceUsage};
+use crate::model::{Chat, ChatFile, SandboxOutput, Timestamp, Workspace, WorkspaceUsage};
 use crate::store::ChatStore;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -82,6 +82,11 @@ pub enum Call {
         user_id: Uuid,
         chat_id: Uuid,
     },
+    RegisterSandboxOutputs {
+        user_id: Uuid,
+        chat_id: Uuid,
+        outputs: Vec<SandboxOutput>,
+    },
 }
 
 /// What a call gives back.
@@ -103,6 +108,8 @@ pub enum Output {
     History(Content),
     /// An attachment's metadata and content, open to read.
     Attachment(ChatFile, Content),
+    /// Each sandbox output registered as an attachment, or why not.
+    Outcomes(Vec<Result<ChatFile, Error>>),
     /// Nothing: the call succeeded.
     Done,
 }
@@ -112,6 +119,7 @@ const CHAT: &[&str] = &["user-id", "chat-id"];
 const FILE: &[&str] = &["user-id", "chat-id", "file-id"];
 const CONTENT: &[&str] = &["user-id", "chat-id", "content"];
 const UPLOAD: &[&str] = &["user-id", "chat-id", "name", "content-type", "content"];
+const OUTPUTS: &[&str] = &["user-id", "chat-id", "outputs"];
 
 impl Call {
     /// Every call's WIT name and WIT parameters, in the order of the
@@ -133,6 +141,7 @@ impl Call {
         ("read-attachment", FILE),
         ("delete-attachment", FILE),
         ("clear-attachments", CHAT),
+        ("register-sandbox-outputs", OUTPUTS),
     ];
 
     /// The parameters that may be left out (`option<…>` in the WIT).
@@ -171,6 +180,7 @@ impl Call {
             Call::ReadAttachment { .. } => "read-attachment",
             Call::DeleteAttachment { .. } => "delete-attachment",
             Call::ClearAttachments { .. } => "clear-attachments",
+            Call::RegisterSandboxOutputs { .. } => "register-sandbox-outputs",
         }
     }
 
@@ -278,9 +288,37 @@ impl Call {
                 user_id,
                 chat_id: chat_id?,
             },
+            "register-sandbox-outputs" => Call::RegisterSandboxOutputs {
+                user_id,
+                chat_id: chat_id?,
+                outputs: sandbox_outputs(args.get("outputs"))?,
+            },
             other => return Err(format!("{other} has no Call")),
         }))
     }
+}
+
+/// `outputs` in the WIT's JSON shape: an array of `{name, content-type,
+/// size-bytes, sha256}`.
+fn sandbox_outputs(value: Option<&Value>) -> Result<Vec<SandboxOutput>, String> {
+    let malformed =
+        || "outputs must be an array of {name, content-type, size-bytes, sha256}".to_owned();
+    let items = value.and_then(Value::as_array).ok_or_else(malformed)?;
+    items
+        .iter()
+        .map(|item| {
+            let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
+            Ok(SandboxOutput {
+                name: text("name").ok_or_else(malformed)?,
+                content_type: text("content-type"),
+                size_bytes: item
+                    .get("size-bytes")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(malformed)?,
+                sha256: text("sha256").ok_or_else(malformed)?,
+            })
+        })
+        .collect()
 }
 
 impl Output {
@@ -313,6 +351,13 @@ impl Output {
             Output::Chats(cs) => cs.iter().map(chat).collect(),
             Output::File(f) => chat_file(f),
             Output::Files(fs) => fs.iter().map(chat_file).collect(),
+            Output::Outcomes(outcomes) => outcomes
+                .iter()
+                .map(|o| match o {
+                    Ok(f) => json!({ "registered": chat_file(f) }),
+                    Err(e) => json!({ "refused": { "error": e.code(), "subject": e.subject() } }),
+                })
+                .collect(),
             Output::History(_) | Output::Attachment(..) | Output::Done => Value::Null,
         }
     }
@@ -429,6 +474,13 @@ impl ChatStore {
             C::ClearAttachments { user_id, chat_id } => {
                 self.clear_attachments(user_id, chat_id).map(done)
             }
+            C::RegisterSandboxOutputs {
+                user_id,
+                chat_id,
+                outputs,
+            } => self
+                .register_sandbox_outputs(user_id, chat_id, &outputs)
+                .map(Output::Outcomes),
         }
     }
 }
@@ -485,6 +537,8 @@ mod tests {
                 .map(|p| {
                     let value = if p.ends_with("-id") {
                         json!(id)
+                    } else if *p == "outputs" {
+                        json!([{"name": "x", "size-bytes": 1, "sha256": "x"}])
                     } else {
                         json!("x")
                     };

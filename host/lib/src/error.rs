@@ -49,8 +49,8 @@ pub enum Error {
     #[error("workspace_not_empty: the workspace of user {0} already holds chats")]
     WorkspaceNotEmpty(Uuid),
     /// A page's `after` that names no item of the caller's list (carries it).
-    #[error("invalid_after: {0} is not an item of this list")]
-    InvalidAfter(Uuid),
+    #[error("after_not_found: {0} is not an item of this list")]
+    AfterNotFound(Uuid),
     /// A port failed, or the guest trapped; nothing of the call was kept.
     #[error("storage_unavailable: {port}: {message}")]
     StorageUnavailable {
@@ -78,7 +78,7 @@ impl Error {
             Error::InvalidLimit(_) => "invalid_limit",
             Error::InvalidArchive(_) => "invalid_archive",
             Error::WorkspaceNotEmpty(_) => "workspace_not_empty",
-            Error::InvalidAfter(_) => "invalid_after",
+            Error::AfterNotFound(_) => "after_not_found",
             Error::StorageUnavailable { .. } => "storage_unavailable",
         }
     }
@@ -91,7 +91,7 @@ impl Error {
             | Error::ChatNotFound(id)
             | Error::ChatHasActiveSandbox(id)
             | Error::ChatFileNotFound(id)
-            | Error::InvalidAfter(id)
+            | Error::AfterNotFound(id)
             | Error::WorkspaceNotEmpty(id) => Some(id.to_string()),
             Error::InvalidLimit(limit) => Some(limit.to_string()),
             Error::InvalidAttachmentName(s)

@@ -64,7 +64,8 @@ pub use content::Content;
 pub use error::{Error, PortError, PortErrorKind, PortResult, SetupError};
 pub use ids::{echo, parse_id};
 pub use model::{
-    Chat, ChatFile, SandboxSession, SandboxStart, Timestamp, Workspace, WorkspaceUsage,
+    Chat, ChatFile, SandboxEnd, SandboxOutput, SandboxSession, SandboxStart, Timestamp,
+    Unregistered, Workspace, WorkspaceUsage,
 };
 pub use names::{AttachmentName, HISTORY_FILE_NAME};
 pub use page::{Page, PageRequest};

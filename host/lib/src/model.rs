@@ -142,6 +142,21 @@ pub struct SandboxSession {
     pub chat_id: Uuid,
 }
 
+/// A regular file a sandbox session left in its chat's directory, as the
+/// host found it, for the policy to register (`register-sandbox-outputs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SandboxOutput {
+    /// The file's name in the chat directory, not yet checked by any rule.
+    pub name: String,
+    /// The media type inferred from the name's extension, if any.
+    pub content_type: Option<String>,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// Its SHA-256, 64 lowercase hex digits.
+    pub sha256: String,
+}
+
 /// A sandbox session just started, with what the sandbox subsystem needs
 /// to run it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -158,6 +173,45 @@ pub struct SandboxStart {
     /// How many bytes the workspace may still grow by: the sandbox's disk
     /// limit. What it writes is counted when its session ends.
     pub room_bytes: u64,
+}
+
+/// A sandbox session that ended, and what became of the files it left in
+/// the chat's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SandboxEnd {
+    /// The session's own id.
+    pub session_id: Uuid,
+    /// The chat whose directory it used.
+    pub chat_id: Uuid,
+    /// Files it created or changed, now recorded as the chat's attachments.
+    pub registered: Vec<ChatFile>,
+    /// What it left that is not recorded, and why; left where it is.
+    pub unregistered: Vec<Unregistered>,
+}
+
+impl SandboxEnd {
+    /// The session that ended.
+    pub fn session(&self) -> SandboxSession {
+        SandboxSession {
+            session_id: self.session_id,
+            chat_id: self.chat_id,
+        }
+    }
+}
+
+/// Something a sandbox left in a chat directory that is not an attachment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Unregistered {
+    /// Its name in the chat directory (lossy if it is not UTF-8).
+    pub name: String,
+    /// Why: a storage error's code (`invalid_attachment_name`,
+    /// `reserved_attachment_name`, `workspace_quota_exceeded`), or
+    /// `not_a_regular_file`, `not_examined` (past the first 10,000 entries).
+    pub reason: String,
+    /// The same, for people.
+    pub message: String,
 }
 
 impl SandboxStart {

@@ -44,7 +44,7 @@ impl PageRequest {
     }
 
     /// This page of `items` (a whole list, in order), whose ids `id`
-    /// gives. An `after` that is not one of them is `invalid_after`: it
+    /// gives. An `after` that is not one of them is `after_not_found`: it
     /// names no item the caller can see.
     pub fn cut<T>(&self, items: Vec<T>, id: impl Fn(&T) -> Uuid) -> Result<Page<T>, Error> {
         let start = match self.after {
@@ -52,7 +52,7 @@ impl PageRequest {
                 items
                     .iter()
                     .position(|item| id(item) == after)
-                    .ok_or(Error::InvalidAfter(after))?
+                    .ok_or(Error::AfterNotFound(after))?
                     + 1
             }
             None => 0,
@@ -149,7 +149,7 @@ mod tests {
             PageRequest::new(None, Some(stranger))
                 .unwrap()
                 .cut(ids(3), |id| *id),
-            Err(Error::InvalidAfter(stranger))
+            Err(Error::AfterNotFound(stranger))
         );
     }
 }

@@ -10,8 +10,11 @@ use crate::bindings::{self, Guest, StorageService, StorageServicePre, wit};
 use crate::call::CallState;
 use crate::compiled::{self, ComponentSource};
 use crate::content::Content;
-use crate::error::{Error, PortError, SetupError};
-use crate::model::{Chat, ChatFile, SandboxSession, SandboxStart, Workspace, WorkspaceUsage};
+use crate::error::{Error, PortError, PortResult, SetupError};
+use crate::model::{
+    Chat, ChatFile, SandboxEnd, SandboxOutput, SandboxSession, SandboxStart, Unregistered,
+    Workspace, WorkspaceUsage,
+};
 use crate::names::AttachmentName;
 use crate::page::{Page, PageRequest};
 use crate::ports::{HostRecords, Ports};
@@ -341,7 +344,7 @@ impl ChatStoreBuilder {
             .map_err(component_error)?;
         let pre = StorageServicePre::new(pre).map_err(|e| {
             SetupError::Component(format!(
-                "it does not export `chatstore:storage/storage@0.3.0` as the storage-service world \
+                "it does not export `chatstore:storage/storage@0.4.0` as the storage-service world \
                  requires ({})",
                 one_line(&e)
             ))
@@ -600,19 +603,8 @@ impl ChatStore {
     /// Counts the user's workspace on disk into the usage ledger and gives
     /// its usage: what sandboxes wrote since the last count included.
     pub fn recount_usage(&self, user_id: Uuid) -> Result<WorkspaceUsage, Error> {
-        self.with_unit(Access::Write, Scope::User(user_id), |unit| {
-            let ports = unit.ports();
-            let workspace = ports
-                .workspaces
-                .get_by_user_id(user_id)
-                .map_err(unavailable("workspace-repository"))?
-                .ok_or(Error::WorkspaceNotFound(user_id))?;
-            unit.recount(workspace.workspace_id, None)
-                .map_err(unavailable("storage-usage"))?;
-            ports
-                .usage
-                .get_workspace_usage(&workspace)
-                .map_err(unavailable("storage-usage"))
+        self.change_workspace(user_id, |unit, workspace| {
+            unit.recount(workspace.workspace_id, None).map(drop)
         })
     }
 
@@ -625,6 +617,18 @@ impl ChatStore {
         user_id: Uuid,
         quota_bytes: Option<u64>,
     ) -> Result<WorkspaceUsage, Error> {
+        self.change_workspace(user_id, |unit, workspace| {
+            unit.set_quota(workspace.workspace_id, quota_bytes)
+        })
+    }
+
+    /// Makes the host's own `change` to the user's workspace's usage in one
+    /// unit of work, and answers its usage after.
+    fn change_workspace(
+        &self,
+        user_id: Uuid,
+        change: impl FnOnce(&dyn UnitOfWork, &Workspace) -> PortResult<()>,
+    ) -> Result<WorkspaceUsage, Error> {
         self.with_unit(Access::Write, Scope::User(user_id), |unit| {
             let ports = unit.ports();
             let workspace = ports
@@ -632,8 +636,7 @@ impl ChatStore {
                 .get_by_user_id(user_id)
                 .map_err(unavailable("workspace-repository"))?
                 .ok_or(Error::WorkspaceNotFound(user_id))?;
-            unit.set_quota(workspace.workspace_id, quota_bytes)
-                .map_err(unavailable("storage-usage"))?;
+            change(unit, &workspace).map_err(unavailable("storage-usage"))?;
             ports
                 .usage
                 .get_workspace_usage(&workspace)
@@ -1196,6 +1199,33 @@ impl ChatStore {
         )
     }
 
+    /// Asks the policy to record files a sandbox session left in the chat's
+    /// directory as its attachments (what [`end_sandbox`](Self::end_sandbox)
+    /// does with what it finds there): one outcome per output, in order.
+    pub fn register_sandbox_outputs(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        outputs: &[SandboxOutput],
+    ) -> Result<Vec<Result<ChatFile, Error>>, Error> {
+        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let wit_outputs: Vec<wit::SandboxOutput> = outputs
+            .iter()
+            .map(|o| wit::SandboxOutput {
+                name: o.name.clone(),
+                content_type: o.content_type.clone(),
+                size_bytes: o.size_bytes,
+                sha256: o.sha256.clone(),
+            })
+            .collect();
+        self.call(
+            UseCase::write("register-sandbox-outputs", user_id).chat(chat_id),
+            None,
+            |g, s, _| g.call_register_sandbox_outputs(s, &user, &chat, &wit_outputs),
+            |outcomes, _| FromGuest::outcomes(outcomes, outputs.len()),
+        )
+    }
+
     /// Marks a sandbox session active on the chat, as the sandbox subsystem
     /// does when it starts one; `delete_chat` and `clear_attachments` are
     /// refused until it ends. Answers where the chat's working directory
@@ -1245,14 +1275,14 @@ impl ChatStore {
     /// Ends the chat's active sandbox session and counts what it wrote in
     /// the chat into the workspace's usage; returns the session, or `None`
     /// if there was none.
-    pub fn end_sandbox(&self, chat_id: Uuid) -> Result<Option<SandboxSession>, Error> {
+    pub fn end_sandbox(&self, chat_id: Uuid) -> Result<Option<SandboxEnd>, Error> {
         let owner = match self.owner_of(chat_id) {
             Ok(owner) => owner,
             // A deleted chat may still have had a session to end.
             Err(Error::ChatNotFound(_)) => Scope::All,
             Err(e) => return Err(e),
         };
-        self.with_unit(Access::Write, owner, |unit| {
+        let (ended, chat) = self.with_unit(Access::Write, owner, |unit| {
             let ended = unit
                 .records()
                 .end_sandbox(chat_id)
@@ -1261,13 +1291,75 @@ impl ChatStore {
             // chat directory that cannot be counted (a tree past the walk's
             // bounds, say) keeps its last count: the session still ends.
             let chat = (unit.ports().chats.get(chat_id)).map_err(unavailable("chat-repository"))?;
-            if let Some(chat) = chat
+            if let Some(chat) = &chat
                 && let Err(e) = unit.recount(chat.workspace_id, Some(chat_id))
             {
                 tracing::warn!(%chat_id, error = %e.message, "the sandbox's chat directory could not be counted");
             }
-            Ok(ended)
-        })
+            Ok((ended, chat))
+        })?;
+        let Some(session) = ended else {
+            return Ok(None);
+        };
+        let mut end = SandboxEnd {
+            session_id: session.session_id,
+            chat_id,
+            registered: Vec::new(),
+            unregistered: Vec::new(),
+        };
+        let (Some(chat), Scope::User(user_id)) = (chat, owner) else {
+            return Ok(Some(end));
+        };
+        // What the session left, offered to the policy; the session has
+        // ended either way, so trouble here is logged and reported, not
+        // the call's failure.
+        match self.register_outputs(user_id, &chat) {
+            Ok((registered, unregistered)) => {
+                end.registered = registered;
+                end.unregistered = unregistered;
+            }
+            Err(e) => {
+                tracing::warn!(%chat_id, error = %e, "the sandbox's outputs could not be registered");
+                end.unregistered.push(Unregistered {
+                    name: String::new(),
+                    reason: e.code().to_owned(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(Some(end))
+    }
+
+    /// Finds what a session left in the chat's directory and has the
+    /// policy register it.
+    fn register_outputs(
+        &self,
+        user_id: Uuid,
+        chat: &Chat,
+    ) -> Result<(Vec<ChatFile>, Vec<Unregistered>), Error> {
+        let recorded = self.with_ports(Access::Read, Scope::User(user_id), |ports, _| {
+            (ports.files.list_by_chat_id(chat.chat_id)).map_err(unavailable("chat-file-repository"))
+        })?;
+        let outputs = (self.inner.backend)
+            .sandbox_outputs(chat.workspace_id, chat.chat_id, &recorded)
+            .map_err(unavailable("chat-storage"))?;
+        let mut unregistered = outputs.unregistered;
+        let mut registered = Vec::new();
+        if outputs.found.is_empty() {
+            return Ok((registered, unregistered));
+        }
+        let outcomes = self.register_sandbox_outputs(user_id, chat.chat_id, &outputs.found)?;
+        for (output, outcome) in outputs.found.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(file) => registered.push(file),
+                Err(e) => unregistered.push(Unregistered {
+                    name: output.name,
+                    reason: e.code().to_owned(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        Ok((registered, unregistered))
     }
 
     /// The scope of the user whose workspace holds the chat: a chat never

@@ -52,6 +52,27 @@ pub trait Backend: Send + Sync {
     fn chat_dir(&self, _workspace_id: Uuid, _chat_id: Uuid) -> Option<std::path::PathBuf> {
         None
     }
+    /// What a sandbox session left in the chat's directory: its regular
+    /// files that `recorded` (the chat's attachments) does not describe,
+    /// with their digests, and what cannot be an attachment. Where chats
+    /// have no directory of their own, nothing.
+    fn sandbox_outputs(
+        &self,
+        _workspace_id: Uuid,
+        _chat_id: Uuid,
+        _recorded: &[crate::model::ChatFile],
+    ) -> PortResult<Outputs> {
+        Ok(Outputs::default())
+    }
+}
+
+/// What a sandbox session left in a chat directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outputs {
+    /// Regular files to offer the policy.
+    pub found: Vec<crate::model::SandboxOutput>,
+    /// What is not offered, and why.
+    pub unregistered: Vec<crate::model::Unregistered>,
 }
 
 /// The ports of one call, and that call's fate: everything it did through
@@ -277,6 +298,28 @@ impl UsageChange {
             UsageChange::Drop { .. } => 0,
         }
     }
+}
+
+/// What `change` does to the ledger as it stands in `ledger`: the chat's
+/// bytes after it (`None`: the chat's row goes) and how much the
+/// workspace's bytes change; `None` for a workspace never counted, which
+/// is counted in full when next asked.
+pub(crate) fn ledger_step(
+    ledger: &(impl UsageLedger + ?Sized),
+    change: &UsageChange,
+) -> PortResult<Option<(Option<u64>, i64)>> {
+    let (workspace_id, chat_id) = change.chat();
+    if ledger.used_bytes(workspace_id)?.is_none() {
+        return Ok(None);
+    }
+    let before = ledger.chat_bytes(chat_id)?.unwrap_or(0);
+    let after = change.after(before);
+    let delta = signed_bytes(after) - signed_bytes(before);
+    let row = match change {
+        UsageChange::Drop { .. } => None,
+        _ => Some(after),
+    };
+    Ok(Some((row, delta)))
 }
 
 /// A count of bytes as a signed number (what SQLite's `INTEGER` holds, and

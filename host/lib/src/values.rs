@@ -168,6 +168,22 @@ impl FromGuest {
         fs.into_iter().map(Self::chat_file).collect()
     }
 
+    pub(crate) fn outcomes(
+        outcomes: Vec<wit::OutputOutcome>,
+        asked: usize,
+    ) -> Result<Vec<Result<ChatFile, Error>>, Error> {
+        if outcomes.len() != asked {
+            return Err(Self::malformed("list of outcomes (not one per output)"));
+        }
+        outcomes
+            .into_iter()
+            .map(|o| match o {
+                wit::OutputOutcome::Registered(f) => Self::chat_file(f).map(Ok),
+                wit::OutputOutcome::Refused(e) => Ok(Err(Self::error(e))),
+            })
+            .collect()
+    }
+
     pub(crate) fn error(e: wit::StorageError) -> Error {
         use wit::StorageError as W;
         let with_id = |s: &str, make: fn(Uuid) -> Error| Self::id(s).map_or_else(|e| e, make);

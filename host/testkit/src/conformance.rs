@@ -538,6 +538,7 @@ impl Run {
         for (param, spec) in &step.args {
             let value = match (param.as_str(), spec) {
                 ("content-type", Value::Null) => Value::Null,
+                ("outputs", spec) => self.vars.resolve(spec)?,
                 ("content", spec) => match String::from_utf8(self.vars.content(spec)?) {
                     Ok(text) => json!(text),
                     Err(bytes) => json!(bytes.into_bytes()),
@@ -609,9 +610,10 @@ impl Run {
             }
             "end-sandbox" => {
                 let (chat_id, _) = self.chat_dir(step)?;
-                self.store
-                    .end_sandbox(chat_id)
-                    .map(|s| s.as_ref().map_or(Value::Null, session))
+                self.store.end_sandbox(chat_id).map(|s| {
+                    s.as_ref()
+                        .map_or(Value::Null, |end| session(&end.session()))
+                })
             }
             "sandbox-write" => {
                 let (chat_id, dir) = self.chat_dir(step)?;

@@ -190,6 +190,15 @@ impl Backend for FaultInjector {
         self.inner.chat_dir(workspace_id, chat_id)
     }
 
+    fn sandbox_outputs(
+        &self,
+        workspace_id: Uuid,
+        chat_id: Uuid,
+        recorded: &[chatstore_host::ChatFile],
+    ) -> PortResult<chatstore_host::unit::Outputs> {
+        self.inner.sandbox_outputs(workspace_id, chat_id, recorded)
+    }
+
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
         Ok(Box::new(FaultyUnit {
             inner: self.inner.begin(access, scope)?,

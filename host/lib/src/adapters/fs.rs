@@ -82,6 +82,25 @@ fn checked_staged(name: &str) -> io::Result<&str> {
     }
 }
 
+/// An entry at the top of a chat directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatEntry {
+    /// A regular file of this size.
+    File {
+        /// Its name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// Anything else: a directory, a link, a FIFO, a name that is not UTF-8.
+    Other {
+        /// Its name (lossy if it is not UTF-8).
+        name: String,
+        /// Why it is not a file that could be registered.
+        why: &'static str,
+    },
+}
+
 /// An opened data directory, shared by everything that touches it.
 #[derive(Debug)]
 pub struct DataDir {
@@ -652,6 +671,49 @@ impl DataDir {
             workspace_id,
             chat_id,
         })
+    }
+
+    /// What stands at the top of a chat directory besides `history.md`, at
+    /// most `limit` entries (and whether there were more): what a sandbox
+    /// session may have left there. Nothing is followed or opened.
+    pub fn chat_entries(
+        &self,
+        workspace_id: Uuid,
+        chat_id: Uuid,
+        limit: usize,
+    ) -> io::Result<(Vec<ChatEntry>, bool)> {
+        let dir = self.chat_dir(workspace_id, chat_id)?;
+        let mut found = Vec::new();
+        for entry in dir.entries()? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == HISTORY_FILE_NAME {
+                continue;
+            }
+            if found.len() == limit {
+                return Ok((found, true));
+            }
+            let Some(name) = name.to_str().map(str::to_owned) else {
+                found.push(ChatEntry::Other {
+                    name: name.to_string_lossy().into_owned(),
+                    why: "its name is not UTF-8",
+                });
+                continue;
+            };
+            let kind = entry.file_type()?;
+            found.push(if kind.is_file() {
+                ChatEntry::File {
+                    size: entry.metadata()?.len(),
+                    name,
+                }
+            } else {
+                ChatEntry::Other {
+                    name,
+                    why: "it is not a regular file",
+                }
+            });
+        }
+        Ok((found, false))
     }
 
     /// Moves a chat directory no metadata names to

@@ -11,15 +11,16 @@ mod suite;
 mod tree;
 
 use crate::error::{PortError, PortResult};
+use crate::model::{ChatFile, SandboxOutput, Unregistered};
 use crate::model::{Workspace, WorkspaceUsage};
 use crate::names::{AttachmentName, closest_valid};
 use crate::ports::{HostRecords, IdGenerator, Ports, StorageUsage};
 use crate::staging::Staging;
 use crate::unit::{
-    Access, Backend, Held, Locks, MetadataStore, MetadataTransaction, Scope, UnitOfWork,
+    Access, Backend, Held, Locks, MetadataStore, MetadataTransaction, Outputs, Scope, UnitOfWork,
     UsageChange,
 };
-use fs::{DataDir, FsTransaction};
+use fs::{ChatEntry, DataDir, FsTransaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -145,6 +146,75 @@ impl Backend for DataDirBackend {
         Some(self.data.chat_dir_path(workspace_id, chat_id))
     }
 
+    fn sandbox_outputs(
+        &self,
+        workspace_id: Uuid,
+        chat_id: Uuid,
+        recorded: &[ChatFile],
+    ) -> PortResult<Outputs> {
+        let (entries, more) = self
+            .data
+            .chat_entries(workspace_id, chat_id, MAX_OUTPUTS)
+            .map_err(io_error("chat directory"))?;
+        let mut outputs = Outputs::default();
+        let unregistered = |name: String, reason: &str, message: &str| Unregistered {
+            name,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        };
+        for entry in entries {
+            let (name, size) = match entry {
+                ChatEntry::File { name, size } => (name, size),
+                ChatEntry::Other { name, why } => {
+                    outputs
+                        .unregistered
+                        .push(unregistered(name, "not_a_regular_file", why));
+                    continue;
+                }
+            };
+            // Unchanged since it was recorded (by size: files are not read
+            // again at every session's end).
+            if recorded
+                .iter()
+                .any(|f| f.name.as_str() == name && f.size_bytes == size)
+            {
+                continue;
+            }
+            // A record's name must be the name on disk: one the name rules
+            // would change (not in NFC) cannot be found again by it.
+            if AttachmentName::new(name.as_str()).is_ok_and(|valid| valid.as_str() != name) {
+                outputs.unregistered.push(unregistered(
+                    name,
+                    "invalid_attachment_name",
+                    "the name is not in Unicode NFC",
+                ));
+                continue;
+            }
+            match self.data.digest(workspace_id, chat_id, &name) {
+                Ok((size_bytes, sha256)) => outputs.found.push(SandboxOutput {
+                    content_type: content_type_of(&name),
+                    name,
+                    size_bytes,
+                    sha256,
+                }),
+                // Gone or replaced by something else since it was listed.
+                Err(e) => outputs.unregistered.push(unregistered(
+                    name,
+                    "not_a_regular_file",
+                    &e.to_string(),
+                )),
+            }
+        }
+        if more {
+            outputs.unregistered.push(unregistered(
+                String::new(),
+                "not_examined",
+                "the chat directory holds more entries than are examined at a session's end",
+            ));
+        }
+        Ok(outputs)
+    }
+
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
         let lock = self.locks.lock(access, scope)?;
         if access == Access::Write {
@@ -170,6 +240,43 @@ impl Backend for DataDirBackend {
             ids: self.ids.clone(),
         }))
     }
+}
+
+/// The most entries of a chat directory examined when a sandbox session ends.
+const MAX_OUTPUTS: usize = 10_000;
+
+/// The media type of a file by its name's extension, for the few kinds an
+/// agent's sandbox commonly makes; `None` otherwise.
+fn content_type_of(name: &str) -> Option<String> {
+    let extension = name.rsplit_once('.')?.1.to_ascii_lowercase();
+    let kind = match extension.as_str() {
+        "txt" | "log" => "text/plain",
+        "md" => "text/markdown",
+        "csv" => "text/csv",
+        "tsv" => "text/tab-separated-values",
+        "json" => "application/json",
+        "jsonl" | "ndjson" => "application/x-ndjson",
+        "html" | "htm" => "text/html",
+        "xml" => "application/xml",
+        "yaml" | "yml" => "application/yaml",
+        "py" => "text/x-python",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "webp" => "image/webp",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "parquet" => "application/vnd.apache.parquet",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        _ => return None,
+    };
+    Some(kind.to_owned())
 }
 
 struct DataDirUnit {

@@ -25,7 +25,7 @@ use crate::ports::{
 };
 use crate::unit::{
     Access, Count, Effect, Held, Locks, MetadataStore, MetadataTransaction, Scope, UsageChange,
-    UsageLedger, signed_bytes,
+    UsageLedger, ledger_step, signed_bytes,
 };
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -914,24 +914,21 @@ impl UsageLedger for PostgresTransaction {
 
     fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()> {
         for change in changes {
-            let (workspace_id, chat_id) = change.chat();
-            if self.used_bytes(workspace_id)?.is_none() {
+            let Some((row, delta)) = ledger_step(self, change)? else {
                 continue;
-            }
-            let before = self.chat_bytes(chat_id)?.unwrap_or(0);
-            let after = change.after(before);
-            let delta = signed_bytes(after) - signed_bytes(before);
-            match change {
-                UsageChange::Drop { .. } => self.write(
+            };
+            let (workspace_id, chat_id) = change.chat();
+            match row {
+                None => self.write(
                     "DELETE FROM chat_usage WHERE chat_id = $1",
                     vec![Value::Uuid(chat_id)],
                 )?,
-                _ => self.write(
+                Some(bytes) => self.write(
                     SET_CHAT_BYTES,
                     vec![
                         Value::Uuid(chat_id),
                         Value::Uuid(workspace_id),
-                        Value::Int(signed_bytes(after)),
+                        Value::Int(signed_bytes(bytes)),
                     ],
                 )?,
             }

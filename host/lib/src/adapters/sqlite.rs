@@ -24,7 +24,7 @@ use crate::ports::{
 };
 use crate::unit::{
     Access, Count, Effect, MetadataStore, MetadataTransaction, Scope, StoredName, UsageChange,
-    UsageLedger, signed_bytes,
+    UsageLedger, ledger_step, signed_bytes,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::{Path, PathBuf};
@@ -689,23 +689,20 @@ impl UsageLedger for SqliteTransaction {
 
     fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()> {
         for change in changes {
-            let (workspace_id, chat_id) = change.chat();
-            if self.used_bytes(workspace_id)?.is_none() {
+            let Some((row, delta)) = ledger_step(self, change)? else {
                 continue;
-            }
-            let before = self.chat_bytes(chat_id)?.unwrap_or(0);
+            };
+            let (workspace_id, chat_id) = change.chat();
             let (workspace_id, chat_id) = (workspace_id.to_string(), chat_id.to_string());
-            let after = change.after(before);
-            let delta = signed_bytes(after) - signed_bytes(before);
             self.write(|c| {
-                match change {
-                    UsageChange::Drop { .. } => c
+                match row {
+                    None => c
                         .prepare_cached("DELETE FROM chat_usage WHERE chat_id = ?1")?
                         .execute([&chat_id])?,
-                    _ => c.prepare_cached(SET_CHAT_BYTES)?.execute(params![
+                    Some(bytes) => c.prepare_cached(SET_CHAT_BYTES)?.execute(params![
                         chat_id,
                         workspace_id,
-                        signed_bytes(after)
+                        signed_bytes(bytes)
                     ])?,
                 };
                 c.prepare_cached(
