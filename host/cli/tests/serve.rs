@@ -228,6 +228,20 @@ fn terminate(pid: u32) {
     assert!(status.success());
 }
 
+/// The server's exit status once it stops; a server that has not stopped
+/// a minute after SIGTERM hangs in its shutdown, and fails the test rather
+/// than holding it forever.
+fn stopped(child: &mut std::process::Child) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("the server did not stop within a minute of SIGTERM");
+}
+
 /// The JSON body of an answer.
 fn body_json(answer: &str) -> serde_json::Value {
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
@@ -266,7 +280,7 @@ fn two_servers_share_each_users_writes_quota_and_journal(metadata: &[&str], sett
     let tmp = tempfile::tempdir().unwrap();
     let quota = [metadata, &["--quota-bytes", "1000"]].concat();
     let a = serve_in(tmp.path(), &quota, "info");
-    let b = serve_in(tmp.path(), &quota, "info");
+    let mut b = serve_in(tmp.path(), &quota, "info");
     let servers = [&a, &b];
     let user = "0190f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a";
     let as_user = |server: &Server, head: &str, body: &[u8]| {
@@ -375,6 +389,10 @@ fn two_servers_share_each_users_writes_quota_and_journal(metadata: &[&str], sett
     assert_eq!(status(&rewritten), 204, "{rewritten}");
     let history = as_user(&b, &format!("GET /v1/chats/{chat}/history HTTP/1.1"), b"");
     assert!(history.ends_with("\r\n\r\n# after\n"), "{history}");
+    // The other stops cleanly on SIGTERM, closing its database sessions.
+    terminate(b.child.id());
+    let stopped = stopped(&mut b.child);
+    assert!(stopped.success(), "{stopped}");
     drop(b);
     settled();
     let fsck = Command::new(env!("CARGO_BIN_EXE_chatstore"))

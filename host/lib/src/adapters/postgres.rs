@@ -232,6 +232,28 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        drop_elsewhere(std::mem::take(&mut lock(&self.state).idle));
+    }
+}
+
+/// The connection that holds the staging lock while the store is open.
+struct Keeper(Mutex<Option<Conn>>);
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        drop_elsewhere(lock(&self.0).take());
+    }
+}
+
+/// Drops connections on a thread of their own: closing one blocks on the
+/// client's own runtime, which must not happen on a thread that drives
+/// async tasks (a server drops its store there when it stops).
+fn drop_elsewhere<T: Send + 'static>(connections: T) {
+    let _ = std::thread::spawn(move || drop(connections)).join();
+}
+
 /// A connection out of its pool; it goes back when dropped, or is closed
 /// if it was [`broken`](Pooled::broken).
 struct Pooled {
@@ -277,7 +299,7 @@ pub struct PostgresMetadata {
     locks: Arc<Pool>,
     /// Holds the staging lock shared while this store is open (see
     /// [`Locks::alone`]).
-    keeper: Arc<Mutex<Conn>>,
+    keeper: Arc<Keeper>,
 }
 
 impl std::fmt::Debug for PostgresMetadata {
@@ -305,7 +327,7 @@ impl PostgresMetadata {
         Ok(PostgresMetadata {
             transactions,
             locks,
-            keeper: Arc::new(Mutex::new(keeper)),
+            keeper: Arc::new(Keeper(Mutex::new(Some(keeper)))),
         })
     }
 }
@@ -406,7 +428,10 @@ impl Locks for PostgresMetadata {
     }
 
     fn alone(&self, clean: &mut dyn FnMut() -> std::io::Result<()>) -> PortResult<bool> {
-        let mut keeper = lock(&self.keeper);
+        let mut keeper = lock(&self.keeper.0);
+        let keeper = keeper
+            .as_mut()
+            .ok_or_else(|| PortError::new("the store is closed"))?;
         let key = format!("{LOCK_CLASS}, {STAGING_LOCK}");
         let rows = keeper
             .client
