@@ -573,14 +573,35 @@ async fn with_body<T: Send + 'static>(
 }
 
 /// The body of `PUT /admin/v1/workspaces/{user_id}/quota`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QuotaBody {
     /// The workspace's own quota in bytes, or `null` for the configured one.
     quota_bytes: Option<u64>,
 }
 
-/// Gives a user's workspace a quota of its own (administration only).
+/// The administration address's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "server",
+    responses((status = 200, description = "The OpenAPI document of the administration routes", body = Object, content_type = "application/json")))]
+pub(crate) async fn admin_openapi_json() -> Response {
+    static DOCUMENT: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| {
+        Bytes::from(serde_json::to_vec(&crate::admin_openapi()).unwrap_or_default())
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.clone(),
+    )
+        .into_response()
+}
+
+/// Gives a user's workspace a quota of its own, or with `null` the
+/// configured one again; answers its usage against it. Only on the
+/// administration address (`serve --admin-addr`).
+#[utoipa::path(put, path = "/admin/v1/workspaces/{user_id}/quota", tag = "admin",
+    params(("user_id" = String, Path, description = "The user whose workspace it is (a UUID)")),
+    request_body = QuotaBody,
+    responses((status = 200, description = "The workspace's usage and its quota now", body = WorkspaceUsage)))]
 pub(crate) async fn set_quota(
     State(app): AppState,
     Segments(user_id): Segments<String>,

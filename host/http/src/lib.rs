@@ -176,15 +176,27 @@ pub fn router(store: ChatStore, config: ServerConfig) -> Router {
 /// - `PUT /admin/v1/workspaces/{user_id}/quota` with `{"quota_bytes": N}`
 ///   gives the user's workspace a quota of its own (`null`: the configured
 ///   one again) and answers its usage;
-/// - `GET /healthz`.
+/// - `GET /healthz`, and `GET /openapi.json` ([`admin_openapi`]).
 pub fn admin_router(store: ChatStore, config: ServerConfig) -> Router {
-    let router = Router::new()
-        .route("/healthz", axum::routing::get(h::healthz))
-        .route(
-            "/admin/v1/workspaces/{user_id}/quota",
-            axum::routing::put(h::set_quota),
-        );
+    let (router, _) = admin_routes().split_for_parts();
     finish(router, store, config)
+}
+
+/// The administration routes and their description.
+fn admin_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(h::healthz))
+        .routes(routes!(h::admin_openapi_json))
+        .routes(routes!(h::set_quota))
+}
+
+/// The OpenAPI 3.1 document of the administration routes, as `GET
+/// /openapi.json` on the administration address serves it.
+pub fn admin_openapi() -> OpenApi {
+    let (_, api) = admin_routes().split_for_parts();
+    let mut api = describe(api);
+    api.info.title = "chatstore administration".into();
+    api
 }
 
 /// Gives routes their state, their fallbacks, their errors' rendering,

@@ -1352,6 +1352,21 @@ async fn a_workspace_quota_is_set_on_the_admin_address_only() {
     .await;
     assert_eq!(usage["quota_bytes"], 3000);
 
+    let described = json(
+        client
+            .get(format!("{admin_base}/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .1;
+    assert!(described["paths"]["/admin/v1/workspaces/{user_id}/quota"]["put"].is_object());
+    assert!(
+        described["paths"]["/v1/chats"].is_null(),
+        "only its own routes"
+    );
+
     let (status, usage) = json(
         set_quota(user.to_string(), r#"{"quota_bytes": null}"#)
             .await
