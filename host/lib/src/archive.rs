@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::model::{Chat, ChatFile, Timestamp, Workspace};
 use crate::names::AttachmentName;
 use crate::staging::{ContentKind, StageError, StagedContent};
-use crate::store::ChatStore;
+use crate::store::{ChatStore, unavailable};
 use crate::unit::{Access, Scope};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -305,7 +305,7 @@ impl ChatStore {
             let existing = ports
                 .workspaces
                 .get_by_user_id(user_id)
-                .map_err(unavailable_at("workspace-repository"))?;
+                .map_err(unavailable("workspace-repository"))?;
             // A workspace not yet made has what a new one would.
             let workspace = existing.unwrap_or(Workspace {
                 workspace_id: Uuid::now_v7(),
@@ -315,7 +315,7 @@ impl ChatStore {
             let usage = ports
                 .usage
                 .get_workspace_usage(&workspace)
-                .map_err(unavailable_at("storage-usage"))?;
+                .map_err(unavailable("storage-usage"))?;
             Ok(usage.quota_bytes.saturating_sub(usage.used_bytes))
         })
     }
@@ -330,7 +330,7 @@ impl ChatStore {
     ) -> Result<ArchiveSummary, Error> {
         self.with_unit(Access::Write, Scope::User(user_id), |unit| {
             let ports = unit.ports();
-            let repository = unavailable_at("workspace-repository");
+            let repository = unavailable("workspace-repository");
             let workspace = match ports
                 .workspaces
                 .get_by_user_id(user_id)
@@ -338,14 +338,14 @@ impl ChatStore {
             {
                 Some(workspace) => {
                     let chats = ports.chats.list_by_workspace_id(workspace.workspace_id);
-                    if !chats.map_err(unavailable_at("chat-repository"))?.is_empty() {
+                    if !chats.map_err(unavailable("chat-repository"))?.is_empty() {
                         return Err(Error::WorkspaceNotEmpty(user_id));
                     }
                     workspace
                 }
                 None => {
                     let workspace = Workspace {
-                        workspace_id: ports.ids.new_id().map_err(unavailable_at("id-generator"))?,
+                        workspace_id: ports.ids.new_id().map_err(unavailable("id-generator"))?,
                         user_id,
                         created_at: manifest.workspace.created_at.timestamp()?,
                     };
@@ -356,25 +356,25 @@ impl ChatStore {
             let usage = ports
                 .usage
                 .get_workspace_usage(&workspace)
-                .map_err(unavailable_at("storage-usage"))?;
+                .map_err(unavailable("storage-usage"))?;
             if usage.used_bytes.saturating_add(bytes) > usage.quota_bytes {
                 return Err(Error::WorkspaceQuotaExceeded(workspace.workspace_id));
             }
-            let storage = unavailable_at("chat-storage");
+            let storage = unavailable("chat-storage");
             let mut summary = ArchiveSummary {
                 bytes,
                 ..ArchiveSummary::default()
             };
             for archived in &manifest.chats {
                 let chat = Chat {
-                    chat_id: ports.ids.new_id().map_err(unavailable_at("id-generator"))?,
+                    chat_id: ports.ids.new_id().map_err(unavailable("id-generator"))?,
                     workspace_id: workspace.workspace_id,
                     created_at: archived.created_at.timestamp()?,
                 };
                 ports
                     .chats
                     .save(&chat)
-                    .map_err(unavailable_at("chat-repository"))?;
+                    .map_err(unavailable("chat-repository"))?;
                 ports.storage.ensure_chat(&chat).map_err(&storage)?;
                 let history = staged.get(&history_entry(archived.chat_id))?;
                 ports
@@ -392,7 +392,7 @@ impl ChatStore {
                     ports
                         .files
                         .save(&ChatFile {
-                            file_id: ports.ids.new_id().map_err(unavailable_at("id-generator"))?,
+                            file_id: ports.ids.new_id().map_err(unavailable("id-generator"))?,
                             chat_id: chat.chat_id,
                             name,
                             content_type: file.content_type.clone(),
@@ -400,7 +400,7 @@ impl ChatStore {
                             sha256: Some(content.sha256().to_owned()),
                             created_at: file.created_at.timestamp()?,
                         })
-                        .map_err(unavailable_at("chat-file-repository"))?;
+                        .map_err(unavailable("chat-file-repository"))?;
                     summary.files += 1;
                 }
                 summary.chats += 1;
@@ -408,10 +408,6 @@ impl ChatStore {
             Ok(summary)
         })
     }
-}
-
-fn unavailable_at(port: &'static str) -> impl Fn(crate::error::PortError) -> Error {
-    move |e| Error::unavailable(port, e.message)
 }
 
 fn corrupt(e: std::io::Error) -> Error {

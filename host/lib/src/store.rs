@@ -1233,16 +1233,7 @@ impl ChatStore {
     pub fn start_sandbox(&self, chat_id: Uuid) -> Result<SandboxStart, Error> {
         let owner = self.owner_of(chat_id)?;
         self.with_ports(Access::Write, owner, |ports, records| {
-            let chat = ports
-                .chats
-                .get(chat_id)
-                .map_err(unavailable("chat-repository"))?
-                .ok_or(Error::ChatNotFound(chat_id))?;
-            let workspace = ports
-                .workspaces
-                .get(chat.workspace_id)
-                .map_err(unavailable("workspace-repository"))?
-                .ok_or(Error::ChatNotFound(chat_id))?;
+            let (chat, workspace) = chat_and_workspace(ports, chat_id)?;
             let usage = ports
                 .usage
                 .get_workspace_usage(&workspace)
@@ -1367,16 +1358,7 @@ impl ChatStore {
     /// before that user's lock is taken.
     fn owner_of(&self, chat_id: Uuid) -> Result<Scope, Error> {
         self.with_ports(Access::Read, Scope::All, |ports, _| {
-            let chat = ports
-                .chats
-                .get(chat_id)
-                .map_err(unavailable("chat-repository"))?
-                .ok_or(Error::ChatNotFound(chat_id))?;
-            let workspace = ports
-                .workspaces
-                .get(chat.workspace_id)
-                .map_err(unavailable("workspace-repository"))?
-                .ok_or(Error::ChatNotFound(chat_id))?;
+            let (_, workspace) = chat_and_workspace(ports, chat_id)?;
             Ok(Scope::User(workspace.user_id))
         })
     }
@@ -1401,7 +1383,23 @@ fn settle<T>(unit: Box<dyn UnitOfWork>, result: Result<T, Error>) -> Result<T, E
     }
 }
 
+/// The chat and its workspace, for the host's own calls on a chat by id
+/// alone (a chat without its workspace is as missing as one without a row).
+fn chat_and_workspace(ports: &Ports, chat_id: Uuid) -> Result<(Chat, Workspace), Error> {
+    let chat = ports
+        .chats
+        .get(chat_id)
+        .map_err(unavailable("chat-repository"))?
+        .ok_or(Error::ChatNotFound(chat_id))?;
+    let workspace = ports
+        .workspaces
+        .get(chat.workspace_id)
+        .map_err(unavailable("workspace-repository"))?
+        .ok_or(Error::ChatNotFound(chat_id))?;
+    Ok((chat, workspace))
+}
+
 /// Maps a port's failure to `storage_unavailable` for calls the host makes itself.
-fn unavailable(port: &'static str) -> impl Fn(PortError) -> Error {
+pub(crate) fn unavailable(port: &'static str) -> impl Fn(PortError) -> Error {
     move |e| Error::unavailable(port, e.message)
 }

@@ -634,16 +634,14 @@ impl DataDir {
         workspace_id: Uuid,
         chat_id: Uuid,
     ) -> io::Result<HashMap<String, u64>> {
-        let dir = self.chat_dir(workspace_id, chat_id)?;
-        let mut files = HashMap::new();
-        for entry in dir.entries()? {
-            if let Some(name) = entry?.file_name().to_str()
-                && let Some(size) = regular_file_size(&dir, name)?
-            {
-                files.insert(name.to_owned(), size);
-            }
-        }
-        Ok(files)
+        let (entries, _) = self.chat_entries(workspace_id, chat_id, usize::MAX)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|entry| match entry {
+                ChatEntry::File { name, size } => Some((name, size)),
+                ChatEntry::Other { .. } => None,
+            })
+            .collect())
     }
 
     /// The size and SHA-256 of a regular file of a chat directory, read
@@ -673,9 +671,8 @@ impl DataDir {
         })
     }
 
-    /// What stands at the top of a chat directory besides `history.md`, at
-    /// most `limit` entries (and whether there were more): what a sandbox
-    /// session may have left there. Nothing is followed or opened.
+    /// What stands at the top of a chat directory, at most `limit` entries
+    /// (and whether there were more). Nothing is followed or opened.
     pub fn chat_entries(
         &self,
         workspace_id: Uuid,
@@ -687,9 +684,6 @@ impl DataDir {
         for entry in dir.entries()? {
             let entry = entry?;
             let name = entry.file_name();
-            if name == HISTORY_FILE_NAME {
-                continue;
-            }
             if found.len() == limit {
                 return Ok((found, true));
             }

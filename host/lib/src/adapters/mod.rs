@@ -13,7 +13,7 @@ mod tree;
 use crate::error::{PortError, PortResult};
 use crate::model::{ChatFile, SandboxOutput, Unregistered};
 use crate::model::{Workspace, WorkspaceUsage};
-use crate::names::{AttachmentName, closest_valid};
+use crate::names::{AttachmentName, HISTORY_FILE_NAME, closest_valid};
 use crate::ports::{HostRecords, IdGenerator, Ports, StorageUsage};
 use crate::staging::Staging;
 use crate::unit::{
@@ -164,6 +164,11 @@ impl Backend for DataDirBackend {
         };
         for entry in entries {
             let (name, size) = match entry {
+                ChatEntry::File { name, .. } | ChatEntry::Other { name, .. }
+                    if name == HISTORY_FILE_NAME =>
+                {
+                    continue;
+                }
                 ChatEntry::File { name, size } => (name, size),
                 ChatEntry::Other { name, why } => {
                     outputs
