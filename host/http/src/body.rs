@@ -167,7 +167,7 @@ pub(crate) async fn stage(
         let result = (|| {
             while let Some(piece) = arrived.blocking_recv() {
                 match piece {
-                    Piece::Bytes(bytes) => writer.push_shared(bytes)?,
+                    Piece::Bytes(bytes) => writer.push(&bytes)?,
                     Piece::End => return writer.finish().map(Some),
                 }
             }

@@ -6,26 +6,31 @@
 
 use crate::group_sync::GroupSync;
 use crate::ids::parse_canonical;
-use cap_std::fs::{Dir, File, OpenOptions};
+use cap_std::fs::{Dir, File, FileExt, OpenOptions};
 use sha2::{Digest, Sha256};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// How much of the content is held in memory at a time while staging.
-const CHUNK: usize = 256 << 10;
-
 /// How much staged content may wait in the page cache before its writeback
-/// is started: the disk works while the rest streams in and is hashed, so
-/// the final sync has little left to wait for.
+/// is started, where it goes through the page cache (see [`Large`]): the
+/// disk works while the rest streams in, so the final sync has little left
+/// to wait for.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
-/// Past this size, hashing (as slow as the disk: about 1.4 GB/s) moves to a
-/// thread of its own, so that it overlaps reading and writing.
-const PIPELINE_AT: u64 = 4 << 20;
+/// Content up to this size is written and hashed by the caller, through the
+/// page cache; past it, see [`Large`]. A multiple of [`ALIGN`].
+const LARGE_AT: u64 = 4 << 20;
 
-/// Pieces waiting for the writing thread: bounds the memory staging holds.
-const PIPELINE_DEPTH: usize = 4;
+/// What direct writes' offsets, lengths and memory are aligned to: the
+/// largest logical block size of common disks.
+const ALIGN: usize = 4096;
+
+/// The size of one block of large content (a multiple of [`ALIGN`]).
+const BLOCK: usize = 1 << 20;
+
+/// The blocks one large staging holds: filling, hashing, being written.
+const BLOCKS: usize = 4;
 
 /// The prefix of every staged file's name.
 const PREFIX: &str = "write-";
@@ -91,6 +96,9 @@ pub struct Staging {
     dir: Dir,
     /// Syncs of the directory, shared by content finishing together.
     names: GroupSync,
+    /// Whether large content is written directly where the filesystem
+    /// allows it (always, but for tests of the other way).
+    direct: bool,
 }
 
 impl Staging {
@@ -99,6 +107,7 @@ impl Staging {
         Arc::new(Staging {
             dir,
             names: GroupSync::default(),
+            direct: true,
         })
     }
 
@@ -133,9 +142,9 @@ impl Staging {
         Ok(StagingWriter {
             staging: self.clone(),
             name: Some(name),
-            file: Writeback::new(file),
-            hash: Some(Hasher::Inline(Sha256::new())),
-            spare: Vec::new(),
+            file: Arc::new(file),
+            hash: Sha256::new(),
+            large: None,
             size: 0,
             limit,
             text: (kind == ContentKind::Text).then(Utf8Check::default),
@@ -150,16 +159,24 @@ impl Staging {
         limit: u64,
     ) -> Result<StagedContent, StageError> {
         let mut writer = self.begin(kind, limit)?;
+        let mut small = vec![0; 64 << 10];
         loop {
-            let mut buffer = writer.buffer();
-            let n = match content.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StageError::Read(e)),
+            let read = if writer.size >= LARGE_AT {
+                // Straight into the block that goes to the disk.
+                writer.read_into_block(&mut content)
+            } else {
+                let room = small.len().min((LARGE_AT - writer.size) as usize);
+                match content.read(&mut small[..room]) {
+                    Ok(n) => writer.push(&small[..n]).map(|()| n),
+                    Err(e) => Err(StageError::Read(e)),
+                }
             };
-            buffer.truncate(n);
-            writer.push_owned(buffer)?;
+            match read {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(StageError::Read(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         writer.finish()
     }
@@ -189,165 +206,67 @@ pub fn bulk_thread() {
 pub struct StagingWriter {
     staging: Arc<Staging>,
     name: Option<String>,
-    file: Writeback,
-    hash: Option<Hasher>,
-    /// A buffer to take the next piece, when hashing is inline.
-    spare: Vec<u8>,
+    file: Arc<File>,
+    /// The SHA-256 of the first [`LARGE_AT`] bytes; past them, [`Large`]'s.
+    hash: Sha256,
+    large: Option<Large>,
     size: u64,
     limit: u64,
     text: Option<Utf8Check>,
 }
 
-/// The staged file, with its writeback started as it grows.
-#[derive(Debug)]
-struct Writeback {
-    file: File,
-    written: u64,
-    /// Where the writeback started so far ends.
-    started: u64,
-}
-
-impl Writeback {
-    fn new(file: File) -> Writeback {
-        Writeback {
-            file,
-            written: 0,
-            started: 0,
+impl StagingWriter {
+    /// Adds the next bytes of the content.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), StageError> {
+        self.check(bytes)?;
+        if self.size < LARGE_AT {
+            let small = bytes.len().min((LARGE_AT - self.size) as usize);
+            self.file
+                .write_all_at(&bytes[..small], self.size)
+                .map_err(StageError::Write)?;
+            self.hash.update(&bytes[..small]);
+            self.size += small as u64;
+            bytes = &bytes[small..];
         }
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
-        self.written += bytes.len() as u64;
-        if self.written - self.started >= WRITEBACK_EVERY {
-            // Starts writing these pages back without waiting (and drops
-            // them from the cache once written: staged content is not read
-            // again soon). Only a hint: the final sync is what counts.
-            let _ = rustix::fs::fadvise(
-                &self.file,
-                self.started,
-                std::num::NonZeroU64::new(self.written - self.started),
-                rustix::fs::Advice::DontNeed,
-            );
-            self.started = self.written;
+        while !bytes.is_empty() {
+            let block = self.block()?;
+            let taken = block.fill(bytes);
+            self.size += taken as u64;
+            bytes = &bytes[taken..];
+            self.send_if_full()?;
         }
         Ok(())
     }
-}
 
-/// A piece of content on its way to the hasher: a buffer staging may use
-/// again, or bytes shared with the caller (an HTTP body's frames).
-enum Piece {
-    Buffer(Vec<u8>),
-    Shared(Box<dyn AsRef<[u8]> + Send>),
-}
-
-impl std::fmt::Debug for Piece {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Piece({} bytes)", self.bytes().len())
-    }
-}
-
-impl Piece {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Piece::Buffer(buffer) => buffer,
-            Piece::Shared(shared) => (**shared).as_ref(),
+    /// Reads the next bytes of large content from `content` straight into
+    /// the block that goes to the disk; gives how many (0 at its end).
+    fn read_into_block(&mut self, content: &mut impl Read) -> Result<usize, StageError> {
+        self.start_large();
+        let StagingWriter {
+            large,
+            text,
+            size,
+            limit,
+            ..
+        } = self;
+        let large = large.as_mut().expect("large content has started");
+        let block = large.block().map_err(StageError::Write)?;
+        let n = content.read(block.room()).map_err(StageError::Read)?;
+        let filled = block.filled_after(n);
+        let grown = size.saturating_add(n as u64);
+        if grown > *limit {
+            return Err(StageError::TooLarge { limit: *limit });
         }
-    }
-}
-
-/// The SHA-256 on its way: computed by the caller, or, for large content,
-/// by a thread of its own while the caller reads and writes.
-#[derive(Debug)]
-enum Hasher {
-    Inline(Sha256),
-    Pipelined {
-        pieces: std::sync::mpsc::SyncSender<Piece>,
-        /// Buffers the hasher is done with, to take the next pieces.
-        hashed: std::sync::mpsc::Receiver<Vec<u8>>,
-        thread: std::thread::JoinHandle<Sha256>,
-    },
-}
-
-impl Hasher {
-    /// Moves hashing to its own thread.
-    fn pipelined(mut hash: Sha256) -> Hasher {
-        let (pieces, arriving) = std::sync::mpsc::sync_channel::<Piece>(PIPELINE_DEPTH);
-        let (done, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH + 2);
-        let thread = std::thread::spawn(move || {
-            bulk_thread();
-            for piece in arriving {
-                hash.update(piece.bytes());
-                if let Piece::Buffer(buffer) = piece {
-                    let _ = done.try_send(buffer);
-                }
-            }
-            hash
-        });
-        Hasher::Pipelined {
-            pieces,
-            hashed,
-            thread,
+        if let Some(text) = text {
+            text.push(filled)?;
         }
+        *size = grown;
+        large.send_if_full().map_err(StageError::Write)?;
+        Ok(n)
     }
 
-    /// The digest, in lowercase hex, once every piece is hashed.
-    fn finish(self) -> io::Result<String> {
-        let hash = match self {
-            Hasher::Inline(hash) => hash,
-            Hasher::Pipelined { pieces, thread, .. } => {
-                drop(pieces);
-                thread
-                    .join()
-                    .map_err(|_| io::Error::other("the staging hasher panicked"))?
-            }
-        };
-        Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
-    }
-}
-
-impl StagingWriter {
-    /// Adds the next bytes of the content.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<(), StageError> {
-        let mut piece = self.recycled();
-        piece.extend_from_slice(bytes);
-        self.push_owned(piece)
-    }
-
-    /// An empty buffer: one the hasher is done with, when there is one.
-    fn recycled(&mut self) -> Vec<u8> {
-        let mut buffer = match &self.hash {
-            Some(Hasher::Pipelined { hashed, .. }) => hashed.try_recv().unwrap_or_default(),
-            _ => std::mem::take(&mut self.spare),
-        };
-        buffer.clear();
-        buffer
-    }
-
-    /// A buffer of `CHUNK` bytes to read the next piece into.
-    pub fn buffer(&mut self) -> Vec<u8> {
-        let mut buffer = self.recycled();
-        buffer.resize(CHUNK, 0);
-        buffer
-    }
-
-    /// Adds the next bytes of the content, handing over their buffer.
-    pub fn push_owned(&mut self, piece: Vec<u8>) -> Result<(), StageError> {
-        self.add(Piece::Buffer(piece))
-    }
-
-    /// Adds the next bytes of the content, shared with the caller (no copy
-    /// is made of them).
-    pub fn push_shared(
-        &mut self,
-        piece: impl AsRef<[u8]> + Send + 'static,
-    ) -> Result<(), StageError> {
-        self.add(Piece::Shared(Box::new(piece)))
-    }
-
-    fn add(&mut self, piece: Piece) -> Result<(), StageError> {
-        let bytes = piece.bytes();
+    /// Refuses bytes past the limit, or that are not text where text is due.
+    fn check(&mut self, bytes: &[u8]) -> Result<(), StageError> {
         let size = self.size.saturating_add(bytes.len() as u64);
         if size > self.limit {
             return Err(StageError::TooLarge { limit: self.limit });
@@ -355,26 +274,29 @@ impl StagingWriter {
         if let Some(text) = &mut self.text {
             text.push(bytes)?;
         }
-        self.file.write(bytes).map_err(StageError::Write)?;
-        self.size = size;
-        if size > PIPELINE_AT
-            && let Some(Hasher::Inline(hash)) = &mut self.hash
-        {
-            let hash = std::mem::take(hash);
-            self.hash = Some(Hasher::pipelined(hash));
+        Ok(())
+    }
+
+    /// Starts the threads of large content, once.
+    fn start_large(&mut self) {
+        if self.large.is_none() {
+            let hash = std::mem::take(&mut self.hash);
+            self.large = Some(Large::start(self.file.clone(), hash, self.staging.direct));
         }
-        match &mut self.hash {
-            Some(Hasher::Inline(hash)) => {
-                hash.update(piece.bytes());
-                if let Piece::Buffer(buffer) = piece {
-                    self.spare = buffer;
-                }
-                Ok(())
-            }
-            Some(Hasher::Pipelined { pieces, .. }) => pieces
-                .send(piece)
-                .map_err(|_| StageError::Write(io::Error::other("the staging hasher stopped"))),
-            None => Err(StageError::Write(io::Error::other("staging has ended"))),
+    }
+
+    /// The block being filled, the threads of large content started first
+    /// if need be.
+    fn block(&mut self) -> Result<&mut Block, StageError> {
+        self.start_large();
+        let large = self.large.as_mut().expect("large content has started");
+        large.block().map_err(StageError::Write)
+    }
+
+    fn send_if_full(&mut self) -> Result<(), StageError> {
+        match &mut self.large {
+            Some(large) => large.send_if_full().map_err(StageError::Write),
+            None => Ok(()),
         }
     }
 
@@ -388,12 +310,16 @@ impl StagingWriter {
         if let Some(text) = &self.text {
             text.finish()?;
         }
-        let hash = self
-            .hash
-            .take()
-            .ok_or_else(|| StageError::Write(io::Error::other("staging has ended")))?;
-        let sha256 = hash.finish().map_err(StageError::Write)?;
-        self.file.file.sync_all().map_err(StageError::Write)?;
+        let hash = match self.large.take() {
+            Some(large) => {
+                let hash = large.finish().map_err(StageError::Write)?;
+                // The last block may have gone out padded to its alignment.
+                self.file.set_len(self.size).map_err(StageError::Write)?;
+                hash
+            }
+            None => std::mem::take(&mut self.hash),
+        };
+        self.file.sync_all().map_err(StageError::Write)?;
         // Its name too, before any journal can refer to it: here, outside
         // any unit of work, in one sync with whatever finishes beside it.
         let dir = &self.staging.dir;
@@ -403,7 +329,7 @@ impl StagingWriter {
         Ok(StagedContent {
             name: self.name.take().unwrap_or_default(),
             size_bytes: self.size,
-            sha256,
+            sha256: hash.finalize().iter().map(|b| format!("{b:02x}")).collect(),
         })
     }
 }
@@ -413,6 +339,267 @@ impl Drop for StagingWriter {
         if let Some(name) = &self.name {
             let _ = self.staging.dir.remove_file(name);
         }
+    }
+}
+
+/// Content past [`LARGE_AT`], in blocks of [`BLOCK`] bytes that go round
+/// three threads: the caller fills one while a thread hashes the one
+/// before and another writes the one before that, then hands it back. The
+/// writing thread writes directly to the disk (`O_DIRECT`) where the
+/// filesystem allows it: no copy into the page cache and none of its
+/// per-page bookkeeping, which for large content cost more CPU than the
+/// copy into the block. Memory stays at [`BLOCKS`] blocks whatever the size.
+#[derive(Debug)]
+struct Large {
+    /// The block being filled, and the file offset where it goes.
+    block: Option<Block>,
+    offset: u64,
+    allocated: usize,
+    to_hash: std::sync::mpsc::SyncSender<(Block, u64)>,
+    /// Blocks written, to be filled again.
+    written: std::sync::mpsc::Receiver<Block>,
+    hasher: std::thread::JoinHandle<Sha256>,
+    /// Until it is joined, to learn why it stopped.
+    writer: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Large {
+    fn start(file: Arc<File>, mut hash: Sha256, direct: bool) -> Large {
+        let (to_hash, arriving) = std::sync::mpsc::sync_channel::<(Block, u64)>(BLOCKS);
+        let (to_write, hashed) = std::sync::mpsc::sync_channel::<(Block, u64)>(BLOCKS);
+        let (done, written) = std::sync::mpsc::sync_channel::<Block>(BLOCKS);
+        let hasher = std::thread::spawn(move || {
+            bulk_thread();
+            for (block, offset) in arriving {
+                hash.update(block.filled());
+                if to_write.send((block, offset)).is_err() {
+                    break;
+                }
+            }
+            hash
+        });
+        let writer = std::thread::spawn(move || {
+            bulk_thread();
+            let mut disk = Disk::new(&file, direct);
+            for (mut block, offset) in hashed {
+                disk.write(&mut block, offset)?;
+                block.len = 0;
+                let _ = done.try_send(block);
+            }
+            Ok(())
+        });
+        Large {
+            block: None,
+            offset: LARGE_AT,
+            allocated: 0,
+            to_hash,
+            written,
+            hasher,
+            writer: Some(writer),
+        }
+    }
+
+    /// The block being filled: a new one, or one the writer handed back.
+    fn block(&mut self) -> io::Result<&mut Block> {
+        if self.block.is_none() {
+            let block = if self.allocated < BLOCKS {
+                self.allocated += 1;
+                Block::new()
+            } else {
+                match self.written.recv() {
+                    Ok(block) => block,
+                    Err(_) => return Err(self.failure()),
+                }
+            };
+            self.block = Some(block);
+        }
+        Ok(self.block.as_mut().expect("a block was just set"))
+    }
+
+    /// Hands the block on once it is full.
+    fn send_if_full(&mut self) -> io::Result<()> {
+        if self.block.as_ref().is_some_and(Block::is_full) {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let Some(block) = self.block.take() else {
+            return Ok(());
+        };
+        let len = block.len as u64;
+        if self.to_hash.send((block, self.offset)).is_err() {
+            return Err(self.failure());
+        }
+        self.offset += len;
+        Ok(())
+    }
+
+    /// Why the threads stopped early: the writer's error (the hasher only
+    /// stops early when the writer has).
+    fn failure(&mut self) -> io::Error {
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => io::Error::other("the staging writer panicked"),
+            _ => io::Error::other("the staging writer stopped"),
+        }
+    }
+
+    /// Sends the last block; gives the digest once every block is hashed
+    /// and written.
+    fn finish(mut self) -> io::Result<Sha256> {
+        if self.block.as_ref().is_some_and(|b| b.len > 0) {
+            self.send()?;
+        }
+        drop(self.to_hash);
+        let hash = self.hasher.join();
+        let written = match self.writer.take() {
+            Some(writer) => writer.join(),
+            None => Ok(Err(io::Error::other("the staging writer stopped"))),
+        };
+        match (hash, written) {
+            (Ok(hash), Ok(Ok(()))) => Ok(hash),
+            (_, Ok(Err(e))) => Err(e),
+            _ => Err(io::Error::other("a staging thread panicked")),
+        }
+    }
+}
+
+/// How the writing thread writes blocks: directly where it can.
+struct Disk<'a> {
+    file: &'a File,
+    direct: bool,
+    /// Where the page cache's writeback started so far ends (when not direct).
+    started: u64,
+}
+
+impl<'a> Disk<'a> {
+    fn new(file: &'a File, direct: bool) -> Disk<'a> {
+        let direct = direct && set_direct(file, true).is_ok();
+        Disk {
+            file,
+            direct,
+            started: LARGE_AT,
+        }
+    }
+
+    fn write(&mut self, block: &mut Block, offset: u64) -> io::Result<()> {
+        if self.direct {
+            match self.file.write_all_at(block.padded(), offset) {
+                // A filesystem that refuses the direct write after all gets
+                // the same bytes through the page cache.
+                Err(e) if e.raw_os_error() == Some(EINVAL) => {
+                    set_direct(self.file, false)?;
+                    self.direct = false;
+                }
+                result => return result,
+            }
+        }
+        self.file.write_all_at(block.filled(), offset)?;
+        let written = offset + block.len as u64;
+        if written - self.started >= WRITEBACK_EVERY {
+            // Starts writing these pages back without waiting (and drops
+            // them from the cache once written: staged content is not read
+            // again soon). Only a hint: the final sync is what counts.
+            let _ = rustix::fs::fadvise(
+                self.file,
+                self.started,
+                std::num::NonZeroU64::new(written - self.started),
+                rustix::fs::Advice::DontNeed,
+            );
+            self.started = written;
+        }
+        Ok(())
+    }
+}
+
+const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
+
+/// One aligned block of content.
+struct Block {
+    /// `BLOCK + ALIGN` bytes, of which the aligned `BLOCK` starting at
+    /// `start` are used.
+    memory: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Block({} bytes)", self.len)
+    }
+}
+
+impl Block {
+    fn new() -> Block {
+        let memory = vec![0; BLOCK + ALIGN];
+        let start = memory.as_ptr().align_offset(ALIGN);
+        Block {
+            memory,
+            start,
+            len: 0,
+        }
+    }
+
+    /// Takes as many of `bytes` as fit; gives how many.
+    fn fill(&mut self, bytes: &[u8]) -> usize {
+        let taken = bytes.len().min(BLOCK - self.len);
+        self.room()[..taken].copy_from_slice(&bytes[..taken]);
+        self.len += taken;
+        taken
+    }
+
+    /// The part not filled yet.
+    fn room(&mut self) -> &mut [u8] {
+        let at = self.start + self.len;
+        &mut self.memory[at..self.start + BLOCK]
+    }
+
+    /// Counts `n` more bytes as filled (written into [`Block::room`]);
+    /// gives them.
+    fn filled_after(&mut self, n: usize) -> &[u8] {
+        let at = self.start + self.len;
+        self.len += n;
+        &self.memory[at..at + n]
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.memory[self.start..self.start + self.len]
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == BLOCK
+    }
+
+    /// The filled bytes, with zeros up to the next aligned length.
+    fn padded(&mut self) -> &[u8] {
+        let end = self.len.next_multiple_of(ALIGN);
+        let at = self.start;
+        self.memory[at + self.len..at + end].fill(0);
+        &self.memory[at..at + end]
+    }
+}
+
+/// Turns direct I/O on or off for `file`; an error where the filesystem or
+/// the system has no such thing.
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::OFlags;
+        let flags = rustix::fs::fcntl_getfl(file)?;
+        let flags = if on {
+            flags | OFlags::DIRECT
+        } else {
+            flags - OFlags::DIRECT
+        };
+        rustix::fs::fcntl_setfl(file, flags)?;
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, on);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 }
 
@@ -533,26 +720,133 @@ mod tests {
         assert_eq!(files(&tmp), 0);
     }
 
-    #[test]
-    fn large_content_is_hashed_by_its_own_thread_with_the_same_digest() {
-        let (tmp, staging) = staging();
-        let size = 3 * PIPELINE_AT + 12_345;
-        let content = || std::io::Read::take(std::io::repeat(9), size);
-        let staged = staging.stage(content(), ContentKind::Bytes, size).unwrap();
-        let mut expected = Sha256::new();
-        std::io::copy(&mut content(), &mut expected).unwrap();
-        let hex: String = expected
-            .finalize()
+    /// Content no two blocks of which are alike (a block written at the
+    /// wrong offset cannot go unnoticed).
+    fn varied(size: u64) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        (0..size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        Sha256::digest(bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!((staged.size_bytes(), staged.sha256()), (size, hex.as_str()));
-        let on_disk = std::fs::read(tmp.path().join(staged.file_name())).unwrap();
-        assert!(on_disk.len() as u64 == size && on_disk.iter().all(|&b| b == 9));
-        // One byte too many, found while the thread writes: nothing stays.
+            .collect()
+    }
+
+    /// A reader that gives at most `most` bytes a read, as sockets and pipes do.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// Sizes around every edge of large content: where it starts, a block's
+    /// end, an alignment's end, and a last block cut short.
+    const LARGE_SIZES: [u64; 6] = [
+        LARGE_AT - 1,
+        LARGE_AT,
+        LARGE_AT + 1,
+        LARGE_AT + BLOCK as u64,
+        LARGE_AT + 2 * BLOCK as u64 + ALIGN as u64,
+        LARGE_AT + 2 * BLOCK as u64 + 12_345,
+    ];
+
+    /// Stages `content` through `push` in pieces of `piece` bytes and
+    /// through `stage` in reads of `read` bytes, and checks the file, size
+    /// and digest of both.
+    fn stages_exactly(staging: &Arc<Staging>, tmp: &tempfile::TempDir, content: &[u8]) {
+        let expected = (content.len() as u64, sha256_hex(content));
+        for (piece, read) in [(100_003, 65_536), (BLOCK + 1, 1000), (7 * BLOCK, 3 * BLOCK)] {
+            let mut writer = staging.begin(ContentKind::Bytes, u64::MAX).unwrap();
+            content.chunks(piece).for_each(|p| writer.push(p).unwrap());
+            let pushed = writer.finish().unwrap();
+            let read =
+                (staging.stage(Trickle(content, read), ContentKind::Bytes, u64::MAX)).unwrap();
+            for staged in [pushed, read] {
+                let got = (staged.size_bytes(), staged.sha256().to_owned());
+                assert_eq!(got, expected, "{piece}-byte pieces");
+                let on_disk = std::fs::read(tmp.path().join(staged.file_name())).unwrap();
+                assert!(on_disk == content, "the file differs ({piece}-byte pieces)");
+                staging.discard(&staged);
+            }
+        }
+    }
+
+    #[test]
+    fn large_content_is_written_hashed_and_sized_exactly() {
+        let (tmp, staging) = staging();
+        for size in LARGE_SIZES {
+            stages_exactly(&staging, &tmp, &varied(size));
+        }
+        assert_eq!(files(&tmp), 0);
+    }
+
+    #[test]
+    fn large_content_through_the_page_cache_is_the_same() {
+        // Where the filesystem has no direct writes, blocks go through the
+        // page cache, unpadded.
+        let (tmp, staging) = staging();
+        let staging = Arc::new(Staging {
+            dir: staging.dir.try_clone().unwrap(),
+            names: GroupSync::default(),
+            direct: false,
+        });
+        for size in LARGE_SIZES {
+            stages_exactly(&staging, &tmp, &varied(size));
+        }
+        assert_eq!(files(&tmp), 0);
+    }
+
+    #[test]
+    fn large_content_past_the_limit_is_refused_and_leaves_nothing() {
+        let (tmp, staging) = staging();
+        let content = varied(LARGE_AT + 3 * BLOCK as u64);
+        for limit in [LARGE_AT + 10, LARGE_AT + 2 * BLOCK as u64 + 1] {
+            let refused = staging.stage(&content[..], ContentKind::Bytes, limit);
+            assert!(matches!(refused, Err(StageError::TooLarge { .. })));
+            let mut writer = staging.begin(ContentKind::Bytes, limit).unwrap();
+            let refused = content.chunks(300_000).try_for_each(|p| writer.push(p));
+            assert!(matches!(refused, Err(StageError::TooLarge { .. })));
+            drop(writer);
+        }
+        assert_eq!(files(&tmp), 0);
+    }
+
+    #[test]
+    fn large_text_is_checked_across_blocks() {
+        let (tmp, staging) = staging();
+        // A three-byte character across the end of the small part and
+        // across the end of the first block.
+        let mut text = vec![b'a'; LARGE_AT as usize + BLOCK + 64];
+        for at in [LARGE_AT as usize - 1, LARGE_AT as usize + BLOCK - 2] {
+            text[at..at + 3].copy_from_slice("✓".as_bytes());
+        }
+        let staged = staging
+            .stage(&text[..], ContentKind::Text, u64::MAX)
+            .unwrap();
+        assert_eq!(staged.sha256(), sha256_hex(&text));
         staging.discard(&staged);
-        let refused = staging.stage(content(), ContentKind::Bytes, size - 1);
-        assert!(matches!(refused, Err(StageError::TooLarge { .. })));
+        // The same with the character cut short at the very end, and with a
+        // byte that is never UTF-8 in the second block.
+        let cut = &text[..LARGE_AT as usize + BLOCK - 1];
+        let refused = staging.stage(cut, ContentKind::Text, u64::MAX);
+        assert!(matches!(refused, Err(StageError::NotText)));
+        text[LARGE_AT as usize + BLOCK + 5] = 0xff;
+        let refused = staging.stage(&text[..], ContentKind::Text, u64::MAX);
+        assert!(matches!(refused, Err(StageError::NotText)));
         assert_eq!(files(&tmp), 0);
     }
 
