@@ -76,24 +76,24 @@ fn timestamp(t: Timestamp) -> wit::Timestamp {
 
 fn workspace(w: Workspace) -> wit::Workspace {
     wit::Workspace {
-        workspace_id: w.workspace_id.to_string(),
-        user_id: w.user_id.to_string(),
+        workspace_id: w.workspace_id.canonical(),
+        user_id: w.user_id.canonical(),
         created_at: timestamp(w.created_at),
     }
 }
 
 fn chat(c: &Chat) -> wit::Chat {
     wit::Chat {
-        chat_id: c.chat_id.to_string(),
-        workspace_id: c.workspace_id.to_string(),
+        chat_id: c.chat_id.canonical(),
+        workspace_id: c.workspace_id.canonical(),
         created_at: timestamp(c.created_at),
     }
 }
 
 fn chat_file(f: &ChatFile) -> wit::ChatFile {
     wit::ChatFile {
-        file_id: f.file_id.to_string(),
-        chat_id: f.chat_id.to_string(),
+        file_id: f.file_id.canonical(),
+        chat_id: f.chat_id.canonical(),
         name: f.name.to_string(),
         content_type: f.content_type.clone(),
         size_bytes: f.size_bytes,
@@ -112,7 +112,7 @@ fn staged(c: wit::StagedContent) -> StagedContent {
 
 fn usage(u: WorkspaceUsage) -> wit::WorkspaceUsage {
     wit::WorkspaceUsage {
-        workspace_id: u.workspace_id.to_string(),
+        workspace_id: u.workspace_id.canonical(),
         used_bytes: u.used_bytes,
         quota_bytes: u.quota_bytes,
     }
@@ -121,11 +121,11 @@ fn usage(u: WorkspaceUsage) -> wit::WorkspaceUsage {
 fn storage_error(e: StorageError) -> wit::StorageError {
     use wit::StorageError as W;
     match e {
-        StorageError::WorkspaceNotFound(id) => W::WorkspaceNotFound(id.to_string()),
-        StorageError::WorkspaceQuotaExceeded(id) => W::WorkspaceQuotaExceeded(id.to_string()),
-        StorageError::ChatNotFound(id) => W::ChatNotFound(id.to_string()),
-        StorageError::ChatHasActiveSandbox(id) => W::ChatHasActiveSandbox(id.to_string()),
-        StorageError::ChatFileNotFound(id) => W::ChatFileNotFound(id.to_string()),
+        StorageError::WorkspaceNotFound(id) => W::WorkspaceNotFound(id.canonical()),
+        StorageError::WorkspaceQuotaExceeded(id) => W::WorkspaceQuotaExceeded(id.canonical()),
+        StorageError::ChatNotFound(id) => W::ChatNotFound(id.canonical()),
+        StorageError::ChatHasActiveSandbox(id) => W::ChatHasActiveSandbox(id.canonical()),
+        StorageError::ChatFileNotFound(id) => W::ChatFileNotFound(id.canonical()),
         StorageError::InvalidAttachmentName(n) => W::InvalidAttachmentName(n),
         StorageError::ReservedAttachmentName(n) => W::ReservedAttachmentName(n),
         StorageError::InvalidId(s) => W::InvalidId(s),
@@ -241,13 +241,13 @@ fn maybe<T, U>(
 
 impl ports::WorkspaceRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<Workspace>> {
-        WORKSPACES.result(workspace_repository::get(&id.to_string()), |p, w| {
+        WORKSPACES.result(workspace_repository::get(&id.encode()), |p, w| {
             maybe(p, w, Port::workspace)
         })
     }
     fn get_by_user_id(&self, user_id: &Id) -> PortResult<Option<Workspace>> {
         WORKSPACES.result(
-            workspace_repository::get_by_user_id(&user_id.to_string()),
+            workspace_repository::get_by_user_id(&user_id.encode()),
             |p, w| maybe(p, w, Port::workspace),
         )
     }
@@ -258,13 +258,13 @@ impl ports::WorkspaceRepository for Imports {
 
 impl ports::ChatRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<Chat>> {
-        CHATS.result(chat_repository::get(&id.to_string()), |p, c| {
+        CHATS.result(chat_repository::get(&id.encode()), |p, c| {
             maybe(p, c, Port::chat)
         })
     }
     fn list_by_workspace_id(&self, id: &Id) -> PortResult<Vec<Chat>> {
         CHATS.result(
-            chat_repository::list_by_workspace_id(&id.to_string()),
+            chat_repository::list_by_workspace_id(&id.encode()),
             |p, cs| each(p, cs, Port::chat),
         )
     }
@@ -272,13 +272,13 @@ impl ports::ChatRepository for Imports {
         CHATS.unit(chat_repository::save(&chat(c)))
     }
     fn delete(&self, id: &Id) -> PortResult<()> {
-        CHATS.unit(chat_repository::delete(&id.to_string()))
+        CHATS.unit(chat_repository::delete(&id.encode()))
     }
 }
 
 impl ports::ChatFileRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<ChatFile>> {
-        FILES.result(chat_file_repository::get(&id.to_string()), |p, f| {
+        FILES.result(chat_file_repository::get(&id.encode()), |p, f| {
             maybe(p, f, Port::chat_file)
         })
     }
@@ -288,13 +288,13 @@ impl ports::ChatFileRepository for Imports {
         name: &AttachmentName,
     ) -> PortResult<Option<ChatFile>> {
         FILES.result(
-            chat_file_repository::get_by_chat_id_and_name(&chat_id.to_string(), name.as_str()),
+            chat_file_repository::get_by_chat_id_and_name(&chat_id.encode(), name.as_str()),
             |p, f| maybe(p, f, Port::chat_file),
         )
     }
     fn list_by_chat_id(&self, chat_id: &Id) -> PortResult<Vec<ChatFile>> {
         FILES.result(
-            chat_file_repository::list_by_chat_id(&chat_id.to_string()),
+            chat_file_repository::list_by_chat_id(&chat_id.encode()),
             |p, fs| each(p, fs, Port::chat_file),
         )
     }
@@ -302,11 +302,11 @@ impl ports::ChatFileRepository for Imports {
         FILES.unit(chat_file_repository::save(&chat_file(f)))
     }
     fn delete(&self, id: &Id) -> PortResult<()> {
-        FILES.unit(chat_file_repository::delete(&id.to_string()))
+        FILES.unit(chat_file_repository::delete(&id.encode()))
     }
     fn delete_by_chat_id(&self, chat_id: &Id) -> PortResult<()> {
         FILES.unit(chat_file_repository::delete_by_chat_id(
-            &chat_id.to_string(),
+            &chat_id.encode(),
         ))
     }
 }
@@ -314,7 +314,7 @@ impl ports::ChatFileRepository for Imports {
 impl ports::SandboxSessionRepository for Imports {
     fn get_active_by_chat_id(&self, chat_id: &Id) -> PortResult<Option<SandboxSession>> {
         SANDBOXES.result(
-            sandbox_session_repository::get_active_by_chat_id(&chat_id.to_string()),
+            sandbox_session_repository::get_active_by_chat_id(&chat_id.encode()),
             |p, s| {
                 maybe(p, s, |p, s| {
                     Ok(SandboxSession {

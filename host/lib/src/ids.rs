@@ -20,6 +20,15 @@ pub fn echo(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
+/// The canonical form of `id` (lowercase, hyphenated), written without the
+/// formatting machinery `to_string` goes through: every id that crosses
+/// the boundary is written here.
+pub(crate) fn canonical(id: Uuid) -> String {
+    id.hyphenated()
+        .encode_lower(&mut [0; uuid::fmt::Hyphenated::LENGTH])
+        .to_owned()
+}
+
 /// A hyphenated UUID (36 characters); with `canonical`, only in lower case.
 fn parse(s: &str, canonical: bool) -> Option<Uuid> {
     // Of the forms `Uuid::try_parse` reads, only the hyphenated one is 36 long.
@@ -53,6 +62,7 @@ mod tests {
         assert_eq!(parse_id(&upper).unwrap().to_string(), ID);
         assert_eq!(parse_canonical(ID).unwrap().to_string(), ID);
         assert_eq!(parse_canonical(&upper), None);
+        assert_eq!(canonical(parse_id(&upper).unwrap()), ID);
     }
 
     #[test]

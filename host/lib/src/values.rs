@@ -5,7 +5,7 @@
 
 use crate::bindings::wit;
 use crate::error::{Error, PortError, PortErrorKind};
-use crate::ids::{echo, parse_canonical};
+use crate::ids::{canonical, echo, parse_canonical};
 use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace, WorkspaceUsage};
 use crate::names::AttachmentName;
 use uuid::Uuid;
@@ -218,8 +218,8 @@ impl From<Timestamp> for wit::Timestamp {
 impl From<Workspace> for wit::Workspace {
     fn from(w: Workspace) -> Self {
         wit::Workspace {
-            workspace_id: w.workspace_id.to_string(),
-            user_id: w.user_id.to_string(),
+            workspace_id: canonical(w.workspace_id),
+            user_id: canonical(w.user_id),
             created_at: w.created_at.into(),
         }
     }
@@ -228,8 +228,8 @@ impl From<Workspace> for wit::Workspace {
 impl From<Chat> for wit::Chat {
     fn from(c: Chat) -> Self {
         wit::Chat {
-            chat_id: c.chat_id.to_string(),
-            workspace_id: c.workspace_id.to_string(),
+            chat_id: canonical(c.chat_id),
+            workspace_id: canonical(c.workspace_id),
             created_at: c.created_at.into(),
         }
     }
@@ -238,8 +238,8 @@ impl From<Chat> for wit::Chat {
 impl From<ChatFile> for wit::ChatFile {
     fn from(f: ChatFile) -> Self {
         wit::ChatFile {
-            file_id: f.file_id.to_string(),
-            chat_id: f.chat_id.to_string(),
+            file_id: canonical(f.file_id),
+            chat_id: canonical(f.chat_id),
             name: f.name.to_string(),
             content_type: f.content_type,
             size_bytes: f.size_bytes,
@@ -252,7 +252,7 @@ impl From<ChatFile> for wit::ChatFile {
 impl From<WorkspaceUsage> for wit::WorkspaceUsage {
     fn from(u: WorkspaceUsage) -> Self {
         wit::WorkspaceUsage {
-            workspace_id: u.workspace_id.to_string(),
+            workspace_id: canonical(u.workspace_id),
             used_bytes: u.used_bytes,
             quota_bytes: u.quota_bytes,
         }
@@ -262,8 +262,8 @@ impl From<WorkspaceUsage> for wit::WorkspaceUsage {
 impl From<SandboxSession> for wit::SandboxSession {
     fn from(s: SandboxSession) -> Self {
         wit::SandboxSession {
-            session_id: s.session_id.to_string(),
-            chat_id: s.chat_id.to_string(),
+            session_id: canonical(s.session_id),
+            chat_id: canonical(s.chat_id),
         }
     }
 }
