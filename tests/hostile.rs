@@ -315,3 +315,29 @@ fn a_call_serves_one_file() {
         "{report}"
     );
 }
+
+#[test]
+fn a_policy_that_reads_a_chat_directory_where_the_built_in_one_does_not_is_served_under_the_lock() {
+    // The built-in get-chat reads metadata alone, so the host first runs it
+    // without the user's lock, where no chat directory is served; this
+    // policy asks for the history's size there, and must get it (the call
+    // runs again under the lock) and give the built-in's answer.
+    let h = Harness::with(hostile);
+    let builtin = chatstore_host::ChatStore::builder()
+        .data_dir(h.data_dir())
+        .build()
+        .unwrap();
+    let bob = Uuid::now_v7();
+    builtin.ensure_workspace(bob).unwrap();
+    let chat = builtin.create_chat(bob).unwrap();
+    for _ in 0..3 {
+        assert_eq!(h.store.get_chat(bob, chat.chat_id), Ok(chat.clone()));
+    }
+    assert_eq!(
+        h.store.get_chat(bob, Uuid::now_v7()),
+        Err(Error::StorageUnavailable {
+            port: "report".into(),
+            message: "no such chat".into()
+        })
+    );
+}

@@ -1131,3 +1131,39 @@ fn outputs_of_a_sandbox_that_pushed_the_workspace_over_quota_are_not_registered(
     let end = h.store.end_sandbox(chat.chat_id).unwrap().unwrap();
     assert_eq!(end.registered.len(), 1);
 }
+
+#[test]
+fn metadata_reads_wait_for_no_writer() {
+    let h = Harness::new();
+    let user = Uuid::now_v7();
+    h.store.ensure_workspace(user).unwrap();
+    let chat = h.store.create_chat(user).unwrap();
+    // The user's writer is under way: it holds the user's lock until told.
+    let (holding, held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let store = h.store.clone();
+        std::thread::spawn(move || {
+            store.with_ports(Access::Write, Scope::User(user), |_, _| {
+                holding.send(()).unwrap();
+                // Not a timing check: a watchdog, should a read wait here.
+                Ok(released
+                    .recv_timeout(std::time::Duration::from_secs(300))
+                    .is_ok())
+            })
+        })
+    };
+    held.recv().unwrap();
+    // Metadata comes from the metadata store's snapshot, without the lock.
+    assert_eq!(h.store.get_chat(user, chat.chat_id), Ok(chat.clone()));
+    assert_eq!(h.store.list_chats(user), Ok(vec![chat.clone()]));
+    assert!(h.store.get_workspace(user).is_ok());
+    assert_eq!(h.store.list_attachments(user, chat.chat_id), Ok(vec![]));
+    release.send(()).unwrap();
+    assert_eq!(
+        writer.join().unwrap(),
+        Ok(true),
+        "a metadata read waited for the writer"
+    );
+    assert_eq!(history(&h.store, user, chat.chat_id).unwrap(), "");
+}

@@ -305,9 +305,7 @@ impl ports::ChatFileRepository for Imports {
         FILES.unit(chat_file_repository::delete(&id.encode()))
     }
     fn delete_by_chat_id(&self, chat_id: &Id) -> PortResult<()> {
-        FILES.unit(chat_file_repository::delete_by_chat_id(
-            &chat_id.encode(),
-        ))
+        FILES.unit(chat_file_repository::delete_by_chat_id(&chat_id.encode()))
     }
 }
 

@@ -478,11 +478,28 @@ fn ticks(time: Duration) -> u64 {
         .max(1)
 }
 
+/// How a call's unit of work begins.
+enum Begin {
+    Locked(Access),
+    Unlocked,
+}
+
+/// How one run of a call went: its answer, or that it must run again
+/// under its locks.
+enum Attempt<U> {
+    Done(Result<U, Error>),
+    NeedsLock,
+}
+
 /// One use-case call, as the log names it.
 struct UseCase {
     /// The export's WIT name.
     name: &'static str,
     access: Access,
+    /// Whether the built-in policy reads metadata alone for it: it runs in
+    /// a unit that waits for no lock ([`Backend::begin_unlocked`]), and
+    /// again under the locks if the component touched more.
+    metadata_only: bool,
     user: Uuid,
     chat: Option<Uuid>,
     file: Option<Uuid>,
@@ -493,9 +510,17 @@ impl UseCase {
         UseCase {
             name,
             access: Access::Read,
+            metadata_only: false,
             user,
             chat: None,
             file: None,
+        }
+    }
+
+    fn metadata(name: &'static str, user: Uuid) -> UseCase {
+        UseCase {
+            metadata_only: true,
+            ..UseCase::read(name, user)
         }
     }
 
@@ -726,17 +751,29 @@ impl ChatStore {
         &self,
         use_case: UseCase,
         staged: Option<StagedContent>,
-        export: impl FnOnce(
-            &Guest,
-            &mut Store<CallState>,
-            Option<&wit::StagedContent>,
-        ) -> GuestResult<T>,
-        convert: impl FnOnce(T, Option<Content>) -> Result<U, Error>,
+        export: impl Fn(&Guest, &mut Store<CallState>, Option<&wit::StagedContent>) -> GuestResult<T>,
+        convert: impl Fn(T, Option<Content>) -> Result<U, Error>,
     ) -> Result<U, Error> {
         let span = use_case.span();
         let _entered = span.enter();
         let started = Instant::now();
-        let result = self.run_export(use_case.access, use_case.user, staged, export, convert);
+        let (user, access) = (use_case.user, use_case.access);
+        let unlocked = match use_case.metadata_only {
+            true => self.run_export(Begin::Unlocked, user, None, &export, &convert),
+            false => Attempt::NeedsLock,
+        };
+        let result = match unlocked {
+            Attempt::Done(result) => result,
+            Attempt::NeedsLock => {
+                match self.run_export(Begin::Locked(access), user, staged, &export, &convert) {
+                    Attempt::Done(result) => result,
+                    Attempt::NeedsLock => Err(Error::unavailable(
+                        "transaction",
+                        "a unit of work under its locks asked for its locks",
+                    )),
+                }
+            }
+        };
         let duration_us = started.elapsed().as_micros() as u64;
         match &result {
             Ok(_) => tracing::debug!(code = "ok", duration_us, "use case"),
@@ -786,7 +823,7 @@ impl ChatStore {
 
     fn run_export<T, U>(
         &self,
-        access: Access,
+        begin: Begin,
         caller: Uuid,
         staged: Option<StagedContent>,
         export: impl FnOnce(
@@ -795,16 +832,21 @@ impl ChatStore {
             Option<&wit::StagedContent>,
         ) -> GuestResult<T>,
         convert: impl FnOnce(T, Option<Content>) -> Result<U, Error>,
-    ) -> Result<U, Error> {
+    ) -> Attempt<U> {
         let inner = &*self.inner;
         let staging = inner.backend.staging();
-        let unit = match inner.backend.begin(access, Scope::User(caller)) {
+        let scope = Scope::User(caller);
+        let begun = match begin {
+            Begin::Locked(access) => inner.backend.begin(access, scope),
+            Begin::Unlocked => inner.backend.begin_unlocked(scope),
+        };
+        let unit = match begun {
             Ok(unit) => unit,
             Err(e) => {
                 if let Some(content) = &staged {
                     staging.discard(content);
                 }
-                return Err(unavailable("transaction")(e));
+                return Attempt::Done(Err(unavailable("transaction")(e)));
             }
         };
         // The same user's last instance if one is kept, else a new one.
@@ -866,6 +908,11 @@ impl ChatStore {
         for content in &leftovers.unstored {
             staging.discard(content);
         }
+        if unit.needs_lock() {
+            // Its answer is void: the call runs again under its locks.
+            unit.rollback();
+            return Attempt::NeedsLock;
+        }
         let result = match outcome {
             Ok(Ok(value)) => convert(value, leftovers.opened),
             // The guest sees a port error; the caller learns what it was.
@@ -891,7 +938,7 @@ impl ChatStore {
                 Err(Error::unavailable("guest", message))
             }
         };
-        settle(unit, result)
+        Attempt::Done(settle(unit, result))
     }
 
     /// The user's workspace, created on the first call.
@@ -909,7 +956,7 @@ impl ChatStore {
     pub fn get_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
         let user = user_id.to_string();
         self.call(
-            UseCase::read("get-workspace", user_id),
+            UseCase::metadata("get-workspace", user_id),
             None,
             |g, s, _| g.call_get_workspace(s, &user),
             |w, _| FromGuest::workspace(w),
@@ -920,7 +967,7 @@ impl ChatStore {
     pub fn get_usage(&self, user_id: Uuid) -> Result<WorkspaceUsage, Error> {
         let user = user_id.to_string();
         self.call(
-            UseCase::read("get-usage", user_id),
+            UseCase::metadata("get-usage", user_id),
             None,
             |g, s, _| g.call_get_usage(s, &user),
             |u, _| FromGuest::usage(u),
@@ -942,7 +989,7 @@ impl ChatStore {
     pub fn list_chats(&self, user_id: Uuid) -> Result<Vec<Chat>, Error> {
         let user = user_id.to_string();
         self.call(
-            UseCase::read("list-chats", user_id),
+            UseCase::metadata("list-chats", user_id),
             None,
             |g, s, _| g.call_list_chats(s, &user),
             |cs, _| FromGuest::chats(cs),
@@ -958,7 +1005,7 @@ impl ChatStore {
     pub fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<Chat, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
-            UseCase::read("get-chat", user_id).chat(chat_id),
+            UseCase::metadata("get-chat", user_id).chat(chat_id),
             None,
             |g, s, _| g.call_get_chat(s, &user, &chat),
             |c, _| FromGuest::chat(c),
@@ -1096,7 +1143,7 @@ impl ChatStore {
     pub fn list_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<Vec<ChatFile>, Error> {
         let (user, chat) = (user_id.to_string(), chat_id.to_string());
         self.call(
-            UseCase::read("list-attachments", user_id).chat(chat_id),
+            UseCase::metadata("list-attachments", user_id).chat(chat_id),
             None,
             |g, s, _| g.call_list_attachments(s, &user, &chat),
             |fs, _| FromGuest::chat_files(fs),
@@ -1129,7 +1176,7 @@ impl ChatStore {
             file_id.to_string(),
         );
         self.call(
-            UseCase::read("get-attachment", user_id)
+            UseCase::metadata("get-attachment", user_id)
                 .chat(chat_id)
                 .file(file_id),
             None,

@@ -30,7 +30,8 @@ pub enum Access {
 /// exact), never per data directory: a write for one user takes that
 /// user's lock for itself and shares the data directory; a read for a user
 /// shares both, so it sees none of that user's writes half applied and
-/// waits for no other user. The whole data directory is the scope of the
+/// waits for no other user. A read of metadata alone takes neither
+/// ([`Backend::begin_unlocked`]). The whole data directory is the scope of the
 /// host's own maintenance (recovery at start, `fsck`): a write there
 /// excludes every other call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,6 +46,14 @@ pub enum Scope {
 pub trait Backend: Send + Sync {
     /// Starts a unit of work for one call on `scope`.
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>>;
+    /// Starts a read of `scope`'s metadata alone that waits for no lock
+    /// (the metadata store's own snapshot keeps it consistent). Whatever
+    /// else its call touches fails, and [`UnitOfWork::needs_lock`] then
+    /// says the call must run again in a unit from
+    /// [`begin`](Backend::begin). By default, that unit straight away.
+    fn begin_unlocked(&self, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
+        self.begin(Access::Read, scope)
+    }
     /// Where content waits, staged, for the call that stores it.
     fn staging(&self) -> Arc<Staging>;
     /// The chat's working directory as an absolute path on this host, for a
@@ -97,6 +106,12 @@ pub trait UnitOfWork: Send {
         Err(PortError::new(
             "this store's quotas come from its own usage port",
         ))
+    }
+    /// Whether the call touched what a unit from
+    /// [`Backend::begin_unlocked`] does not serve (a chat directory, a
+    /// count on disk): its answer is void, and it runs again under its locks.
+    fn needs_lock(&self) -> bool {
+        false
     }
     /// Makes the call's effects durable and visible.
     fn commit(self: Box<Self>) -> PortResult<()>;

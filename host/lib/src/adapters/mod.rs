@@ -10,11 +10,14 @@ pub mod sqlite;
 mod suite;
 mod tree;
 
+use crate::content::Content;
 use crate::error::{PortError, PortResult};
+use crate::model::Chat;
 use crate::model::{ChatFile, SandboxOutput, Unregistered};
 use crate::model::{Workspace, WorkspaceUsage};
 use crate::names::{AttachmentName, HISTORY_FILE_NAME, closest_valid};
-use crate::ports::{HostRecords, IdGenerator, Ports, StorageUsage};
+use crate::ports::{ChatStorage, HostRecords, IdGenerator, Ports, StorageUsage};
+use crate::staging::StagedContent;
 use crate::staging::Staging;
 use crate::unit::{
     Access, Backend, Held, Locks, MetadataStore, MetadataTransaction, Outputs, Scope, UnitOfWork,
@@ -23,6 +26,7 @@ use crate::unit::{
 use fs::{ChatEntry, DataDir, FsTransaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use uuid::Uuid;
 
 /// UUID version 7 ids: unique, and ordered by creation time.
@@ -227,23 +231,108 @@ impl Backend for DataDirBackend {
             // to apply, or that crashed.
             self.recover(scope)?;
         }
+        self.unit(lock, access, scope, None)
+    }
+
+    fn begin_unlocked(&self, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
+        // No lock, so no journal replayed: a journal's effects come after
+        // its commit, so the metadata already says what they will leave.
+        self.unit(
+            Held::new(()),
+            Access::Read,
+            scope,
+            Some(Unlocked::default()),
+        )
+    }
+}
+
+impl DataDirBackend {
+    fn unit(
+        &self,
+        lock: Held,
+        access: Access,
+        scope: Scope,
+        unlocked: Option<Unlocked>,
+    ) -> PortResult<Box<dyn UnitOfWork>> {
         let tx = self.metadata.begin(access, scope)?;
+        let fs = Arc::new(FsTransaction::new(self.data.clone(), access));
+        let storage: Arc<dyn ChatStorage> = match &unlocked {
+            Some(unlocked) => Arc::new(unlocked.clone()),
+            None => fs.clone(),
+        };
         Ok(Box::new(DataDirUnit {
             _lock: lock,
             access,
             scope,
-            fs: Arc::new(FsTransaction::new(self.data.clone(), access)),
+            fs,
+            storage,
             usage: Arc::new(LedgerUsage {
                 tx: tx.clone(),
                 data: self.data.clone(),
                 quota_bytes: self.quota_bytes,
                 access,
+                unlocked: unlocked.clone(),
             }),
             tx,
             data: self.data.clone(),
             metadata: self.metadata.clone(),
             ids: self.ids.clone(),
+            unlocked,
         }))
+    }
+}
+
+/// The chat storage of a unit begun without locks: it serves nothing, and
+/// remembers being asked (so the call runs again under its locks).
+#[derive(Clone, Default)]
+struct Unlocked(Arc<AtomicBool>);
+
+impl Unlocked {
+    fn refuse<T>(&self) -> PortResult<T> {
+        self.0.store(true, Ordering::Relaxed);
+        Err(PortError::new(
+            "a call that reads metadata only touched the chat directories",
+        ))
+    }
+
+    fn asked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl ChatStorage for Unlocked {
+    fn ensure_chat(&self, _: &Chat) -> PortResult<()> {
+        self.refuse()
+    }
+    fn history_size(&self, _: &Chat) -> PortResult<u64> {
+        self.refuse()
+    }
+    fn open_history(&self, _: &Chat) -> PortResult<Content> {
+        self.refuse()
+    }
+    fn write_history(&self, _: &Chat, _: &StagedContent) -> PortResult<()> {
+        self.refuse()
+    }
+    fn append_history(&self, _: &Chat, _: &StagedContent) -> PortResult<()> {
+        self.refuse()
+    }
+    fn delete_chat(&self, _: &Chat) -> PortResult<()> {
+        self.refuse()
+    }
+    fn attachment_size(&self, _: &Chat, _: &AttachmentName) -> PortResult<Option<u64>> {
+        self.refuse()
+    }
+    fn write_attachment(&self, _: &Chat, _: &AttachmentName, _: &StagedContent) -> PortResult<()> {
+        self.refuse()
+    }
+    fn open_attachment(&self, _: &Chat, _: &AttachmentName) -> PortResult<Content> {
+        self.refuse()
+    }
+    fn delete_attachment(&self, _: &Chat, _: &AttachmentName) -> PortResult<()> {
+        self.refuse()
+    }
+    fn clear_attachments(&self, _: &Chat) -> PortResult<()> {
+        self.refuse()
     }
 }
 
@@ -290,6 +379,10 @@ struct DataDirUnit {
     scope: Scope,
     tx: Arc<dyn MetadataTransaction>,
     fs: Arc<FsTransaction>,
+    /// What the call's chat-storage port is: `fs`, or [`Unlocked`].
+    storage: Arc<dyn ChatStorage>,
+    /// Set where the unit was begun without locks.
+    unlocked: Option<Unlocked>,
     data: Arc<DataDir>,
     metadata: Arc<dyn MetadataStore>,
     usage: Arc<LedgerUsage>,
@@ -306,11 +399,17 @@ struct LedgerUsage {
     data: Arc<DataDir>,
     quota_bytes: u64,
     access: Access,
+    /// Set where the unit was begun without locks: then nothing is counted
+    /// on disk.
+    unlocked: Option<Unlocked>,
 }
 
 impl LedgerUsage {
     /// Counts the workspace on disk into the ledger.
     fn count(&self, workspace_id: Uuid) -> PortResult<u64> {
+        if let Some(unlocked) = &self.unlocked {
+            return unlocked.refuse();
+        }
         let count = self.data.count(workspace_id).map_err(io_error("usage"))?;
         if self.access == Access::Write {
             self.tx.set_count(workspace_id, &count)?;
@@ -341,7 +440,7 @@ impl UnitOfWork for DataDirUnit {
             chats: self.tx.clone(),
             files: self.tx.clone(),
             sandboxes: self.tx.clone(),
-            storage: self.fs.clone(),
+            storage: self.storage.clone(),
             usage: self.usage.clone(),
             ids: self.ids.clone(),
         }
@@ -372,6 +471,10 @@ impl UnitOfWork for DataDirUnit {
 
     fn set_quota(&self, workspace_id: Uuid, quota_bytes: Option<u64>) -> PortResult<()> {
         self.tx.set_quota(workspace_id, quota_bytes)
+    }
+
+    fn needs_lock(&self) -> bool {
+        self.unlocked.as_ref().is_some_and(Unlocked::asked)
     }
 
     fn commit(self: Box<Self>) -> PortResult<()> {
@@ -768,6 +871,53 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(120))
             .expect("Bob's write waited for Alice's call");
         assert!(bobs.is_some());
+        held.commit().unwrap();
+    }
+
+    #[test]
+    fn a_metadata_read_waits_for_no_writer_and_serves_no_chat_directory() {
+        let f = fixture();
+        let backend =
+            Arc::new(DataDirBackend::open(f.data.clone(), f.metadata.clone(), 1 << 20).unwrap());
+        let alice = Uuid::now_v7();
+        // Alice's writer is under way and holds her lock (and shares the
+        // data directory's).
+        let held = backend.begin(Access::Write, Scope::User(alice)).unwrap();
+        held.ports().chats.get(f.chat.chat_id).unwrap();
+
+        let (done, finished) = std::sync::mpsc::channel();
+        let other = backend.clone();
+        let chat = f.chat.clone();
+        std::thread::spawn(move || {
+            let read = other.begin_unlocked(Scope::User(alice)).unwrap();
+            let found = read.ports().chats.get(chat.chat_id).unwrap();
+            let before = read.needs_lock();
+            // Her chat directory is not served without her lock; the unit
+            // says so.
+            let size = read.ports().storage.history_size(&chat);
+            let workspace = crate::model::Workspace {
+                workspace_id: chat.workspace_id,
+                user_id: alice,
+                created_at: Timestamp::default(),
+            };
+            // Nor a count on disk (the ledger has never counted this one).
+            let usage = read.ports().usage.get_workspace_usage(&workspace);
+            done.send((
+                found,
+                before,
+                size.is_err(),
+                usage.is_err(),
+                read.needs_lock(),
+            ))
+            .unwrap();
+            read.rollback();
+        });
+        // Not a timing check: a read that waited for Alice would wait forever.
+        let (found, before, refused_size, refused_count, needs_lock) = finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the metadata read waited for Alice's writer");
+        assert_eq!(found, Some(f.chat.clone()));
+        assert!(!before && refused_size && refused_count && needs_lock);
         held.commit().unwrap();
     }
 

@@ -20,6 +20,10 @@
 //! `clear-attachments(user, chat)` opens the chat's history for the host to
 //! serve, then tries to open a second file in the same call, and reports.
 //!
+//! `get-chat(user, chat)` asks for the size of the chat's history (the
+//! built-in policy reads metadata alone there), fails the call if the host
+//! does not answer it, and otherwise answers as the built-in policy.
+//!
 //! Every other export is the built-in policy's. Native builds are empty.
 
 #![cfg(target_arch = "wasm32")]
@@ -501,5 +505,15 @@ impl Policy for Hostile {
 
     fn clear_attachments(_: &Storage, _: &str, chat_id: &str) -> StorageResult<()> {
         answer("report", open_twice(chat_id))
+    }
+
+    fn get_chat(s: &Storage, user_id: &str, chat_id: &str) -> StorageResult<domain::Chat> {
+        let Some(chat) = own_chat(chat_id) else {
+            return answer("report", "no such chat".into());
+        };
+        if let Err(e) = storage::history_size(&chat) {
+            return answer("report", format!("history-size refused: {}", e.message));
+        }
+        s.get_chat(user_id, chat_id)
     }
 }
