@@ -295,8 +295,9 @@ fn staged_content_is_stored_once_by_its_token_and_only_if_it_fits_one_call() {
     assert_eq!(builtin.get_usage(bob).unwrap().used_bytes, FILLED);
 }
 
-#[test]
-fn a_call_serves_one_file() {
+/// The hostile store, and a chat of a new user made by the built-in policy
+/// on the same data directory.
+fn hostile_and_a_chat() -> (Harness, Uuid, chatstore_host::Chat) {
     let h = Harness::with(hostile);
     let builtin = chatstore_host::ChatStore::builder()
         .data_dir(h.data_dir())
@@ -305,6 +306,12 @@ fn a_call_serves_one_file() {
     let bob = Uuid::now_v7();
     builtin.ensure_workspace(bob).unwrap();
     let chat = builtin.create_chat(bob).unwrap();
+    (h, bob, chat)
+}
+
+#[test]
+fn a_call_serves_one_file() {
+    let (h, bob, chat) = hostile_and_a_chat();
     let report = match h.store.clear_attachments(bob, chat.chat_id).unwrap_err() {
         Error::StorageUnavailable { port, message } if port == "report" => message,
         other => panic!("{other:?}"),
@@ -322,14 +329,7 @@ fn a_policy_that_reads_a_chat_directory_where_the_built_in_one_does_not_is_serve
     // without the user's lock, where no chat directory is served; this
     // policy asks for the history's size there, and must get it (the call
     // runs again under the lock) and give the built-in's answer.
-    let h = Harness::with(hostile);
-    let builtin = chatstore_host::ChatStore::builder()
-        .data_dir(h.data_dir())
-        .build()
-        .unwrap();
-    let bob = Uuid::now_v7();
-    builtin.ensure_workspace(bob).unwrap();
-    let chat = builtin.create_chat(bob).unwrap();
+    let (h, bob, chat) = hostile_and_a_chat();
     for _ in 0..3 {
         assert_eq!(h.store.get_chat(bob, chat.chat_id), Ok(chat.clone()));
     }

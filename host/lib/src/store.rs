@@ -610,6 +610,22 @@ impl ChatStore {
         self.with_unit(access, scope, |unit| f(&unit.ports(), &*unit.records()))
     }
 
+    /// Runs `f` on the ports and records of one unit of work that reads
+    /// `scope`'s metadata alone and waits for no lock, as the built-in
+    /// policy's reads of metadata run ([`Backend::begin_unlocked`]): its
+    /// chat storage serves nothing.
+    pub fn with_metadata_ports<T>(
+        &self,
+        scope: Scope,
+        f: impl FnOnce(&Ports, &dyn HostRecords) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let unit = (self.inner.backend)
+            .begin_unlocked(scope)
+            .map_err(unavailable("transaction"))?;
+        let result = f(&unit.ports(), &*unit.records());
+        settle(unit, result)
+    }
+
     pub(crate) fn with_unit<T>(
         &self,
         access: Access,
