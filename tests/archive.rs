@@ -108,21 +108,12 @@ fn a_workspace_round_trips_into_another_data_directory() {
         from.store.get_usage(user).unwrap().used_bytes
     );
     // New ids: the same archive can be restored beside its original.
-    let old: Vec<Uuid> = from
-        .store
-        .list_chats(user)
-        .unwrap()
-        .iter()
-        .map(|c| c.chat_id)
-        .collect();
-    let new: Vec<Uuid> = to
-        .store
-        .list_chats(user)
-        .unwrap()
-        .iter()
-        .map(|c| c.chat_id)
-        .collect();
-    assert!(new.iter().all(|id| !old.contains(id)));
+    let chat_ids = |h: &Harness| -> Vec<Uuid> {
+        let chats = h.store.list_chats(user).unwrap();
+        chats.iter().map(|c| c.chat_id).collect()
+    };
+    let old = chat_ids(&from);
+    assert!(chat_ids(&to).iter().all(|id| !old.contains(id)));
 }
 
 #[test]

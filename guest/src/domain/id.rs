@@ -22,10 +22,7 @@ impl Id {
     /// The canonical form as a new string (what crosses the boundary),
     /// without the formatting machinery `to_string` goes through.
     pub fn canonical(&self) -> String {
-        self.0
-            .hyphenated()
-            .encode_lower(&mut [0; Self::LEN])
-            .to_owned()
+        self.encode().to_owned()
     }
 
     /// The canonical form in a buffer of its own, to lend as a `&str`
@@ -53,7 +50,7 @@ impl Id {
 /// The canonical form: lowercase, hyphenated.
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.hyphenated().encode_lower(&mut [0; Self::LEN]))
+        f.write_str(&self.encode())
     }
 }
 

@@ -100,6 +100,17 @@ fn exit_code(out: &Output) -> i32 {
     out.status.code().unwrap()
 }
 
+/// The error a refused command (exit 2) printed on standard error.
+fn refusal(out: &Output) -> Value {
+    assert_eq!(
+        exit_code(out),
+        2,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stderr).unwrap()
+}
+
 fn stderr_lines(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stderr)
         .lines()
@@ -245,8 +256,7 @@ fn the_flows_work_end_to_end_and_persist_between_commands() {
     );
     assert!(started["room_bytes"].as_u64().is_some(), "{started}");
     let refused = cli.run(&["chat", "delete", "--user", USER, "--chat", &c]);
-    assert_eq!(exit_code(&refused), 2);
-    let error: Value = serde_json::from_slice(&refused.stderr).unwrap();
+    let error = refusal(&refused);
     assert_eq!(error["error"], "chat_has_active_sandbox");
     assert_eq!(error["id"], c.as_str());
     assert_eq!(
@@ -261,8 +271,7 @@ fn the_flows_work_end_to_end_and_persist_between_commands() {
     );
     cli.json(&["chat", "delete", "--user", USER, "--chat", &c]);
     let gone = cli.run(&["chat", "get", "--user", USER, "--chat", &c]);
-    assert_eq!(exit_code(&gone), 2);
-    let error: Value = serde_json::from_slice(&gone.stderr).unwrap();
+    let error = refusal(&gone);
     assert_eq!(error["error"], "chat_not_found");
 
     let report = cli.json(&["fsck"]);
@@ -328,8 +337,7 @@ fn a_name_that_is_a_path_is_refused_and_changes_nothing() {
             &["file", "put", "--user", USER, "--chat", &c, "--name", name],
             b"payload",
         );
-        assert_eq!(exit_code(&out), 2, "{name:?}");
-        let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+        let error = refusal(&out);
         let expected = if name == "history.md" {
             "reserved_attachment_name"
         } else {
@@ -350,8 +358,7 @@ fn non_utf8_history_is_refused_and_changes_nothing() {
         &["history", "write", "--user", USER, "--chat", &c],
         &[0xff, 0xfe],
     );
-    assert_eq!(exit_code(&out), 2);
-    let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+    let error = refusal(&out);
     assert_eq!(error["error"], "invalid_history");
     assert_eq!(cli.tree(), before);
     assert!(
@@ -671,8 +678,7 @@ fn a_workspace_gets_a_quota_of_its_own_and_the_configured_one_back() {
         "--bytes",
         "1",
     ]);
-    assert_eq!(exit_code(&nobody), 2);
-    let error: Value = serde_json::from_slice(&nobody.stderr).unwrap();
+    let error = refusal(&nobody);
     assert_eq!(error["error"], "workspace_not_found");
 }
 
@@ -694,8 +700,7 @@ fn lists_come_in_pages() {
     assert_eq!(rest["has_more"], false);
 
     let refused = cli.run(&["chat", "list", "--user", USER, "--limit", "0"]);
-    assert_eq!(exit_code(&refused), 2);
-    let error: Value = serde_json::from_slice(&refused.stderr).unwrap();
+    let error = refusal(&refused);
     assert_eq!(error["error"], "invalid_limit");
 }
 
@@ -764,8 +769,7 @@ fn a_workspace_exports_to_a_file_and_imports_into_another_data_directory() {
 
     // Again into the now non-empty workspace: refused, from standard input.
     let again = other.run_with(&["workspace", "import", "--user", USER], &streamed.stdout);
-    assert_eq!(exit_code(&again), 2);
-    let error: Value = serde_json::from_slice(&again.stderr).unwrap();
+    let error = refusal(&again);
     assert_eq!(error["error"], "workspace_not_empty");
 }
 

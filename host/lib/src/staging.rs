@@ -220,23 +220,21 @@ pub struct StagingWriter {
 impl StagingWriter {
     /// Adds the next bytes of the content.
     pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), StageError> {
-        self.check(bytes)?;
+        let size = admit(self.size, self.limit, &mut self.text, bytes)?;
         if self.size < LARGE_AT {
             let small = bytes.len().min((LARGE_AT - self.size) as usize);
             self.file
                 .write_all_at(&bytes[..small], self.size)
                 .map_err(StageError::Write)?;
             self.hash.update(&bytes[..small]);
-            self.size += small as u64;
             bytes = &bytes[small..];
         }
         while !bytes.is_empty() {
-            let block = self.block()?;
-            let taken = block.fill(bytes);
-            self.size += taken as u64;
+            let taken = self.block()?.fill(bytes);
             bytes = &bytes[taken..];
             self.send_if_full()?;
         }
+        self.size = size;
         Ok(())
     }
 
@@ -254,29 +252,9 @@ impl StagingWriter {
         let large = large.as_mut().expect("large content has started");
         let block = large.block().map_err(StageError::Write)?;
         let n = content.read(block.room()).map_err(StageError::Read)?;
-        let filled = block.filled_after(n);
-        let grown = size.saturating_add(n as u64);
-        if grown > *limit {
-            return Err(StageError::TooLarge { limit: *limit });
-        }
-        if let Some(text) = text {
-            text.push(filled)?;
-        }
-        *size = grown;
+        *size = admit(*size, *limit, text, block.filled_after(n))?;
         large.send_if_full().map_err(StageError::Write)?;
         Ok(n)
-    }
-
-    /// Refuses bytes past the limit, or that are not text where text is due.
-    fn check(&mut self, bytes: &[u8]) -> Result<(), StageError> {
-        let size = self.size.saturating_add(bytes.len() as u64);
-        if size > self.limit {
-            return Err(StageError::TooLarge { limit: self.limit });
-        }
-        if let Some(text) = &mut self.text {
-            text.push(bytes)?;
-        }
-        Ok(())
     }
 
     /// Starts the threads of large content, once.
@@ -334,6 +312,24 @@ impl StagingWriter {
             sha256: hash.finalize().iter().map(|b| format!("{b:02x}")).collect(),
         })
     }
+}
+
+/// The size content of `size` bytes has with `bytes` more; refused past
+/// `limit`, or if they are not text where text is due.
+fn admit(
+    size: u64,
+    limit: u64,
+    text: &mut Option<Utf8Check>,
+    bytes: &[u8],
+) -> Result<u64, StageError> {
+    let size = size.saturating_add(bytes.len() as u64);
+    if size > limit {
+        return Err(StageError::TooLarge { limit });
+    }
+    if let Some(text) = text {
+        text.push(bytes)?;
+    }
+    Ok(size)
 }
 
 impl Drop for StagingWriter {

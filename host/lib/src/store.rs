@@ -619,9 +619,7 @@ impl ChatStore {
         scope: Scope,
         f: impl FnOnce(&Ports, &dyn HostRecords) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let unit = (self.inner.backend)
-            .begin_unlocked(scope)
-            .map_err(unavailable("transaction"))?;
+        let unit = self.begin(Begin::Unlocked, scope)?;
         let result = f(&unit.ports(), &*unit.records());
         settle(unit, result)
     }
@@ -632,13 +630,19 @@ impl ChatStore {
         scope: Scope,
         f: impl FnOnce(&dyn UnitOfWork) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let unit = self
-            .inner
-            .backend
-            .begin(access, scope)
-            .map_err(unavailable("transaction"))?;
+        let unit = self.begin(Begin::Locked(access), scope)?;
         let result = f(&*unit);
         settle(unit, result)
+    }
+
+    /// A unit of work on `scope`, begun as `begin` says.
+    fn begin(&self, begin: Begin, scope: Scope) -> Result<Box<dyn UnitOfWork>, Error> {
+        let backend = &self.inner.backend;
+        match begin {
+            Begin::Locked(access) => backend.begin(access, scope),
+            Begin::Unlocked => backend.begin_unlocked(scope),
+        }
+        .map_err(unavailable("transaction"))
     }
 
     /// Counts the user's workspace on disk into the usage ledger and gives
@@ -672,11 +676,7 @@ impl ChatStore {
     ) -> Result<WorkspaceUsage, Error> {
         self.with_unit(Access::Write, Scope::User(user_id), |unit| {
             let ports = unit.ports();
-            let workspace = ports
-                .workspaces
-                .get_by_user_id(user_id)
-                .map_err(unavailable("workspace-repository"))?
-                .ok_or(Error::WorkspaceNotFound(user_id))?;
+            let workspace = users_workspace(&ports, user_id)?;
             change(unit, &workspace).map_err(unavailable("storage-usage"))?;
             ports
                 .usage
@@ -697,11 +697,7 @@ impl ChatStore {
     /// streams in; the call itself checks again, exactly, as it writes.
     pub fn room(&self, user_id: Uuid, chat_id: Uuid, replacing: Replacing) -> Result<u64, Error> {
         self.with_ports(Access::Read, Scope::User(user_id), |ports, _| {
-            let workspace = ports
-                .workspaces
-                .get_by_user_id(user_id)
-                .map_err(unavailable("workspace-repository"))?
-                .ok_or(Error::WorkspaceNotFound(user_id))?;
+            let workspace = users_workspace(ports, user_id)?;
             let chat = ports
                 .chats
                 .get(chat_id)
@@ -851,18 +847,13 @@ impl ChatStore {
     ) -> Attempt<U> {
         let inner = &*self.inner;
         let staging = inner.backend.staging();
-        let scope = Scope::User(caller);
-        let begun = match begin {
-            Begin::Locked(access) => inner.backend.begin(access, scope),
-            Begin::Unlocked => inner.backend.begin_unlocked(scope),
-        };
-        let unit = match begun {
+        let unit = match self.begin(begin, Scope::User(caller)) {
             Ok(unit) => unit,
             Err(e) => {
                 if let Some(content) = &staged {
                     staging.discard(content);
                 }
-                return Attempt::Done(Err(unavailable("transaction")(e)));
+                return Attempt::Done(Err(e));
             }
         };
         // The same user's last instance if one is kept, else a new one.
@@ -1444,6 +1435,15 @@ fn settle<T>(unit: Box<dyn UnitOfWork>, result: Result<T, Error>) -> Result<T, E
             Err(e)
         }
     }
+}
+
+/// The user's workspace, for the host's own calls on it.
+fn users_workspace(ports: &Ports, user_id: Uuid) -> Result<Workspace, Error> {
+    ports
+        .workspaces
+        .get_by_user_id(user_id)
+        .map_err(unavailable("workspace-repository"))?
+        .ok_or(Error::WorkspaceNotFound(user_id))
 }
 
 /// The chat and its workspace, for the host's own calls on a chat by id
