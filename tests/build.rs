@@ -9,6 +9,7 @@ fn main() {
             "tests/components/hostile/Cargo.toml",
             "guest/src",
             "guest/Cargo.toml",
+            "ids",
         ],
         "hostile.wasm",
     );
@@ -20,6 +21,7 @@ fn main() {
             "tests/components/file-limit/Cargo.toml",
             "guest/src",
             "guest/Cargo.toml",
+            "ids",
         ],
         "file-limit.wasm",
     );

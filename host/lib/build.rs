@@ -5,7 +5,7 @@ fn main() {
     chatstore_build_support::build_component(
         "chatstore-guest",
         "chatstore_guest",
-        &["guest/src", "guest/Cargo.toml"],
+        &["guest/src", "guest/Cargo.toml", "ids"],
         "chatstore_storage.wasm",
     );
 }

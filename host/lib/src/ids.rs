@@ -2,6 +2,7 @@
 //! the one truncation rule of the host side.
 
 use crate::error::Error;
+use chatstore_ids::Case;
 use uuid::Uuid;
 
 /// The most of a refused string an error carries, in bytes.
@@ -29,13 +30,10 @@ pub(crate) fn canonical(id: Uuid) -> String {
         .to_owned()
 }
 
-/// A hyphenated UUID (36 characters); with `canonical`, only in lower case.
+/// A hyphenated UUID; with `canonical`, only in lower case.
 fn parse(s: &str, canonical: bool) -> Option<Uuid> {
-    // Of the forms `Uuid::try_parse` reads, only the hyphenated one is 36 long.
-    if s.len() != 36 || (canonical && s.bytes().any(|b| b.is_ascii_uppercase())) {
-        return None;
-    }
-    Uuid::try_parse(s).ok()
+    let case = if canonical { Case::Lower } else { Case::Either };
+    chatstore_ids::parse(s.as_bytes(), case).map(Uuid::from_bytes)
 }
 
 /// Parses an id a caller gave: a hyphenated UUID in either case; anything

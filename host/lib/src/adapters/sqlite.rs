@@ -422,8 +422,8 @@ impl MetadataTransaction for SqliteTransaction {
 }
 
 fn uuid_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
-    let text: String = row.get(i)?;
-    crate::ids::parse_canonical(&text).ok_or_else(|| {
+    let text = row.get_ref(i)?.as_str()?;
+    crate::ids::parse_canonical(text).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             i,
             rusqlite::types::Type::Text,
