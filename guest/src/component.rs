@@ -161,7 +161,7 @@ impl Port {
     }
 
     fn id(&self, s: &str) -> PortResult<Id> {
-        Id::parse(s).map_err(|_| self.fail("id"))
+        Id::read(s).ok_or_else(|| self.fail("id"))
     }
 
     fn timestamp(&self, t: wit::Timestamp) -> PortResult<Timestamp> {

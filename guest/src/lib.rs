@@ -16,3 +16,10 @@ pub use usecase::{BuiltIn, Policy, Storage};
 
 #[cfg(target_arch = "wasm32")]
 pub mod component;
+
+#[cfg(any(target_arch = "wasm32", test))]
+mod allocator;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: allocator::Allocator = allocator::Allocator::new();

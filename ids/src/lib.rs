@@ -42,6 +42,33 @@ pub fn parse(s: &[u8], case: Case) -> Option<[u8; 16]> {
     Some(bytes.to_le_bytes())
 }
 
+/// The canonical form of a UUID's 16 bytes: lowercase, hyphenated.
+pub fn encode(bytes: [u8; 16]) -> [u8; 36] {
+    let group = |at: usize| {
+        hex(u32::from_le_bytes([
+            bytes[at],
+            bytes[at + 1],
+            bytes[at + 2],
+            bytes[at + 3],
+        ]))
+    };
+    let [a, b, c, d] = [group(0), group(4), group(8), group(12)];
+    const DASH: u64 = b'-' as u64;
+    // 8 digits, "-", 4, "-", 4, "-", 4, "-", 12, in four words and a half.
+    let words = [
+        a,
+        DASH | (b & 0xffff_ffff) << 8 | DASH << 40 | (b >> 32) << 48,
+        b >> 48 | DASH << 16 | (c & 0xffff_ffff) << 24 | DASH << 56,
+        c >> 32 | d << 32,
+    ];
+    let mut text = [0; 36];
+    for (at, word) in (0..32).step_by(8).zip(words) {
+        text[at..at + 8].copy_from_slice(&word.to_le_bytes());
+    }
+    text[32..].copy_from_slice(&((d >> 32) as u32).to_le_bytes());
+    text
+}
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
@@ -74,12 +101,26 @@ fn digits(x: u64, case: Case) -> Option<u32> {
     Some((quads | (quads >> 16)) as u32)
 }
 
+/// Four bytes (the first in the lowest byte) as their eight lowercase
+/// hexadecimal digits (the first in the lowest byte).
+fn hex(x: u32) -> u64 {
+    // Byte i to the low half of 16-bit lane i, then its two digits' values
+    // to bytes 2i and 2i + 1.
+    let spread = u64::from(x);
+    let spread = (spread | spread << 16) & 0x0000_ffff_0000_ffff;
+    let spread = (spread | spread << 8) & 0x00ff_00ff_00ff_00ff;
+    let value = ((spread >> 4) & (0x0f * ONES)) | ((spread & (0x0f * ONES)) << 8);
+    // '0' + value, and 39 more ('a' - '0' - 10) where value is 10 or more.
+    let letter = ((value + 0x76 * ONES) & HIGH) >> 7;
+    value + u64::from(b'0') * ONES + letter * 39
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     extern crate std;
-    use std::string::String;
+    use std::string::{String, ToString};
 
     #[test]
     fn reads_exactly_what_the_uuid_crate_reads_as_hyphenated() {
@@ -105,6 +146,21 @@ mod tests {
                     let lower = expected.filter(|_| !s.bytes().any(|b| b.is_ascii_uppercase()));
                     assert_eq!(parse(s.as_bytes(), Case::Lower), lower, "{s:?}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn writes_what_the_uuid_crate_writes() {
+        // Every value of every byte, beside bytes of every digit.
+        for at in 0..16 {
+            for byte in 0..=u8::MAX {
+                let mut bytes: [u8; 16] = core::array::from_fn(|i| (i as u8) * 17);
+                bytes[at] = byte;
+                let text = encode(bytes);
+                let expected = uuid::Uuid::from_bytes(bytes).hyphenated().to_string();
+                assert_eq!(core::str::from_utf8(&text).unwrap(), expected);
+                assert_eq!(parse(&text, Case::Lower), Some(bytes));
             }
         }
     }

@@ -14,10 +14,13 @@ impl Id {
     /// Parses a hyphenated UUID in either case; refuses anything else with
     /// `invalid_id`, carrying the string (cut short if long).
     pub fn parse(s: &str) -> Result<Id, StorageError> {
-        match chatstore_ids::parse(s.as_bytes(), Case::Either) {
-            Some(bytes) => Ok(Id::from_bytes(bytes)),
-            None => Err(StorageError::InvalidId(echo(s))),
-        }
+        Id::read(s).ok_or_else(|| StorageError::InvalidId(echo(s)))
+    }
+
+    /// The id `s` writes (a hyphenated UUID in either case), if it is one:
+    /// [`parse`](Self::parse) without building its error.
+    pub fn read(s: &str) -> Option<Id> {
+        chatstore_ids::parse(s.as_bytes(), Case::Either).map(Id::from_bytes)
     }
 
     /// The canonical form as a new string (what crosses the boundary),
@@ -29,9 +32,7 @@ impl Id {
     /// The canonical form in a buffer of its own, to lend as a `&str`
     /// (what a port call takes) without allocating.
     pub fn encode(&self) -> Canonical {
-        let mut buffer = [0; Self::LEN];
-        self.0.hyphenated().encode_lower(&mut buffer);
-        Canonical(buffer)
+        Canonical(chatstore_ids::encode(self.0.into_bytes()))
     }
 
     /// The length of the canonical form.
@@ -62,8 +63,11 @@ impl std::ops::Deref for Canonical {
     type Target = str;
 
     fn deref(&self) -> &str {
-        // Written by `encode_lower`: ASCII hexadecimal digits and hyphens.
-        std::str::from_utf8(&self.0).expect("a canonical id is ASCII")
+        // SAFETY: only `Id::encode` makes a `Canonical`, and
+        // `chatstore_ids::encode` writes ASCII hexadecimal digits and
+        // hyphens alone (its tests compare every output with the `uuid`
+        // crate's): always UTF-8, so not checked again on every lend.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 }
 
