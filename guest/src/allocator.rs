@@ -36,7 +36,7 @@ struct State {
 }
 
 // A component instance runs on one thread, and this allocator is only
-// compiled for the component.
+// compiled for a component built without threads (see `lib.rs`).
 unsafe impl Sync for Allocator {}
 
 impl Allocator {
@@ -172,15 +172,31 @@ mod tests {
             let mut size = 3;
             let mut block = a.alloc(layout(size, 1));
             ptr::copy_nonoverlapping(b"abc".as_ptr(), block, 3);
-            for new_size in [20, 36, 64, 65, 4000, 5000, 50, 40, 3] {
+            // Live blocks of every size around it, each full of its own
+            // byte: growing the block must not write over any of them.
+            let neighbours: Vec<_> = (1..=LARGEST)
+                .map(|n| {
+                    let neighbour = a.alloc(layout(n, 1));
+                    ptr::write_bytes(neighbour, n as u8, n);
+                    (neighbour, n)
+                })
+                .collect();
+            for new_size in [20, 36, 64, 65, 512, 513, 4000, 5000, 50, 40, 3] {
                 block = a.realloc(block, layout(size, 1), new_size);
                 assert_eq!(
                     std::slice::from_raw_parts(block, 3),
                     b"abc",
                     "{size} -> {new_size}"
                 );
-                ptr::write_bytes(block.add(3), 7, new_size - 3);
+                ptr::write_bytes(block.add(3), 0xee, new_size - 3);
                 size = new_size;
+            }
+            for (neighbour, n) in neighbours {
+                let bytes = std::slice::from_raw_parts(neighbour, n);
+                assert!(
+                    bytes.iter().all(|b| *b == n as u8),
+                    "block of {n} overwritten"
+                );
             }
             a.dealloc(block, layout(size, 1));
         }

@@ -17,9 +17,10 @@ pub use usecase::{BuiltIn, Policy, Storage};
 #[cfg(target_arch = "wasm32")]
 pub mod component;
 
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(any(all(target_arch = "wasm32", not(target_feature = "atomics")), test))]
 mod allocator;
 
-#[cfg(target_arch = "wasm32")]
+// The free lists take no lock: only where a component runs on one thread.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: allocator::Allocator = allocator::Allocator::new();
