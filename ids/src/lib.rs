@@ -1,10 +1,13 @@
-//! Reads the one text form of a chatstore id: a hyphenated UUID
-//! (8-4-4-4-12 hexadecimal digits). The component reads every id that
-//! reaches it here and the host every id that comes back, so it is written
-//! for both: no table, no branch per digit, eight digits per step in one
-//! 64-bit word.
+//! Reads and writes the one text form of a chatstore id: a hyphenated
+//! UUID (8-4-4-4-12 hexadecimal digits). The component reads and writes
+//! every id that crosses its boundary here, and the host reads every id
+//! that comes back, so it is written for both: no table, no branch per
+//! digit, eight digits per step in one 64-bit word.
 #![no_std]
 #![deny(missing_docs)]
+
+/// The length of an id's text form.
+pub const LEN: usize = 36;
 
 /// Which digits an id may be written with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +21,7 @@ pub enum Case {
 /// The 16 bytes of the hyphenated UUID `s` written with `case`'s digits,
 /// or `None` for anything else.
 pub fn parse(s: &[u8], case: Case) -> Option<[u8; 16]> {
-    let s: &[u8; 36] = s.try_into().ok()?;
+    let s: &[u8; LEN] = s.try_into().ok()?;
     if [s[8], s[13], s[18], s[23]] != [b'-'; 4] {
         return None;
     }
@@ -43,7 +46,7 @@ pub fn parse(s: &[u8], case: Case) -> Option<[u8; 16]> {
 }
 
 /// The canonical form of a UUID's 16 bytes: lowercase, hyphenated.
-pub fn encode(bytes: [u8; 16]) -> [u8; 36] {
+pub fn encode(bytes: [u8; 16]) -> [u8; LEN] {
     let group = |at: usize| {
         hex(u32::from_le_bytes([
             bytes[at],
@@ -61,7 +64,7 @@ pub fn encode(bytes: [u8; 16]) -> [u8; 36] {
         b >> 48 | DASH << 16 | (c & 0xffff_ffff) << 24 | DASH << 56,
         c >> 32 | d << 32,
     ];
-    let mut text = [0; 36];
+    let mut text = [0; LEN];
     for (at, word) in (0..32).step_by(8).zip(words) {
         text[at..at + 8].copy_from_slice(&word.to_le_bytes());
     }

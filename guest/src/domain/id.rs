@@ -35,9 +35,6 @@ impl Id {
         Canonical(chatstore_ids::encode(self.0.into_bytes()))
     }
 
-    /// The length of the canonical form.
-    const LEN: usize = 36;
-
     /// The id of 16 raw bytes.
     pub fn from_bytes(bytes: [u8; 16]) -> Id {
         Id(Uuid::from_bytes(bytes))
@@ -57,7 +54,7 @@ impl fmt::Display for Id {
 }
 
 /// An id's canonical form, held in place: see [`Id::encode`].
-pub struct Canonical([u8; Id::LEN]);
+pub struct Canonical([u8; chatstore_ids::LEN]);
 
 impl std::ops::Deref for Canonical {
     type Target = str;

@@ -30,22 +30,21 @@ pub(crate) fn canonical(id: Uuid) -> String {
         .to_owned()
 }
 
-/// A hyphenated UUID; with `canonical`, only in lower case.
-fn parse(s: &str, canonical: bool) -> Option<Uuid> {
-    let case = if canonical { Case::Lower } else { Case::Either };
+/// A hyphenated UUID written with `case`'s digits.
+fn parse(s: &str, case: Case) -> Option<Uuid> {
     chatstore_ids::parse(s.as_bytes(), case).map(Uuid::from_bytes)
 }
 
 /// Parses an id a caller gave: a hyphenated UUID in either case; anything
 /// else is `invalid_id`, carrying the string as the component would.
 pub fn parse_id(s: &str) -> Result<Uuid, Error> {
-    parse(s, false).ok_or_else(|| Error::InvalidId(echo(s)))
+    parse(s, Case::Either).ok_or_else(|| Error::InvalidId(echo(s)))
 }
 
 /// An id in exactly the canonical form (lowercase, hyphenated): what the
 /// guest, the data directory and the journal must hold.
 pub(crate) fn parse_canonical(s: &str) -> Option<Uuid> {
-    parse(s, true)
+    parse(s, Case::Lower)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::call::CallState;
 use crate::compiled::{self, ComponentSource};
 use crate::content::Content;
 use crate::error::{Error, PortError, PortResult, SetupError};
+use crate::ids::canonical;
 use crate::model::{
     Chat, ChatFile, SandboxEnd, SandboxOutput, SandboxSession, SandboxStart, Unregistered,
     Workspace, WorkspaceUsage,
@@ -950,7 +951,7 @@ impl ChatStore {
 
     /// The user's workspace, created on the first call.
     pub fn ensure_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
-        let user = user_id.to_string();
+        let user = canonical(user_id);
         self.call(
             UseCase::write("ensure-workspace", user_id),
             None,
@@ -961,7 +962,7 @@ impl ChatStore {
 
     /// The user's workspace.
     pub fn get_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
-        let user = user_id.to_string();
+        let user = canonical(user_id);
         self.call(
             UseCase::metadata("get-workspace", user_id),
             None,
@@ -972,7 +973,7 @@ impl ChatStore {
 
     /// The bytes the user's workspace stores and its quota.
     pub fn get_usage(&self, user_id: Uuid) -> Result<WorkspaceUsage, Error> {
-        let user = user_id.to_string();
+        let user = canonical(user_id);
         self.call(
             UseCase::metadata("get-usage", user_id),
             None,
@@ -983,7 +984,7 @@ impl ChatStore {
 
     /// A new chat with its directory and an empty `history.md`.
     pub fn create_chat(&self, user_id: Uuid) -> Result<Chat, Error> {
-        let user = user_id.to_string();
+        let user = canonical(user_id);
         self.call(
             UseCase::write("create-chat", user_id),
             None,
@@ -994,7 +995,7 @@ impl ChatStore {
 
     /// The user's chats, ordered by `(created_at, chat_id)`.
     pub fn list_chats(&self, user_id: Uuid) -> Result<Vec<Chat>, Error> {
-        let user = user_id.to_string();
+        let user = canonical(user_id);
         self.call(
             UseCase::metadata("list-chats", user_id),
             None,
@@ -1010,7 +1011,7 @@ impl ChatStore {
 
     /// One of the user's chats.
     pub fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<Chat, Error> {
-        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let (user, chat) = (canonical(user_id), canonical(chat_id));
         self.call(
             UseCase::metadata("get-chat", user_id).chat(chat_id),
             None,
@@ -1021,7 +1022,7 @@ impl ChatStore {
 
     /// Removes a chat, its files and its directory; refused while a sandbox is active on it.
     pub fn delete_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<(), Error> {
-        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let (user, chat) = (canonical(user_id), canonical(chat_id));
         self.call(
             UseCase::write("delete-chat", user_id).chat(chat_id),
             None,
@@ -1033,7 +1034,7 @@ impl ChatStore {
     /// The chat's history, open to read: its bytes are never copied into
     /// the guest nor held in memory.
     pub fn read_history(&self, user_id: Uuid, chat_id: Uuid) -> Result<Content, Error> {
-        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let (user, chat) = (canonical(user_id), canonical(chat_id));
         self.call(
             UseCase::read("read-history", user_id).chat(chat_id),
             None,
@@ -1067,7 +1068,7 @@ impl ChatStore {
         chat_id: Uuid,
         content: StagedContent,
     ) -> Result<(), Error> {
-        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let (user, chat) = (canonical(user_id), canonical(chat_id));
         self.call(
             UseCase::write("write-history", user_id).chat(chat_id),
             Some(content),
@@ -1101,7 +1102,7 @@ impl ChatStore {
         chat_id: Uuid,
         content: StagedContent,
     ) -> Result<(), Error> {
-        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let (user, chat) = (canonical(user_id), canonical(chat_id));
         self.call(
             UseCase::write("append-history", user_id).chat(chat_id),
             Some(content),
@@ -1135,7 +1136,7 @@ impl ChatStore {
         content_type: Option<&str>,
         content: StagedContent,
     ) -> Result<ChatFile, Error> {
-        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let (user, chat) = (canonical(user_id), canonical(chat_id));
         self.call(
             UseCase::write("upload-attachment", user_id).chat(chat_id),
             Some(content),
@@ -1148,7 +1149,7 @@ impl ChatStore {
 
     /// The chat's attachments, ordered by `(created_at, file_id)`.
     pub fn list_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<Vec<ChatFile>, Error> {
-        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let (user, chat) = (canonical(user_id), canonical(chat_id));
         self.call(
             UseCase::metadata("list-attachments", user_id).chat(chat_id),
             None,
@@ -1177,11 +1178,7 @@ impl ChatStore {
         chat_id: Uuid,
         file_id: Uuid,
     ) -> Result<ChatFile, Error> {
-        let (user, chat, file) = (
-            user_id.to_string(),
-            chat_id.to_string(),
-            file_id.to_string(),
-        );
+        let (user, chat, file) = (canonical(user_id), canonical(chat_id), canonical(file_id));
         self.call(
             UseCase::metadata("get-attachment", user_id)
                 .chat(chat_id)
@@ -1199,11 +1196,7 @@ impl ChatStore {
         chat_id: Uuid,
         file_id: Uuid,
     ) -> Result<(ChatFile, Content), Error> {
-        let (user, chat, file) = (
-            user_id.to_string(),
-            chat_id.to_string(),
-            file_id.to_string(),
-        );
+        let (user, chat, file) = (canonical(user_id), canonical(chat_id), canonical(file_id));
         self.call(
             UseCase::read("read-attachment", user_id)
                 .chat(chat_id)
@@ -1226,11 +1219,7 @@ impl ChatStore {
         chat_id: Uuid,
         file_id: Uuid,
     ) -> Result<(), Error> {
-        let (user, chat, file) = (
-            user_id.to_string(),
-            chat_id.to_string(),
-            file_id.to_string(),
-        );
+        let (user, chat, file) = (canonical(user_id), canonical(chat_id), canonical(file_id));
         self.call(
             UseCase::write("delete-attachment", user_id)
                 .chat(chat_id)
@@ -1244,7 +1233,7 @@ impl ChatStore {
     /// Removes every attachment of the chat, keeping its history; refused
     /// while a sandbox is active on it.
     pub fn clear_attachments(&self, user_id: Uuid, chat_id: Uuid) -> Result<(), Error> {
-        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let (user, chat) = (canonical(user_id), canonical(chat_id));
         self.call(
             UseCase::write("clear-attachments", user_id).chat(chat_id),
             None,
@@ -1262,7 +1251,7 @@ impl ChatStore {
         chat_id: Uuid,
         outputs: &[SandboxOutput],
     ) -> Result<Vec<Result<ChatFile, Error>>, Error> {
-        let (user, chat) = (user_id.to_string(), chat_id.to_string());
+        let (user, chat) = (canonical(user_id), canonical(chat_id));
         let wit_outputs: Vec<wit::SandboxOutput> = outputs
             .iter()
             .map(|o| wit::SandboxOutput {
