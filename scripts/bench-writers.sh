@@ -139,14 +139,16 @@ set -- $big_user
 streamer=$!
 upload_script "${writers[@]}"
 ws16_streaming=$(wrk_rate)
-kill $streamer 2>/dev/null; wait $streamer 2>/dev/null || true
+# The loop waits for its curl before it takes the signal: stop both.
+kill $streamer 2>/dev/null; pkill -P $streamer 2>/dev/null || true; wait $streamer 2>/dev/null || true
 rm -f "$work/big.bin"
 
 echo "== a workspace of $many_chats chats and $many_files files, and one of 10 chats" >&2
-python3 - "$base" "$many_user" "$many_chats" "$many_files" "$few_user" <<'PY'
+python3 - "$base" "${many_user%% *}" "$many_chats" "$many_files" "${few_user%% *}" <<'PY'
 import http.client, json, sys, threading
 base, user, chats, files, few = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 host = base.split("//")[1]
+failed = []
 def fill(user, chats, files, threads):
     created = []
     def make(n):
@@ -154,24 +156,34 @@ def fill(user, chats, files, threads):
         for _ in range(n):
             conn.request("POST", "/v1/chats", headers={"X-User-Id": user})
             r = conn.getresponse()
-            created.append(json.loads(r.read())["chat_id"])
+            body = r.read()
+            if r.status != 201:
+                failed.append((r.status, body))
+                return
+            created.append(json.loads(body)["chat_id"])
     each = [chats // threads + (i < chats % threads) for i in range(threads)]
     ts = [threading.Thread(target=make, args=(n,)) for n in each]
     for t in ts: t.start()
     for t in ts: t.join()
+    if failed:
+        sys.exit(f"bench-writers: creating a chat failed: {failed[0]}")
     def upload(k):
         conn = http.client.HTTPConnection(host)
         for i in range(k, files, threads):
             chat = created[i % len(created)]
             conn.request("POST", f"/v1/chats/{chat}/files?name=f{i}.txt", body=b"a small file\n",
                          headers={"X-User-Id": user})
-            r = conn.getresponse(); r.read()
-            assert r.status == 201, r.status
+            r = conn.getresponse(); body = r.read()
+            if r.status != 201:
+                failed.append((r.status, body))
+                return
             if k == 0 and i % 10000 == 0:
                 print(f"   {i}/{files} files", file=sys.stderr, flush=True)
     ts = [threading.Thread(target=upload, args=(k,)) for k in range(threads)]
     for t in ts: t.start()
     for t in ts: t.join()
+    if failed:
+        sys.exit(f"bench-writers: an upload failed: {failed[0]}")
 fill(user, chats, files, 8)
 fill(few, 9, 90, 1)
 PY
@@ -185,8 +197,10 @@ wrk.body = string.rep("x", 1024)
 wrk.headers["Content-Type"] = "application/octet-stream"
 wrk.headers["X-User-Id"] = "$1"
 LUA
-    wrk -t1 -c1 -d"$duration" --latency -s "$work/one.lua" "$base/v1/chats/$2/files?name=latency.bin" \
-        | tee /dev/stderr | awk '$1 == "50%" {print $2}'
+    local out
+    out=$(wrk -t1 -c1 -d"$duration" --latency -s "$work/one.lua" "$base/v1/chats/$2/files?name=latency.bin")
+    echo "$out" >&2
+    echo "$out" | awk '$1 == "50%" {print $2}'
 }
 p50_many=$(latency "$many_user")
 p50_few=$(latency "$few_user")

@@ -224,12 +224,41 @@ pub trait Locks: Send + Sync {
 }
 
 /// Locks taken by [`Locks::lock`]; dropping it releases them.
-pub struct Held(#[allow(dead_code)] Box<dyn Send>);
+pub struct Held(Box<dyn Lease>);
+
+/// Locks that can be lost before they are released: a database session's,
+/// which end with the session (a broken connection, a restarted server, an
+/// operator's `pg_terminate_backend`). Dropping it releases them.
+pub trait Lease: Send {
+    /// Confirms the locks are still held: an error if they may not be, and
+    /// then another writer may hold them. A write confirms them before its
+    /// commit and again before its file effects.
+    fn confirm(&mut self) -> PortResult<()>;
+}
+
+/// Locks that hold until dropped: a process's own.
+struct Kept<T>(#[allow(dead_code)] T);
+
+impl<T: Send> Lease for Kept<T> {
+    fn confirm(&mut self) -> PortResult<()> {
+        Ok(())
+    }
+}
 
 impl Held {
-    /// Holds `guard` (whose drop releases the locks).
+    /// Holds `guard`, whose drop releases locks that hold until then.
     pub fn new(guard: impl Send + 'static) -> Held {
-        Held(Box::new(guard))
+        Held(Box::new(Kept(guard)))
+    }
+
+    /// Holds locks that may be lost before they are dropped.
+    pub fn lease(lease: impl Lease + 'static) -> Held {
+        Held(Box::new(lease))
+    }
+
+    /// Confirms the locks are still held (see [`Lease::confirm`]).
+    pub fn confirm(&mut self) -> PortResult<()> {
+        self.0.confirm()
     }
 }
 

@@ -261,7 +261,7 @@ impl DataDirBackend {
             None => fs.clone(),
         };
         Ok(Box::new(DataDirUnit {
-            _lock: lock,
+            lock,
             access,
             scope,
             fs,
@@ -374,7 +374,7 @@ fn content_type_of(name: &str) -> Option<String> {
 }
 
 struct DataDirUnit {
-    _lock: Held,
+    lock: Held,
     access: Access,
     scope: Scope,
     tx: Arc<dyn MetadataTransaction>,
@@ -477,7 +477,7 @@ impl UnitOfWork for DataDirUnit {
         self.unlocked.as_ref().is_some_and(Unlocked::asked)
     }
 
-    fn commit(self: Box<Self>) -> PortResult<()> {
+    fn commit(mut self: Box<Self>) -> PortResult<()> {
         if self.access == Access::Read {
             self.tx.rollback();
             return Ok(());
@@ -487,12 +487,26 @@ impl UnitOfWork for DataDirUnit {
             self.rollback();
             return Err(e);
         }
+        // Locks lost since the call began may be another writer's now, and
+        // its quota check and files would race this one's: commit nothing.
+        if let Err(e) = self.lock.confirm() {
+            self.rollback();
+            return Err(e);
+        }
         if let Err(e) = self.tx.commit(&effects) {
             self.fs.discard();
             return Err(e);
         }
         // Committed: from here the journal makes the effects happen, now or
-        // at the next recovery.
+        // at the next recovery. Locks lost meanwhile leave them to the
+        // journal's next writer, which holds the locks.
+        if !effects.is_empty() {
+            self.lock.confirm().map_err(|e| {
+                PortError::new(format!(
+                    "{e}; the committed change is applied by the user's next write"
+                ))
+            })?;
+        }
         for effect in &effects {
             self.data.apply(effect).map_err(io_error(
                 "applying a committed change (it is retried on the next write)",
@@ -513,12 +527,13 @@ impl UnitOfWork for DataDirUnit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Chat, ChatFile, Timestamp};
+    use crate::model::{Chat, ChatFile, Timestamp, Workspace};
     use crate::names::AttachmentName;
     use crate::ports::{ChatFileRepository, ChatStorage};
     use crate::staging::{ContentKind, StagedContent};
-    use crate::unit::Effect;
+    use crate::unit::{Effect, Lease};
     use sqlite::SqliteMetadata;
+    use std::str::FromStr;
 
     struct Fixture {
         _tmp: tempfile::TempDir,
@@ -988,6 +1003,159 @@ mod tests {
         assert_eq!(usage(Access::Read), 105);
         let counted = f.metadata.begin(Access::Read, Scope::All).unwrap();
         assert_eq!(counted.chat_bytes(f.chat.chat_id).unwrap(), Some(105));
+    }
+
+    /// Locks whose holding ends at the `lost_at`-th confirmation, as a
+    /// database session's may end while its unit runs.
+    struct Losing {
+        lost_at: usize,
+        confirmed: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Locks for Losing {
+        fn lock(&self, _: Access, _: Scope) -> PortResult<Held> {
+            struct Lost(usize, Arc<std::sync::atomic::AtomicUsize>);
+            impl Lease for Lost {
+                fn confirm(&mut self) -> PortResult<()> {
+                    if self.1.fetch_add(1, Ordering::SeqCst) + 1 >= self.0 {
+                        return Err(PortError::new("the lock's session ended"));
+                    }
+                    Ok(())
+                }
+            }
+            Ok(Held::lease(Lost(self.lost_at, self.confirmed.clone())))
+        }
+
+        fn alone(&self, clean: &mut dyn FnMut() -> std::io::Result<()>) -> PortResult<bool> {
+            clean().map_err(io_error("cleaning staging"))?;
+            Ok(true)
+        }
+    }
+
+    /// The fixture's store, with locks lost at their `lost_at`-th confirmation.
+    fn losing_locks(f: &Fixture, lost_at: usize) -> DataDirBackend {
+        DataDirBackend {
+            data: f.data.clone(),
+            metadata: f.metadata.clone(),
+            locks: Arc::new(Losing {
+                lost_at,
+                confirmed: Arc::default(),
+            }),
+            quota_bytes: 1 << 20,
+            ids: Arc::new(UuidV7Ids),
+        }
+    }
+
+    /// Begins `user`'s write of `report.txt` in the fixture's chat,
+    /// metadata and file.
+    fn write_report(backend: &DataDirBackend, f: &Fixture, user: Uuid) -> Box<dyn UnitOfWork> {
+        let unit = backend.begin(Access::Write, Scope::User(user)).unwrap();
+        let name = AttachmentName::new("report.txt").unwrap();
+        unit.ports()
+            .storage
+            .write_attachment(&f.chat, &name, &stage(f, b"report"))
+            .unwrap();
+        unit.ports()
+            .files
+            .save(&ChatFile {
+                file_id: Uuid::now_v7(),
+                chat_id: f.chat.chat_id,
+                name,
+                content_type: None,
+                size_bytes: 6,
+                sha256: None,
+                created_at: Timestamp::default(),
+            })
+            .unwrap();
+        unit
+    }
+
+    fn stored_files(f: &Fixture) -> usize {
+        let tx = f.metadata.begin(Access::Read, Scope::All).unwrap();
+        let files = ChatFileRepository::list_by_chat_id(&*tx, f.chat.chat_id).unwrap();
+        tx.rollback();
+        files.len()
+    }
+
+    #[test]
+    fn a_write_whose_locks_were_lost_before_its_commit_commits_nothing() {
+        let f = fixture();
+        let backend = losing_locks(&f, 1);
+        let unit = write_report(&backend, &f, Uuid::now_v7());
+        let refused = unit.commit().unwrap_err();
+        assert!(refused.to_string().contains("session ended"), "{refused}");
+        assert_eq!(stored_files(&f), 0);
+        assert!(!history(&f).with_file_name("report.txt").exists());
+        assert!(f.metadata.pending_effects(Scope::All).unwrap().is_empty());
+        assert_eq!(staged_count(&f.root), 0);
+    }
+
+    #[test]
+    fn effects_of_a_commit_whose_locks_were_lost_after_it_are_left_to_the_next_writer() {
+        let f = fixture();
+        let backend = losing_locks(&f, 2);
+        let user = Uuid::now_v7();
+        let unit = write_report(&backend, &f, user);
+        let refused = unit.commit().unwrap_err();
+        assert!(refused.to_string().contains("next write"), "{refused}");
+        // Committed, but its file not touched without the locks.
+        assert_eq!(stored_files(&f), 1);
+        let report = history(&f).with_file_name("report.txt");
+        assert!(!report.exists());
+        assert_eq!(f.metadata.pending_effects(Scope::All).unwrap().len(), 1);
+        // The user's next writer, holding the locks, applies them.
+        let next = DataDirBackend {
+            locks: f.data.clone(),
+            ..losing_locks(&f, usize::MAX)
+        };
+        next.begin(Access::Write, Scope::User(user))
+            .unwrap()
+            .rollback();
+        assert_eq!(std::fs::read(&report).unwrap(), b"report");
+        assert!(f.metadata.pending_effects(Scope::All).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_write_whose_database_session_ended_commits_nothing() {
+        let Some(db) = postgres::ScratchDatabase::from_env() else {
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path().join("data")).unwrap();
+        let metadata = Arc::new(postgres::PostgresMetadata::open(db.url()).unwrap());
+        let backend = DataDirBackend::open(data, metadata, 1 << 20).unwrap();
+        let user = Uuid::now_v7();
+        let workspace = Workspace {
+            workspace_id: Uuid::now_v7(),
+            user_id: user,
+            created_at: Timestamp::default(),
+        };
+        let unit = backend.begin(Access::Write, Scope::User(user)).unwrap();
+        unit.ports().workspaces.save(&workspace).unwrap();
+        // The session that holds the user's lock (the only one holding an
+        // advisory lock exclusively) ends: a broken connection, a restarted
+        // server, an operator.
+        let mut admin = ::postgres::Config::from_str(db.url())
+            .unwrap()
+            .connect(::postgres::NoTls)
+            .unwrap();
+        let ended: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l \
+                 JOIN pg_database d ON d.oid = l.database \
+                 WHERE d.datname = current_database() AND l.locktype = 'advisory' \
+                 AND l.mode = 'ExclusiveLock' AND l.granted",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(ended, 1);
+        assert!(unit.commit().is_err());
+        let reader = backend.begin(Access::Read, Scope::User(user)).unwrap();
+        assert_eq!(
+            reader.ports().workspaces.get_by_user_id(user).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -24,8 +24,8 @@ use crate::ports::{
     ChatFileRepository, ChatRepository, HostRecords, SandboxSessionRepository, WorkspaceRepository,
 };
 use crate::unit::{
-    Access, Count, Effect, Held, Locks, MetadataStore, MetadataTransaction, Scope, UsageChange,
-    UsageLedger, ledger_step, signed_bytes,
+    Access, Count, Effect, Held, Lease, Locks, MetadataStore, MetadataTransaction, Scope,
+    UsageChange, UsageLedger, ledger_step, signed_bytes,
 };
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -404,6 +404,25 @@ impl Drop for AdvisoryLock {
     }
 }
 
+impl Lease for AdvisoryLock {
+    fn confirm(&mut self) -> PortResult<()> {
+        let alive = match &mut self.0 {
+            // A session alive holds its advisory locks until it releases them.
+            Some(pooled) => pooled.conn().client.batch_execute("SELECT 1").err(),
+            None => return Err(PortError::new("the user's lock was lost")),
+        };
+        if let Some(e) = alive {
+            if let Some(pooled) = self.0.take() {
+                pooled.broken();
+            }
+            return Err(PortError::new(format!(
+                "the database session that held the user's lock ended: {e}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Locks for PostgresMetadata {
     fn lock(&self, access: Access, scope: Scope) -> PortResult<Held> {
         let exclusive = |key: &str| format!("SELECT pg_advisory_lock({key});");
@@ -424,7 +443,7 @@ impl Locks for PostgresMetadata {
             pooled.broken();
             return Err(db_error(e));
         }
-        Ok(Held::new(AdvisoryLock(Some(pooled))))
+        Ok(Held::lease(AdvisoryLock(Some(pooled))))
     }
 
     fn alone(&self, clean: &mut dyn FnMut() -> std::io::Result<()>) -> PortResult<bool> {
