@@ -53,12 +53,16 @@ for _ in $(seq 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1;
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b - a}'; }
 peak() { sed -nE 's/^VmHWM:\s+([0-9]+) kB/\1/p' /proc/$server/status; }
 rss() { sed -nE 's/^VmRSS:\s+([0-9]+) kB/\1/p' /proc/$server/status; }
+# The server's minor page faults so far.
+faults() { awk '{print $10}' /proc/$server/stat; }
 idle=$(rss)
 for round in 1 2 3; do
   start=$(date +%s.%N); cp "$work/source.bin" "$work/copy.bin"; sync "$work/copy.bin"; copy=$(elapsed "$start"); rm -f "$work/copy.bin"
+  faults=$(faults)
   start=$(date +%s.%N)
   curl -sf -X POST -T "$work/source.bin" -H "X-User-Id: $user" "$base/v1/chats/$chat/files?name=http-$round.bin" > "$work/put.json"
   put=$(elapsed "$start")
+  faults=$(( $(faults) - faults ))
   file=$(sed -nE 's/.*"file_id":"([^"]+)".*/\1/p' "$work/put.json")
   start=$(date +%s.%N)
   curl -sf -H "X-User-Id: $user" "$base/v1/chats/$chat/files/$file/content" -o "$work/out.bin"
@@ -66,5 +70,5 @@ for round in 1 2 3; do
   cmp -s "$work/source.bin" "$work/out.bin" || { echo "bench-content: the download differs" >&2; exit 1; }
   rm -f "$work/out.bin"
   curl -sf -X DELETE -H "X-User-Id: $user" "$base/v1/chats/$chat/files/$file"
-  echo "round $round: cp+sync ${copy}s; PUT ${put}s ($(awk "BEGIN{printf \"%.2f\", $copy/$put}")x cp+sync); GET ${get}s; server peak RSS $(( $(peak) / 1024 )) MiB (+$(( ($(peak) - idle) / 1024 )) MiB over idle)"
+  echo "round $round: cp+sync ${copy}s; PUT ${put}s ($(awk "BEGIN{printf \"%.2f\", $copy/$put}")x cp+sync); GET ${get}s; server peak RSS $(( $(peak) / 1024 )) MiB (+$(( ($(peak) - idle) / 1024 )) MiB over idle), $faults page faults in the PUT"
 done

@@ -358,7 +358,24 @@ fn other(message: impl std::fmt::Display) -> Failure {
     Failure::Other(message.to_string())
 }
 
+/// Serves blocks of up to 1 MiB from glibc's heap and trims it only past
+/// 8 MiB free. The HTTP server reads a body into a new buffer of a few
+/// hundred KiB while the last ones are still being staged; with glibc's
+/// defaults those were mapped, or trimmed from the heap, and faulted in
+/// again: 56,000–117,000 page faults and a tenth of the server's CPU per
+/// GiB uploaded, against 6,400 (README, "Large content").
+fn keep_buffers_in_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets two of the allocator's parameters, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_buffers_in_the_heap();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
