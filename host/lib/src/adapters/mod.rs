@@ -1133,15 +1133,15 @@ mod tests {
         let unit = backend.begin(Access::Write, Scope::User(user)).unwrap();
         unit.ports().workspaces.save(&workspace).unwrap();
         // The session that holds the user's lock (the only one holding an
-        // advisory lock exclusively) ends: a broken connection, a restarted
-        // server, an operator.
+        // advisory lock exclusively) ends, as after a broken connection, a
+        // restarted server or an operator; this waits until it has.
         let mut admin = ::postgres::Config::from_str(db.url())
             .unwrap()
             .connect(::postgres::NoTls)
             .unwrap();
         let ended: i64 = admin
             .query_one(
-                "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l \
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(l.pid, 60000)) FROM pg_locks l \
                  JOIN pg_database d ON d.oid = l.database \
                  WHERE d.datname = current_database() AND l.locktype = 'advisory' \
                  AND l.mode = 'ExclusiveLock' AND l.granted",
@@ -1150,7 +1150,11 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(ended, 1);
-        assert!(unit.commit().is_err());
+        let refused = unit.commit().unwrap_err();
+        assert!(
+            refused.to_string().contains("session that held"),
+            "{refused}"
+        );
         let reader = backend.begin(Access::Read, Scope::User(user)).unwrap();
         assert_eq!(
             reader.ports().workspaces.get_by_user_id(user).unwrap(),

@@ -404,20 +404,20 @@ impl Drop for AdvisoryLock {
     }
 }
 
+const LOST: &str = "the database session that held this call's locks ended";
+
 impl Lease for AdvisoryLock {
     fn confirm(&mut self) -> PortResult<()> {
         let alive = match &mut self.0 {
             // A session alive holds its advisory locks until it releases them.
             Some(pooled) => pooled.conn().client.batch_execute("SELECT 1").err(),
-            None => return Err(PortError::new("the user's lock was lost")),
+            None => return Err(PortError::new(LOST)),
         };
         if let Some(e) = alive {
             if let Some(pooled) = self.0.take() {
                 pooled.broken();
             }
-            return Err(PortError::new(format!(
-                "the database session that held the user's lock ended: {e}"
-            )));
+            return Err(PortError::new(format!("{LOST}: {e}")));
         }
         Ok(())
     }
