@@ -9,8 +9,10 @@
 //! write lock (`BEGIN IMMEDIATE`) only at its first write and holds it to
 //! its commit: the built-in policy writes last, so other users' writers
 //! wait for a commit at most, never for a whole call. Its reads before that
-//! see the latest commits; the user's lock keeps that user's records still
-//! meanwhile, and a call sees no other user's records. Writers of one
+//! share one read transaction, ended at that first write (one snapshot,
+//! and one lock of SQLite's shared memory instead of one per statement);
+//! the user's lock keeps that user's records still meanwhile, and a call
+//! sees no other user's records. Writers of one
 //! process queue for that lock on a condition variable, woken as soon as
 //! it is free, rather than in SQLite's busy handler, which sleeps and
 //! polls; commits share their `fsync` (see `GroupSync`).
@@ -253,6 +255,7 @@ impl MetadataStore for SqliteMetadata {
             conn: Mutex::new(Some(Open {
                 conn,
                 in_transaction: access == Access::Read,
+                reading: false,
                 turn: None,
             })),
             access,
@@ -346,16 +349,25 @@ fn owner(scope: Scope) -> Option<String> {
 struct Open {
     conn: Connection,
     in_transaction: bool,
+    /// Whether a writer's reads before its first write have begun their
+    /// read transaction.
+    reading: bool,
     /// The writer's turn, from its `BEGIN IMMEDIATE` to its end.
     turn: Option<Turn>,
 }
 
 impl SqliteTransaction {
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> PortResult<T> {
-        let open = lock(&self.conn);
+        let mut open = lock(&self.conn);
         let open = open
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| PortError::new("the transaction has ended"))?;
+        if !open.in_transaction && !open.reading {
+            open.conn
+                .execute_batch("BEGIN DEFERRED")
+                .map_err(db_error)?;
+            open.reading = true;
+        }
         f(&open.conn).map_err(db_error)
     }
 
@@ -368,6 +380,12 @@ impl SqliteTransaction {
             .as_mut()
             .ok_or_else(|| PortError::new("the transaction has ended"))?;
         if !open.in_transaction {
+            if open.reading {
+                // A read transaction cannot become the write: it ends here
+                // (it wrote nothing), and the write begins on the latest commit.
+                open.conn.execute_batch("COMMIT").map_err(db_error)?;
+                open.reading = false;
+            }
             let turn = self.metadata.writers.enter();
             open.conn
                 .execute_batch("BEGIN IMMEDIATE")
@@ -385,6 +403,9 @@ impl SqliteTransaction {
             return Ok(false);
         };
         if !open.in_transaction {
+            if open.reading {
+                open.conn.execute_batch("COMMIT").map_err(db_error)?;
+            }
             self.metadata.release(open.conn);
             return Ok(false);
         }
@@ -774,6 +795,58 @@ mod tests {
     }
 
     crate::adapters::suite::repository_suite!(open());
+
+    fn workspace() -> Workspace {
+        crate::adapters::suite::workspace(Uuid::now_v7())
+    }
+
+    #[test]
+    fn a_writers_reads_before_its_first_write_share_one_snapshot() {
+        let (_dir, metadata) = open();
+        let (mine, theirs) = (workspace(), workspace());
+        let writer = metadata
+            .begin(Access::Write, Scope::User(mine.user_id))
+            .unwrap();
+        let read = |tx: &Arc<dyn MetadataTransaction>| {
+            WorkspaceRepository::get_by_user_id(&**tx, theirs.user_id).unwrap()
+        };
+        assert_eq!(read(&writer), None);
+        // Another user's writer commits meanwhile.
+        let other = metadata
+            .begin(Access::Write, Scope::User(theirs.user_id))
+            .unwrap();
+        WorkspaceRepository::save(&*other, &theirs).unwrap();
+        other.commit(&[]).unwrap();
+        assert_eq!(read(&writer), None);
+        // The first write begins on the latest commit.
+        WorkspaceRepository::save(&*writer, &mine).unwrap();
+        assert_eq!(read(&writer), Some(theirs));
+        writer.commit(&[]).unwrap();
+    }
+
+    #[test]
+    fn a_writer_that_only_read_leaves_its_connection_ready_for_the_next() {
+        let (_dir, metadata) = open();
+        let w = workspace();
+        for end in ["commit", "rollback", "commit"] {
+            let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+            assert_eq!(
+                WorkspaceRepository::get(&*tx, w.workspace_id).unwrap(),
+                None
+            );
+            match end {
+                "commit" => tx.commit(&[]).unwrap(),
+                _ => tx.rollback(),
+            }
+            let reader = metadata.begin(Access::Read, Scope::All).unwrap();
+            assert_eq!(
+                WorkspaceRepository::get(&*reader, w.workspace_id).unwrap(),
+                None
+            );
+            reader.rollback();
+        }
+        crate::adapters::suite::a_commit_is_seen_by_later_transactions(&metadata);
+    }
 
     #[test]
     fn committed_metadata_survives_reopening() {

@@ -77,7 +77,7 @@ fn at(seconds: i64) -> Timestamp {
     }
 }
 
-fn workspace(user_id: Uuid) -> Workspace {
+pub(crate) fn workspace(user_id: Uuid) -> Workspace {
     Workspace {
         workspace_id: Uuid::now_v7(),
         user_id,
