@@ -408,12 +408,9 @@ const LOST: &str = "the database session that held this call's locks ended";
 
 impl Lease for AdvisoryLock {
     fn confirm(&mut self) -> PortResult<()> {
-        let alive = match &mut self.0 {
-            // A session alive holds its advisory locks until it releases them.
-            Some(pooled) => pooled.conn().client.batch_execute("SELECT 1").err(),
-            None => return Err(PortError::new(LOST)),
-        };
-        if let Some(e) = alive {
+        let pooled = self.0.as_mut().ok_or_else(|| PortError::new(LOST))?;
+        // A session alive holds its advisory locks until it releases them.
+        if let Err(e) = pooled.conn().client.batch_execute("SELECT 1") {
             if let Some(pooled) = self.0.take() {
                 pooled.broken();
             }

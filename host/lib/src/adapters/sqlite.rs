@@ -247,16 +247,11 @@ fn migrate(conn: &mut Connection) -> PortResult<bool> {
 impl MetadataStore for SqliteMetadata {
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>> {
         let conn = self.acquire()?;
-        if access == Access::Read {
-            conn.execute_batch("BEGIN DEFERRED").map_err(db_error)?;
-        }
         Ok(Arc::new(SqliteTransaction {
             metadata: self.clone(),
             conn: Mutex::new(Some(Open {
                 conn,
-                in_transaction: access == Access::Read,
-                reading: false,
-                turn: None,
+                began: Began::Nothing,
             })),
             access,
             owner: owner(scope),
@@ -344,16 +339,22 @@ fn owner(scope: Scope) -> Option<String> {
     }
 }
 
-/// A transaction's connection, and whether its `BEGIN` has run.
+/// A transaction's connection, and which transaction it has begun.
 #[derive(Debug)]
 struct Open {
     conn: Connection,
-    in_transaction: bool,
-    /// Whether a writer's reads before its first write have begun their
-    /// read transaction.
-    reading: bool,
-    /// The writer's turn, from its `BEGIN IMMEDIATE` to its end.
-    turn: Option<Turn>,
+    began: Began,
+}
+
+/// What a call's connection has begun: nothing yet, a read transaction at
+/// its first read (`BEGIN DEFERRED`: the snapshot is taken there), or the
+/// write at its first write (`BEGIN IMMEDIATE`), which holds the writer's
+/// turn to its end.
+#[derive(Debug)]
+enum Began {
+    Nothing,
+    Reading,
+    Writing(Turn),
 }
 
 impl SqliteTransaction {
@@ -362,11 +363,11 @@ impl SqliteTransaction {
         let open = open
             .as_mut()
             .ok_or_else(|| PortError::new("the transaction has ended"))?;
-        if !open.in_transaction && !open.reading {
+        if let Began::Nothing = open.began {
             open.conn
                 .execute_batch("BEGIN DEFERRED")
                 .map_err(db_error)?;
-            open.reading = true;
+            open.began = Began::Reading;
         }
         f(&open.conn).map_err(db_error)
     }
@@ -379,39 +380,43 @@ impl SqliteTransaction {
         let open = open
             .as_mut()
             .ok_or_else(|| PortError::new("the transaction has ended"))?;
-        if !open.in_transaction {
-            if open.reading {
+        if !matches!(open.began, Began::Writing(_)) {
+            if let Began::Reading = open.began {
                 // A read transaction cannot become the write: it ends here
                 // (it wrote nothing), and the write begins on the latest commit.
                 open.conn.execute_batch("COMMIT").map_err(db_error)?;
-                open.reading = false;
+                open.began = Began::Nothing;
             }
             let turn = self.metadata.writers.enter();
             open.conn
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(db_error)?;
-            open.in_transaction = true;
-            open.turn = Some(turn);
+            open.began = Began::Writing(turn);
         }
         f(&open.conn).map_err(db_error)
     }
 
-    /// Ends the transaction with `sql` (if it began) and gives the
-    /// connection back; says whether a transaction ended.
+    /// Ends the write with `sql` (a read transaction with `COMMIT`: it
+    /// wrote nothing) and gives the connection back; says whether a write
+    /// ended.
     fn finish(&self, sql: &str) -> PortResult<bool> {
-        let Some(open) = lock(&self.conn).take() else {
+        let Some(Open { conn, began }) = lock(&self.conn).take() else {
             return Ok(false);
         };
-        if !open.in_transaction {
-            if open.reading {
-                open.conn.execute_batch("COMMIT").map_err(db_error)?;
+        let wrote = match began {
+            Began::Nothing => false,
+            Began::Reading => {
+                conn.execute_batch("COMMIT").map_err(db_error)?;
+                false
             }
-            self.metadata.release(open.conn);
-            return Ok(false);
-        }
-        open.conn.execute_batch(sql).map_err(db_error)?;
-        self.metadata.release(open.conn);
-        Ok(true)
+            // The turn ends once the write has.
+            Began::Writing(_turn) => {
+                conn.execute_batch(sql).map_err(db_error)?;
+                true
+            }
+        };
+        self.metadata.release(conn);
+        Ok(wrote)
     }
 }
 
@@ -431,7 +436,7 @@ impl MetadataTransaction for SqliteTransaction {
                     .execute(params![json, self.owner])
             })?;
         }
-        if self.finish("COMMIT")? && self.access == Access::Write {
+        if self.finish("COMMIT")? {
             self.metadata.durable()?;
         }
         Ok(())
