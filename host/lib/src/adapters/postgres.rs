@@ -111,6 +111,39 @@ pub const POOL_SIZE: usize = 32;
 /// failure or a deadlock.
 const WRITE_ATTEMPTS: usize = 4;
 
+/// TCP keepalives on every connection, both ends: idle seconds before the
+/// first probe, seconds between probes, and unanswered probes before the
+/// peer counts as gone.
+const KEEPALIVE: (u64, u64, u32) = (10, 5, 4);
+
+/// `config`, with its sessions ending about 30 s after either end vanishes
+/// (a machine powered off, a network cut) instead of the system's two
+/// hours: a vanished host's advisory locks go with its sessions, and its
+/// users' writers on other hosts wait for them until then. PostgreSQL's
+/// side is set with the session's `options`; settings the URL gives itself
+/// come after ours and win.
+fn sessions_end_with_their_host(mut config: postgres::Config) -> postgres::Config {
+    let (idle, interval, count) = KEEPALIVE;
+    let ours = format!(
+        "-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval} \
+         -c tcp_keepalives_count={count}"
+    );
+    let options = match config.get_options() {
+        Some(theirs) => format!("{ours} {theirs}"),
+        None => ours,
+    };
+    let quiet = std::time::Duration::from_secs(idle + interval * u64::from(count));
+    config
+        .options(&options)
+        .keepalives(true)
+        .keepalives_idle(std::time::Duration::from_secs(idle))
+        .keepalives_interval(std::time::Duration::from_secs(interval))
+        .keepalives_retries(count)
+        // Data sent and not acknowledged for as long also ends it.
+        .tcp_user_timeout(quiet);
+    config
+}
+
 fn db_error(e: postgres::Error) -> PortError {
     match e.as_db_error() {
         Some(db) => PortError::new(format!("database: {}: {}", db.code().code(), db.message())),
@@ -314,6 +347,7 @@ impl PostgresMetadata {
     pub fn open(url: &str) -> PortResult<PostgresMetadata> {
         let config = postgres::Config::from_str(url)
             .map_err(|e| PortError::new(format!("database URL: {e}")))?;
+        let config = sessions_end_with_their_host(config);
         let transactions = Arc::new(Pool::new(config.clone(), POOL_SIZE));
         let locks = Arc::new(Pool::new(config, POOL_SIZE));
         let mut keeper = transactions.connect()?;
@@ -1276,6 +1310,39 @@ mod tests {
             Some(chat)
         );
         assert_eq!(later.used_bytes(w).unwrap(), Some(115));
+    }
+
+    fn setting(conn: &mut Conn, name: &str) -> String {
+        conn.client
+            .query_one("SELECT current_setting($1)", &[&name])
+            .unwrap()
+            .get(0)
+    }
+
+    #[test]
+    fn every_session_ends_soon_after_its_host_vanishes() {
+        let Some((_db, metadata)) = open() else {
+            return;
+        };
+        let mut lock = metadata.locks.get().unwrap();
+        let mut transaction = metadata.transactions.get().unwrap();
+        for conn in [lock.conn(), transaction.conn()] {
+            assert_eq!(setting(conn, "tcp_keepalives_idle"), "10");
+            assert_eq!(setting(conn, "tcp_keepalives_interval"), "5");
+            assert_eq!(setting(conn, "tcp_keepalives_count"), "4");
+        }
+    }
+
+    #[test]
+    fn keepalives_the_url_sets_are_kept() {
+        let Some(db) = ScratchDatabase::from_env() else {
+            return;
+        };
+        let url = format!("{}?options=-c%20tcp_keepalives_idle%3D20", db.url());
+        let metadata = PostgresMetadata::open(&url).unwrap();
+        let mut lock = metadata.locks.get().unwrap();
+        assert_eq!(setting(lock.conn(), "tcp_keepalives_idle"), "20");
+        assert_eq!(setting(lock.conn(), "tcp_keepalives_count"), "4");
     }
 
     #[test]
