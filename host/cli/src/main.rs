@@ -137,6 +137,11 @@ struct ServeArgs {
     /// (guest instances in the pool).
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_concurrent: u32,
+    /// The most of those one user's requests hold at once; the user's
+    /// further requests wait their turn without holding one, so that one
+    /// user's burst leaves the other users the rest.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    max_concurrent_per_user: u32,
     /// The most connections open at once; more wait to be accepted.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_connections: usize,
@@ -587,6 +592,7 @@ fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
             max_upload_bytes: args.max_upload_bytes.unwrap_or(cli.quota_bytes),
             quota_bytes: cli.quota_bytes,
             max_concurrent: args.max_concurrent as usize,
+            max_concurrent_per_user: args.max_concurrent_per_user as usize,
             max_connections: args.max_connections,
             header_timeout: std::time::Duration::from_secs(args.header_timeout),
             body_timeout: std::time::Duration::from_secs(args.body_timeout),

@@ -13,8 +13,7 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// A request slot, held while a body is read and its use case runs.
-pub(crate) type Slot<'a> = tokio::sync::SemaphorePermit<'a>;
+use crate::Slot;
 
 /// What a request body may be at most, and what passing it means.
 #[derive(Clone, Copy, Debug)]

@@ -165,7 +165,7 @@ pub(crate) async fn openapi_json() -> Response {
 #[utoipa::path(put, path = "/v1/workspace", tag = "workspace", params(UserHeader),
     responses((status = 200, description = "The workspace", body = Workspace)))]
 pub(crate) async fn ensure_workspace(State(app): AppState, User(user): User) -> Reply {
-    let workspace = app.run(move |s| s.ensure_workspace(user)).await?;
+    let workspace = app.run(user, move |s| s.ensure_workspace(user)).await?;
     Ok(json(StatusCode::OK, &workspace))
 }
 
@@ -173,7 +173,7 @@ pub(crate) async fn ensure_workspace(State(app): AppState, User(user): User) -> 
 #[utoipa::path(get, path = "/v1/workspace", tag = "workspace", params(UserHeader),
     responses((status = 200, description = "The workspace", body = Workspace)))]
 pub(crate) async fn get_workspace(State(app): AppState, User(user): User) -> Reply {
-    let workspace = app.run(move |s| s.get_workspace(user)).await?;
+    let workspace = app.run(user, move |s| s.get_workspace(user)).await?;
     Ok(json(StatusCode::OK, &workspace))
 }
 
@@ -181,7 +181,7 @@ pub(crate) async fn get_workspace(State(app): AppState, User(user): User) -> Rep
 #[utoipa::path(get, path = "/v1/workspace/usage", tag = "workspace", params(UserHeader),
     responses((status = 200, description = "Usage and quota", body = WorkspaceUsage)))]
 pub(crate) async fn get_usage(State(app): AppState, User(user): User) -> Reply {
-    let usage = app.run(move |s| s.get_usage(user)).await?;
+    let usage = app.run(user, move |s| s.get_usage(user)).await?;
     Ok(json(StatusCode::OK, &usage))
 }
 
@@ -189,7 +189,7 @@ pub(crate) async fn get_usage(State(app): AppState, User(user): User) -> Reply {
 #[utoipa::path(post, path = "/v1/chats", tag = "chats", params(UserHeader),
     responses((status = 201, description = "The new chat", body = Chat)))]
 pub(crate) async fn create_chat(State(app): AppState, User(user): User) -> Reply {
-    let chat = app.run(move |s| s.create_chat(user)).await?;
+    let chat = app.run(user, move |s| s.create_chat(user)).await?;
     Ok(json(StatusCode::CREATED, &chat))
 }
 
@@ -222,7 +222,9 @@ pub(crate) async fn list_chats(
     QueryOf(query): QueryOf<ListQuery>,
 ) -> Reply {
     let page = query.page()?;
-    let chats = app.run(move |s| s.list_chats_page(user, &page)).await?;
+    let chats = app
+        .run(user, move |s| s.list_chats_page(user, &page))
+        .await?;
     Ok(json(StatusCode::OK, &chats))
 }
 
@@ -230,7 +232,7 @@ pub(crate) async fn list_chats(
 #[utoipa::path(get, path = "/v1/chats/{chat_id}", tag = "chats", params(UserHeader, ChatPath),
     responses((status = 200, description = "The chat", body = Chat)))]
 pub(crate) async fn get_chat(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
-    let chat = app.run(move |s| s.get_chat(user, chat)).await?;
+    let chat = app.run(user, move |s| s.get_chat(user, chat)).await?;
     Ok(json(StatusCode::OK, &chat))
 }
 
@@ -238,7 +240,7 @@ pub(crate) async fn get_chat(State(app): AppState, InChat { user, chat }: InChat
 #[utoipa::path(delete, path = "/v1/chats/{chat_id}", tag = "chats", params(UserHeader, ChatPath),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_chat(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
-    app.run(move |s| s.delete_chat(user, chat)).await?;
+    app.run(user, move |s| s.delete_chat(user, chat)).await?;
     Ok(no_content())
 }
 
@@ -275,7 +277,7 @@ pub(crate) async fn read_history(
     InChat { user, chat }: InChat,
     headers: HeaderMap,
 ) -> Reply {
-    app.run(move |s| {
+    app.run(user, move |s| {
         let served = Served {
             content: s.read_history(user, chat)?,
             content_type: HeaderValue::from_static("text/markdown; charset=utf-8"),
@@ -369,7 +371,7 @@ pub(crate) async fn list_files(
 ) -> Reply {
     let page = query.page()?;
     let files = app
-        .run(move |s| s.list_attachments_page(user, chat, &page))
+        .run(user, move |s| s.list_attachments_page(user, chat, &page))
         .await?;
     Ok(json(StatusCode::OK, &files))
 }
@@ -439,7 +441,8 @@ pub(crate) async fn upload_file(
 #[utoipa::path(delete, path = "/v1/chats/{chat_id}/files", tag = "files", params(UserHeader, ChatPath),
     responses((status = 204, description = "Cleared")))]
 pub(crate) async fn clear_files(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
-    app.run(move |s| s.clear_attachments(user, chat)).await?;
+    app.run(user, move |s| s.clear_attachments(user, chat))
+        .await?;
     Ok(no_content())
 }
 
@@ -447,7 +450,9 @@ pub(crate) async fn clear_files(State(app): AppState, InChat { user, chat }: InC
 #[utoipa::path(get, path = "/v1/chats/{chat_id}/files/{file_id}", tag = "files", params(UserHeader, FilePath),
     responses((status = 200, description = "The attachment", body = ChatFile)))]
 pub(crate) async fn get_file(State(app): AppState, InFile { user, chat, file }: InFile) -> Reply {
-    let file = app.run(move |s| s.get_attachment(user, chat, file)).await?;
+    let file = app
+        .run(user, move |s| s.get_attachment(user, chat, file))
+        .await?;
     Ok(json(StatusCode::OK, &file))
 }
 
@@ -458,7 +463,7 @@ pub(crate) async fn delete_file(
     State(app): AppState,
     InFile { user, chat, file }: InFile,
 ) -> Reply {
-    app.run(move |s| s.delete_attachment(user, chat, file))
+    app.run(user, move |s| s.delete_attachment(user, chat, file))
         .await?;
     Ok(no_content())
 }
@@ -479,7 +484,7 @@ pub(crate) async fn read_file(
     InFile { user, chat, file }: InFile,
     headers: HeaderMap,
 ) -> Reply {
-    app.run(move |s| {
+    app.run(user, move |s| {
         let (meta, content) = s.read_attachment(user, chat, file)?;
         let content_type = meta
             .content_type
@@ -509,7 +514,7 @@ pub(crate) async fn read_file(
 pub(crate) async fn start_sandbox(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     // The chat must be the caller's: the same lookup any use case makes.
     let session = app
-        .run(move |s| {
+        .run(user, move |s| {
             s.get_chat(user, chat)?;
             s.start_sandbox(chat)
         })
@@ -526,7 +531,7 @@ pub(crate) async fn start_sandbox(State(app): AppState, InChat { user, chat }: I
         (status = 204, description = "No session is active")))]
 pub(crate) async fn stop_sandbox(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
     let ended = app
-        .run(move |s| {
+        .run(user, move |s| {
             s.get_chat(user, chat)?;
             s.end_sandbox(chat)
         })
@@ -554,7 +559,7 @@ async fn with_body<T: Send + 'static>(
     room: impl FnOnce(&ChatStore) -> Result<u64, Error> + Send + 'static,
     call: impl FnOnce(&ChatStore, StagedContent) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Failure> {
-    let slot = app.slot().await?;
+    let slot = app.slot(user).await?;
     if body::declares_small(app, headers) {
         let whole = body::read_small(app, request).await?;
         return app
@@ -615,7 +620,9 @@ pub(crate) async fn set_quota(
             format!("expected {{\"quota_bytes\": <bytes> or null}}: {e}"),
         )
     })?;
-    let usage = app.run(move |s| s.set_quota(user, quota_bytes)).await?;
+    let usage = app
+        .run(user, move |s| s.set_quota(user, quota_bytes))
+        .await?;
     tracing::info!(%user, ?quota_bytes, "quota set");
     Ok(json(StatusCode::OK, &usage))
 }
@@ -625,7 +632,7 @@ pub(crate) async fn set_quota(
     responses((status = 200, description = "A tar archive: `manifest.json`, then each chat's `history.md` and attachments (`chatstore workspace import` restores it)", content_type = "application/x-tar")))]
 pub(crate) async fn export_workspace(State(app): AppState, User(user): User) -> Reply {
     // A user without a workspace is a 404 before the first byte.
-    let workspace = app.run(move |s| s.get_workspace(user)).await?;
+    let workspace = app.run(user, move |s| s.get_workspace(user)).await?;
     let (chunks, body) = body::chunks();
     let store = app.store.clone();
     let span = tracing::Span::current();

@@ -3,7 +3,8 @@
 //!
 //! The trusted caller names the user in the `X-User-Id` header. Each
 //! request runs its use case on a blocking thread in a fresh, limited guest
-//! instance; at most `max_concurrent` run at once. Errors are
+//! instance; at most `max_concurrent` run at once, at most
+//! `max_concurrent_per_user` of them one user's. Errors are
 //! `{"error": "<code>", "message": …, "id": …, "request_id": …}` with a
 //! status per code. Every response carries `x-request-id` (the caller's, or
 //! a new one), and every request is logged in a `request` span that the
@@ -37,6 +38,7 @@ use axum::middleware;
 use axum::response::Response;
 use chatstore_host::{ChatStore, DEFAULT_QUOTA_BYTES, Error, echo};
 use handlers as h;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -63,6 +65,11 @@ pub struct ServerConfig {
     /// The most use cases running at once; a request takes one of these
     /// slots before it reads its body.
     pub max_concurrent: usize,
+    /// The most slots one user's requests hold at once. The user's further
+    /// requests wait their turn without holding one, so a burst from one
+    /// user (writes queued behind that user's own lock, slow bodies) leaves
+    /// every other user the rest.
+    pub max_concurrent_per_user: usize,
     /// The most connections open at once; more wait to be accepted.
     pub max_connections: usize,
     /// How long a client may take to send a request's headers, and how long
@@ -78,6 +85,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 256 << 20,
             quota_bytes: DEFAULT_QUOTA_BYTES,
             max_concurrent: 64,
+            max_concurrent_per_user: 4,
             max_connections: 1024,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
@@ -89,28 +97,44 @@ struct App {
     store: ChatStore,
     config: ServerConfig,
     running: Semaphore,
+    users: UserTurns,
+}
+
+/// A request's place among those running: one of its user's turns, then
+/// one of the server's slots.
+pub(crate) struct Slot<'a> {
+    _running: tokio::sync::SemaphorePermit<'a>,
+    _turn: UserTurn<'a>,
 }
 
 impl App {
-    /// Takes one of the `max_concurrent` request slots. A request with a
-    /// body takes it before reading the body and keeps it to the end.
-    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
-        self.running.acquire().await.map_err(|_| {
+    /// Takes one of the user's turns, then one of the `max_concurrent`
+    /// request slots. A request with a body takes them before reading the
+    /// body and keeps them to the end.
+    async fn slot(&self, user: uuid::Uuid) -> Result<Slot<'_>, Failure> {
+        let shutting_down = |_| {
             Failure::plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",
                 "shutting down",
             )
+        };
+        let turn = self.users.take(user).await.map_err(shutting_down)?;
+        let running = self.running.acquire().await.map_err(shutting_down)?;
+        Ok(Slot {
+            _running: running,
+            _turn: turn,
         })
     }
 
-    /// Runs a use case on a blocking thread, in the request's span, in a
-    /// slot of its own.
+    /// Runs a use case of `user` on a blocking thread, in the request's
+    /// span, in a slot of its own.
     async fn run<T: Send + 'static>(
         self: &Arc<Self>,
+        user: uuid::Uuid,
         f: impl FnOnce(&ChatStore) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Failure> {
-        let slot = self.slot().await?;
+        let slot = self.slot(user).await?;
         self.run_in(&slot, f).await
     }
 
@@ -118,7 +142,7 @@ impl App {
     /// slot the request holds.
     async fn run_in<T: Send + 'static>(
         self: &Arc<Self>,
-        _slot: &tokio::sync::SemaphorePermit<'_>,
+        _slot: &Slot<'_>,
         f: impl FnOnce(&ChatStore) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Failure> {
         let store = self.store.clone();
@@ -133,6 +157,78 @@ impl App {
                     "the request's worker failed",
                 ))
             }
+        }
+    }
+}
+
+/// The turns each user's requests take before a slot: a semaphore per user
+/// with requests running or waiting, dropped when the last one ends.
+struct UserTurns {
+    each: usize,
+    users: std::sync::Mutex<HashMap<uuid::Uuid, Arc<Semaphore>>>,
+}
+
+/// One of a user's turns, or a wait for one; given back when dropped.
+struct UserTurn<'a> {
+    turns: &'a UserTurns,
+    user: uuid::Uuid,
+    semaphore: Option<Arc<Semaphore>>,
+    held: bool,
+}
+
+impl UserTurns {
+    fn new(each: usize) -> UserTurns {
+        UserTurns {
+            each: each.max(1),
+            users: std::sync::Mutex::default(),
+        }
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Arc<Semaphore>>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn take(&self, user: uuid::Uuid) -> Result<UserTurn<'_>, tokio::sync::AcquireError> {
+        let semaphore = self
+            .users()
+            .entry(user)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.each)))
+            .clone();
+        let mut turn = UserTurn {
+            turns: self,
+            user,
+            semaphore: Some(semaphore),
+            held: false,
+        };
+        // Borrowed, not owned: a wait given up holds no other reference,
+        // so the turn's drop still sees whether the user's entry is idle.
+        if let Some(semaphore) = &turn.semaphore {
+            semaphore.acquire().await?.forget();
+        }
+        turn.held = true;
+        Ok(turn)
+    }
+
+    /// How many users have requests running or waiting.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.users().len()
+    }
+}
+
+impl Drop for UserTurn<'_> {
+    fn drop(&mut self) {
+        let mut users = self.turns.users();
+        if let Some(semaphore) = self.semaphore.take()
+            && self.held
+        {
+            semaphore.add_permits(1);
+        }
+        if users
+            .get(&self.user)
+            .is_some_and(|semaphore| Arc::strong_count(semaphore) == 1)
+        {
+            users.remove(&self.user);
         }
     }
 }
@@ -204,6 +300,7 @@ pub fn admin_openapi() -> OpenApi {
 fn finish(router: Router<Arc<App>>, store: ChatStore, config: ServerConfig) -> Router {
     let app = Arc::new(App {
         running: Semaphore::new(config.max_concurrent.max(1)),
+        users: UserTurns::new(config.max_concurrent_per_user),
         store,
         config,
     });
@@ -554,5 +651,51 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = interrupt => tracing::info!("SIGINT: finishing in-flight requests"),
         _ = terminate => tracing::info!("SIGTERM: finishing in-flight requests"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    /// Polls `future` once: its output if it is ready, `None` if it waits.
+    fn now<F: Future>(future: F) -> Option<F::Output> {
+        match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn a_user_past_its_turns_waits_and_other_users_do_not() {
+        let turns = UserTurns::new(2);
+        let (alice, bob) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let first = now(turns.take(alice)).unwrap().unwrap();
+        let second = now(turns.take(alice)).unwrap().unwrap();
+        assert!(now(turns.take(alice)).is_none(), "alice took a third turn");
+        let bobs = now(turns.take(bob)).unwrap().unwrap();
+        drop(first);
+        let third = now(turns.take(alice)).unwrap().unwrap();
+        drop((second, third, bobs));
+    }
+
+    #[test]
+    fn a_users_entry_goes_with_its_last_request_even_one_that_gave_up_waiting() {
+        let turns = UserTurns::new(1);
+        let alice = uuid::Uuid::now_v7();
+        let held = now(turns.take(alice)).unwrap().unwrap();
+        // A waiting request whose client went away.
+        assert!(now(turns.take(alice)).is_none());
+        assert_eq!(turns.len(), 1);
+        drop(held);
+        assert_eq!(turns.len(), 0);
+        // And the user's next request finds its turns whole.
+        let again = now(turns.take(alice)).unwrap().unwrap();
+        assert!(now(turns.take(alice)).is_none());
+        drop(again);
+        assert_eq!(turns.len(), 0);
     }
 }

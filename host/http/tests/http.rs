@@ -1196,13 +1196,7 @@ async fn a_body_is_read_in_a_request_slot_so_slow_bodies_cannot_queue_past_the_l
         // An upload that sends its headers and 3 of its bytes, then waits;
         // large enough to be streamed to staging as it arrives.
         let length = 300_000;
-        let mut slow = TcpStream::connect(addr).unwrap();
-        slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let head = format!(
-            "POST /v1/chats/{c}/files?name=slow HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\n\
-             Content-Length: {length}\r\nConnection: close\r\n\r\nabc"
-        );
-        slow.write_all(head.as_bytes()).unwrap();
+        let slow = stalled_upload(addr, user, &c, "slow", length);
         // The upload holds the one slot once its body is being staged.
         while staged(&data) == 0 {
             std::thread::sleep(Duration::from_millis(10));
@@ -1217,9 +1211,7 @@ async fn a_body_is_read_in_a_request_slot_so_slow_bodies_cannot_queue_past_the_l
         let mut answer = vec![0; 4096];
         let waiting = list.read(&mut answer).is_err();
         // The body ends: the upload finishes and the list gets its slot.
-        slow.write_all(&vec![b'd'; length - 3]).unwrap();
-        let mut uploaded = String::new();
-        slow.read_to_string(&mut uploaded).unwrap();
+        let uploaded = finish_upload(slow, length);
         list.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut listed = String::new();
         list.read_to_string(&mut listed).unwrap();
@@ -1233,6 +1225,78 @@ async fn a_body_is_read_in_a_request_slot_so_slow_bodies_cannot_queue_past_the_l
     );
     assert!(uploaded.starts_with("HTTP/1.1 201"), "{uploaded}");
     assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+}
+
+/// Sends an upload's headers and its first 3 bytes on a new connection,
+/// and leaves the rest of its `length` bytes to the caller.
+fn stalled_upload(
+    addr: SocketAddr,
+    user: Uuid,
+    chat: &str,
+    name: &str,
+    length: usize,
+) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    for timeout in [TcpStream::set_read_timeout, TcpStream::set_write_timeout] {
+        timeout(&stream, Some(Duration::from_secs(60))).unwrap();
+    }
+    let head = format!(
+        "POST /v1/chats/{chat}/files?name={name} HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\nabc"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+}
+
+/// Sends the rest of a stalled upload's body and reads its answer.
+fn finish_upload(mut stream: TcpStream, length: usize) -> String {
+    if let Err(e) = stream.write_all(&vec![b'd'; length - 3]) {
+        return format!("the body was not read: {e}");
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_users_burst_holds_its_share_of_the_slots_and_other_users_get_the_rest() {
+    let s = start_serving(
+        |b| b.build().unwrap(),
+        1 << 30,
+        |config| {
+            config.max_concurrent = 2;
+            config.max_concurrent_per_user = 1;
+        },
+    )
+    .await;
+    let (alice, alices_chat) = s.user_with_chat().await;
+    let (bob, bobs_chat) = s.user_with_chat().await;
+    let (addr, data) = (s.addr, s.data.clone());
+    let answers = tokio::task::spawn_blocking(move || {
+        let length = 300_000;
+        // Alice's first upload holds her one turn and a slot once its body
+        // is being staged; her second comes next and must wait for her turn,
+        // not take the other slot.
+        let first = stalled_upload(addr, alice, &alices_chat, "first", length);
+        while staged(&data) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let second = stalled_upload(addr, alice, &alices_chat, "second", length);
+        std::thread::sleep(Duration::from_millis(200));
+        // Bob's upload gets the other slot and finishes while both of
+        // Alice's are open (60 s to answer: past that, it waited for her).
+        let bobs = stalled_upload(addr, bob, &bobs_chat, "bobs", length);
+        let bobs = finish_upload(bobs, length);
+        // Then Alice's, one after the other.
+        let first = finish_upload(first, length);
+        let second = finish_upload(second, length);
+        [bobs, first, second]
+    })
+    .await
+    .unwrap();
+    for answer in answers {
+        assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    }
 }
 
 /// The public API and the administration routes on their own addresses,
