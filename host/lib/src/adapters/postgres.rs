@@ -330,6 +330,8 @@ impl Drop for Pooled {
 pub struct PostgresMetadata {
     transactions: Arc<Pool>,
     locks: Arc<Pool>,
+    /// Where this host's writers of one user wait for each other.
+    writers: Arc<WriterTurns>,
     /// Holds the staging lock shared while this store is open (see
     /// [`Locks::alone`]).
     keeper: Arc<Keeper>,
@@ -361,6 +363,7 @@ impl PostgresMetadata {
         Ok(PostgresMetadata {
             transactions,
             locks,
+            writers: Arc::default(),
             keeper: Arc::new(Keeper(Mutex::new(Some(keeper)))),
         })
     }
@@ -420,12 +423,75 @@ fn user_key(user_id: Uuid) -> i64 {
     (high ^ low) as i64
 }
 
-/// Advisory locks held by one pooled connection; released when dropped.
-struct AdvisoryLock(Option<Pooled>);
+/// Advisory locks held by one pooled connection, and the writer's turn on
+/// this host if it is a user's writer; released when dropped.
+struct AdvisoryLock {
+    session: Option<Pooled>,
+    /// Dropped after the session's locks are released.
+    _turn: Option<WriterTurn>,
+}
+
+/// Where a user's writers on this host take turns before they take a lock
+/// connection: one user's queued writers then hold one connection between
+/// them (waiting for the user's advisory lock, which writers on other hosts
+/// may hold), not every connection of the pool, which other users need.
+#[derive(Default)]
+struct WriterTurns {
+    users: Mutex<HashMap<Uuid, Arc<Turn>>>,
+}
+
+#[derive(Default)]
+struct Turn {
+    taken: Mutex<bool>,
+    free: Condvar,
+}
+
+/// A user's writer's turn on this host; the next writer's when dropped.
+struct WriterTurn {
+    turns: Arc<WriterTurns>,
+    user: Uuid,
+    turn: Arc<Turn>,
+}
+
+impl WriterTurns {
+    /// Waits for `user`'s turn.
+    fn take(self: &Arc<Self>, user: Uuid) -> WriterTurn {
+        let turn = lock(&self.users).entry(user).or_default().clone();
+        let mut taken = lock(&turn.taken);
+        while *taken {
+            taken = turn.free.wait(taken).unwrap_or_else(|p| p.into_inner());
+        }
+        *taken = true;
+        drop(taken);
+        WriterTurn {
+            turns: self.clone(),
+            user,
+            turn,
+        }
+    }
+
+    /// How many users have a writer here.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.users).len()
+    }
+}
+
+impl Drop for WriterTurn {
+    fn drop(&mut self) {
+        *lock(&self.turn.taken) = false;
+        self.turn.free.notify_one();
+        let mut users = lock(&self.turns.users);
+        // The map's and this one: no other writer of the user is here.
+        if Arc::strong_count(&self.turn) == 2 {
+            users.remove(&self.user);
+        }
+    }
+}
 
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
-        if let Some(mut pooled) = self.0.take()
+        if let Some(mut pooled) = self.session.take()
             && pooled
                 .conn()
                 .client
@@ -442,10 +508,10 @@ const LOST: &str = "the database session that held this call's locks ended";
 
 impl Lease for AdvisoryLock {
     fn confirm(&mut self) -> PortResult<()> {
-        let pooled = self.0.as_mut().ok_or_else(|| PortError::new(LOST))?;
+        let pooled = self.session.as_mut().ok_or_else(|| PortError::new(LOST))?;
         // A session alive holds its advisory locks until it releases them.
         if let Err(e) = pooled.conn().client.batch_execute("SELECT 1") {
-            if let Some(pooled) = self.0.take() {
+            if let Some(pooled) = self.session.take() {
                 pooled.broken();
             }
             return Err(PortError::new(format!("{LOST}: {e}")));
@@ -469,12 +535,19 @@ impl Locks for PostgresMetadata {
                 shared(&store) + &exclusive(&user_key(user).to_string())
             }
         };
+        let turn = match (access, scope) {
+            (Access::Write, Scope::User(user)) => Some(self.writers.take(user)),
+            _ => None,
+        };
         let mut pooled = self.locks.get()?;
         if let Err(e) = pooled.conn().client.batch_execute(&sql) {
             pooled.broken();
             return Err(db_error(e));
         }
-        Ok(Held::lease(AdvisoryLock(Some(pooled))))
+        Ok(Held::lease(AdvisoryLock {
+            session: Some(pooled),
+            _turn: turn,
+        }))
     }
 
     fn alone(&self, clean: &mut dyn FnMut() -> std::io::Result<()>) -> PortResult<bool> {
@@ -1226,6 +1299,62 @@ mod tests {
         drop(held);
         finished.recv().unwrap();
         drop(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn a_users_writers_here_take_turns_and_other_users_do_not_wait_for_them() {
+        let turns = Arc::new(WriterTurns::default());
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let first = turns.take(alice);
+        let (done, finished) = std::sync::mpsc::channel();
+        let second = std::thread::spawn({
+            let turns = turns.clone();
+            move || {
+                let turn = turns.take(alice);
+                done.send(()).unwrap();
+                turn
+            }
+        });
+        // Bob's writer does not wait for Alice's.
+        drop(turns.take(bob));
+        assert!(finished.try_recv().is_err(), "alice's second writer got in");
+        drop(first);
+        finished.recv().unwrap();
+        drop(second.join().unwrap());
+        assert_eq!(turns.len(), 0, "a user without writers keeps an entry");
+    }
+
+    #[test]
+    fn a_users_queued_writers_hold_one_lock_connection_and_leave_the_rest_to_others() {
+        let Some((db, here)) = open() else { return };
+        let there = PostgresMetadata::open(db.url()).unwrap();
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        // Alice writes on the other host; more of her writers than this
+        // host has lock connections queue here.
+        let held = there.lock(Access::Write, Scope::User(alice)).unwrap();
+        let queued: Vec<_> = (0..POOL_SIZE + 8)
+            .map(|_| {
+                let here = here.clone();
+                std::thread::spawn(move || drop(here.lock(Access::Write, Scope::User(alice))))
+            })
+            .collect();
+        until_someone_waits_for_a_lock(&db);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let here = here.clone();
+            move || done.send(here.lock(Access::Write, Scope::User(bob)).map(drop))
+        });
+        // Bob's writer gets a connection while Alice's wait (within a minute:
+        // past that, it waited for one of theirs).
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("bob's writer waited for alice's")
+            .unwrap();
+        drop(held);
+        for writer in queued {
+            writer.join().unwrap();
+        }
     }
 
     #[test]
