@@ -202,7 +202,13 @@ impl UserTurns {
         };
         // Borrowed, not owned: a wait given up holds no other reference,
         // so the turn's drop still sees whether the user's entry is idle.
-        if let Some(semaphore) = &turn.semaphore {
+        if let Some(semaphore) = &turn.semaphore
+            && semaphore
+                .try_acquire()
+                .map(|permit| permit.forget())
+                .is_err()
+        {
+            tracing::debug!(%user, turns = self.each, "waiting for one of the user's turns");
             semaphore.acquire().await?.forget();
         }
         turn.held = true;

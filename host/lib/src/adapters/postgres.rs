@@ -458,6 +458,9 @@ impl WriterTurns {
     fn take(self: &Arc<Self>, user: Uuid) -> WriterTurn {
         let turn = lock(&self.users).entry(user).or_default().clone();
         let mut taken = lock(&turn.taken);
+        if *taken {
+            tracing::debug!(%user, "waiting for this host's writer of the user");
+        }
         while *taken {
             taken = turn.free.wait(taken).unwrap_or_else(|p| p.into_inner());
         }
