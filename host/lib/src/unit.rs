@@ -185,6 +185,18 @@ pub trait MetadataStore: Send + Sync {
     /// scope never overlap (the caller holds its lock); transactions of
     /// different users' scopes may, and each sees the others' commits.
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>>;
+    /// Starts one call's transaction beside the locks the call holds: as
+    /// [`begin`](Self::begin), unless the locks are this store's own and
+    /// its transaction can run in the very session that holds them, whose
+    /// commit then fails if the locks were lost.
+    fn begin_in(
+        &self,
+        _held: &mut Held,
+        access: Access,
+        scope: Scope,
+    ) -> PortResult<Arc<dyn MetadataTransaction>> {
+        self.begin(access, scope)
+    }
     /// File effects committed in `scope` (every scope's for
     /// [`Scope::All`]) but not yet known to be applied, oldest first.
     fn pending_effects(&self, scope: Scope) -> PortResult<Vec<Effect>>;
@@ -234,6 +246,11 @@ pub trait Lease: Send {
     /// then another writer may hold them. A write confirms them before its
     /// commit and again before its file effects.
     fn confirm(&mut self) -> PortResult<()>;
+    /// The lease itself, for the store that made it to find its session
+    /// in (see [`MetadataStore::begin_in`]); `None` for any other.
+    fn session(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 /// Locks that hold until dropped: a process's own.
@@ -259,6 +276,12 @@ impl Held {
     /// Confirms the locks are still held (see [`Lease::confirm`]).
     pub fn confirm(&mut self) -> PortResult<()> {
         self.0.confirm()
+    }
+
+    /// The lease, for the store whose session holds the locks (see
+    /// [`Lease::session`]).
+    pub fn session(&mut self) -> Option<&mut dyn std::any::Any> {
+        self.0.session()
     }
 }
 

@@ -249,12 +249,12 @@ impl Backend for DataDirBackend {
 impl DataDirBackend {
     fn unit(
         &self,
-        lock: Held,
+        mut lock: Held,
         access: Access,
         scope: Scope,
         unlocked: Option<Unlocked>,
     ) -> PortResult<Box<dyn UnitOfWork>> {
-        let tx = self.metadata.begin(access, scope)?;
+        let tx = self.metadata.begin_in(&mut lock, access, scope)?;
         let fs = Arc::new(FsTransaction::new(self.data.clone(), access));
         let storage: Arc<dyn ChatStorage> = match &unlocked {
             Some(unlocked) => Arc::new(unlocked.clone()),

@@ -1,9 +1,10 @@
 //! Metadata in PostgreSQL, for several hosts serving one store: every host
 //! points at the same database and mounts the same data directory.
 //!
-//! Each call runs in one `REPEATABLE READ` transaction on a pooled
-//! connection, so a call reads one snapshot; the journal of file effects is
-//! written in the same transaction as the metadata. Locks are PostgreSQL's
+//! Each call runs in one `REPEATABLE READ` transaction, so a call reads one
+//! snapshot; the journal of file effects is written in the same transaction
+//! as the metadata. A call that holds locks runs its transaction in the
+//! session that holds them, so its commit cannot outlive them. Locks are PostgreSQL's
 //! own (session advisory locks), so they hold across machines, where `flock`
 //! on a network filesystem may not: a user's writer holds that user's lock
 //! exclusively and the store's lock shared, a reader both shared, the host's
@@ -102,8 +103,9 @@ const STAGING_LOCK: i32 = 2;
 /// Held while migrating, so hosts starting together migrate once.
 const MIGRATION_LOCK: i32 = 3;
 
-/// Connections each pool opens at most: one pool for transactions, one
-/// for locks (a call holds one of each), so a host uses at most twice this
+/// Connections each pool opens at most: one pool for locks (a call's
+/// transaction runs in its locks' session), one for transactions without
+/// locks and the journal's own queries, so a host uses at most twice this
 /// plus one.
 pub const POOL_SIZE: usize = 32;
 
@@ -426,9 +428,50 @@ fn user_key(user_id: Uuid) -> i64 {
 /// Advisory locks held by one pooled connection, and the writer's turn on
 /// this host if it is a user's writer; released when dropped.
 struct AdvisoryLock {
-    session: Option<Pooled>,
+    session: Arc<Mutex<Session>>,
     /// Dropped after the session's locks are released.
     _turn: Option<WriterTurn>,
+}
+
+/// Where the session holding a unit's advisory locks is.
+enum Session {
+    /// With the locks.
+    Here(Box<Pooled>),
+    /// Lent to the unit's transaction, which runs in it and gives it back
+    /// when it ends.
+    Lent,
+    /// Lent, and the locks were dropped meanwhile: the transaction
+    /// releases them when it ends.
+    Released,
+    /// Ended, or released.
+    Gone,
+}
+
+impl AdvisoryLock {
+    /// Lends the session to the unit's transaction.
+    fn lend(&mut self) -> Option<(Pooled, Arc<Mutex<Session>>)> {
+        let mut session = lock(&self.session);
+        match std::mem::replace(&mut *session, Session::Lent) {
+            Session::Here(pooled) => Some((*pooled, self.session.clone())),
+            other => {
+                *session = other;
+                None
+            }
+        }
+    }
+}
+
+/// Releases the advisory locks `pooled`'s session holds.
+fn release(mut pooled: Pooled) {
+    if pooled
+        .conn()
+        .client
+        .batch_execute("SELECT pg_advisory_unlock_all()")
+        .is_err()
+    {
+        // Closing the session releases whatever it held.
+        pooled.broken();
+    }
 }
 
 /// Where a user's writers on this host take turns before they take a lock
@@ -494,15 +537,11 @@ impl Drop for WriterTurn {
 
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
-        if let Some(mut pooled) = self.session.take()
-            && pooled
-                .conn()
-                .client
-                .batch_execute("SELECT pg_advisory_unlock_all()")
-                .is_err()
-        {
-            // Closing the session releases whatever it held.
-            pooled.broken();
+        let mut session = lock(&self.session);
+        match std::mem::replace(&mut *session, Session::Gone) {
+            Session::Here(pooled) => release(*pooled),
+            Session::Lent => *session = Session::Released,
+            Session::Released | Session::Gone => {}
         }
     }
 }
@@ -511,15 +550,27 @@ const LOST: &str = "the database session that held this call's locks ended";
 
 impl Lease for AdvisoryLock {
     fn confirm(&mut self) -> PortResult<()> {
-        let pooled = self.session.as_mut().ok_or_else(|| PortError::new(LOST))?;
-        // A session alive holds its advisory locks until it releases them.
-        if let Err(e) = pooled.conn().client.batch_execute("SELECT 1") {
-            if let Some(pooled) = self.session.take() {
-                pooled.broken();
+        let mut session = lock(&self.session);
+        match &mut *session {
+            // A session alive holds its advisory locks until it releases them.
+            Session::Here(pooled) => {
+                if let Err(e) = pooled.conn().client.batch_execute("SELECT 1") {
+                    if let Session::Here(pooled) = std::mem::replace(&mut *session, Session::Gone) {
+                        (*pooled).broken();
+                    }
+                    return Err(PortError::new(format!("{LOST}: {e}")));
+                }
+                Ok(())
             }
-            return Err(PortError::new(format!("{LOST}: {e}")));
+            // The transaction runs in the session: its commit fails if the
+            // session ended, so there is nothing to ask.
+            Session::Lent => Ok(()),
+            Session::Released | Session::Gone => Err(PortError::new(LOST)),
         }
-        Ok(())
+    }
+
+    fn session(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }
 
@@ -548,7 +599,7 @@ impl Locks for PostgresMetadata {
             return Err(db_error(e));
         }
         Ok(Held::lease(AdvisoryLock {
-            session: Some(pooled),
+            session: Arc::new(Mutex::new(Session::Here(Box::new(pooled)))),
             _turn: turn,
         }))
     }
@@ -576,28 +627,62 @@ impl Locks for PostgresMetadata {
     }
 }
 
-impl MetadataStore for PostgresMetadata {
-    fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>> {
-        let mut pooled = self.transactions.get()?;
+impl PostgresMetadata {
+    /// Begins a transaction on `pooled`, lent by `lender` if it holds a
+    /// unit's locks.
+    fn begin_on(
+        pooled: Pooled,
+        lender: Option<Arc<Mutex<Session>>>,
+        access: Access,
+        scope: Scope,
+    ) -> PortResult<Arc<dyn MetadataTransaction>> {
         let begin = match access {
             Access::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             Access::Write => "BEGIN ISOLATION LEVEL REPEATABLE READ",
         };
-        if let Err(e) = pooled.conn().client.batch_execute(begin) {
-            pooled.broken();
-            return Err(db_error(e));
+        let mut open = Open {
+            pooled,
+            writes: Vec::new(),
+            lender,
+        };
+        if let Err(e) = open.pooled.conn().client.batch_execute(begin) {
+            let e = open.error(e);
+            open.close(true);
+            return Err(e);
         }
         Ok(Arc::new(PostgresTransaction {
-            open: Mutex::new(Some(Open {
-                pooled,
-                writes: Vec::new(),
-            })),
+            open: Mutex::new(Some(open)),
             access,
             owner: match scope {
                 Scope::User(user_id) => Some(user_id),
                 Scope::All => None,
             },
         }))
+    }
+}
+
+impl MetadataStore for PostgresMetadata {
+    fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>> {
+        Self::begin_on(self.transactions.get()?, None, access, scope)
+    }
+
+    /// Runs the transaction in the session that holds the call's locks: a
+    /// commit there cannot outlive the locks, and the call takes one
+    /// connection instead of two.
+    fn begin_in(
+        &self,
+        held: &mut Held,
+        access: Access,
+        scope: Scope,
+    ) -> PortResult<Arc<dyn MetadataTransaction>> {
+        let lent = held
+            .session()
+            .and_then(|lease| lease.downcast_mut::<AdvisoryLock>())
+            .and_then(AdvisoryLock::lend);
+        match lent {
+            Some((pooled, lender)) => Self::begin_on(pooled, Some(lender), access, scope),
+            None => self.begin(access, scope),
+        }
     }
 
     fn pending_effects(&self, scope: Scope) -> PortResult<Vec<Effect>> {
@@ -677,6 +762,43 @@ struct Open {
     pooled: Pooled,
     /// Every write so far, to replay if the transaction must start again.
     writes: Vec<(&'static str, Vec<Value>)>,
+    /// The locks whose session this is, if it is theirs.
+    lender: Option<Arc<Mutex<Session>>>,
+}
+
+impl Open {
+    /// `e`, told as the locks' loss where the session that held them ended.
+    fn error(&mut self, e: postgres::Error) -> PortError {
+        let ended = e.is_closed()
+            || e.as_db_error().is_some_and(|db| db.severity() == "FATAL")
+            || self.pooled.conn().client.is_closed();
+        if self.lender.is_some() && ended {
+            PortError::new(format!("{LOST}: {e}"))
+        } else {
+            db_error(e)
+        }
+    }
+
+    /// Gives the session back: to the locks that lent it (or, if they were
+    /// dropped meanwhile, releases them), else to its pool; closes it
+    /// instead if it is `broken`, which releases any locks it held.
+    fn close(self, broken: bool) {
+        let Some(lender) = self.lender else {
+            if broken {
+                self.pooled.broken();
+            }
+            return;
+        };
+        let mut session = lock(&lender);
+        let was = std::mem::replace(&mut *session, Session::Gone);
+        if broken {
+            self.pooled.broken();
+        } else if let Session::Lent = was {
+            *session = Session::Here(Box::new(self.pooled));
+        } else {
+            release(self.pooled);
+        }
+    }
 }
 
 impl PostgresTransaction {
@@ -685,7 +807,10 @@ impl PostgresTransaction {
         let open = open
             .as_mut()
             .ok_or_else(|| PortError::new("the transaction has ended"))?;
-        f(open.pooled.conn()).map_err(db_error)
+        match f(open.pooled.conn()) {
+            Ok(value) => Ok(value),
+            Err(e) => Err(open.error(e)),
+        }
     }
 
     fn write(&self, sql: &'static str, values: Vec<Value>) -> PortResult<()> {
@@ -706,11 +831,13 @@ impl PostgresTransaction {
                 Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
                     attempt += 1;
                     tracing::info!(error = %db_error(e), attempt, "retrying a transaction");
-                    Self::restart(open).map_err(db_error)?;
+                    if let Err(e) = Self::restart(open) {
+                        return Err(open.error(e));
+                    }
                 }
                 Err(e) => {
                     open.writes.pop();
-                    return Err(db_error(e));
+                    return Err(open.error(e));
                 }
             }
         }
@@ -735,10 +862,14 @@ impl PostgresTransaction {
             return Ok(());
         };
         match open.pooled.conn().client.batch_execute(sql) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                open.close(false);
+                Ok(())
+            }
             Err(e) => {
-                open.pooled.broken();
-                Err(db_error(e))
+                let e = open.error(e);
+                open.close(true);
+                Err(e)
             }
         }
     }
@@ -1358,6 +1489,78 @@ mod tests {
         for writer in queued {
             writer.join().unwrap();
         }
+    }
+
+    #[test]
+    fn a_calls_transaction_runs_in_the_session_that_holds_its_locks() {
+        let Some((db, metadata)) = open() else { return };
+        let alice = Uuid::now_v7();
+        let mut held = metadata.lock(Access::Write, Scope::User(alice)).unwrap();
+        let tx = metadata
+            .begin_in(&mut held, Access::Write, Scope::User(alice))
+            .unwrap();
+        assert_eq!(tx.used_bytes(Uuid::now_v7()).unwrap(), None);
+        let mut admin = admin(&db);
+        let mut pids = |sql: &str| -> Vec<i32> {
+            admin
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        };
+        let locking = pids(
+            "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE d.datname = current_database() AND l.locktype = 'advisory' \
+             AND l.mode = 'ExclusiveLock' AND l.granted",
+        );
+        let in_transaction = pids(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        );
+        assert_eq!(locking.len(), 1);
+        assert_eq!(locking, in_transaction);
+        tx.commit(&[]).unwrap();
+        // The commit gave the session back to the locks, which confirm on it.
+        held.confirm().unwrap();
+    }
+
+    #[test]
+    fn locks_dropped_before_their_transaction_ends_are_released_when_it_does() {
+        let Some((db, here)) = open() else { return };
+        let there = PostgresMetadata::open(db.url()).unwrap();
+        let alice = Uuid::now_v7();
+        let mut held = here.lock(Access::Write, Scope::User(alice)).unwrap();
+        let tx = here
+            .begin_in(&mut held, Access::Write, Scope::User(alice))
+            .unwrap();
+        drop(held);
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            done.send(there.lock(Access::Write, Scope::User(alice)).map(drop))
+        });
+        // Until the other host's writer waits for the locks, or got them.
+        let mut admin = admin(&db);
+        while admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            assert!(
+                finished.try_recv().is_err(),
+                "the locks went before the transaction ended"
+            );
+            std::thread::yield_now();
+        }
+        drop(tx);
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the locks outlived their transaction")
+            .unwrap();
     }
 
     #[test]
