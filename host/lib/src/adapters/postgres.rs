@@ -1396,6 +1396,11 @@ mod tests {
     /// Waits until some session waits for an advisory lock, as PostgreSQL
     /// itself reports it.
     fn until_someone_waits_for_a_lock(db: &ScratchDatabase) {
+        until_someone_waits_for_a_lock_checking(db, || {});
+    }
+
+    /// The same, running `check` between looks.
+    fn until_someone_waits_for_a_lock_checking(db: &ScratchDatabase, check: impl Fn()) {
         let mut client = admin(db);
         while client
             .query_one(
@@ -1406,6 +1411,7 @@ mod tests {
             .get::<_, i64>(0)
             == 0
         {
+            check();
             std::thread::yield_now();
         }
     }
@@ -1540,22 +1546,12 @@ mod tests {
             done.send(there.lock(Access::Write, Scope::User(alice)).map(drop))
         });
         // Until the other host's writer waits for the locks, or got them.
-        let mut admin = admin(&db);
-        while admin
-            .query_one(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
-                &[],
-            )
-            .unwrap()
-            .get::<_, i64>(0)
-            == 0
-        {
+        until_someone_waits_for_a_lock_checking(&db, || {
             assert!(
                 finished.try_recv().is_err(),
                 "the locks went before the transaction ended"
-            );
-            std::thread::yield_now();
-        }
+            )
+        });
         drop(tx);
         finished
             .recv_timeout(std::time::Duration::from_secs(60))
