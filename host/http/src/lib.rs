@@ -172,7 +172,7 @@ struct UserTurns {
 struct UserTurn<'a> {
     turns: &'a UserTurns,
     user: uuid::Uuid,
-    semaphore: Option<Arc<Semaphore>>,
+    semaphore: Arc<Semaphore>,
     held: bool,
 }
 
@@ -197,19 +197,19 @@ impl UserTurns {
         let mut turn = UserTurn {
             turns: self,
             user,
-            semaphore: Some(semaphore),
+            semaphore,
             held: false,
         };
         // Borrowed, not owned: a wait given up holds no other reference,
         // so the turn's drop still sees whether the user's entry is idle.
-        if let Some(semaphore) = &turn.semaphore
-            && semaphore
-                .try_acquire()
-                .map(|permit| permit.forget())
-                .is_err()
+        if turn
+            .semaphore
+            .try_acquire()
+            .map(|permit| permit.forget())
+            .is_err()
         {
             tracing::debug!(%user, turns = self.each, "waiting for one of the user's turns");
-            semaphore.acquire().await?.forget();
+            turn.semaphore.acquire().await?.forget();
         }
         turn.held = true;
         Ok(turn)
@@ -225,15 +225,11 @@ impl UserTurns {
 impl Drop for UserTurn<'_> {
     fn drop(&mut self) {
         let mut users = self.turns.users();
-        if let Some(semaphore) = self.semaphore.take()
-            && self.held
-        {
-            semaphore.add_permits(1);
+        if self.held {
+            self.semaphore.add_permits(1);
         }
-        if users
-            .get(&self.user)
-            .is_some_and(|semaphore| Arc::strong_count(semaphore) == 1)
-        {
+        // The map's and this one: no other request of the user is here.
+        if Arc::strong_count(&self.semaphore) == 2 {
             users.remove(&self.user);
         }
     }

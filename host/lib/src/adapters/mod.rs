@@ -533,7 +533,6 @@ mod tests {
     use crate::staging::{ContentKind, StagedContent};
     use crate::unit::{Effect, Lease};
     use sqlite::SqliteMetadata;
-    use std::str::FromStr;
 
     struct Fixture {
         _tmp: tempfile::TempDir,
@@ -1135,10 +1134,7 @@ mod tests {
         // The session that holds the user's lock (the only one holding an
         // advisory lock exclusively) ends, as after a broken connection, a
         // restarted server or an operator; this waits until it has.
-        let mut admin = ::postgres::Config::from_str(db.url())
-            .unwrap()
-            .connect(::postgres::NoTls)
-            .unwrap();
+        let mut admin = db.client();
         let ended: i64 = admin
             .query_one(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(l.pid, 60000)) FROM pg_locks l \

@@ -1332,6 +1332,14 @@ impl ScratchDatabase {
         &self.url
     }
 
+    /// A connection of its own to the database, as any other client's.
+    #[cfg(test)]
+    pub(crate) fn client(&self) -> Client {
+        postgres::Config::from_str(&self.url)
+            .and_then(|config| config.connect(NoTls))
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.url))
+    }
+
     /// Returns once no session is connected to the database: a killed
     /// process's sessions, and their locks, end when PostgreSQL notices.
     pub fn until_unused(&self) -> PortResult<()> {
@@ -1386,13 +1394,6 @@ mod tests {
 
     crate::adapters::suite::repository_suite!(optional open());
 
-    fn admin(db: &ScratchDatabase) -> Client {
-        postgres::Config::from_str(db.url())
-            .unwrap()
-            .connect(NoTls)
-            .unwrap()
-    }
-
     /// Waits until some session waits for an advisory lock, as PostgreSQL
     /// itself reports it.
     fn until_someone_waits_for_a_lock(db: &ScratchDatabase) {
@@ -1401,7 +1402,7 @@ mod tests {
 
     /// The same, running `check` between looks.
     fn until_someone_waits_for_a_lock_checking(db: &ScratchDatabase, check: impl Fn()) {
-        let mut client = admin(db);
+        let mut client = db.client();
         while client
             .query_one(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
@@ -1506,7 +1507,7 @@ mod tests {
             .begin_in(&mut held, Access::Write, Scope::User(alice))
             .unwrap();
         assert_eq!(tx.used_bytes(Uuid::now_v7()).unwrap(), None);
-        let mut admin = admin(&db);
+        let mut admin = db.client();
         let mut pids = |sql: &str| -> Vec<i32> {
             admin
                 .query(sql, &[])
@@ -1621,7 +1622,7 @@ mod tests {
         ChatRepository::save(&*tx, &chat).unwrap();
         assert_eq!(tx.used_bytes(w).unwrap(), Some(100));
         // Another client changes the row after the transaction's snapshot.
-        admin(&db)
+        db.client()
             .execute(
                 "UPDATE workspace_usage SET used_bytes = used_bytes + 5 WHERE workspace_id = $1",
                 &[&w],
@@ -1680,7 +1681,7 @@ mod tests {
     fn a_database_from_a_newer_chatstore_is_refused() {
         let Some((db, metadata)) = open() else { return };
         drop(metadata);
-        admin(&db)
+        db.client()
             .execute("UPDATE chatstore_schema SET version = 99", &[])
             .unwrap();
         let err = PostgresMetadata::open(db.url()).unwrap_err();
@@ -1702,7 +1703,8 @@ mod tests {
         for host in opened {
             host.join().unwrap().unwrap();
         }
-        let versions = admin(&db)
+        let versions = db
+            .client()
             .query("SELECT version FROM chatstore_schema", &[])
             .unwrap();
         assert_eq!(versions.len(), 1);
