@@ -332,8 +332,8 @@ impl Drop for Pooled {
 pub struct PostgresMetadata {
     transactions: Arc<Pool>,
     locks: Arc<Pool>,
-    /// Where this host's writers of one user wait for each other.
-    writers: Arc<WriterTurns>,
+    /// Where this host's calls of one user take turns to wait for its lock.
+    turns: Arc<LockTurns>,
     /// Holds the staging lock shared while this store is open (see
     /// [`Locks::alone`]).
     keeper: Arc<Keeper>,
@@ -365,7 +365,7 @@ impl PostgresMetadata {
         Ok(PostgresMetadata {
             transactions,
             locks,
-            writers: Arc::default(),
+            turns: Arc::default(),
             keeper: Arc::new(Keeper(Mutex::new(Some(keeper)))),
         })
     }
@@ -425,12 +425,12 @@ fn user_key(user_id: Uuid) -> i64 {
     (high ^ low) as i64
 }
 
-/// Advisory locks held by one pooled connection, and the writer's turn on
+/// Advisory locks held by one pooled connection, and the user's turn on
 /// this host if it is a user's writer; released when dropped.
 struct AdvisoryLock {
     session: Arc<Mutex<Session>>,
     /// Dropped after the session's locks are released.
-    _turn: Option<WriterTurn>,
+    _turn: Option<LockTurn>,
 }
 
 /// Where the session holding a unit's advisory locks is.
@@ -474,12 +474,14 @@ fn release(mut pooled: Pooled) {
     }
 }
 
-/// Where a user's writers on this host take turns before they take a lock
-/// connection: one user's queued writers then hold one connection between
-/// them (waiting for the user's advisory lock, which writers on other hosts
-/// may hold), not every connection of the pool, which other users need.
+/// Where a user's calls on this host take turns before they take a lock
+/// connection, and a writer keeps its turn until its locks are released: a
+/// user's queued calls then hold at most one connection between them
+/// (waiting for the user's advisory lock, which writers on other hosts may
+/// hold), not every connection of the pool, which other users need. A reader
+/// gives its turn up once it holds the lock, which other readers share.
 #[derive(Default)]
-struct WriterTurns {
+struct LockTurns {
     users: Mutex<HashMap<Uuid, Arc<Turn>>>,
 }
 
@@ -489,46 +491,46 @@ struct Turn {
     free: Condvar,
 }
 
-/// A user's writer's turn on this host; the next writer's when dropped.
-struct WriterTurn {
-    turns: Arc<WriterTurns>,
+/// A user's turn on this host; the next call's when dropped.
+struct LockTurn {
+    turns: Arc<LockTurns>,
     user: Uuid,
     turn: Arc<Turn>,
 }
 
-impl WriterTurns {
+impl LockTurns {
     /// Waits for `user`'s turn.
-    fn take(self: &Arc<Self>, user: Uuid) -> WriterTurn {
+    fn take(self: &Arc<Self>, user: Uuid) -> LockTurn {
         let turn = lock(&self.users).entry(user).or_default().clone();
         let mut taken = lock(&turn.taken);
         if *taken {
-            tracing::debug!(%user, "waiting for this host's writer of the user");
+            tracing::debug!(%user, "waiting for this host's call of the user");
         }
         while *taken {
             taken = turn.free.wait(taken).unwrap_or_else(|p| p.into_inner());
         }
         *taken = true;
         drop(taken);
-        WriterTurn {
+        LockTurn {
             turns: self.clone(),
             user,
             turn,
         }
     }
 
-    /// How many users have a writer here.
+    /// How many users have a call here that takes or holds a turn.
     #[cfg(test)]
     fn len(&self) -> usize {
         lock(&self.users).len()
     }
 }
 
-impl Drop for WriterTurn {
+impl Drop for LockTurn {
     fn drop(&mut self) {
         *lock(&self.turn.taken) = false;
         self.turn.free.notify_one();
         let mut users = lock(&self.turns.users);
-        // The map's and this one: no other writer of the user is here.
+        // The map's and this one: no other call of the user is here.
         if Arc::strong_count(&self.turn) == 2 {
             users.remove(&self.user);
         }
@@ -589,9 +591,9 @@ impl Locks for PostgresMetadata {
                 shared(&store) + &exclusive(&user_key(user).to_string())
             }
         };
-        let turn = match (access, scope) {
-            (Access::Write, Scope::User(user)) => Some(self.writers.take(user)),
-            _ => None,
+        let turn = match scope {
+            Scope::User(user) => Some(self.turns.take(user)),
+            Scope::All => None,
         };
         let mut pooled = self.locks.get()?;
         if let Err(e) = pooled.conn().client.batch_execute(&sql) {
@@ -600,7 +602,8 @@ impl Locks for PostgresMetadata {
         }
         Ok(Held::lease(AdvisoryLock {
             session: Arc::new(Mutex::new(Session::Here(Box::new(pooled)))),
-            _turn: turn,
+            // The user's next reader shares a reader's lock: it need not wait.
+            _turn: turn.filter(|_| access == Access::Write),
         }))
     }
 
@@ -1443,8 +1446,8 @@ mod tests {
     }
 
     #[test]
-    fn a_users_writers_here_take_turns_and_other_users_do_not_wait_for_them() {
-        let turns = Arc::new(WriterTurns::default());
+    fn a_users_calls_here_take_turns_and_other_users_do_not_wait_for_them() {
+        let turns = Arc::new(LockTurns::default());
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
         let first = turns.take(alice);
         let (done, finished) = std::sync::mpsc::channel();
@@ -1456,27 +1459,29 @@ mod tests {
                 turn
             }
         });
-        // Bob's writer does not wait for Alice's.
+        // Bob's call does not wait for Alice's.
         drop(turns.take(bob));
-        assert!(finished.try_recv().is_err(), "alice's second writer got in");
+        assert!(finished.try_recv().is_err(), "alice's second call got in");
         drop(first);
         finished.recv().unwrap();
         drop(second.join().unwrap());
-        assert_eq!(turns.len(), 0, "a user without writers keeps an entry");
+        assert_eq!(turns.len(), 0, "a user without calls keeps an entry");
     }
 
     #[test]
-    fn a_users_queued_writers_hold_one_lock_connection_and_leave_the_rest_to_others() {
+    fn a_users_queued_calls_hold_one_lock_connection_and_leave_the_rest_to_others() {
         let Some((db, here)) = open() else { return };
         let there = PostgresMetadata::open(db.url()).unwrap();
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        // Alice writes on the other host; more of her writers than this
-        // host has lock connections queue here.
+        // Alice writes on the other host; more of her readers than this host
+        // has lock connections, and her writers, queue here.
         let held = there.lock(Access::Write, Scope::User(alice)).unwrap();
         let queued: Vec<_> = (0..POOL_SIZE + 8)
-            .map(|_| {
+            .map(|_| Access::Read)
+            .chain((0..8).map(|_| Access::Write))
+            .map(|access| {
                 let here = here.clone();
-                std::thread::spawn(move || drop(here.lock(Access::Write, Scope::User(alice))))
+                std::thread::spawn(move || drop(here.lock(access, Scope::User(alice))))
             })
             .collect();
         until_someone_waits_for_a_lock(&db);
@@ -1486,16 +1491,54 @@ mod tests {
             let here = here.clone();
             move || done.send(here.lock(Access::Write, Scope::User(bob)).map(drop))
         });
-        // Bob's writer gets a connection while Alice's wait (within a minute:
-        // past that, it waited for one of theirs).
+        // Bob's writer gets a connection while Alice's calls wait (within a
+        // minute: past that, it waited for one of theirs).
         finished
             .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("bob's writer waited for alice's")
+            .expect("bob's writer waited for alice's calls")
             .unwrap();
         drop(held);
-        for writer in queued {
-            writer.join().unwrap();
+        for call in queued {
+            call.join().unwrap();
         }
+        assert_eq!(here.turns.len(), 0, "a user without calls keeps an entry");
+    }
+
+    #[test]
+    fn a_users_readers_here_share_the_lock_and_its_writer_waits_for_them() {
+        let Some((db, here)) = open() else { return };
+        let alice = Uuid::now_v7();
+        let first = here.lock(Access::Read, Scope::User(alice)).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let here = here.clone();
+            move || done.send(here.lock(Access::Read, Scope::User(alice)))
+        });
+        // Within a minute: past that, the second reader waited for the first.
+        let second = finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("alice's second reader waited for her first")
+            .unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let lock = here.lock(Access::Write, Scope::User(alice)).unwrap();
+            done.send(()).unwrap();
+            lock
+        });
+        until_someone_waits_for_a_lock_checking(&db, || {
+            assert!(
+                finished.try_recv().is_err(),
+                "the writer went in beside readers"
+            )
+        });
+        drop(first);
+        assert!(
+            finished.try_recv().is_err(),
+            "the writer went in beside a reader"
+        );
+        drop(second);
+        finished.recv().unwrap();
+        drop(writer.join().unwrap());
     }
 
     #[test]
