@@ -233,3 +233,39 @@ fn a_failure_of_one_chosen_port_is_reported_with_that_port() {
         .upload_attachment(w.user, w.chat.chat_id, "c.txt", None, &b"x"[..])
         .unwrap();
 }
+
+/// However many of the host's checks ask for a chat's row, a unit of work
+/// reads it once (and again only after the guest saved or deleted a chat):
+/// a call on a chat reads it once; a write that first finds the room its
+/// content has, a call that first finds the chat's owner, and a new chat
+/// (looked for, saved, then checked) read it twice.
+#[test]
+fn a_unit_of_work_reads_a_chats_row_once() {
+    let twice = [
+        "create-chat",
+        "delete-chat",
+        "write-history",
+        "append-history",
+        "upload-attachment (new)",
+        "upload-attachment (replace)",
+        "start-sandbox",
+    ];
+    let mut differ = Vec::new();
+    for (name, use_case) in use_cases() {
+        let w = world();
+        w.faults.clear();
+        use_case(&w).unwrap();
+        let reads = (w.faults.calls().iter())
+            .filter(|port| **port == "chat-repository")
+            .count();
+        let expected = match name {
+            _ if twice.contains(&name) => 2,
+            _ if name.contains("workspace") || name == "get-usage" => 0,
+            _ => 1,
+        };
+        if reads != expected {
+            differ.push(format!("{name}: {reads} reads, not {expected}"));
+        }
+    }
+    assert!(differ.is_empty(), "{differ:#?}");
+}

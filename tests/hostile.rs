@@ -324,6 +324,21 @@ fn a_call_serves_one_file() {
 }
 
 #[test]
+fn the_hosts_checks_see_the_chat_rows_as_the_call_left_them() {
+    let (h, bob, chat) = hostile_and_a_chat();
+    let report = match h.store.delete_chat(bob, chat.chat_id).unwrap_err() {
+        Error::StorageUnavailable { port, message } if port == "report" => message,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        report,
+        "deleted accepted: refused (chat-storage: no such chat); saved accepted: accepted"
+    );
+    // The call failed: its deletion was rolled back.
+    assert_eq!(h.store.get_chat(bob, chat.chat_id), Ok(chat));
+}
+
+#[test]
 fn a_policy_that_reads_a_chat_directory_where_the_built_in_one_does_not_is_served_under_the_lock() {
     // The built-in get-chat reads metadata alone, so the host first runs it
     // without the user's lock, where no chat directory is served; this

@@ -31,6 +31,10 @@ pub(crate) struct CallState {
     pub(crate) caller: Uuid,
     /// The caller's workspace, once looked up.
     caller_workspace: Option<Workspace>,
+    /// The chat row last looked up, by id, until the guest saves or deletes
+    /// a chat or a workspace: a call reads one snapshot, so it reads a row
+    /// once however many checks ask for it.
+    chat_row: Option<(Uuid, Option<Chat>)>,
     /// How much the call may still grow the workspace by, once looked up:
     /// the room under the quota when it began, less what it has grown.
     write_budget: Option<u64>,
@@ -69,6 +73,7 @@ impl CallState {
             ports: Some(ports),
             caller,
             caller_workspace: None,
+            chat_row: None,
             write_budget: None,
             started: Instant::now(),
             host_time: Duration::ZERO,
@@ -90,6 +95,7 @@ impl CallState {
     pub(crate) fn begin_call(&mut self, ports: Ports) {
         self.ports = Some(ports);
         self.caller_workspace = None;
+        self.chat_row = None;
         self.write_budget = None;
         self.started = Instant::now();
         self.host_time = Duration::ZERO;
@@ -238,18 +244,28 @@ impl CallState {
     /// Forgets the caller's workspace, after the guest saved it.
     pub(crate) fn workspace_changed(&mut self) {
         self.caller_workspace = None;
+        self.chat_row = None;
+    }
+
+    /// Forgets the chat row looked up, after the guest saved or deleted a chat.
+    pub(crate) fn chats_changed(&mut self) {
+        self.chat_row = None;
     }
 
     pub(crate) fn is_own_workspace(&mut self, workspace_id: Uuid) -> Checked<bool> {
         Ok(self.own_workspace()? == Some(workspace_id))
     }
 
-    /// The chat's row, looked up for scoping.
-    fn chat_row(&self, chat_id: Uuid) -> Checked<Option<Chat>> {
-        self.ports()?
-            .chats
-            .get(chat_id)
-            .map_err(Fault::failed_at(CHATS))
+    /// The chat's row, as this call reads it.
+    pub(crate) fn chat_row(&mut self, chat_id: Uuid) -> Checked<Option<Chat>> {
+        if let Some((id, row)) = &self.chat_row
+            && *id == chat_id
+        {
+            return Ok(row.clone());
+        }
+        let row = (self.ports()?.chats.get(chat_id)).map_err(Fault::failed_at(CHATS))?;
+        self.chat_row = Some((chat_id, row.clone()));
+        Ok(row)
     }
 
     pub(crate) fn is_own_chat(&mut self, chat_id: Uuid) -> Checked<bool> {

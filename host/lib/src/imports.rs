@@ -63,7 +63,7 @@ impl workspace_repository::Host for CallState {
 impl chat_repository::Host for CallState {
     fn get(&mut self, chat_id: String) -> WitResult<Option<wit::Chat>> {
         self.port(CHATS, "get", |s| {
-            match s.ports()?.chats.get(values::id(&chat_id)?)? {
+            match s.chat_row(values::id(&chat_id)?)? {
                 Some(chat) if s.is_own_workspace(chat.workspace_id)? => Ok(Some(chat.into())),
                 _ => Ok(None),
             }
@@ -85,6 +85,7 @@ impl chat_repository::Host for CallState {
         self.port(CHATS, "save", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, false)?;
+            s.chats_changed();
             Ok(s.ports()?.chats.save(&chat)?)
         })
     }
@@ -93,6 +94,7 @@ impl chat_repository::Host for CallState {
         self.port(CHATS, "delete", |s| {
             let id = values::id(&chat_id)?;
             s.check_own_chat_id(id)?;
+            s.chats_changed();
             Ok(s.ports()?.chats.delete(id)?)
         })
     }

@@ -20,6 +20,10 @@
 //! `clear-attachments(user, chat)` opens the chat's history for the host to
 //! serve, then tries to open a second file in the same call, and reports.
 //!
+//! `delete-chat(user, chat)` deletes the chat's row, asks for the size of
+//! its history, saves the row again, asks again, and reports each answer:
+//! the host's checks must see the rows as the call left them.
+//!
 //! `get-chat(user, chat)` asks for the size of the chat's history (the
 //! built-in policy reads metadata alone there), fails the call if the host
 //! does not answer it, and otherwise answers as the built-in policy.
@@ -428,6 +432,20 @@ fn open_twice(chat_id: &str) -> String {
     format!("first {first}; second {second}")
 }
 
+/// Deletes the chat's row and saves it again, asking for its history's
+/// size after each; returns what the host answered.
+fn delete_and_save(chat_id: &str) -> String {
+    let Some(chat) = own_chat(chat_id) else {
+        return "no such chat".into();
+    };
+    let size = |chat: &Chat| outcome(storage::history_size(chat).map(drop));
+    let deleted = outcome(chats::delete(chat_id));
+    let after_delete = size(&chat);
+    let saved = outcome(chats::save(&chat));
+    let after_save = size(&chat);
+    format!("deleted {deleted}: {after_delete}; saved {saved}: {after_save}")
+}
+
 /// The hostile component's answer: `storage-unavailable` from port `port`.
 fn answer<T>(port: &str, message: String) -> StorageResult<T> {
     Err(StorageError::StorageUnavailable(domain::PortError {
@@ -505,6 +523,10 @@ impl Policy for Hostile {
 
     fn clear_attachments(_: &Storage, _: &str, chat_id: &str) -> StorageResult<()> {
         answer("report", open_twice(chat_id))
+    }
+
+    fn delete_chat(_: &Storage, _: &str, chat_id: &str) -> StorageResult<()> {
+        answer("report", delete_and_save(chat_id))
     }
 
     fn get_chat(s: &Storage, user_id: &str, chat_id: &str) -> StorageResult<domain::Chat> {
