@@ -26,7 +26,7 @@ use crate::ports::{
 };
 use crate::unit::{
     Access, Count, Effect, Held, Lease, Locks, MetadataStore, MetadataTransaction, Scope,
-    UsageChange, UsageLedger, ledger_step, signed_bytes,
+    UsageChange, UsageLedger, signed_bytes,
 };
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -1174,6 +1174,50 @@ const SET_CHAT_BYTES: &str = "INSERT INTO chat_usage (chat_id, workspace_id, use
      VALUES ($1, $2, $3) ON CONFLICT (chat_id) DO UPDATE SET \
      workspace_id = EXCLUDED.workspace_id, used_bytes = EXCLUDED.used_bytes";
 
+/// One change to the ledger: for workspace `$1`, if it was ever counted,
+/// chat `$2`'s bytes before (`b`, never below zero) and `after` (`a`); the
+/// chat's row changed by `chat`, and the workspace's bytes by `a - b`
+/// (never below zero).
+macro_rules! ledger_change {
+    ($after:literal, $chat:expr) => {
+        concat!(
+            "WITH before AS (SELECT GREATEST(COALESCE((SELECT used_bytes FROM chat_usage \
+               WHERE chat_id = $2::uuid), 0), 0) AS b \
+               FROM workspace_usage WHERE workspace_id = $1::uuid), \
+             next AS (SELECT b, ",
+            $after,
+            " AS a FROM before), chat AS (",
+            $chat,
+            ") UPDATE workspace_usage SET used_bytes = GREATEST(0, used_bytes + (SELECT a - b FROM next)) \
+             WHERE workspace_id = $1::uuid AND EXISTS (SELECT 1 FROM next)"
+        )
+    };
+}
+
+/// Sets the chat's row to `a` bytes.
+macro_rules! upsert_chat {
+    () => {
+        "INSERT INTO chat_usage (chat_id, workspace_id, used_bytes) \
+         SELECT $2::uuid, $1::uuid, a FROM next ON CONFLICT (chat_id) DO UPDATE SET \
+         workspace_id = EXCLUDED.workspace_id, used_bytes = EXCLUDED.used_bytes"
+    };
+}
+
+/// The chat's bytes grow by `$3`, or shrink if it is negative.
+const GROW_CHAT: &str = ledger_change!(
+    "LEAST(GREATEST(b::numeric + $3::bigint, 0), 9223372036854775807)::bigint",
+    upsert_chat!()
+);
+
+/// The chat now holds `$3` bytes.
+const SET_CHAT: &str = ledger_change!("$3::bigint", upsert_chat!());
+
+/// The chat is gone.
+const DROP_CHAT: &str = ledger_change!(
+    "0::bigint",
+    "DELETE FROM chat_usage WHERE chat_id = $2::uuid AND EXISTS (SELECT 1 FROM next)"
+);
+
 impl PostgresTransaction {
     /// The `used_bytes` that `select` finds for `id`, if it finds a row.
     fn ledger_bytes(&self, select: &'static str, id: Uuid) -> PortResult<Option<u64>> {
@@ -1197,31 +1241,25 @@ impl UsageLedger for PostgresTransaction {
         )
     }
 
+    /// One statement, so one round trip, per change: the same steps as
+    /// `ledger_step` (nothing for a workspace never counted; a chat's
+    /// bytes never below zero), read and written where the rows are.
     fn change_usage(&self, changes: &[UsageChange]) -> PortResult<()> {
         for change in changes {
-            let Some((row, delta)) = ledger_step(self, change)? else {
-                continue;
-            };
             let (workspace_id, chat_id) = change.chat();
-            match row {
-                None => self.write(
-                    "DELETE FROM chat_usage WHERE chat_id = $1",
-                    vec![Value::Uuid(chat_id)],
-                )?,
-                Some(bytes) => self.write(
-                    SET_CHAT_BYTES,
-                    vec![
-                        Value::Uuid(chat_id),
-                        Value::Uuid(workspace_id),
-                        Value::Int(signed_bytes(bytes)),
-                    ],
-                )?,
-            }
-            self.write(
-                "UPDATE workspace_usage SET used_bytes = GREATEST(0, used_bytes + $2) \
-                 WHERE workspace_id = $1",
-                vec![Value::Uuid(workspace_id), Value::Int(delta)],
-            )?;
+            let mut values = vec![Value::Uuid(workspace_id), Value::Uuid(chat_id)];
+            let sql = match *change {
+                UsageChange::Grow { bytes, .. } => {
+                    values.push(Value::Int(bytes));
+                    GROW_CHAT
+                }
+                UsageChange::Set { bytes, .. } => {
+                    values.push(Value::Int(signed_bytes(bytes)));
+                    SET_CHAT
+                }
+                UsageChange::Drop { .. } => DROP_CHAT,
+            };
+            self.write(sql, values)?;
         }
         Ok(())
     }
