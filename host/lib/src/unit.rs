@@ -204,6 +204,20 @@ pub trait MetadataStore: Send + Sync {
     /// be durable by itself: a forgotten effect that comes back after a
     /// crash is applied again, which changes nothing.
     fn forget_effects(&self, scope: Scope) -> PortResult<()>;
+    /// [`pending_effects`](Self::pending_effects) for the writer that holds
+    /// `held`, `scope`'s write locks: a store whose locks read the journal
+    /// as they were taken answers what they read, saving a round trip.
+    fn pending_effects_in(&self, _held: &mut Held, scope: Scope) -> PortResult<Vec<Effect>> {
+        self.pending_effects(scope)
+    }
+    /// [`forget_effects`](Self::forget_effects) for the writer that holds
+    /// `held`, `scope`'s write locks, as the last thing it does with them: a
+    /// store whose locks are a database session's may forget the effects
+    /// as it releases them, in the same round trip (if that fails, the
+    /// effects are applied again by the next writer, which changes nothing).
+    fn forget_effects_in(&self, _held: &mut Held, scope: Scope) -> PortResult<()> {
+        self.forget_effects(scope)
+    }
     /// Every attachment's name as stored, unchecked: (file id, workspace
     /// id, chat id, name). For renaming what earlier versions stored under
     /// names the current rules refuse; a store that never did gives none.

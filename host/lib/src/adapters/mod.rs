@@ -80,8 +80,8 @@ impl DataDirBackend {
             locks,
             ids: Arc::new(UuidV7Ids),
         };
-        let _lock = backend.locks.lock(Access::Write, Scope::All)?;
-        backend.recover(Scope::All)?;
+        let mut lock = backend.locks.lock(Access::Write, Scope::All)?;
+        backend.recover(&mut lock, Scope::All)?;
         backend.rename_refused_names()?;
         Ok(backend)
     }
@@ -126,8 +126,8 @@ impl DataDirBackend {
 
     /// Replays `scope`'s journal; for the whole data directory, also
     /// cleans staging. Call it holding `scope`'s write lock.
-    fn recover(&self, scope: Scope) -> PortResult<()> {
-        let pending = self.metadata.pending_effects(scope)?;
+    fn recover(&self, held: &mut Held, scope: Scope) -> PortResult<()> {
+        let pending = self.metadata.pending_effects_in(held, scope)?;
         match scope {
             Scope::All => self.data.recover(&pending, &*self.locks),
             Scope::User(_) if pending.is_empty() => return Ok(()),
@@ -225,11 +225,11 @@ impl Backend for DataDirBackend {
     }
 
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
-        let lock = self.locks.lock(access, scope)?;
+        let mut lock = self.locks.lock(access, scope)?;
         if access == Access::Write {
             // A journal left by a writer of this scope whose effects failed
             // to apply, or that crashed.
-            self.recover(scope)?;
+            self.recover(&mut lock, scope)?;
         }
         self.unit(lock, access, scope, None)
     }
@@ -513,7 +513,8 @@ impl UnitOfWork for DataDirUnit {
             ))?;
         }
         if !effects.is_empty() {
-            self.metadata.forget_effects(self.scope)?;
+            // The last thing this unit does under its locks.
+            (self.metadata).forget_effects_in(&mut self.lock, self.scope)?;
         }
         Ok(())
     }

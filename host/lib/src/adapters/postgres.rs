@@ -429,6 +429,11 @@ fn user_key(user_id: Uuid) -> i64 {
 /// this host if it is a user's writer; released when dropped.
 struct AdvisoryLock {
     session: Arc<Mutex<Session>>,
+    /// The journal of the scope whose write locks these are, as read in
+    /// the round trip that took them, until asked for.
+    journal: Option<(Scope, Vec<String>)>,
+    /// The scope whose journal is forgotten as the locks are released.
+    forget: Option<Scope>,
     /// Dropped after the session's locks are released.
     _turn: Option<LockTurn>,
 }
@@ -461,14 +466,17 @@ impl AdvisoryLock {
     }
 }
 
-/// Releases the advisory locks `pooled`'s session holds.
-fn release(mut pooled: Pooled) {
-    if pooled
-        .conn()
-        .client
-        .batch_execute("SELECT pg_advisory_unlock_all()")
-        .is_err()
-    {
+/// Releases the advisory locks `pooled`'s session holds, forgetting the
+/// journal of `forget` first.
+fn release(mut pooled: Pooled, forget: Option<Scope>) {
+    let sql = match forget {
+        Some(scope) => format!(
+            "BEGIN; DELETE FROM pending_effects {}; COMMIT; SELECT pg_advisory_unlock_all()",
+            owned_by(scope)
+        ),
+        None => "SELECT pg_advisory_unlock_all()".to_owned(),
+    };
+    if pooled.conn().client.batch_execute(&sql).is_err() {
         // Closing the session releases whatever it held.
         pooled.broken();
     }
@@ -541,7 +549,7 @@ impl Drop for AdvisoryLock {
     fn drop(&mut self) {
         let mut session = lock(&self.session);
         match std::mem::replace(&mut *session, Session::Gone) {
-            Session::Here(pooled) => release(*pooled),
+            Session::Here(pooled) => release(*pooled, self.forget),
             Session::Lent => *session = Session::Released,
             Session::Released | Session::Gone => {}
         }
@@ -596,12 +604,30 @@ impl Locks for PostgresMetadata {
             Scope::All => None,
         };
         let mut pooled = self.locks.get()?;
-        if let Err(e) = pooled.conn().client.batch_execute(&sql) {
-            pooled.broken();
-            return Err(db_error(e));
-        }
+        // A writer recovers its scope's journal first: read it in the same
+        // round trip, once the locks are held.
+        let taken = match access {
+            Access::Write => pooled
+                .conn()
+                .client
+                .simple_query(&format!(
+                    "{sql} SELECT effect FROM pending_effects {} ORDER BY seq",
+                    owned_by(scope)
+                ))
+                .map(|messages| Some((scope, last_statements_rows(&messages)))),
+            Access::Read => pooled.conn().client.batch_execute(&sql).map(|()| None),
+        };
+        let journal = match taken {
+            Ok(journal) => journal,
+            Err(e) => {
+                pooled.broken();
+                return Err(db_error(e));
+            }
+        };
         Ok(Held::lease(AdvisoryLock {
             session: Arc::new(Mutex::new(Session::Here(Box::new(pooled)))),
+            journal,
+            forget: None,
             // The user's next reader shares a reader's lock: it need not wait.
             _turn: turn.filter(|_| access == Access::Write),
         }))
@@ -699,12 +725,34 @@ impl MetadataStore for PostgresMetadata {
                 &[&owner],
             )
             .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                serde_json::from_str(row.get(0))
-                    .map_err(|e| PortError::new(format!("journal: {e}")))
-            })
-            .collect()
+        rows.iter().map(|row| effect(row.get(0))).collect()
+    }
+
+    fn pending_effects_in(&self, held: &mut Held, scope: Scope) -> PortResult<Vec<Effect>> {
+        let read = held
+            .session()
+            .and_then(|lease| lease.downcast_mut::<AdvisoryLock>())
+            .and_then(|lock| lock.journal.take())
+            .filter(|(read_for, _)| *read_for == scope);
+        match read {
+            Some((_, journal)) => journal.iter().map(|json| effect(json)).collect(),
+            None => self.pending_effects(scope),
+        }
+    }
+
+    fn forget_effects_in(&self, held: &mut Held, scope: Scope) -> PortResult<()> {
+        // Only locks that still hold their session release through it.
+        let advisory = held
+            .session()
+            .and_then(|lease| lease.downcast_mut::<AdvisoryLock>())
+            .filter(|advisory| matches!(*lock(&advisory.session), Session::Here(_)));
+        match advisory {
+            Some(advisory) => {
+                advisory.forget = Some(scope);
+                Ok(())
+            }
+            None => self.forget_effects(scope),
+        }
     }
 
     fn forget_effects(&self, scope: Scope) -> PortResult<()> {
@@ -722,6 +770,35 @@ impl MetadataStore for PostgresMetadata {
     fn locks(&self) -> Option<Arc<dyn Locks>> {
         Some(Arc::new(self.clone()))
     }
+}
+
+/// A journal entry as stored.
+fn effect(json: &str) -> PortResult<Effect> {
+    serde_json::from_str(json).map_err(|e| PortError::new(format!("journal: {e}")))
+}
+
+/// The `WHERE` clause of `scope`'s journal entries (every entry's for
+/// [`Scope::All`]); an id's text form needs no quoting.
+fn owned_by(scope: Scope) -> String {
+    match scope {
+        Scope::User(user_id) => format!("WHERE owner = '{user_id}'"),
+        Scope::All => String::new(),
+    }
+}
+
+/// The first column of the rows the last statement of a simple query gave.
+fn last_statements_rows(messages: &[postgres::SimpleQueryMessage]) -> Vec<String> {
+    let (mut last, mut current) = (Vec::new(), Vec::new());
+    for message in messages {
+        match message {
+            postgres::SimpleQueryMessage::Row(row) => {
+                current.push(row.get(0).unwrap_or_default().to_owned())
+            }
+            postgres::SimpleQueryMessage::CommandComplete(_) => last = std::mem::take(&mut current),
+            _ => {}
+        }
+    }
+    last
 }
 
 fn scope_owner(scope: Scope) -> Option<Uuid> {
@@ -799,7 +876,7 @@ impl Open {
         } else if let Session::Lent = was {
             *session = Session::Here(Box::new(self.pooled));
         } else {
-            release(self.pooled);
+            release(self.pooled, None);
         }
     }
 }
@@ -1639,6 +1716,63 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the locks outlived their transaction")
             .unwrap();
+    }
+
+    /// A journal entry, committed as a writer of `user` would leave it.
+    fn journal_entry(metadata: &PostgresMetadata, user: Uuid, name: &str) -> Effect {
+        let effect = Effect::Remove {
+            workspace_id: Uuid::now_v7(),
+            chat_id: Uuid::now_v7(),
+            name: name.into(),
+        };
+        let tx = metadata.begin(Access::Write, Scope::User(user)).unwrap();
+        tx.commit(std::slice::from_ref(&effect)).unwrap();
+        effect
+    }
+
+    #[test]
+    fn a_writers_locks_read_its_journal_in_the_round_trip_that_takes_them() {
+        let Some((_db, metadata)) = open() else {
+            return;
+        };
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        // Bob's entry is not alice's writer's to recover.
+        let left = journal_entry(&metadata, alice, "left.txt");
+        journal_entry(&metadata, bob, "bobs.txt");
+        let mut held = metadata.lock(Access::Write, Scope::User(alice)).unwrap();
+        // An entry committed after the locks were taken (which no writer of
+        // alice's could do while they are held) is not in what they read.
+        let later = journal_entry(&metadata, alice, "later.txt");
+        let scope = Scope::User(alice);
+        assert_eq!(
+            metadata.pending_effects_in(&mut held, scope).unwrap(),
+            vec![left.clone()]
+        );
+        // What they read is answered once; then the journal is read again.
+        assert_eq!(
+            metadata.pending_effects_in(&mut held, scope).unwrap(),
+            vec![left, later]
+        );
+    }
+
+    #[test]
+    fn a_writers_journal_is_forgotten_as_its_locks_are_released() {
+        let Some((_db, metadata)) = open() else {
+            return;
+        };
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        journal_entry(&metadata, alice, "applied.txt");
+        let bobs = journal_entry(&metadata, bob, "bobs.txt");
+        let scope = Scope::User(alice);
+        let mut held = metadata.lock(Access::Write, scope).unwrap();
+        metadata.forget_effects_in(&mut held, scope).unwrap();
+        assert_eq!(metadata.pending_effects(scope).unwrap().len(), 1);
+        drop(held);
+        assert_eq!(metadata.pending_effects(scope).unwrap(), vec![]);
+        assert_eq!(
+            metadata.pending_effects(Scope::User(bob)).unwrap(),
+            vec![bobs]
+        );
     }
 
     #[test]
