@@ -665,16 +665,23 @@ impl PostgresMetadata {
         access: Access,
         scope: Scope,
     ) -> PortResult<Arc<dyn MetadataTransaction>> {
-        let begin = match access {
-            Access::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            Access::Write => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+        let begin = match (access, scope) {
+            // A reader holding its user's locks needs no snapshot: no writer
+            // of the user's rows runs beside it, on any host, and the rows it
+            // reads are the user's (or, as a chat's workspace, never change).
+            (Access::Read, Scope::User(_)) if lender.is_some() => None,
+            (Access::Read, _) => Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+            (Access::Write, _) => Some("BEGIN ISOLATION LEVEL REPEATABLE READ"),
         };
         let mut open = Open {
             pooled,
             writes: Vec::new(),
             lender,
+            begun: begin.is_some(),
         };
-        if let Err(e) = open.pooled.conn().client.batch_execute(begin) {
+        if let Some(begin) = begin
+            && let Err(e) = open.pooled.conn().client.batch_execute(begin)
+        {
             let e = open.error(e);
             open.close(true);
             return Err(e);
@@ -844,6 +851,8 @@ struct Open {
     writes: Vec<(&'static str, Vec<Value>)>,
     /// The locks whose session this is, if it is theirs.
     lender: Option<Arc<Mutex<Session>>>,
+    /// Whether a transaction was begun, to end.
+    begun: bool,
 }
 
 impl Open {
@@ -941,6 +950,10 @@ impl PostgresTransaction {
         let Some(mut open) = lock(&self.open).take() else {
             return Ok(());
         };
+        if !open.begun {
+            open.close(false);
+            return Ok(());
+        }
         match open.pooled.conn().client.batch_execute(sql) {
             Ok(()) => {
                 open.close(false);
@@ -1688,6 +1701,36 @@ mod tests {
         tx.commit(&[]).unwrap();
         // The commit gave the session back to the locks, which confirm on it.
         held.confirm().unwrap();
+    }
+
+    #[test]
+    fn a_reader_holding_its_users_locks_reads_in_their_session_without_a_transaction() {
+        let Some((db, metadata)) = open() else { return };
+        let alice = Uuid::now_v7();
+        let scope = Scope::User(alice);
+        let mut admin = db.client();
+        let mut in_transaction = || -> i64 {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND state LIKE 'idle in transaction%'",
+                    &[],
+                )
+                .unwrap()
+                .get(0)
+        };
+        let mut held = metadata.lock(Access::Read, scope).unwrap();
+        let tx = metadata.begin_in(&mut held, Access::Read, scope).unwrap();
+        assert_eq!(tx.used_bytes(Uuid::now_v7()).unwrap(), None);
+        assert_eq!(in_transaction(), 0);
+        // It cannot write, and gives the session back to the locks.
+        assert!(tx.set_quota(Uuid::now_v7(), Some(1)).is_err());
+        drop(tx);
+        held.confirm().unwrap();
+        // A reader without the user's locks reads one snapshot.
+        let unlocked = metadata.begin(Access::Read, scope).unwrap();
+        assert_eq!(unlocked.used_bytes(Uuid::now_v7()).unwrap(), None);
+        assert_eq!(in_transaction(), 1);
     }
 
     #[test]
