@@ -439,6 +439,11 @@ pub trait UsageLedger {
     /// Gives the workspace a quota of its own, or with `None` the
     /// configured one again.
     fn set_quota(&self, workspace_id: Uuid, quota_bytes: Option<u64>) -> PortResult<()>;
+    /// [`used_bytes`](Self::used_bytes) and [`quota`](Self::quota) of the
+    /// workspace, in one lookup where the store can make it one.
+    fn usage_and_quota(&self, workspace_id: Uuid) -> PortResult<(Option<u64>, Option<u64>)> {
+        Ok((self.used_bytes(workspace_id)?, self.quota(workspace_id)?))
+    }
 }
 
 /// The four repositories, the host's records and the usage ledger inside

@@ -420,11 +420,11 @@ impl LedgerUsage {
 
 impl StorageUsage for LedgerUsage {
     fn get_workspace_usage(&self, workspace: &Workspace) -> PortResult<WorkspaceUsage> {
-        let used_bytes = match self.tx.used_bytes(workspace.workspace_id)? {
+        let (used_bytes, quota_bytes) = self.tx.usage_and_quota(workspace.workspace_id)?;
+        let used_bytes = match used_bytes {
             Some(bytes) => bytes,
             None => self.count(workspace.workspace_id)?,
         };
-        let quota_bytes = self.tx.quota(workspace.workspace_id)?;
         Ok(WorkspaceUsage {
             workspace_id: workspace.workspace_id,
             used_bytes,

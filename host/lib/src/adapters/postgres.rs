@@ -1331,6 +1331,21 @@ impl UsageLedger for PostgresTransaction {
         )
     }
 
+    fn usage_and_quota(&self, workspace_id: Uuid) -> PortResult<(Option<u64>, Option<u64>)> {
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT (SELECT used_bytes FROM workspace_usage WHERE workspace_id = $1), \
+                        (SELECT quota_bytes FROM workspace_quotas WHERE workspace_id = $1)",
+                &[&workspace_id],
+            )
+        })?;
+        let bytes = |i| {
+            let value = rows.first().and_then(|row| row.get::<_, Option<i64>>(i));
+            value.map(|b| b.max(0) as u64)
+        };
+        Ok((bytes(0), bytes(1)))
+    }
+
     /// One statement, so one round trip, per change: the same steps as
     /// `ledger_step` (nothing for a workspace never counted; a chat's
     /// bytes never below zero), read and written where the rows are.

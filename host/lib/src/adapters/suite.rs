@@ -45,6 +45,7 @@ macro_rules! repository_suite {
             a_new_count_replaces_the_ledger,
             a_transaction_reads_its_own_writes,
             a_workspace_keeps_its_own_quota_until_it_is_cleared,
+            usage_and_quota_are_read_together_as_they_are_apart,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -471,4 +472,31 @@ pub fn a_workspace_keeps_its_own_quota_until_it_is_cleared(metadata: &dyn Metada
     let read = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(read.quota(w).unwrap(), None);
     assert!(read.set_quota(w, Some(1)).is_err(), "a read refuses it");
+}
+
+pub fn usage_and_quota_are_read_together_as_they_are_apart(metadata: &dyn MetadataStore) {
+    let (w, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+    assert_eq!(tx.usage_and_quota(w).unwrap(), (None, None));
+    tx.set_count(
+        w,
+        &Count {
+            total: 300,
+            chats: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(tx.usage_and_quota(w).unwrap(), (Some(300), None));
+    tx.set_quota(w, Some(7_000)).unwrap();
+    tx.set_count(
+        other,
+        &Count {
+            total: 5,
+            chats: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(tx.usage_and_quota(w).unwrap(), (Some(300), Some(7_000)));
+    assert_eq!(tx.usage_and_quota(other).unwrap(), (Some(5), None));
+    tx.commit(&[]).unwrap();
 }
