@@ -88,10 +88,7 @@ fn a_guest_that_panics_is_a_typed_error_with_what_it_printed() {
 #[test]
 fn an_instance_serves_one_user_only() {
     let h = Harness::with(hostile);
-    let seen = |user: Uuid| match h.store.ensure_workspace(user).unwrap_err() {
-        Error::StorageUnavailable { port, message } if port == "report" => message,
-        other => panic!("{other:?}"),
-    };
+    let seen = |user: Uuid| report(h.store.ensure_workspace(user));
     let alice = attack(6);
     let bob = Uuid::parse_str("00000000-0000-7000-8000-000000000016").unwrap();
     assert_eq!(seen(alice), format!("{alice}"));
@@ -129,10 +126,7 @@ fn every_hostile_port_call_is_refused_and_nothing_outside_is_touched() {
     let outside_before = snapshot(h.tmp.path());
     let data_before = data_snapshot(&h.data_dir());
 
-    let report = match h.store.ensure_workspace(attack(4)).unwrap_err() {
-        Error::StorageUnavailable { port, message } if port == "report" => message,
-        other => panic!("{other:?}"),
-    };
+    let report = report(h.store.ensure_workspace(attack(4)));
     println!("{report}");
     let tried: usize = report
         .strip_prefix("tried ")
@@ -184,14 +178,10 @@ fn a_guest_cannot_read_or_touch_another_users_chat_through_the_ports() {
     let disk_before = data_snapshot(&h.data_dir());
 
     // Bob's call runs the hostile policy, aimed at Alice's chat.
-    let report = match h
-        .store
-        .delete_attachment(bob, chat.chat_id, workspace.workspace_id)
-        .unwrap_err()
-    {
-        Error::StorageUnavailable { port, message } if port == "report" => message,
-        other => panic!("{other:?}"),
-    };
+    let report = report(
+        h.store
+            .delete_attachment(bob, chat.chat_id, workspace.workspace_id),
+    );
     println!("{report}");
     assert!(
         report.ends_with("accepted []"),
@@ -216,14 +206,7 @@ fn a_guest_cannot_read_or_touch_another_users_chat_through_the_ports() {
 
 /// The hostile policy's report of what it did with the content of an upload.
 fn abuse(h: &Harness, user: Uuid, chat: Uuid, content: chatstore_host::StagedContent) -> String {
-    match h
-        .store
-        .upload_staged(user, chat, "mine.bin", None, content)
-        .unwrap_err()
-    {
-        Error::StorageUnavailable { port, message } if port == "report" => message,
-        other => panic!("{other:?}"),
-    }
+    report(h.store.upload_staged(user, chat, "mine.bin", None, content))
 }
 
 #[test]
@@ -295,6 +278,15 @@ fn staged_content_is_stored_once_by_its_token_and_only_if_it_fits_one_call() {
     assert_eq!(builtin.get_usage(bob).unwrap().used_bytes, FILLED);
 }
 
+/// The message of the hostile policy's `storage-unavailable` answer from
+/// its port `report`: what it tried and what the host did.
+fn report<T: std::fmt::Debug>(result: Result<T, Error>) -> String {
+    match result.unwrap_err() {
+        Error::StorageUnavailable { port, message } if port == "report" => message,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The hostile store, and a chat of a new user made by the built-in policy
 /// on the same data directory.
 fn hostile_and_a_chat() -> (Harness, Uuid, chatstore_host::Chat) {
@@ -312,10 +304,7 @@ fn hostile_and_a_chat() -> (Harness, Uuid, chatstore_host::Chat) {
 #[test]
 fn a_call_serves_one_file() {
     let (h, bob, chat) = hostile_and_a_chat();
-    let report = match h.store.clear_attachments(bob, chat.chat_id).unwrap_err() {
-        Error::StorageUnavailable { port, message } if port == "report" => message,
-        other => panic!("{other:?}"),
-    };
+    let report = report(h.store.clear_attachments(bob, chat.chat_id));
     println!("{report}");
     assert!(
         report.starts_with("first accepted; second refused (chat-storage: a call opens one file"),
@@ -326,10 +315,7 @@ fn a_call_serves_one_file() {
 #[test]
 fn the_hosts_checks_see_the_chat_rows_as_the_call_left_them() {
     let (h, bob, chat) = hostile_and_a_chat();
-    let report = match h.store.delete_chat(bob, chat.chat_id).unwrap_err() {
-        Error::StorageUnavailable { port, message } if port == "report" => message,
-        other => panic!("{other:?}"),
-    };
+    let report = report(h.store.delete_chat(bob, chat.chat_id));
     assert_eq!(
         report,
         "deleted accepted: refused (chat-storage: no such chat); saved accepted: accepted"
