@@ -605,13 +605,14 @@ impl Locks for PostgresMetadata {
         };
         let mut pooled = self.locks.get()?;
         // A writer recovers its scope's journal first: read it in the same
-        // round trip, once the locks are held.
+        // round trip, once the locks are held, and in a transaction of its
+        // own (the locks' may have taken its snapshot before the wait).
         let taken = match access {
             Access::Write => pooled
                 .conn()
                 .client
                 .simple_query(&format!(
-                    "{sql} SELECT effect FROM pending_effects {} ORDER BY seq",
+                    "BEGIN; {sql} COMMIT; SELECT effect FROM pending_effects {} ORDER BY seq",
                     owned_by(scope)
                 ))
                 .map(|messages| Some((scope, last_statements_rows(&messages)))),
@@ -1811,6 +1812,42 @@ mod tests {
             metadata.pending_effects_in(&mut held, scope).unwrap(),
             vec![left, later]
         );
+    }
+
+    #[test]
+    fn a_writer_that_waited_for_its_locks_reads_the_journal_the_last_holder_left() {
+        let Some(db) = ScratchDatabase::from_env() else {
+            return;
+        };
+        // Even where sessions begin at a stricter isolation than PostgreSQL's
+        // default, whose snapshot would be taken before the wait.
+        db.client()
+            .batch_execute(&format!(
+                "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+                db.name
+            ))
+            .unwrap();
+        let (here, there) = (
+            PostgresMetadata::open(db.url()).unwrap(),
+            PostgresMetadata::open(db.url()).unwrap(),
+        );
+        let scope = Scope::User(Uuid::now_v7());
+        let mut held = here.lock(Access::Write, scope).unwrap();
+        let waiter = std::thread::spawn(move || {
+            let mut lock = there.lock(Access::Write, scope).unwrap();
+            there.pending_effects_in(&mut lock, scope).unwrap()
+        });
+        until_someone_waits_for_a_lock(&db);
+        // The holder commits a change whose effects it never applies.
+        let left = Effect::Remove {
+            workspace_id: Uuid::now_v7(),
+            chat_id: Uuid::now_v7(),
+            name: "left.txt".into(),
+        };
+        let tx = here.begin_in(&mut held, Access::Write, scope).unwrap();
+        tx.commit(std::slice::from_ref(&left)).unwrap();
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), vec![left]);
     }
 
     #[test]
