@@ -4,13 +4,13 @@
 //! Each call runs in one `REPEATABLE READ` transaction, so a call reads one
 //! snapshot; the journal of file effects is written in the same transaction
 //! as the metadata. A call that holds locks runs its transaction in the
-//! session that holds them, so its commit cannot outlive them. Locks are PostgreSQL's
-//! own (session advisory locks), so they hold across machines, where `flock`
-//! on a network filesystem may not: a user's writer holds that user's lock
-//! exclusively and the store's lock shared, a reader both shared, the host's
-//! maintenance (recovery, `fsck`) the store's lock alone. A host that dies
-//! loses its sessions, and with them its locks; the user's next writer, on
-//! any host, replays the journal it left.
+//! session that holds them, so its commit cannot outlive them. Locks are
+//! PostgreSQL's own (session advisory locks), so they hold across machines,
+//! where `flock` on a network filesystem may not: a user's writer holds that
+//! user's lock exclusively and the store's lock shared, a reader both
+//! shared, the host's maintenance (recovery, `fsck`) the store's lock
+//! alone. A host that dies loses its sessions, and with them its locks; the
+//! user's next writer, on any host, replays the journal it left.
 //!
 //! A write that meets a serialisation failure or a deadlock (which the
 //! per-user locks leave no room for, but another client of the database
@@ -453,6 +453,11 @@ enum Session {
 }
 
 impl AdvisoryLock {
+    /// The locks `held` holds, if they are this store's.
+    fn of(held: &mut Held) -> Option<&mut AdvisoryLock> {
+        held.session()?.downcast_mut::<AdvisoryLock>()
+    }
+
     /// Lends the session to the unit's transaction.
     fn lend(&mut self) -> Option<(Pooled, Arc<Mutex<Session>>)> {
         let mut session = lock(&self.session);
@@ -690,10 +695,7 @@ impl PostgresMetadata {
         Ok(Arc::new(PostgresTransaction {
             open: Mutex::new(Some(open)),
             access,
-            owner: match scope {
-                Scope::User(user_id) => Some(user_id),
-                Scope::All => None,
-            },
+            owner: scope_owner(scope),
         }))
     }
 }
@@ -712,10 +714,7 @@ impl MetadataStore for PostgresMetadata {
         access: Access,
         scope: Scope,
     ) -> PortResult<Arc<dyn MetadataTransaction>> {
-        let lent = held
-            .session()
-            .and_then(|lease| lease.downcast_mut::<AdvisoryLock>())
-            .and_then(AdvisoryLock::lend);
+        let lent = AdvisoryLock::of(held).and_then(AdvisoryLock::lend);
         match lent {
             Some((pooled, lender)) => Self::begin_on(pooled, Some(lender), access, scope),
             None => self.begin(access, scope),
@@ -737,9 +736,7 @@ impl MetadataStore for PostgresMetadata {
     }
 
     fn pending_effects_in(&self, held: &mut Held, scope: Scope) -> PortResult<Vec<Effect>> {
-        let read = held
-            .session()
-            .and_then(|lease| lease.downcast_mut::<AdvisoryLock>())
+        let read = AdvisoryLock::of(held)
             .and_then(|lock| lock.journal.take())
             .filter(|(read_for, _)| *read_for == scope);
         match read {
@@ -750,9 +747,7 @@ impl MetadataStore for PostgresMetadata {
 
     fn forget_effects_in(&self, held: &mut Held, scope: Scope) -> PortResult<()> {
         // Only locks that still hold their session release through it.
-        let advisory = held
-            .session()
-            .and_then(|lease| lease.downcast_mut::<AdvisoryLock>())
+        let advisory = AdvisoryLock::of(held)
             .filter(|advisory| matches!(*lock(&advisory.session), Session::Here(_)));
         match advisory {
             Some(advisory) => {
