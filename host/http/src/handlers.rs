@@ -173,7 +173,13 @@ pub(crate) async fn ensure_workspace(State(app): AppState, User(user): User) -> 
 #[utoipa::path(get, path = "/v1/workspace", tag = "workspace", params(UserHeader),
     responses((status = 200, description = "The workspace", body = Workspace)))]
 pub(crate) async fn get_workspace(State(app): AppState, User(user): User) -> Reply {
-    let workspace = app.run(user, move |s| s.get_workspace(user)).await?;
+    let workspace = app
+        .read(
+            user,
+            |now| now.get_workspace(user),
+            move |s| s.get_workspace(user),
+        )
+        .await?;
     Ok(json(StatusCode::OK, &workspace))
 }
 
@@ -181,7 +187,9 @@ pub(crate) async fn get_workspace(State(app): AppState, User(user): User) -> Rep
 #[utoipa::path(get, path = "/v1/workspace/usage", tag = "workspace", params(UserHeader),
     responses((status = 200, description = "Usage and quota", body = WorkspaceUsage)))]
 pub(crate) async fn get_usage(State(app): AppState, User(user): User) -> Reply {
-    let usage = app.run(user, move |s| s.get_usage(user)).await?;
+    let usage = app
+        .read(user, |now| now.get_usage(user), move |s| s.get_usage(user))
+        .await?;
     Ok(json(StatusCode::OK, &usage))
 }
 
@@ -232,7 +240,13 @@ pub(crate) async fn list_chats(
 #[utoipa::path(get, path = "/v1/chats/{chat_id}", tag = "chats", params(UserHeader, ChatPath),
     responses((status = 200, description = "The chat", body = Chat)))]
 pub(crate) async fn get_chat(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
-    let chat = app.run(user, move |s| s.get_chat(user, chat)).await?;
+    let chat = app
+        .read(
+            user,
+            |now| now.get_chat(user, chat),
+            move |s| s.get_chat(user, chat),
+        )
+        .await?;
     Ok(json(StatusCode::OK, &chat))
 }
 
@@ -451,7 +465,11 @@ pub(crate) async fn clear_files(State(app): AppState, InChat { user, chat }: InC
     responses((status = 200, description = "The attachment", body = ChatFile)))]
 pub(crate) async fn get_file(State(app): AppState, InFile { user, chat, file }: InFile) -> Reply {
     let file = app
-        .run(user, move |s| s.get_attachment(user, chat, file))
+        .read(
+            user,
+            |now| now.get_attachment(user, chat, file),
+            move |s| s.get_attachment(user, chat, file),
+        )
         .await?;
     Ok(json(StatusCode::OK, &file))
 }

@@ -36,7 +36,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware;
 use axum::response::Response;
-use chatstore_host::{ChatStore, DEFAULT_QUOTA_BYTES, Error, echo};
+use chatstore_host::{ChatStore, DEFAULT_QUOTA_BYTES, Error, Now, echo};
 use handlers as h;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -136,6 +136,23 @@ impl App {
     ) -> Result<T, Failure> {
         let slot = self.slot(user).await?;
         self.run_in(&slot, f).await
+    }
+
+    /// Runs a read of metadata in a slot of its own: on this worker when the
+    /// store answers it at once (`now`, [`ChatStore::now`]), which saves
+    /// handing it to a blocking thread and back; else (`later`) on a
+    /// blocking thread.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        user: uuid::Uuid,
+        now: impl FnOnce(Now<'_>) -> Option<Result<T, Error>>,
+        later: impl FnOnce(&ChatStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let slot = self.slot(user).await?;
+        match now(self.store.now()) {
+            Some(answer) => Ok(answer?),
+            None => self.run_in(&slot, later).await,
+        }
     }
 
     /// Runs a use case on a blocking thread, in the request's span, in the

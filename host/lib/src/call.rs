@@ -41,12 +41,32 @@ pub(crate) struct CallState {
     /// When the call started, and how much of that time was spent in ports.
     started: Instant,
     host_time: Duration,
+    /// How long the call may run before it is interrupted.
+    limit: Limit,
     /// The content staged for this call, by token, and whether it was stored.
     staged: Vec<(String, StagedContent, bool)>,
     /// What the guest opened for the host to serve.
     opened: Option<Content>,
     /// The file an open found changed by a sandbox, if one did.
     changed_file: Option<String>,
+}
+
+/// How long a call may run before the guest is interrupted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Limit {
+    /// Time in guest code: the time in the host's ports is given back.
+    GuestTime(Duration),
+    /// Time since the call began, in ports too: for a call that answers on
+    /// a thread that must not be held.
+    WallTime(Duration),
+}
+
+impl Limit {
+    pub(crate) fn duration(self) -> Duration {
+        match self {
+            Limit::GuestTime(d) | Limit::WallTime(d) => d,
+        }
+    }
 }
 
 /// What a call leaves for the host once its guest is done.
@@ -61,7 +81,13 @@ pub(crate) struct Leftovers {
 }
 
 impl CallState {
-    pub(crate) fn new(wasi: WasiCtx, limits: StoreLimits, ports: Ports, caller: Uuid) -> Self {
+    pub(crate) fn new(
+        wasi: WasiCtx,
+        limits: StoreLimits,
+        ports: Ports,
+        caller: Uuid,
+        limit: Limit,
+    ) -> Self {
         let limits = GuestLimits {
             limits,
             memory_bytes: 0,
@@ -77,6 +103,7 @@ impl CallState {
             write_budget: None,
             started: Instant::now(),
             host_time: Duration::ZERO,
+            limit,
             staged: Vec::new(),
             opened: None,
             changed_file: None,
@@ -91,14 +118,16 @@ impl CallState {
     }
 
     /// Readies a kept instance's state for the same user's next call: new
-    /// ports, and nothing of the last call's lookups, budget or content.
-    pub(crate) fn begin_call(&mut self, ports: Ports) {
+    /// ports and limit, and nothing of the last call's lookups, budget or
+    /// content.
+    pub(crate) fn begin_call(&mut self, ports: Ports, limit: Limit) {
         self.ports = Some(ports);
         self.caller_workspace = None;
         self.chat_row = None;
         self.write_budget = None;
         self.started = Instant::now();
         self.host_time = Duration::ZERO;
+        self.limit = limit;
         self.staged.clear();
         self.opened = None;
         self.changed_file = None;
@@ -165,8 +194,17 @@ impl CallState {
 
     /// How long the guest itself has run: the call's time so far, less the
     /// time spent in the host's ports.
-    pub(crate) fn guest_time(&self) -> Duration {
+    fn guest_time(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.host_time)
+    }
+
+    /// What is left of the call's limit; `None` once it is spent.
+    pub(crate) fn time_left(&self) -> Option<Duration> {
+        let spent = match self.limit {
+            Limit::GuestTime(_) => self.guest_time(),
+            Limit::WallTime(_) => self.started.elapsed(),
+        };
+        (self.limit.duration().checked_sub(spent)).filter(|left| !left.is_zero())
     }
 
     /// Runs one port call (`port`'s function `op`): its checks, scoping and

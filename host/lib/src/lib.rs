@@ -72,6 +72,6 @@ pub use page::{Page, PageRequest};
 pub use staging::{ContentKind, StageError, StagedContent};
 pub use store::{
     ChatStore, ChatStoreBuilder, Clock, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR,
-    DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Metadata, Replacing, STORAGE_COMPONENT,
+    DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Metadata, Now, Replacing, STORAGE_COMPONENT,
 };
 pub use uuid::Uuid;

@@ -7,7 +7,7 @@ use crate::adapters::memory::MemoryMetadata;
 use crate::adapters::postgres::PostgresMetadata;
 use crate::adapters::sqlite::SqliteMetadata;
 use crate::bindings::{self, Guest, StorageService, StorageServicePre, wit};
-use crate::call::CallState;
+use crate::call::{CallState, Limit};
 use crate::compiled::{self, ComponentSource};
 use crate::content::Content;
 use crate::error::{Error, PortError, PortResult, SetupError};
@@ -50,6 +50,11 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the engine's epoch advances; a call's deadline is counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How long a read that answers at once ([`ChatStore::now`]) may run, in
+/// its ports too, before it gives up: it is checked as the epoch advances,
+/// so a read that overruns holds its thread for two ticks at most.
+const AT_ONCE_LIMIT: Duration = Duration::from_millis(1);
 
 /// Core instances one component instance may create: the guest has a few
 /// (its module plus the shims the component linker adds); a hostile one gets no more.
@@ -483,13 +488,35 @@ fn ticks(time: Duration) -> u64 {
 enum Begin {
     Locked(Access),
     Unlocked,
+    /// Unlocked, and only if its reads answer at once
+    /// ([`Backend::begin_at_once`]) and the user's instance is kept.
+    AtOnce,
 }
 
-/// How one run of a call went: its answer, or that it must run again
-/// under its locks.
+/// Whether a call may wait (for a lock, a database across the network, a
+/// new instance) or must answer on the calling thread at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Allowed,
+    Not,
+}
+
+/// How one run of a call went: its answer, that it must run again under
+/// its locks, or that it would have had to wait (nothing was done).
 enum Attempt<U> {
     Done(Result<U, Error>),
     NeedsLock,
+    WouldWait,
+}
+
+/// The answer of a call that was allowed to wait.
+fn waited<U>(answer: Option<Result<U, Error>>) -> Result<U, Error> {
+    answer.unwrap_or_else(|| {
+        Err(Error::unavailable(
+            "transaction",
+            "a call that may wait gave up waiting",
+        ))
+    })
 }
 
 /// One use-case call, as the log names it.
@@ -575,6 +602,42 @@ pub struct ChatStore {
 
 type GuestResult<T> = wasmtime::Result<Result<T, wit::StorageError>>;
 
+/// The reads of metadata that answer at once or not at all
+/// ([`ChatStore::now`]): each is its [`ChatStore`] namesake's answer, or
+/// `None`.
+#[derive(Clone, Copy)]
+pub struct Now<'a> {
+    store: &'a ChatStore,
+}
+
+impl Now<'_> {
+    /// [`ChatStore::get_workspace`], at once or not at all.
+    pub fn get_workspace(&self, user_id: Uuid) -> Option<Result<Workspace, Error>> {
+        self.store.get_workspace_as(Wait::Not, user_id)
+    }
+
+    /// [`ChatStore::get_usage`], at once or not at all.
+    pub fn get_usage(&self, user_id: Uuid) -> Option<Result<WorkspaceUsage, Error>> {
+        self.store.get_usage_as(Wait::Not, user_id)
+    }
+
+    /// [`ChatStore::get_chat`], at once or not at all.
+    pub fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> Option<Result<Chat, Error>> {
+        self.store.get_chat_as(Wait::Not, user_id, chat_id)
+    }
+
+    /// [`ChatStore::get_attachment`], at once or not at all.
+    pub fn get_attachment(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        file_id: Uuid,
+    ) -> Option<Result<ChatFile, Error>> {
+        self.store
+            .get_attachment_as(Wait::Not, user_id, chat_id, file_id)
+    }
+}
+
 /// What a write replaces, for [`ChatStore::room`].
 #[derive(Clone, Copy, Debug)]
 pub enum Replacing<'a> {
@@ -597,6 +660,31 @@ impl ChatStore {
     /// compile cache.
     pub fn component_source(&self) -> ComponentSource {
         self.inner.source
+    }
+
+    /// The reads of metadata for a caller that must not block, such as an
+    /// async runtime's worker: each answers on the calling thread at once,
+    /// or gives `None` having done nothing, and the caller then makes the
+    /// same read where it may wait.
+    ///
+    /// A read answers at once when the user's instance from an earlier call
+    /// is kept, the metadata is on this host and no writer holds it back
+    /// (SQLite, memory; never PostgreSQL, a network round trip away), and
+    /// the policy reads metadata alone; a read that runs past 1 ms gives up
+    /// within two ticks of the engine's epoch (10 ms each).
+    ///
+    /// ```no_run
+    /// # fn read(store: &chatstore_host::ChatStore, user: uuid::Uuid, chat: uuid::Uuid)
+    /// # -> Result<chatstore_host::Chat, chatstore_host::Error> {
+    /// let chat = match store.now().get_chat(user, chat) {
+    ///     Some(answer) => answer?,
+    ///     // In an async server: tokio::task::spawn_blocking.
+    ///     None => store.get_chat(user, chat)?,
+    /// };
+    /// # Ok(chat) }
+    /// ```
+    pub fn now(&self) -> Now<'_> {
+        Now { store: self }
     }
 
     /// Runs `f` on the ports and records of one unit of work on `scope`,
@@ -641,7 +729,7 @@ impl ChatStore {
         let backend = &self.inner.backend;
         match begin {
             Begin::Locked(access) => backend.begin(access, scope),
-            Begin::Unlocked => backend.begin_unlocked(scope),
+            Begin::Unlocked | Begin::AtOnce => backend.begin_unlocked(scope),
         }
         .map_err(unavailable("transaction"))
     }
@@ -757,7 +845,7 @@ impl ChatStore {
         }
     }
 
-    /// Runs one export in a fresh instance, in a `use_case` span, with
+    /// Runs one export in the user's instance, in a `use_case` span, with
     /// `staged` content offered to it. A trap is this call's
     /// `storage_unavailable`, with what the guest printed to stderr.
     fn call<T, U>(
@@ -767,20 +855,42 @@ impl ChatStore {
         export: impl Fn(&Guest, &mut Store<CallState>, Option<&wit::StagedContent>) -> GuestResult<T>,
         convert: impl Fn(T, Option<Content>) -> Result<U, Error>,
     ) -> Result<U, Error> {
+        waited(self.call_as(Wait::Allowed, use_case, staged, export, convert))
+    }
+
+    /// [`call`](Self::call), or with [`Wait::Not`] the call's answer at once
+    /// on this thread, or `None` having done nothing.
+    fn call_as<T, U>(
+        &self,
+        wait: Wait,
+        use_case: UseCase,
+        staged: Option<StagedContent>,
+        export: impl Fn(&Guest, &mut Store<CallState>, Option<&wit::StagedContent>) -> GuestResult<T>,
+        convert: impl Fn(T, Option<Content>) -> Result<U, Error>,
+    ) -> Option<Result<U, Error>> {
         let span = use_case.span();
         let _entered = span.enter();
         let started = Instant::now();
         let (user, access) = (use_case.user, use_case.access);
-        let unlocked = match use_case.metadata_only {
-            true => self.run_export(Begin::Unlocked, user, None, &export, &convert),
-            false => Attempt::NeedsLock,
+        let first = match (use_case.metadata_only, wait) {
+            (true, Wait::Allowed) => {
+                self.run_export(Begin::Unlocked, user, None, &export, &convert)
+            }
+            (true, Wait::Not) => self.run_export(Begin::AtOnce, user, None, &export, &convert),
+            (false, Wait::Allowed) => Attempt::NeedsLock,
+            (false, Wait::Not) => Attempt::WouldWait,
         };
-        let result = match unlocked {
+        let result = match first {
             Attempt::Done(result) => result,
+            Attempt::WouldWait => {
+                let duration_us = started.elapsed().as_micros() as u64;
+                tracing::debug!(duration_us, "use case would wait: not answered at once");
+                return None;
+            }
             Attempt::NeedsLock => {
                 match self.run_export(Begin::Locked(access), user, staged, &export, &convert) {
                     Attempt::Done(result) => result,
-                    Attempt::NeedsLock => Err(Error::unavailable(
+                    Attempt::NeedsLock | Attempt::WouldWait => Err(Error::unavailable(
                         "transaction",
                         "a unit of work under its locks asked for its locks",
                     )),
@@ -799,13 +909,18 @@ impl ChatStore {
             ),
             Err(e) => tracing::debug!(code = e.code(), duration_us, "use case"),
         }
-        result
+        Some(result)
     }
 
     /// A new store for `caller`'s calls: WASI with the store's clock and a
     /// captured stderr, the guest limits, the hostcall bound and the
     /// guest-time deadline.
-    fn new_store(&self, ports: Ports, caller: Uuid) -> (Store<CallState>, MemoryOutputPipe) {
+    fn new_store(
+        &self,
+        ports: Ports,
+        caller: Uuid,
+        limit: Limit,
+    ) -> (Store<CallState>, MemoryOutputPipe) {
         let inner = &*self.inner;
         let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
         let wasi = WasiCtxBuilder::new()
@@ -819,16 +934,17 @@ impl ChatStore {
             .tables(MAX_TABLES)
             .table_elements(MAX_TABLE_ELEMENTS)
             .build();
-        let mut store = Store::new(&inner.engine, CallState::new(wasi, limits, ports, caller));
+        let state = CallState::new(wasi, limits, ports, caller, limit);
+        let mut store = Store::new(&inner.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_hostcall_fuel(MAX_LIFTED_BYTES);
-        // The deadline counts guest time: when the epoch reaches it, the time
-        // spent in ports since the call began is given back.
-        let timeout = inner.call_timeout;
-        store.epoch_deadline_callback(move |store| {
-            Ok(match timeout.checked_sub(store.data().guest_time()) {
-                Some(left) if !left.is_zero() => UpdateDeadline::Continue(ticks(left)),
-                _ => UpdateDeadline::Interrupt,
+        // When the epoch reaches the deadline, the call's limit is checked:
+        // a deadline counts guest time, so the time spent in ports since the
+        // call began is given back.
+        store.epoch_deadline_callback(|store| {
+            Ok(match store.data().time_left() {
+                Some(left) => UpdateDeadline::Continue(ticks(left)),
+                None => UpdateDeadline::Interrupt,
             })
         });
         (store, stderr)
@@ -848,17 +964,36 @@ impl ChatStore {
     ) -> Attempt<U> {
         let inner = &*self.inner;
         let staging = inner.backend.staging();
-        let unit = match self.begin(begin, Scope::User(caller)) {
-            Ok(unit) => unit,
-            Err(e) => {
-                if let Some(content) = &staged {
-                    staging.discard(content);
+        let at_once = matches!(begin, Begin::AtOnce);
+        let (unit, kept, limit) = if at_once {
+            // Only an instance already kept, and a unit that begins at once.
+            let Some(kept) = inner.kept.take(caller) else {
+                return Attempt::WouldWait;
+            };
+            match inner.backend.begin_at_once(Scope::User(caller)) {
+                Some(Ok(unit)) => (unit, Some(kept), Limit::WallTime(AT_ONCE_LIMIT)),
+                answer => {
+                    inner.kept.put(kept);
+                    return match answer {
+                        Some(Err(e)) => Attempt::Done(Err(unavailable("transaction")(e))),
+                        _ => Attempt::WouldWait,
+                    };
                 }
-                return Attempt::Done(Err(e));
             }
+        } else {
+            let unit = match self.begin(begin, Scope::User(caller)) {
+                Ok(unit) => unit,
+                Err(e) => {
+                    if let Some(content) = &staged {
+                        staging.discard(content);
+                    }
+                    return Attempt::Done(Err(e));
+                }
+            };
+            // The same user's last instance if one is kept, else a new one.
+            let kept = inner.kept.take(caller);
+            (unit, kept, Limit::GuestTime(inner.call_timeout))
         };
-        // The same user's last instance if one is kept, else a new one.
-        let kept = inner.kept.take(caller);
         let (mut store, service, stderr) = match kept {
             Some(Kept {
                 mut store,
@@ -866,11 +1001,11 @@ impl ChatStore {
                 stderr,
                 ..
             }) => {
-                store.data_mut().begin_call(unit.ports());
+                store.data_mut().begin_call(unit.ports(), limit);
                 (store, Ok(service), stderr)
             }
             None => {
-                let (mut store, stderr) = self.new_store(unit.ports(), caller);
+                let (mut store, stderr) = self.new_store(unit.ports(), caller, limit);
                 let mut service = inner.pre.instantiate(&mut store);
                 if service.is_err() && inner.kept.clear() {
                     // The pool's slots may all be held by kept instances.
@@ -880,8 +1015,7 @@ impl ChatStore {
             }
         };
         let offered = staged.map(|content| store.data_mut().offer(content));
-        let timeout = inner.call_timeout;
-        store.set_epoch_deadline(ticks(timeout));
+        store.set_epoch_deadline(ticks(limit.duration()));
         let (outcome, service) = match service {
             Ok(service) => (
                 export(
@@ -919,7 +1053,16 @@ impl ChatStore {
         if unit.needs_lock() {
             // Its answer is void: the call runs again under its locks.
             unit.rollback();
-            return Attempt::NeedsLock;
+            return match at_once {
+                true => Attempt::WouldWait,
+                false => Attempt::NeedsLock,
+            };
+        }
+        if at_once && outcome.is_err() {
+            // Out of time, or a trap that the call, run again where it may
+            // wait, reports if it traps there too.
+            unit.rollback();
+            return Attempt::WouldWait;
         }
         let result = match outcome {
             Ok(Ok(value)) => convert(value, leftovers.opened),
@@ -935,7 +1078,7 @@ impl ChatStore {
                 let mut message = if trap.downcast_ref() == Some(&wasmtime::Trap::Interrupt) {
                     format!(
                         "the component ran past its deadline of {} ms of guest time ({trap:#})",
-                        timeout.as_millis()
+                        limit.duration().as_millis()
                     )
                 } else {
                     format!("the component trapped: {trap:#}")
@@ -962,8 +1105,13 @@ impl ChatStore {
 
     /// The user's workspace.
     pub fn get_workspace(&self, user_id: Uuid) -> Result<Workspace, Error> {
+        waited(self.get_workspace_as(Wait::Allowed, user_id))
+    }
+
+    fn get_workspace_as(&self, wait: Wait, user_id: Uuid) -> Option<Result<Workspace, Error>> {
         let user = canonical(user_id);
-        self.call(
+        self.call_as(
+            wait,
             UseCase::metadata("get-workspace", user_id),
             None,
             |g, s, _| g.call_get_workspace(s, &user),
@@ -973,8 +1121,13 @@ impl ChatStore {
 
     /// The bytes the user's workspace stores and its quota.
     pub fn get_usage(&self, user_id: Uuid) -> Result<WorkspaceUsage, Error> {
+        waited(self.get_usage_as(Wait::Allowed, user_id))
+    }
+
+    fn get_usage_as(&self, wait: Wait, user_id: Uuid) -> Option<Result<WorkspaceUsage, Error>> {
         let user = canonical(user_id);
-        self.call(
+        self.call_as(
+            wait,
             UseCase::metadata("get-usage", user_id),
             None,
             |g, s, _| g.call_get_usage(s, &user),
@@ -1011,8 +1164,13 @@ impl ChatStore {
 
     /// One of the user's chats.
     pub fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> Result<Chat, Error> {
+        waited(self.get_chat_as(Wait::Allowed, user_id, chat_id))
+    }
+
+    fn get_chat_as(&self, wait: Wait, user_id: Uuid, chat_id: Uuid) -> Option<Result<Chat, Error>> {
         let (user, chat) = (canonical(user_id), canonical(chat_id));
-        self.call(
+        self.call_as(
+            wait,
             UseCase::metadata("get-chat", user_id).chat(chat_id),
             None,
             |g, s, _| g.call_get_chat(s, &user, &chat),
@@ -1178,8 +1336,19 @@ impl ChatStore {
         chat_id: Uuid,
         file_id: Uuid,
     ) -> Result<ChatFile, Error> {
+        waited(self.get_attachment_as(Wait::Allowed, user_id, chat_id, file_id))
+    }
+
+    fn get_attachment_as(
+        &self,
+        wait: Wait,
+        user_id: Uuid,
+        chat_id: Uuid,
+        file_id: Uuid,
+    ) -> Option<Result<ChatFile, Error>> {
         let (user, chat, file) = (canonical(user_id), canonical(chat_id), canonical(file_id));
-        self.call(
+        self.call_as(
+            wait,
             UseCase::metadata("get-attachment", user_id)
                 .chat(chat_id)
                 .file(file_id),

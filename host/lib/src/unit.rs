@@ -54,6 +54,13 @@ pub trait Backend: Send + Sync {
     fn begin_unlocked(&self, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
         self.begin(Access::Read, scope)
     }
+    /// The unit [`begin_unlocked`](Backend::begin_unlocked) gives, if its
+    /// reads of metadata answer at once, for a caller that must not block
+    /// (an async runtime's worker): `None` (the default) sends the caller
+    /// to a thread that may.
+    fn begin_at_once(&self, _scope: Scope) -> Option<PortResult<Box<dyn UnitOfWork>>> {
+        None
+    }
     /// Where content waits, staged, for the call that stores it.
     fn staging(&self) -> Arc<Staging>;
     /// The chat's working directory as an absolute path on this host, for a
@@ -217,6 +224,12 @@ pub trait MetadataStore: Send + Sync {
     /// effects are applied again by the next writer, which changes nothing).
     fn forget_effects_in(&self, _held: &mut Held, scope: Scope) -> PortResult<()> {
         self.forget_effects(scope)
+    }
+    /// Whether a read transaction of this store answers at once: its data
+    /// is on this host and no writer's transaction holds its reads back (no
+    /// network round trip, no lock wait). By default, no.
+    fn reads_at_once(&self) -> bool {
+        false
     }
     /// Every attachment's name as stored, unchecked: (file id, workspace
     /// id, chat id, name). For renaming what earlier versions stored under

@@ -244,6 +244,10 @@ impl Backend for DataDirBackend {
             Some(Unlocked::default()),
         )
     }
+
+    fn begin_at_once(&self, scope: Scope) -> Option<PortResult<Box<dyn UnitOfWork>>> {
+        (self.metadata.reads_at_once()).then(|| self.begin_unlocked(scope))
+    }
 }
 
 impl DataDirBackend {

@@ -287,6 +287,11 @@ impl MetadataStore for SqliteMetadata {
         Ok(())
     }
 
+    fn reads_at_once(&self) -> bool {
+        // In WAL mode a reader reads its snapshot beside the writer.
+        true
+    }
+
     fn stored_names(&self) -> PortResult<Vec<StoredName>> {
         let conn = self.acquire()?;
         let names = (|| {
@@ -364,9 +369,7 @@ impl SqliteTransaction {
             .as_mut()
             .ok_or_else(|| PortError::new("the transaction has ended"))?;
         if let Began::Nothing = open.began {
-            open.conn
-                .execute_batch("BEGIN DEFERRED")
-                .map_err(db_error)?;
+            control(&open.conn, "BEGIN DEFERRED")?;
             open.began = Began::Reading;
         }
         f(&open.conn).map_err(db_error)
@@ -384,13 +387,11 @@ impl SqliteTransaction {
             if let Began::Reading = open.began {
                 // A read transaction cannot become the write: it ends here
                 // (it wrote nothing), and the write begins on the latest commit.
-                open.conn.execute_batch("COMMIT").map_err(db_error)?;
+                control(&open.conn, "COMMIT")?;
                 open.began = Began::Nothing;
             }
             let turn = self.metadata.writers.enter();
-            open.conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(db_error)?;
+            control(&open.conn, "BEGIN IMMEDIATE")?;
             open.began = Began::Writing(turn);
         }
         f(&open.conn).map_err(db_error)
@@ -406,18 +407,28 @@ impl SqliteTransaction {
         let wrote = match began {
             Began::Nothing => false,
             Began::Reading => {
-                conn.execute_batch("COMMIT").map_err(db_error)?;
+                control(&conn, "COMMIT")?;
                 false
             }
             // The turn ends once the write has.
             Began::Writing(_turn) => {
-                conn.execute_batch(sql).map_err(db_error)?;
+                control(&conn, sql)?;
                 true
             }
         };
         self.metadata.release(conn);
         Ok(wrote)
     }
+}
+
+/// Runs a statement that begins or ends a transaction, prepared once per
+/// connection rather than parsed on every call.
+fn control(conn: &Connection, sql: &str) -> PortResult<()> {
+    (conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([])))
+    .map(drop)
+    .map_err(db_error)
 }
 
 impl Drop for SqliteTransaction {

@@ -28,6 +28,9 @@
 //! built-in policy reads metadata alone there), fails the call if the host
 //! does not answer it, and otherwise answers as the built-in policy.
 //!
+//! `get-usage(user)` loops forever for a user id ending in `1`, as
+//! `ensure-workspace` does; for anyone else it is the built-in policy's.
+//!
 //! Every other export is the built-in policy's. Native builds are empty.
 
 #![cfg(target_arch = "wasm32")]
@@ -527,6 +530,16 @@ impl Policy for Hostile {
 
     fn delete_chat(_: &Storage, _: &str, chat_id: &str) -> StorageResult<()> {
         answer("report", delete_and_save(chat_id))
+    }
+
+    fn get_usage(s: &Storage, user_id: &str) -> StorageResult<domain::WorkspaceUsage> {
+        if user_id.ends_with('1') {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        s.get_usage(user_id)
     }
 
     fn get_chat(s: &Storage, user_id: &str, chat_id: &str) -> StorageResult<domain::Chat> {
