@@ -56,7 +56,7 @@ fn a_guest_that_loops_forever_is_interrupted_at_its_deadline() {
 }
 
 #[test]
-fn a_read_at_once_that_runs_past_its_limit_gives_up_and_its_instance_is_dropped() {
+fn a_read_at_once_that_runs_past_its_limit_gives_up_and_its_users_reads_wait_from_then_on() {
     // A deadline far past the guard below: only the limit of a read at once
     // can stop the loop before the guard gives up.
     let h = Harness::with(|b| hostile(b).call_timeout(Duration::from_secs(3600)));
@@ -72,18 +72,21 @@ fn a_read_at_once_that_runs_past_its_limit_gives_up_and_its_instance_is_dropped(
     // Not a timing check: a watchdog, should the read run to its deadline.
     let answer = answer.recv_timeout(Duration::from_secs(60));
     assert_eq!(answer, Ok(None), "the read at once did not give up");
-    // The instance that overran is not kept: the next read at once has no
-    // instance to run in, and the read that may wait makes one.
-    assert_eq!(h.store.now().get_workspace(looper), None);
+    // The user's reads are not tried at once again, even in the instance
+    // that the next read that may wait keeps; another user's still are.
+    let not_found = |answer: Result<_, Error>| answer.unwrap_err().code();
     assert_eq!(
-        h.store.get_workspace(looper).unwrap_err().code(),
+        not_found(h.store.get_workspace(looper)),
         "workspace_not_found"
     );
-    let again = h.store.now().get_workspace(looper);
+    assert_eq!(h.store.now().get_workspace(looper), None);
+    let other = attack(9);
     assert_eq!(
-        again.map(|a| a.unwrap_err().code()),
-        Some("workspace_not_found")
+        not_found(h.store.get_workspace(other)),
+        "workspace_not_found"
     );
+    let answer = h.store.now().get_workspace(other);
+    assert_eq!(answer.map(not_found), Some("workspace_not_found"));
 }
 
 #[test]

@@ -370,6 +370,7 @@ impl ChatStoreBuilder {
                     self.pooled_instances
                         .map_or(MAX_KEPT, |n| (n as usize / 2).min(MAX_KEPT)),
                 ),
+                slow_readers: SlowReaders::default(),
             }),
         })
     }
@@ -417,6 +418,37 @@ struct Inner {
     call_timeout: Duration,
     source: ComponentSource,
     kept: KeptInstances,
+    slow_readers: SlowReaders,
+}
+
+/// The users whose read at once ran out of time: their reads are not tried
+/// at once again in this process, so a slow policy holds a thread that
+/// must not block once per user, not on every read.
+#[derive(Default)]
+struct SlowReaders(std::sync::Mutex<std::collections::HashSet<Uuid>>);
+
+/// The most users remembered as slow readers; past it, all are forgotten
+/// (each may cost one more read that runs out of time).
+const MAX_SLOW_READERS: usize = 4096;
+
+impl SlowReaders {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Uuid>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn contains(&self, user: Uuid) -> bool {
+        self.lock().contains(&user)
+    }
+
+    fn insert(&self, user: Uuid) {
+        let mut users = self.lock();
+        if users.len() >= MAX_SLOW_READERS {
+            users.clear();
+        }
+        users.insert(user);
+    }
 }
 
 /// An instance that answered its last call, kept for its user's next one:
@@ -670,8 +702,9 @@ impl ChatStore {
     /// A read answers at once when the user's instance from an earlier call
     /// is kept, the metadata is on this host and no writer holds it back
     /// (SQLite, memory; never PostgreSQL, a network round trip away), and
-    /// the policy reads metadata alone; a read that runs past 1 ms gives up
-    /// within two ticks of the engine's epoch (10 ms each).
+    /// the policy reads metadata alone. A read that runs past 1 ms gives up
+    /// within two ticks of the engine's epoch (10 ms each), and that user's
+    /// reads are not tried at once again.
     ///
     /// ```no_run
     /// # fn read(store: &chatstore_host::ChatStore, user: uuid::Uuid, chat: uuid::Uuid)
@@ -967,6 +1000,9 @@ impl ChatStore {
         let at_once = matches!(begin, Begin::AtOnce);
         let (unit, kept, limit) = if at_once {
             // Only an instance already kept, and a unit that begins at once.
+            if inner.slow_readers.contains(caller) {
+                return Attempt::WouldWait;
+            }
             let Some(kept) = inner.kept.take(caller) else {
                 return Attempt::WouldWait;
             };
@@ -1058,9 +1094,12 @@ impl ChatStore {
                 false => Attempt::NeedsLock,
             };
         }
-        if at_once && outcome.is_err() {
+        if let (true, Err(trap)) = (at_once, &outcome) {
             // Out of time, or a trap that the call, run again where it may
             // wait, reports if it traps there too.
+            if trap.downcast_ref() == Some(&wasmtime::Trap::Interrupt) {
+                inner.slow_readers.insert(caller);
+            }
             unit.rollback();
             return Attempt::WouldWait;
         }
