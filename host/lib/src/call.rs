@@ -43,6 +43,9 @@ pub(crate) struct CallState {
     host_time: Duration,
     /// How long the call may run before it is interrupted.
     limit: Limit,
+    /// The calling thread's CPU time when the call began, for a
+    /// [`Limit::CpuTime`].
+    cpu_started: Duration,
     /// The content staged for this call, by token, and whether it was stored.
     staged: Vec<(String, StagedContent, bool)>,
     /// What the guest opened for the host to serve.
@@ -56,15 +59,35 @@ pub(crate) struct CallState {
 pub(crate) enum Limit {
     /// Time in guest code: the time in the host's ports is given back.
     GuestTime(Duration),
-    /// Time since the call began, in ports too: for a call that answers on
-    /// a thread that must not be held.
-    WallTime(Duration),
+    /// The calling thread's CPU time since the call began, in ports too:
+    /// for a call that answers on a thread that must not be held. Time the
+    /// thread waits to be scheduled does not count, so a busy machine does
+    /// not make a quick call look slow.
+    CpuTime(Duration),
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 impl Limit {
+    /// Where the call's CPU time starts: read only for a limit in CPU time
+    /// (it costs a system call).
+    fn cpu_started(self) -> Duration {
+        match self {
+            Limit::CpuTime(_) => thread_cpu_time(),
+            Limit::GuestTime(_) => Duration::ZERO,
+        }
+    }
+
     pub(crate) fn duration(self) -> Duration {
         match self {
-            Limit::GuestTime(d) | Limit::WallTime(d) => d,
+            Limit::GuestTime(d) | Limit::CpuTime(d) => d,
         }
     }
 }
@@ -104,6 +127,7 @@ impl CallState {
             started: Instant::now(),
             host_time: Duration::ZERO,
             limit,
+            cpu_started: limit.cpu_started(),
             staged: Vec::new(),
             opened: None,
             changed_file: None,
@@ -128,6 +152,7 @@ impl CallState {
         self.started = Instant::now();
         self.host_time = Duration::ZERO;
         self.limit = limit;
+        self.cpu_started = limit.cpu_started();
         self.staged.clear();
         self.opened = None;
         self.changed_file = None;
@@ -202,7 +227,7 @@ impl CallState {
     pub(crate) fn time_left(&self) -> Option<Duration> {
         let spent = match self.limit {
             Limit::GuestTime(_) => self.guest_time(),
-            Limit::WallTime(_) => self.started.elapsed(),
+            Limit::CpuTime(_) => thread_cpu_time().saturating_sub(self.cpu_started),
         };
         (self.limit.duration().checked_sub(spent)).filter(|left| !left.is_zero())
     }

@@ -51,9 +51,10 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the engine's epoch advances; a call's deadline is counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How long a read that answers at once ([`ChatStore::now`]) may run, in
-/// its ports too, before it gives up: it is checked as the epoch advances,
-/// so a read that overruns holds its thread for two ticks at most.
+/// How much of its thread's CPU time a read that answers at once
+/// ([`ChatStore::now`]) may use, in its ports too, before it gives up: it
+/// is checked as the epoch advances, so a read that overruns holds its
+/// thread for about two ticks.
 const AT_ONCE_LIMIT: Duration = Duration::from_millis(1);
 
 /// Core instances one component instance may create: the guest has a few
@@ -702,9 +703,10 @@ impl ChatStore {
     /// A read answers at once when the user's instance from an earlier call
     /// is kept, the metadata is on this host and no writer holds it back
     /// (SQLite, memory; never PostgreSQL, a network round trip away), and
-    /// the policy reads metadata alone. A read that runs past 1 ms gives up
-    /// within two ticks of the engine's epoch (10 ms each), and that user's
-    /// reads are not tried at once again.
+    /// the policy reads metadata alone. A read that uses more than 1 ms of
+    /// its thread's CPU gives up within about two ticks of the engine's
+    /// epoch (10 ms each), and that user's reads are not tried at once
+    /// again.
     ///
     /// ```no_run
     /// # fn read(store: &chatstore_host::ChatStore, user: uuid::Uuid, chat: uuid::Uuid)
@@ -1007,7 +1009,7 @@ impl ChatStore {
                 return Attempt::WouldWait;
             };
             match inner.backend.begin_at_once(Scope::User(caller)) {
-                Some(Ok(unit)) => (unit, Some(kept), Limit::WallTime(AT_ONCE_LIMIT)),
+                Some(Ok(unit)) => (unit, Some(kept), Limit::CpuTime(AT_ONCE_LIMIT)),
                 answer => {
                     inner.kept.put(kept);
                     return match answer {
