@@ -521,13 +521,12 @@ fn ticks(time: Duration) -> u64 {
 enum Begin {
     Locked(Access),
     Unlocked,
-    /// Unlocked, and only if its reads answer at once
-    /// ([`Backend::begin_at_once`]) and the user's instance is kept.
-    AtOnce,
 }
 
 /// Whether a call may wait (for a lock, a database across the network, a
-/// new instance) or must answer on the calling thread at once.
+/// new instance) or must answer on the calling thread at once: then only
+/// unlocked, in a unit from [`Backend::begin_at_once`] and the user's kept
+/// instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Wait {
     Allowed,
@@ -540,6 +539,11 @@ enum Attempt<U> {
     Done(Result<U, Error>),
     NeedsLock,
     WouldWait,
+}
+
+/// Whether the guest was interrupted at its call's limit.
+fn ran_out_of_time(trap: &wasmtime::Error) -> bool {
+    trap.downcast_ref() == Some(&wasmtime::Trap::Interrupt)
 }
 
 /// The answer of a call that was allowed to wait.
@@ -764,7 +768,7 @@ impl ChatStore {
         let backend = &self.inner.backend;
         match begin {
             Begin::Locked(access) => backend.begin(access, scope),
-            Begin::Unlocked | Begin::AtOnce => backend.begin_unlocked(scope),
+            Begin::Unlocked => backend.begin_unlocked(scope),
         }
         .map_err(unavailable("transaction"))
     }
@@ -908,10 +912,7 @@ impl ChatStore {
         let started = Instant::now();
         let (user, access) = (use_case.user, use_case.access);
         let first = match (use_case.metadata_only, wait) {
-            (true, Wait::Allowed) => {
-                self.run_export(Begin::Unlocked, user, None, &export, &convert)
-            }
-            (true, Wait::Not) => self.run_export(Begin::AtOnce, user, None, &export, &convert),
+            (true, wait) => self.run_export(wait, Begin::Unlocked, user, None, &export, &convert),
             (false, Wait::Allowed) => Attempt::NeedsLock,
             (false, Wait::Not) => Attempt::WouldWait,
         };
@@ -923,7 +924,8 @@ impl ChatStore {
                 return None;
             }
             Attempt::NeedsLock => {
-                match self.run_export(Begin::Locked(access), user, staged, &export, &convert) {
+                let locked = Begin::Locked(access);
+                match self.run_export(Wait::Allowed, locked, user, staged, &export, &convert) {
                     Attempt::Done(result) => result,
                     Attempt::NeedsLock | Attempt::WouldWait => Err(Error::unavailable(
                         "transaction",
@@ -985,8 +987,11 @@ impl ChatStore {
         (store, stderr)
     }
 
+    /// Runs `export` once in a unit begun as `begin` says; with
+    /// [`Wait::Not`], only if that can start at once.
     fn run_export<T, U>(
         &self,
+        wait: Wait,
         begin: Begin,
         caller: Uuid,
         staged: Option<StagedContent>,
@@ -999,10 +1004,11 @@ impl ChatStore {
     ) -> Attempt<U> {
         let inner = &*self.inner;
         let staging = inner.backend.staging();
-        let at_once = matches!(begin, Begin::AtOnce);
+        let at_once = wait == Wait::Not;
         let (unit, kept, limit) = if at_once {
-            // Only an instance already kept, and a unit that begins at once.
-            if inner.slow_readers.contains(caller) {
+            // Only unlocked, in an instance already kept, and in a unit
+            // that begins at once.
+            if matches!(begin, Begin::Locked(_)) || inner.slow_readers.contains(caller) {
                 return Attempt::WouldWait;
             }
             let Some(kept) = inner.kept.take(caller) else {
@@ -1099,7 +1105,7 @@ impl ChatStore {
         if let (true, Err(trap)) = (at_once, &outcome) {
             // Out of time, or a trap that the call, run again where it may
             // wait, reports if it traps there too.
-            if trap.downcast_ref() == Some(&wasmtime::Trap::Interrupt) {
+            if ran_out_of_time(trap) {
                 inner.slow_readers.insert(caller);
             }
             unit.rollback();
@@ -1116,7 +1122,7 @@ impl ChatStore {
                 let printed = String::from_utf8_lossy(&stderr.contents())
                     .trim()
                     .to_owned();
-                let mut message = if trap.downcast_ref() == Some(&wasmtime::Trap::Interrupt) {
+                let mut message = if ran_out_of_time(&trap) {
                     format!(
                         "the component ran past its deadline of {} ms of guest time ({trap:#})",
                         limit.duration().as_millis()
