@@ -123,11 +123,10 @@ fn sixteen_threads_on_two_hosts_racing_for_the_last_bytes_never_exceed_the_quota
 fn second_host(h: &Harness, metadata: &Metadata, quota_bytes: u64) -> ChatStore {
     match metadata {
         Metadata::Memory => h.store.clone(),
-        _ => ChatStore::builder()
-            .data_dir(h.data_dir())
+        _ => h
+            .another_store()
             .metadata(metadata.clone())
             .quota_bytes(quota_bytes)
-            .compile_cache(std::env::temp_dir().join("chatstore-tests-compile-cache"))
             .build()
             .expect("second store"),
     }

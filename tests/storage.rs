@@ -1176,17 +1176,6 @@ fn metadata_reads_wait_for_no_writer() {
 
 // ---- reads that answer at once ----
 
-/// A second store on the harness's data directory: another process, with
-/// no instance kept for anyone.
-fn second_store(h: &Harness, metadata: Metadata) -> ChatStore {
-    ChatStore::builder()
-        .data_dir(h.data_dir())
-        .metadata(metadata)
-        .compile_cache(std::env::temp_dir().join("chatstore-tests-compile-cache"))
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn reads_at_once_answer_as_the_reads_that_may_wait() {
     for metadata in [Metadata::Sqlite, Metadata::Memory] {
@@ -1231,7 +1220,7 @@ fn a_read_at_once_runs_only_in_an_instance_kept_from_the_users_last_call() {
     let h = Harness::new();
     let (user, chat) = h.user_with_chat();
     // Another process: nothing of this user's is kept there yet.
-    let fresh = second_store(&h, Metadata::Sqlite);
+    let fresh = h.another_store().build().unwrap();
     assert_eq!(fresh.now().get_chat(user, chat.chat_id), None);
     assert_eq!(fresh.get_chat(user, chat.chat_id), Ok(chat.clone()));
     assert_eq!(fresh.now().get_chat(user, chat.chat_id), Some(Ok(chat)));

@@ -18,6 +18,14 @@ use uuid::Uuid;
 /// The time every harness starts at: 2026-01-01T00:00:00Z.
 pub const START: i64 = 1_767_225_600;
 
+/// A builder on `data_dir` that loads the component compiled once for the
+/// whole suite, not once per test.
+fn suite_builder(data_dir: PathBuf) -> ChatStoreBuilder {
+    ChatStore::builder()
+        .data_dir(data_dir)
+        .compile_cache(std::env::temp_dir().join("chatstore-tests-compile-cache"))
+}
+
 /// A store on a fresh data directory, with a pinned clock.
 pub struct Harness {
     /// The temporary directory; the data directory is `data` inside it, so
@@ -71,17 +79,19 @@ impl Harness {
         let clock = Clock::from_fn(move || {
             UNIX_EPOCH + Duration::from_secs(clock_seconds.load(Ordering::SeqCst) as u64)
         });
-        // Compiled once for the whole suite, not once per test.
-        let builder = ChatStore::builder()
-            .data_dir(tmp.path().join("data"))
-            .clock(clock)
-            .compile_cache(std::env::temp_dir().join("chatstore-tests-compile-cache"));
+        let builder = suite_builder(tmp.path().join("data")).clock(clock);
         let store = make(builder);
         Harness {
             tmp,
             store,
             seconds,
         }
+    }
+
+    /// A builder for another store on this harness's data directory: as
+    /// another process would open it, with nothing kept from this one's calls.
+    pub fn another_store(&self) -> ChatStoreBuilder {
+        suite_builder(self.data_dir())
     }
 
     /// Sets the guest's wall clock to `START + offset` seconds.
