@@ -43,9 +43,11 @@ pub(crate) struct CallState {
     host_time: Duration,
     /// How long the call may run before it is interrupted.
     limit: Limit,
-    /// The calling thread's CPU time when the call began, for a
-    /// [`Limit::CpuTime`].
-    cpu_started: Duration,
+    /// For a [`Limit::CpuTime`], the calling thread's CPU time at the first
+    /// epoch tick that came during the call: read there, not when the call
+    /// begins, because the clock costs a system call and most calls end
+    /// before any tick.
+    cpu_started: Option<Duration>,
     /// The content staged for this call, by token, and whether it was stored.
     staged: Vec<(String, StagedContent, bool)>,
     /// What the guest opened for the host to serve.
@@ -59,10 +61,10 @@ pub(crate) struct CallState {
 pub(crate) enum Limit {
     /// Time in guest code: the time in the host's ports is given back.
     GuestTime(Duration),
-    /// The calling thread's CPU time since the call began, in ports too:
-    /// for a call that answers on a thread that must not be held. Time the
-    /// thread waits to be scheduled does not count, so a busy machine does
-    /// not make a quick call look slow.
+    /// The calling thread's CPU time, in ports too, counted from the first
+    /// epoch tick during the call: for a call that answers on a thread that
+    /// must not be held. Time the thread waits to be scheduled does not
+    /// count, so a busy machine does not make a quick call look slow.
     CpuTime(Duration),
 }
 
@@ -76,15 +78,6 @@ fn thread_cpu_time() -> Duration {
 }
 
 impl Limit {
-    /// Where the call's CPU time starts: read only for a limit in CPU time
-    /// (it costs a system call).
-    fn cpu_started(self) -> Duration {
-        match self {
-            Limit::CpuTime(_) => thread_cpu_time(),
-            Limit::GuestTime(_) => Duration::ZERO,
-        }
-    }
-
     pub(crate) fn duration(self) -> Duration {
         match self {
             Limit::GuestTime(d) | Limit::CpuTime(d) => d,
@@ -127,7 +120,7 @@ impl CallState {
             started: Instant::now(),
             host_time: Duration::ZERO,
             limit,
-            cpu_started: limit.cpu_started(),
+            cpu_started: None,
             staged: Vec::new(),
             opened: None,
             changed_file: None,
@@ -152,7 +145,7 @@ impl CallState {
         self.started = Instant::now();
         self.host_time = Duration::ZERO;
         self.limit = limit;
-        self.cpu_started = limit.cpu_started();
+        self.cpu_started = None;
         self.staged.clear();
         self.opened = None;
         self.changed_file = None;
@@ -223,11 +216,18 @@ impl CallState {
         self.started.elapsed().saturating_sub(self.host_time)
     }
 
-    /// What is left of the call's limit; `None` once it is spent.
-    pub(crate) fn time_left(&self) -> Option<Duration> {
+    /// What is left of the call's limit, asked at an epoch tick; `None`
+    /// once it is spent.
+    pub(crate) fn time_left(&mut self) -> Option<Duration> {
         let spent = match self.limit {
             Limit::GuestTime(_) => self.guest_time(),
-            Limit::CpuTime(_) => thread_cpu_time().saturating_sub(self.cpu_started),
+            Limit::CpuTime(_) => match self.cpu_started {
+                Some(started) => thread_cpu_time().saturating_sub(started),
+                None => {
+                    self.cpu_started = Some(thread_cpu_time());
+                    Duration::ZERO
+                }
+            },
         };
         (self.limit.duration().checked_sub(spent)).filter(|left| !left.is_zero())
     }

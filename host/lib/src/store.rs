@@ -52,9 +52,9 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// How much of its thread's CPU time a read that answers at once
-/// ([`ChatStore::now`]) may use, in its ports too, before it gives up: it
-/// is checked as the epoch advances, so a read that overruns holds its
-/// thread for about two ticks.
+/// ([`ChatStore::now`]) may use, in its ports too, before it gives up:
+/// counted from the first epoch tick during the read and checked at the
+/// next, so a read that overruns holds its thread for about two ticks.
 const AT_ONCE_LIMIT: Duration = Duration::from_millis(1);
 
 /// Core instances one component instance may create: the guest has a few
@@ -978,8 +978,8 @@ impl ChatStore {
         // When the epoch reaches the deadline, the call's limit is checked:
         // a deadline counts guest time, so the time spent in ports since the
         // call began is given back.
-        store.epoch_deadline_callback(|store| {
-            Ok(match store.data().time_left() {
+        store.epoch_deadline_callback(|mut store| {
+            Ok(match store.data_mut().time_left() {
                 Some(left) => UpdateDeadline::Continue(ticks(left)),
                 None => UpdateDeadline::Interrupt,
             })
