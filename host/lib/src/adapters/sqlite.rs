@@ -318,7 +318,7 @@ impl MetadataStore for SqliteMetadata {
         let conn = self.acquire()?;
         conn.execute(
             "UPDATE chat_files SET name = ?2 WHERE file_id = ?1",
-            params![file_id.to_string(), name.as_str()],
+            params![text(file_id), name.as_str()],
         )
         .map_err(db_error)?;
         self.release(conn);
@@ -458,6 +458,24 @@ impl MetadataTransaction for SqliteTransaction {
     }
 }
 
+/// An id as the text its column holds, bound without allocating.
+#[derive(Clone, Copy)]
+struct IdText([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+fn text(id: Uuid) -> IdText {
+    let mut buffer = [0; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buffer);
+    IdText(buffer)
+}
+
+impl rusqlite::ToSql for IdText {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(
+            rusqlite::types::ValueRef::Text(&self.0),
+        ))
+    }
+}
+
 fn uuid_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
     let text = row.get_ref(i)?.as_str()?;
     crate::ids::parse_canonical(text).ok_or_else(|| {
@@ -507,33 +525,52 @@ fn file_row(row: &Row<'_>) -> rusqlite::Result<ChatFile> {
     })
 }
 
-const WORKSPACE_COLUMNS: &str =
-    "SELECT workspace_id, user_id, created_s, created_ns FROM workspaces";
-const CHAT_COLUMNS: &str = "SELECT chat_id, workspace_id, created_s, created_ns FROM chats";
-const FILE_COLUMNS: &str = "SELECT file_id, chat_id, name, content_type, size_bytes, sha256, created_s, created_ns FROM chat_files";
+/// A query of whole rows: `select!(workspaces, "WHERE …")`, one string made
+/// at compile time (a statement is looked up by its text on every call).
+macro_rules! select {
+    (workspaces, $filter:literal) => {
+        concat!(
+            "SELECT workspace_id, user_id, created_s, created_ns FROM workspaces ",
+            $filter
+        )
+    };
+    (chats, $filter:literal) => {
+        concat!(
+            "SELECT chat_id, workspace_id, created_s, created_ns FROM chats ",
+            $filter
+        )
+    };
+    (chat_files, $filter:literal) => {
+        concat!(
+            "SELECT file_id, chat_id, name, content_type, size_bytes, sha256, created_s, \
+             created_ns FROM chat_files ",
+            $filter
+        )
+    };
+}
 
 impl WorkspaceRepository for SqliteTransaction {
     fn get(&self, workspace_id: Uuid) -> PortResult<Option<Workspace>> {
         self.with(|c| {
-            c.prepare_cached(&format!("{WORKSPACE_COLUMNS} WHERE workspace_id = ?1"))?
-                .query_row([workspace_id.to_string()], workspace_row)
+            c.prepare_cached(select!(workspaces, "WHERE workspace_id = ?1"))?
+                .query_row([text(workspace_id)], workspace_row)
                 .optional()
         })
     }
 
     fn get_by_user_id(&self, user_id: Uuid) -> PortResult<Option<Workspace>> {
         self.with(|c| {
-            c.prepare_cached(&format!("{WORKSPACE_COLUMNS} WHERE user_id = ?1"))?
-                .query_row([user_id.to_string()], workspace_row)
+            c.prepare_cached(select!(workspaces, "WHERE user_id = ?1"))?
+                .query_row([text(user_id)], workspace_row)
                 .optional()
         })
     }
 
     fn save(&self, w: &Workspace) -> PortResult<()> {
         self.write(|c| {
-            c.prepare_cached("DELETE FROM workspaces WHERE user_id = ?1 AND workspace_id <> ?2")?.execute(params![w.user_id.to_string(), w.workspace_id.to_string()],
+            c.prepare_cached("DELETE FROM workspaces WHERE user_id = ?1 AND workspace_id <> ?2")?.execute(params![text(w.user_id), text(w.workspace_id)],
             )?;
-            c.prepare_cached("INSERT OR REPLACE INTO workspaces (workspace_id, user_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![w.workspace_id.to_string(), w.user_id.to_string(), w.created_at.seconds, w.created_at.nanoseconds],
+            c.prepare_cached("INSERT OR REPLACE INTO workspaces (workspace_id, user_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![text(w.workspace_id), text(w.user_id), w.created_at.seconds, w.created_at.nanoseconds],
             )?;
             Ok(())
         })
@@ -543,23 +580,23 @@ impl WorkspaceRepository for SqliteTransaction {
 impl ChatRepository for SqliteTransaction {
     fn get(&self, chat_id: Uuid) -> PortResult<Option<Chat>> {
         self.with(|c| {
-            c.prepare_cached(&format!("{CHAT_COLUMNS} WHERE chat_id = ?1"))?
-                .query_row([chat_id.to_string()], chat_row)
+            c.prepare_cached(select!(chats, "WHERE chat_id = ?1"))?
+                .query_row([text(chat_id)], chat_row)
                 .optional()
         })
     }
 
     fn list_by_workspace_id(&self, workspace_id: Uuid) -> PortResult<Vec<Chat>> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached(&format!("{CHAT_COLUMNS} WHERE workspace_id = ?1"))?;
-            let rows = stmt.query_map([workspace_id.to_string()], chat_row)?;
+            let mut stmt = c.prepare_cached(select!(chats, "WHERE workspace_id = ?1"))?;
+            let rows = stmt.query_map([text(workspace_id)], chat_row)?;
             rows.collect()
         })
     }
 
     fn save(&self, chat: &Chat) -> PortResult<()> {
         self.write(|c| {
-            c.prepare_cached("INSERT OR REPLACE INTO chats (chat_id, workspace_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![chat.chat_id.to_string(), chat.workspace_id.to_string(), chat.created_at.seconds, chat.created_at.nanoseconds],
+            c.prepare_cached("INSERT OR REPLACE INTO chats (chat_id, workspace_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![text(chat.chat_id), text(chat.workspace_id), chat.created_at.seconds, chat.created_at.nanoseconds],
             )?;
             Ok(())
         })
@@ -568,7 +605,7 @@ impl ChatRepository for SqliteTransaction {
     fn delete(&self, chat_id: Uuid) -> PortResult<()> {
         self.write(|c| {
             c.prepare_cached("DELETE FROM chats WHERE chat_id = ?1")?
-                .execute([chat_id.to_string()])
+                .execute([text(chat_id)])
                 .map(drop)
         })
     }
@@ -577,8 +614,8 @@ impl ChatRepository for SqliteTransaction {
 impl ChatFileRepository for SqliteTransaction {
     fn get(&self, file_id: Uuid) -> PortResult<Option<ChatFile>> {
         self.with(|c| {
-            c.prepare_cached(&format!("{FILE_COLUMNS} WHERE file_id = ?1"))?
-                .query_row([file_id.to_string()], file_row)
+            c.prepare_cached(select!(chat_files, "WHERE file_id = ?1"))?
+                .query_row([text(file_id)], file_row)
                 .optional()
         })
     }
@@ -589,28 +626,28 @@ impl ChatFileRepository for SqliteTransaction {
         name: &AttachmentName,
     ) -> PortResult<Option<ChatFile>> {
         self.with(|c| {
-            c.prepare_cached(&format!("{FILE_COLUMNS} WHERE chat_id = ?1 AND name = ?2"))?
-                .query_row(params![chat_id.to_string(), name.as_str()], file_row)
+            c.prepare_cached(select!(chat_files, "WHERE chat_id = ?1 AND name = ?2"))?
+                .query_row(params![text(chat_id), name.as_str()], file_row)
                 .optional()
         })
     }
 
     fn list_by_chat_id(&self, chat_id: Uuid) -> PortResult<Vec<ChatFile>> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached(&format!("{FILE_COLUMNS} WHERE chat_id = ?1"))?;
-            let rows = stmt.query_map([chat_id.to_string()], file_row)?;
+            let mut stmt = c.prepare_cached(select!(chat_files, "WHERE chat_id = ?1"))?;
+            let rows = stmt.query_map([text(chat_id)], file_row)?;
             rows.collect()
         })
     }
 
     fn save(&self, f: &ChatFile) -> PortResult<()> {
         self.write(|c| {
-            c.prepare_cached("DELETE FROM chat_files WHERE chat_id = ?1 AND name = ?2 AND file_id <> ?3")?.execute(params![f.chat_id.to_string(), f.name.as_str(), f.file_id.to_string()],
+            c.prepare_cached("DELETE FROM chat_files WHERE chat_id = ?1 AND name = ?2 AND file_id <> ?3")?.execute(params![text(f.chat_id), f.name.as_str(), text(f.file_id)],
             )?;
             c.prepare_cached("INSERT OR REPLACE INTO chat_files (file_id, chat_id, name, content_type, size_bytes, sha256, created_s, created_ns)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![
-                    f.file_id.to_string(),
-                    f.chat_id.to_string(),
+                    text(f.file_id),
+                    text(f.chat_id),
                     f.name.as_str(),
                     f.content_type,
                     i64::try_from(f.size_bytes).unwrap_or(i64::MAX),
@@ -626,7 +663,7 @@ impl ChatFileRepository for SqliteTransaction {
     fn delete(&self, file_id: Uuid) -> PortResult<()> {
         self.write(|c| {
             c.prepare_cached("DELETE FROM chat_files WHERE file_id = ?1")?
-                .execute([file_id.to_string()])
+                .execute([text(file_id)])
                 .map(drop)
         })
     }
@@ -634,7 +671,7 @@ impl ChatFileRepository for SqliteTransaction {
     fn delete_by_chat_id(&self, chat_id: Uuid) -> PortResult<()> {
         self.write(|c| {
             c.prepare_cached("DELETE FROM chat_files WHERE chat_id = ?1")?
-                .execute([chat_id.to_string()])
+                .execute([text(chat_id)])
                 .map(drop)
         })
     }
@@ -644,7 +681,7 @@ impl SandboxSessionRepository for SqliteTransaction {
     fn get_active_by_chat_id(&self, chat_id: Uuid) -> PortResult<Option<SandboxSession>> {
         self.with(|c| {
             c.prepare_cached("SELECT session_id, chat_id FROM sandbox_sessions WHERE chat_id = ?1")?
-                .query_row([chat_id.to_string()], |r| {
+                .query_row([text(chat_id)], |r| {
                     Ok(SandboxSession {
                         session_id: uuid_at(r, 0)?,
                         chat_id: uuid_at(r, 1)?,
@@ -661,7 +698,7 @@ impl HostRecords for SqliteTransaction {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO sandbox_sessions (chat_id, session_id) VALUES (?1, ?2)",
             )?
-            .execute(params![s.chat_id.to_string(), s.session_id.to_string()])
+            .execute(params![text(s.chat_id), text(s.session_id)])
             .map(drop)
         })
     }
@@ -670,7 +707,7 @@ impl HostRecords for SqliteTransaction {
         let active = self.get_active_by_chat_id(chat_id)?;
         self.write(|c| {
             c.prepare_cached("DELETE FROM sandbox_sessions WHERE chat_id = ?1")?
-                .execute([chat_id.to_string()])
+                .execute([text(chat_id)])
                 .map(drop)
         })?;
         Ok(active)
@@ -678,7 +715,7 @@ impl HostRecords for SqliteTransaction {
 
     fn all_chats(&self) -> PortResult<Vec<Chat>> {
         self.with(|c| {
-            let mut stmt = c.prepare(CHAT_COLUMNS)?;
+            let mut stmt = c.prepare(select!(chats, ""))?;
             let rows = stmt.query_map([], chat_row)?;
             rows.collect()
         })
@@ -686,7 +723,7 @@ impl HostRecords for SqliteTransaction {
 
     fn all_files(&self) -> PortResult<Vec<ChatFile>> {
         self.with(|c| {
-            let mut stmt = c.prepare(FILE_COLUMNS)?;
+            let mut stmt = c.prepare(select!(chat_files, ""))?;
             let rows = stmt.query_map([], file_row)?;
             rows.collect()
         })
@@ -702,7 +739,7 @@ impl SqliteTransaction {
     fn ledger_bytes(&self, select: &str, id: Uuid) -> PortResult<Option<u64>> {
         self.with(|c| {
             c.prepare_cached(select)?
-                .query_row([id.to_string()], |r| r.get::<_, i64>(0))
+                .query_row([text(id)], |r| r.get::<_, i64>(0))
                 .optional()
         })
         .map(|bytes| bytes.map(|b| b.max(0) as u64))
@@ -730,7 +767,7 @@ impl UsageLedger for SqliteTransaction {
                 continue;
             };
             let (workspace_id, chat_id) = change.chat();
-            let (workspace_id, chat_id) = (workspace_id.to_string(), chat_id.to_string());
+            let (workspace_id, chat_id) = (text(workspace_id), text(chat_id));
             self.write(|c| {
                 match row {
                     None => c
@@ -754,13 +791,13 @@ impl UsageLedger for SqliteTransaction {
     }
 
     fn set_count(&self, workspace_id: Uuid, count: &Count) -> PortResult<()> {
-        let workspace_id = workspace_id.to_string();
+        let workspace_id = text(workspace_id);
         self.write(|c| {
             c.prepare_cached("DELETE FROM chat_usage WHERE workspace_id = ?1")?
                 .execute([&workspace_id])?;
             for (chat_id, bytes) in &count.chats {
                 c.prepare_cached(SET_CHAT_BYTES)?.execute(params![
-                    chat_id.to_string(),
+                    text(*chat_id),
                     workspace_id,
                     signed_bytes(*bytes)
                 ])?;
@@ -776,14 +813,14 @@ impl UsageLedger for SqliteTransaction {
     fn quota(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {
         self.with(|c| {
             c.prepare_cached("SELECT quota_bytes FROM workspace_quotas WHERE workspace_id = ?1")?
-                .query_row([workspace_id.to_string()], |r| r.get::<_, i64>(0))
+                .query_row([text(workspace_id)], |r| r.get::<_, i64>(0))
                 .optional()
         })
         .map(|bytes| bytes.map(|b| b.max(0) as u64))
     }
 
     fn set_quota(&self, workspace_id: Uuid, quota_bytes: Option<u64>) -> PortResult<()> {
-        let workspace_id = workspace_id.to_string();
+        let workspace_id = text(workspace_id);
         self.write(|c| match quota_bytes {
             Some(bytes) => c
                 .prepare_cached(
