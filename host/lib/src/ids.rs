@@ -23,11 +23,18 @@ pub fn echo(s: &str) -> String {
 
 /// The canonical form of `id` (lowercase, hyphenated), written without the
 /// formatting machinery `to_string` goes through: every id that crosses
-/// the boundary is written here.
+/// the boundary or is stored as text is written here.
 pub(crate) fn canonical(id: Uuid) -> String {
     id.hyphenated()
         .encode_lower(&mut [0; uuid::fmt::Hyphenated::LENGTH])
         .to_owned()
+}
+
+/// [`canonical`] in place, for a caller that lends it without allocating.
+pub(crate) fn canonical_bytes(id: Uuid) -> [u8; uuid::fmt::Hyphenated::LENGTH] {
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut text);
+    text
 }
 
 /// A hyphenated UUID written with `case`'s digits.
@@ -60,6 +67,7 @@ mod tests {
         assert_eq!(parse_canonical(ID).unwrap().to_string(), ID);
         assert_eq!(parse_canonical(&upper), None);
         assert_eq!(canonical(parse_id(&upper).unwrap()), ID);
+        assert_eq!(&canonical_bytes(parse_id(&upper).unwrap()), ID.as_bytes());
     }
 
     #[test]

@@ -458,14 +458,13 @@ impl MetadataTransaction for SqliteTransaction {
     }
 }
 
-/// An id as the text its column holds, bound without allocating.
+/// An id as the text its column holds (its canonical form), bound without
+/// allocating.
 #[derive(Clone, Copy)]
 struct IdText([u8; uuid::fmt::Hyphenated::LENGTH]);
 
 fn text(id: Uuid) -> IdText {
-    let mut buffer = [0; uuid::fmt::Hyphenated::LENGTH];
-    id.hyphenated().encode_lower(&mut buffer);
-    IdText(buffer)
+    IdText(crate::ids::canonical_bytes(id))
 }
 
 impl rusqlite::ToSql for IdText {
