@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use chatstore_host::{Content, ContentKind, Error, StageError, StagedContent, Uuid};
 use http_body_util::BodyExt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::Slot;
@@ -160,13 +161,20 @@ pub(crate) async fn stage(
     let (pieces, mut arrived) = mpsc::channel::<Piece>(8);
     let (staged, stager) = tokio::sync::oneshot::channel();
     // A thread of its own, at a lower priority: a large body takes the CPU
-    // that other requests leave it (see `bulk_thread`).
+    // that other requests leave it (see `bulk_thread`), and the time that
+    // other users' requests leave it (see `Share`).
+    let others = Arc::clone(app);
     std::thread::spawn(move || {
         chatstore_host::staging::bulk_thread();
+        let mut share = Share::default();
         let result = (|| {
             while let Some(piece) = arrived.blocking_recv() {
                 match piece {
-                    Piece::Bytes(bytes) => writer.push(&bytes)?,
+                    Piece::Bytes(bytes) => {
+                        let began = Instant::now();
+                        writer.push(&bytes)?;
+                        share.pause(began.elapsed(), others.users.others_than(user));
+                    }
                     Piece::End => return writer.finish().map(Some),
                 }
             }
@@ -216,6 +224,44 @@ pub(crate) async fn stage(
         (Err(e), _) => Err(staging_failed(e)),
         (Ok(Some(staged)), None) => Ok(staged),
         (Ok(_), why) => Err(body_unread(why.as_deref())),
+    }
+}
+
+/// A streamed body's share of the server's time while other users have
+/// requests running: after each piece it pauses as long as staging the
+/// piece took, once for each of them (up to [`Share::AT_MOST`]), so a large
+/// upload takes about its share rather than the disk and the CPU that small
+/// writes of many users need. Not reading holds the client back, so the
+/// pause slows the whole stream: the socket, the hashing and the disk. With
+/// no one else running, the body streams at full speed.
+#[derive(Debug, Default)]
+struct Share {
+    owed: Duration,
+}
+
+impl Share {
+    /// The most users a body yields to: it keeps at least 1/(1 + this) of
+    /// its full speed however many are running.
+    const AT_MOST: usize = 16;
+    /// Pauses shorter than this are saved up rather than slept, so that a
+    /// pause is not mostly the timer's slack.
+    const LEAST: Duration = Duration::from_millis(2);
+
+    /// After a piece that took `took` to stage, with `others` other users'
+    /// requests running: the time to pause now, if any is due.
+    fn owed_after(&mut self, took: Duration, others: usize) -> Option<Duration> {
+        if others == 0 {
+            self.owed = Duration::ZERO;
+            return None;
+        }
+        self.owed += took * others.min(Self::AT_MOST) as u32;
+        (self.owed >= Self::LEAST).then(|| std::mem::take(&mut self.owed))
+    }
+
+    fn pause(&mut self, took: Duration, others: usize) {
+        if let Some(pause) = self.owed_after(took, others) {
+            std::thread::sleep(pause);
+        }
     }
 }
 
@@ -475,6 +521,32 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::RANGE, HeaderValue::from_str(spec).unwrap());
         requested_range(&headers, len)
+    }
+
+    #[test]
+    fn a_streamed_body_pauses_once_for_each_other_user_running() {
+        let ms = Duration::from_millis;
+        let mut share = Share::default();
+        // Alone, it never pauses.
+        assert_eq!(share.owed_after(ms(5), 0), None);
+        // Beside three users, a piece that took 1 ms owes 3 ms.
+        assert_eq!(share.owed_after(ms(1), 3), Some(ms(3)));
+        // Short pauses are saved up until they are worth a sleep.
+        let took = Duration::from_micros(300);
+        assert_eq!(share.owed_after(took, 2), None);
+        assert_eq!(share.owed_after(took, 2), None);
+        assert_eq!(share.owed_after(took, 2), None);
+        assert_eq!(share.owed_after(took, 2), Some(Duration::from_micros(2400)));
+        // What is saved up is forgiven once the others are gone.
+        assert_eq!(share.owed_after(took, 1), None);
+        assert_eq!(share.owed_after(took, 0), None);
+        assert_eq!(share.owed_after(ms(1), 1), None);
+        assert_eq!(share.owed_after(ms(1), 1), Some(ms(2)));
+        // However many are running, it keeps a share of its own.
+        assert_eq!(
+            share.owed_after(ms(1), 1000),
+            Some(ms(Share::AT_MOST as u64))
+        );
     }
 
     #[test]

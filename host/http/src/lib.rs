@@ -232,6 +232,12 @@ impl UserTurns {
         Ok(turn)
     }
 
+    /// How many users other than `user` have requests running or waiting.
+    fn others_than(&self, user: uuid::Uuid) -> usize {
+        let users = self.users();
+        users.len() - usize::from(users.contains_key(&user))
+    }
+
     /// How many users have requests running or waiting.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -699,6 +705,29 @@ mod tests {
         drop(first);
         let third = now(turns.take(alice)).unwrap().unwrap();
         drop((second, third, bobs));
+    }
+
+    #[test]
+    fn the_users_running_beside_one_are_all_the_others_however_many_turns_they_hold() {
+        let turns = UserTurns::new(2);
+        let (alice, bob, carol) = (
+            uuid::Uuid::now_v7(),
+            uuid::Uuid::now_v7(),
+            uuid::Uuid::now_v7(),
+        );
+        assert_eq!(turns.others_than(alice), 0);
+        let alices = now(turns.take(alice)).unwrap().unwrap();
+        assert_eq!(turns.others_than(alice), 0);
+        assert_eq!(turns.others_than(bob), 1);
+        let bobs = [
+            now(turns.take(bob)).unwrap().unwrap(),
+            now(turns.take(bob)).unwrap().unwrap(),
+        ];
+        assert_eq!(turns.others_than(alice), 1);
+        assert_eq!(turns.others_than(carol), 2);
+        drop(bobs);
+        assert_eq!(turns.others_than(alice), 0);
+        drop(alices);
     }
 
     #[test]
