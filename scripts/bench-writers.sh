@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Many writers: 64 KiB uploads over HTTP from 16 workspaces at once and from
 # one, against what the disk itself does in the same run (16 threads and one
-# writing and fsyncing 64 KiB files in the same directory tree); then the
+# writing and fsyncing 64 KiB files in the same directory tree, and 16
+# replacing such files durably and at once); then the
 # 16-workspace rate while another workspace streams 1 GiB uploads; then the
 # upload latency in a workspace of many chats and files against one of 10.
 #
@@ -91,25 +92,36 @@ wrk_rate() {
     echo "$out" | awk '/Requests\/sec/ {print $2}'
 }
 
-# Files/s the disk gives to `threads` writers of 64 KiB files with fsync.
+# Files/s the disk gives to `threads` writers of 64 KiB files with fsync:
+# `plain` writes each file in place; `replace` replaces it durably and at
+# once, the least any store that never shows half a file must do (write a
+# new file, fsync it, rename it over the old one, fsync the directory).
 disk_rate() {
-    python3 - "$work/disk" "$1" "$seconds" <<'PY'
+    python3 - "$work/disk" "$1" "$seconds" "$2" <<'PY'
 import os, sys, threading, time
-root, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+root, threads, seconds, mode = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 os.makedirs(root, exist_ok=True)
 body = b"x" * 65536
 counts = [0] * threads
 stop = time.monotonic() + seconds
 def writer(n):
+    here = os.path.join(root, f"{mode}-{n}")
+    os.makedirs(here, exist_ok=True)
+    directory = os.open(here, os.O_RDONLY)
     i = 0
     while time.monotonic() < stop:
-        path = os.path.join(root, f"{n}-{i % 4}.bin")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        path = os.path.join(here, f"{i % 4}.bin")
+        new = path + ".new" if mode == "replace" else path
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.write(fd, body)
         os.fsync(fd)
         os.close(fd)
+        if mode == "replace":
+            os.rename(new, path)
+            os.fsync(directory)
         counts[n] += 1
         i += 1
+    os.close(directory)
 ts = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
 for t in ts: t.start()
 for t in ts: t.join()
@@ -118,9 +130,11 @@ PY
 }
 
 echo "== the disk: 16 threads writing and fsyncing 64 KiB files, $duration" >&2
-disk16=$(disk_rate 16)
+disk16=$(disk_rate 16 plain)
 echo "== the disk: 1 thread, $duration" >&2
-disk1=$(disk_rate 1)
+disk1=$(disk_rate 1 plain)
+echo "== the disk: 16 threads replacing 64 KiB files durably, $duration" >&2
+replace16=$(disk_rate 16 replace)
 
 echo "== 16 workspaces uploading 64 KiB at once, 16 connections, $duration" >&2
 upload_script "${writers[@]}"
@@ -205,17 +219,18 @@ LUA
 p50_many=$(latency "$many_user")
 p50_few=$(latency "$few_user")
 
-python3 - "$disk16" "$disk1" "$ws16" "$ws1" "$ws16_streaming" "$p50_many" "$p50_few" <<'PY'
+python3 - "$disk16" "$disk1" "$replace16" "$ws16" "$ws1" "$ws16_streaming" "$p50_many" "$p50_few" <<'PY'
 import sys
 def ms(t):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if t.endswith(unit) and not (unit == "s" and t.endswith(("us", "ms"))):
             return float(t[: -len(unit)]) * f
     raise ValueError(t)
-d16, d1, w16, w1, ws = map(float, sys.argv[1:6])
-many, few = ms(sys.argv[6]), ms(sys.argv[7])
+d16, d1, r16, w16, w1, ws = map(float, sys.argv[1:7])
+many, few = ms(sys.argv[7]), ms(sys.argv[8])
 print(f"disk, 16 writers:            {d16:8.0f} files/s   (1 writer: {d1:.0f})")
-print(f"16 workspaces uploading:     {w16:8.0f} uploads/s = {w16 / d16:.2f}x the disk's 16 writers")
+print(f"disk, 16 durable replaces:   {r16:8.0f} files/s = {r16 / d16:.2f}x the 16 writers")
+print(f"16 workspaces uploading:     {w16:8.0f} uploads/s = {w16 / d16:.2f}x the disk's 16 writers, {w16 / r16:.2f}x its replaces")
 print(f"1 workspace uploading:       {w1:8.0f} uploads/s; 16 workspaces = {w16 / w1:.2f}x one")
 print(f"16 beside a streamed upload: {ws:8.0f} uploads/s = {ws / w16:.2f}x without it")
 print(f"1 KiB upload p50: {many:.2f} ms in the big workspace, {few:.2f} ms in one of 10 chats = {many / few:.2f}x")

@@ -8,10 +8,11 @@ use crate::failure::Failure;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chatstore_host::staging::{StagingWriter, thread_cpu_time};
 use chatstore_host::{Content, ContentKind, Error, StageError, StagedContent, Uuid};
 use http_body_util::BodyExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::Slot;
@@ -171,9 +172,8 @@ pub(crate) async fn stage(
             while let Some(piece) = arrived.blocking_recv() {
                 match piece {
                     Piece::Bytes(bytes) => {
-                        let began = Instant::now();
                         writer.push(&bytes)?;
-                        share.pause(began.elapsed(), others.users.others_than(user));
+                        share.pause(&writer, others.users.others_than(user));
                     }
                     Piece::End => return writer.finish().map(Some),
                 }
@@ -227,15 +227,18 @@ pub(crate) async fn stage(
     }
 }
 
-/// A streamed body's share of the server's time while other users have
-/// requests running: after each piece it pauses as long as staging the
-/// piece took, once for each of them (up to [`Share::AT_MOST`]), so a large
-/// upload takes about its share rather than the disk and the CPU that small
-/// writes of many users need. Not reading holds the client back, so the
-/// pause slows the whole stream: the socket, the hashing and the disk. With
-/// no one else running, the body streams at full speed.
+/// A streamed body's share of the server while other users have requests
+/// running: after each piece it pauses as long as the CPU time its staging
+/// has used since the last piece (its own thread, hashing, writing), once
+/// for each of them (up to [`Share::AT_MOST`]). A large upload then takes
+/// about one user's share of the CPU and the disk rather than what the
+/// small writes of many users need. Not reading holds the client back, so
+/// the pause slows the whole stream: the socket, the hashing and the disk.
+/// With no one else running, the body streams at full speed.
 #[derive(Debug, Default)]
 struct Share {
+    /// The staging's CPU time when last read, while others were running.
+    used: Option<Duration>,
     owed: Duration,
 }
 
@@ -247,8 +250,8 @@ impl Share {
     /// pause is not mostly the timer's slack.
     const LEAST: Duration = Duration::from_millis(2);
 
-    /// After a piece that took `took` to stage, with `others` other users'
-    /// requests running: the time to pause now, if any is due.
+    /// After a piece whose staging took `took` of CPU, with `others` other
+    /// users' requests running: the time to pause now, if any is due.
     fn owed_after(&mut self, took: Duration, others: usize) -> Option<Duration> {
         if others == 0 {
             self.owed = Duration::ZERO;
@@ -258,7 +261,17 @@ impl Share {
         (self.owed >= Self::LEAST).then(|| std::mem::take(&mut self.owed))
     }
 
-    fn pause(&mut self, took: Duration, others: usize) {
+    /// Pauses the thread that pushes into `writer` (and stages nothing
+    /// else) for the share of the piece it just pushed.
+    fn pause(&mut self, writer: &StagingWriter, others: usize) {
+        // Alone, it reads no clock: a piece then costs nothing more.
+        let took = if others == 0 {
+            self.used = None;
+            Duration::ZERO
+        } else {
+            let used = thread_cpu_time() + writer.threads_cpu_time();
+            used.saturating_sub(self.used.replace(used).unwrap_or(used))
+        };
         if let Some(pause) = self.owed_after(took, others) {
             std::thread::sleep(pause);
         }

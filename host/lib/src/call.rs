@@ -11,7 +11,7 @@ use crate::content::Content;
 use crate::imports::{CHATS, USAGE, WORKSPACES};
 use crate::model::{Chat, Workspace};
 use crate::ports::Ports;
-use crate::staging::StagedContent;
+use crate::staging::{StagedContent, thread_cpu_time};
 use crate::values::{Checked, Fault, refuse};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -66,15 +66,6 @@ pub(crate) enum Limit {
     /// must not be held. Time the thread waits to be scheduled does not
     /// count, so a busy machine does not make a quick call look slow.
     CpuTime(Duration),
-}
-
-/// The CPU time the calling thread has used.
-fn thread_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(
-        t.tv_sec.max(0) as u64,
-        t.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
 }
 
 impl Limit {

@@ -10,6 +10,8 @@ use cap_std::fs::{Dir, File, FileExt, OpenOptions};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// How much staged content may wait in the page cache before its writeback
@@ -203,6 +205,15 @@ pub fn bulk_thread() {
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
+/// The CPU time the calling thread has used.
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 /// Content being staged; dropped unfinished, its file is removed.
 #[derive(Debug)]
 pub struct StagingWriter {
@@ -285,6 +296,12 @@ impl StagingWriter {
         self.size
     }
 
+    /// The CPU time this content's own threads (hashing and writing large
+    /// content) have used so far; the thread that pushes it counts its own.
+    pub fn threads_cpu_time(&self) -> Duration {
+        self.large.as_ref().map_or(Duration::ZERO, Large::cpu_time)
+    }
+
     /// Ends the content: syncs the file and its name, and gives its size and digest.
     pub fn finish(mut self) -> Result<StagedContent, StageError> {
         if let Some(text) = &self.text {
@@ -359,6 +376,9 @@ struct Large {
     hasher: std::thread::JoinHandle<Sha256>,
     /// Until it is joined, to learn why it stopped.
     writer: Option<std::thread::JoinHandle<io::Result<()>>>,
+    /// The CPU time, in nanoseconds, the hasher and the writer have used,
+    /// as each last read its clock (after each block).
+    cpu: Arc<[AtomicU64; 2]>,
 }
 
 impl Large {
@@ -366,21 +386,30 @@ impl Large {
         let (to_hash, arriving) = std::sync::mpsc::sync_channel::<(Block, u64)>(BLOCKS);
         let (to_write, hashed) = std::sync::mpsc::sync_channel::<(Block, u64)>(BLOCKS);
         let (done, written) = std::sync::mpsc::sync_channel::<Block>(BLOCKS);
+        let cpu = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let used = move |cpu: &[AtomicU64; 2], thread: usize| {
+            let nanos = u64::try_from(thread_cpu_time().as_nanos()).unwrap_or(u64::MAX);
+            cpu[thread].store(nanos, Ordering::Relaxed);
+        };
+        let hasher_cpu = Arc::clone(&cpu);
         let hasher = std::thread::spawn(move || {
             bulk_thread();
             for (block, offset) in arriving {
                 hash.update(block.filled());
+                used(&hasher_cpu, 0);
                 if to_write.send((block, offset)).is_err() {
                     break;
                 }
             }
             hash
         });
+        let writer_cpu = Arc::clone(&cpu);
         let writer = std::thread::spawn(move || {
             bulk_thread();
             let mut disk = Disk::new(&file, direct);
             for (mut block, offset) in hashed {
                 disk.write(&mut block, offset)?;
+                used(&writer_cpu, 1);
                 block.len = 0;
                 let _ = done.try_send(block);
             }
@@ -394,7 +423,12 @@ impl Large {
             written,
             hasher,
             writer: Some(writer),
+            cpu,
         }
+    }
+
+    fn cpu_time(&self) -> Duration {
+        Duration::from_nanos(self.cpu.iter().map(|c| c.load(Ordering::Relaxed)).sum())
     }
 
     /// The block being filled: a new one, or one the writer handed back.
@@ -799,6 +833,24 @@ mod tests {
             }
         }
         assert_eq!(files(&tmp), 0);
+    }
+
+    #[test]
+    fn the_cpu_time_of_large_contents_threads_is_counted_once_a_block_comes_back() {
+        let (_tmp, staging) = staging();
+        let mut writer = staging.begin(ContentKind::Bytes, u64::MAX).unwrap();
+        writer.push(&varied(LARGE_AT)).unwrap();
+        // Small content has no threads of its own.
+        assert_eq!(writer.threads_cpu_time(), Duration::ZERO);
+        // One block more than are made: the last waits for one the writer
+        // handed back, which it does only after reading its clock.
+        for _ in 0..=BLOCKS {
+            writer.push(&varied(BLOCK as u64)).unwrap();
+        }
+        writer.push(b"x").unwrap();
+        assert!(writer.threads_cpu_time() > Duration::ZERO);
+        let staged = writer.finish().unwrap();
+        staging.discard(&staged);
     }
 
     #[test]
