@@ -4,7 +4,6 @@
 use crate::body::{self, Limit, Served};
 use crate::failure::{ErrorBody, Failure};
 use crate::{App, USER_HEADER};
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -122,8 +121,21 @@ impl<S: Send + Sync> FromRequestParts<S> for InFile {
     }
 }
 
+/// A JSON answer, written into one buffer that fits a record whole
+/// (axum's `Json` starts smaller and grows as a record is written).
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
-    (status, Json(value)).into_response()
+    let mut body = Vec::with_capacity(512);
+    if let Err(e) = serde_json::to_writer(&mut body, value) {
+        tracing::error!(error = %e, "an answer could not be written as JSON");
+        return Failure::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_unavailable",
+            "the answer could not be written",
+        )
+        .into_response();
+    }
+    let json = HeaderValue::from_static("application/json");
+    (status, [(header::CONTENT_TYPE, json)], body).into_response()
 }
 
 fn no_content() -> Response {

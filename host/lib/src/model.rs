@@ -5,7 +5,6 @@ use serde::{Serialize, Serializer};
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 /// A point in time, UTC, counted from the Unix epoch (the WIT `timestamp`).
@@ -44,11 +43,70 @@ impl Timestamp {
     }
 
     /// RFC 3339 in UTC, with as many fractional digits as needed
-    /// (`2026-01-01T00:00:00Z`, `2026-01-01T00:00:00.5Z`).
+    /// (`2026-01-01T00:00:00Z`, `2026-01-01T00:00:00.5Z`); outside the
+    /// years 0000–9999, which RFC 3339 cannot write, seconds and
+    /// nanoseconds since the epoch (`253402300800.000000000`).
     pub fn to_rfc3339(self) -> String {
-        self.to_offset_date_time()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_else(|| format!("{}.{:09}", self.seconds, self.nanoseconds))
+        match self.rfc3339() {
+            Some(text) => String::from(text.as_str()),
+            None => format!("{}.{:09}", self.seconds, self.nanoseconds),
+        }
+    }
+
+    /// RFC 3339 text without an allocation, for the years it can write.
+    fn rfc3339(self) -> Option<Rfc3339Text> {
+        let days = self.seconds.div_euclid(86_400);
+        let second_of_day = self.seconds.rem_euclid(86_400) as u32;
+        // Days to a civil date (proleptic Gregorian), in eras of 400 years
+        // starting on 0000-03-01 (Howard Hinnant's `civil_from_days`).
+        let z = days.checked_add(719_468)?;
+        let era = z.div_euclid(146_097);
+        let day_of_era = z.rem_euclid(146_097) as u32;
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let shifted_month = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+        let month = if shifted_month < 10 {
+            shifted_month + 3
+        } else {
+            shifted_month - 9
+        };
+        let year = era
+            .checked_mul(400)?
+            .checked_add(i64::from(year_of_era) + i64::from(month <= 2))?;
+        if !(0..=9999).contains(&year) || self.nanoseconds >= 1_000_000_000 {
+            return None;
+        }
+        let mut text = Rfc3339Text {
+            bytes: *b"0000-00-00T00:00:00.000000000Z",
+            len: 20,
+        };
+        let mut digits = |at: usize, width: usize, mut n: u32| {
+            for i in (at..at + width).rev() {
+                text.bytes[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        digits(0, 4, year as u32);
+        digits(5, 2, month);
+        digits(8, 2, day);
+        digits(11, 2, second_of_day / 3600);
+        digits(14, 2, second_of_day / 60 % 60);
+        digits(17, 2, second_of_day % 60);
+        if self.nanoseconds != 0 {
+            digits(20, 9, self.nanoseconds);
+            let mut end = 29;
+            while text.bytes[end - 1] == b'0' {
+                end -= 1;
+            }
+            text.len = end;
+        } else {
+            text.len = 19;
+        }
+        text.bytes[text.len] = b'Z';
+        text.len += 1;
+        Some(text)
     }
 
     /// The system time of this timestamp (the epoch if `time` cannot represent it).
@@ -58,16 +116,35 @@ impl Timestamp {
     }
 }
 
+/// A timestamp's RFC 3339 text, on the stack.
+struct Rfc3339Text {
+    bytes: [u8; 30],
+    len: usize,
+}
+
+impl Rfc3339Text {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and punctuation are ever written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rfc3339())
+        match self.rfc3339() {
+            Some(text) => f.write_str(text.as_str()),
+            None => f.write_str(&self.to_rfc3339()),
+        }
     }
 }
 
 /// Serialized as RFC 3339 text, as the CLI and the HTTP API show it.
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        match self.rfc3339() {
+            Some(text) => s.serialize_str(text.as_str()),
+            None => s.serialize_str(&self.to_rfc3339()),
+        }
     }
 }
 
@@ -240,6 +317,57 @@ mod tests {
             nanoseconds: 500_000_000,
         };
         assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:00.5Z");
+    }
+
+    #[test]
+    fn timestamps_render_as_the_time_crate_renders_rfc3339_in_every_year_it_can() {
+        use time::format_description::well_known::Rfc3339;
+        let as_time_renders = |t: Timestamp| {
+            t.to_offset_date_time()
+                .and_then(|d| d.format(&Rfc3339).ok())
+        };
+        let mut seconds = vec![
+            0,
+            -1,
+            86_399,
+            86_400,
+            951_782_400,     // 2000-02-29
+            4_107_542_400,   // 2100-03-01, after a February of 28 days
+            -2_203_891_200,  // 1900-03-01
+            -62_167_219_200, // 0000-01-01, the first second RFC 3339 can write
+            253_402_300_799, // 9999-12-31T23:59:59, the last
+        ];
+        // And a spread of others, from before year 0 to after 9999.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            seconds.push((x % 330_000_000_000) as i64 - 70_000_000_000);
+        }
+        for (i, seconds) in seconds.into_iter().enumerate() {
+            let nanoseconds = [0, 500_000_000, 123_456_789, 1, 100, 999_999_999][i % 6];
+            let t = Timestamp {
+                seconds,
+                nanoseconds,
+            };
+            let expected =
+                as_time_renders(t).unwrap_or_else(|| format!("{seconds}.{nanoseconds:09}"));
+            assert_eq!(t.to_rfc3339(), expected, "{seconds} s {nanoseconds} ns");
+            assert_eq!(t.to_string(), expected);
+            assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                format!("\"{expected}\"")
+            );
+        }
+        // The years around the range's ends fall back as `time` does.
+        for seconds in [-62_167_219_201, 253_402_300_800, i64::MIN, i64::MAX] {
+            let t = Timestamp {
+                seconds,
+                nanoseconds: 0,
+            };
+            assert_eq!(t.to_rfc3339(), format!("{seconds}.000000000"));
+        }
     }
 
     #[test]
