@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Load figures for the HTTP API: wrk against a release build on loopback.
 # Prints requests/s and latency percentiles for /healthz (the server alone),
-# GET a chat, GET history and a 64 KiB upload, one after the other on one server.
+# GET a chat, GET history and a 64 KiB upload, one after the other on one server;
+# then GET a chat against /healthz in alternating slices of SLICE (default 2s),
+# ROUNDS (default 8) pairs, so a change in the machine's speed during the run
+# falls on both: each pair's ratio, and their median.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "bench-http: needs wrk (apt-get install wrk)" >&2; exit 1; }
@@ -38,3 +41,17 @@ echo "== GET /v1/chats/{id}/history (1 KiB), $connections connections, $duration
 wrk -t2 -c"$connections" -d"$duration" --latency -H "X-User-Id: $user" "$base/v1/chats/$chat/history"
 echo "== POST /v1/chats/{id}/files?name=bench.bin (64 KiB, replacing), $connections connections, $duration"
 wrk -t2 -c"$connections" -d"$duration" --latency -s "$work/upload.lua" "$base/v1/chats/$chat/files?name=bench.bin"
+
+slice=${SLICE:-2s}
+rounds=${ROUNDS:-8}
+echo "== GET /v1/chats/{id} against /healthz, $rounds pairs of $slice slices, $connections connections"
+rate() { wrk -t2 -c"$connections" -d"$slice" "$@" | awk '/Requests\/sec/ {print $2}'; }
+ratios=()
+for round in $(seq "$rounds"); do
+    healthz=$(rate "$base/healthz")
+    chat_rate=$(rate -H "X-User-Id: $user" "$base/v1/chats/$chat")
+    ratio=$(awk -v c="$chat_rate" -v h="$healthz" 'BEGIN {printf "%.3f", c / h}')
+    echo "pair $round: /healthz $healthz requests/s, chat $chat_rate requests/s = ${ratio}x"
+    ratios+=("$ratio")
+done
+printf '%s\n' "${ratios[@]}" | sort -n | awk '{r[NR] = $1} END {m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2; printf "chat against /healthz: median %.3fx, range %.3f-%.3fx over %d pairs\n", m, r[1], r[NR], NR}'
