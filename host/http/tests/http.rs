@@ -1227,6 +1227,58 @@ async fn a_body_is_read_in_a_request_slot_so_slow_bodies_cannot_queue_past_the_l
     assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_upload_beside_another_users_request_yields_and_still_arrives_whole() {
+    let s = start_serving(
+        |b| b.build().unwrap(),
+        1 << 30,
+        |config| config.max_upload_bytes = 16 << 20,
+    )
+    .await;
+    let (alice, alices_chat) = s.user_with_chat().await;
+    let (bob, bobs_chat) = s.user_with_chat().await;
+    let (addr, data) = (s.addr, s.data.clone());
+    // Bob's upload sends its headers and 3 bytes, then waits: his request
+    // runs for as long as Alice's body streams in, so hers pauses after
+    // each piece it stages.
+    let bobs = tokio::task::spawn_blocking(move || {
+        let bobs = stalled_upload(addr, bob, &bobs_chat, "slow", 300_000);
+        while staged(&data) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bobs
+    })
+    .await
+    .unwrap();
+    // Past the first 4 MiB, content goes round the hashing and writing
+    // threads, whose CPU time the pauses count too.
+    let content: Vec<u8> = (0..9 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let uploaded = s
+        .upload(
+            alice,
+            &alices_chat,
+            "big.bin",
+            "application/octet-stream",
+            &content,
+        )
+        .await;
+    assert_eq!(uploaded.status, StatusCode::CREATED);
+    let path = format!(
+        "/v1/chats/{alices_chat}/files/{}/content",
+        uploaded.json()["file_id"].as_str().unwrap()
+    );
+    let downloaded = s.get_with(&path, alice, &[]).await;
+    assert_eq!(downloaded.status, StatusCode::OK);
+    assert!(
+        downloaded.body == content,
+        "the upload did not arrive whole"
+    );
+    let finished = tokio::task::spawn_blocking(move || finish_upload(bobs, 300_000))
+        .await
+        .unwrap();
+    assert!(finished.starts_with("HTTP/1.1 201"), "{finished}");
+}
+
 /// Sends an upload's headers and its first 3 bytes on a new connection,
 /// and leaves the rest of its `length` bytes to the caller.
 fn stalled_upload(
