@@ -100,6 +100,9 @@ pub struct Staging {
     dir: Dir,
     /// Syncs of the directory, shared by content finishing together.
     names: GroupSync,
+    /// The directory opened for reading, once, for those syncs (`dir` may
+    /// be an `O_PATH` handle, which cannot be synced).
+    readable: std::sync::OnceLock<File>,
     /// Whether large content is written directly where the filesystem
     /// allows it (always, but for tests of the other way).
     direct: bool,
@@ -111,8 +114,22 @@ impl Staging {
         Arc::new(Staging {
             dir,
             names: GroupSync::default(),
+            readable: std::sync::OnceLock::new(),
             direct: true,
         })
+    }
+
+    /// Makes the names in the staging area durable: its directory is
+    /// opened for reading at its first sync, and that handle kept.
+    pub(crate) fn sync_names(&self) -> io::Result<()> {
+        let readable = match self.readable.get() {
+            Some(file) => file,
+            None => {
+                let file = self.dir.open(".")?;
+                self.readable.get_or_init(|| file)
+            }
+        };
+        readable.sync_all()
     }
 
     /// The staging area at `path`, created if missing (for adapters of
@@ -319,9 +336,9 @@ impl StagingWriter {
         self.file.sync_all().map_err(StageError::Write)?;
         // Its name too, before any journal can refer to it: here, outside
         // any unit of work, in one sync with whatever finishes beside it.
-        let dir = &self.staging.dir;
-        (self.staging.names)
-            .sync(|| dir.open(".").and_then(|d| d.sync_all()))
+        let staging = &self.staging;
+        (staging.names)
+            .sync(|| staging.sync_names())
             .map_err(StageError::Write)?;
         Ok(StagedContent {
             name: self.name.take().unwrap_or_default(),
@@ -825,6 +842,7 @@ mod tests {
         let cached = Arc::new(Staging {
             dir: direct.dir.try_clone().unwrap(),
             names: GroupSync::default(),
+            readable: std::sync::OnceLock::new(),
             direct: false,
         });
         for staging in [direct, cached] {

@@ -198,8 +198,18 @@ impl DataDir {
         format!("{WORKSPACES}/{workspace_id}/chats/{chat_id}")
     }
 
-    fn chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<Dir> {
-        self.root.open_dir(Self::chat_path(workspace_id, chat_id))
+    fn chat_dir(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<ChatDir> {
+        use cap_std::fs::OpenOptionsExt;
+        let dir = self.root.open_with(
+            Self::chat_path(workspace_id, chat_id),
+            OpenOptions::new()
+                .read(true)
+                // Never blocks on a FIFO put where the directory was.
+                .custom_flags(
+                    (rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+                ),
+        )?;
+        Ok(ChatDir(Dir::from_std_file(dir.into_std())))
     }
 
     /// A workspace's directory: its chat directories and `lost+found/`.
@@ -248,7 +258,7 @@ impl DataDir {
                 let dir = self.chat_dir(*workspace_id, *chat_id)?;
                 self.clear_way(*workspace_id, *chat_id, &dir, name)?;
                 self.staging.dir().rename(staged, &dir, name)?;
-                sync_dir(&dir)
+                dir.sync()
             }
             Effect::Append {
                 workspace_id,
@@ -286,7 +296,7 @@ impl DataDir {
                 io::copy(&mut message, &mut history)?;
                 history.sync_data()?;
                 self.staging.dir().remove_file(staged)?;
-                sync_dir(self.staging.dir())
+                self.staging.sync_names()
             }
             Effect::Remove {
                 workspace_id,
@@ -301,7 +311,7 @@ impl DataDir {
                 // A directory there is the sandbox's, not the file removed.
                 self.clear_way(*workspace_id, *chat_id, &dir, name)?;
                 ignore_missing(dir.remove_file(name))?;
-                sync_dir(&dir)
+                dir.sync()
             }
             Effect::ClearAttachments {
                 workspace_id,
@@ -558,7 +568,7 @@ impl DataDir {
     pub fn count_chat(&self, workspace_id: Uuid, chat_id: Uuid) -> io::Result<u64> {
         match self.chat_dir(workspace_id, chat_id) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            other => tree::bytes_under(other?),
+            other => tree::bytes_under(other?.0),
         }
     }
 
@@ -604,7 +614,7 @@ impl DataDir {
             self.move_aside(workspace_id, chat_id, &dir, new.as_str())?;
         }
         dir.rename(old, &dir, new.as_str())?;
-        sync_dir(&dir)
+        dir.sync()
     }
 
     /// What the workspaces' `lost+found/` hold, as (workspace id,
@@ -653,7 +663,7 @@ impl DataDir {
         name: &str,
     ) -> io::Result<(u64, String)> {
         use sha2::{Digest, Sha256};
-        let file = open_regular(&self.chat_dir(workspace_id, chat_id)?, name, false)?;
+        let file = open_regular(&self.chat_dir(workspace_id, chat_id)?.0, name, false)?;
         let mut hash = Sha256::new();
         let size = io::copy(
             &mut io::BufReader::with_capacity(256 << 10, file),
@@ -756,6 +766,26 @@ impl Locks for DataDir {
     }
 }
 
+/// A chat directory's handle, opened for reading (not `O_PATH`), so that
+/// the handle that found a name is the one synced after renaming it.
+#[derive(Debug)]
+struct ChatDir(Dir);
+
+impl std::ops::Deref for ChatDir {
+    type Target = Dir;
+
+    fn deref(&self) -> &Dir {
+        &self.0
+    }
+}
+
+impl ChatDir {
+    /// Makes a rename or removal in it durable.
+    fn sync(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.0).map_err(io::Error::from)
+    }
+}
+
 /// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Dir) -> io::Result<()> {
     // `Dir` handles may be `O_PATH`, which cannot be synced: open it for reading.
@@ -821,6 +851,9 @@ pub struct FsTransaction {
     history_lens: Mutex<HashMap<Uuid, u64>>,
     /// Chats whose directories this call creates: empty until it commits.
     created: Mutex<HashSet<Uuid>>,
+    /// The chat directory this call opened last (a call works in one chat):
+    /// a call's lookups in it share one handle.
+    chat_dir: Mutex<Option<(Uuid, Arc<ChatDir>)>>,
 }
 
 impl FsTransaction {
@@ -833,6 +866,7 @@ impl FsTransaction {
             usage: Mutex::default(),
             history_lens: Mutex::default(),
             created: Mutex::default(),
+            chat_dir: Mutex::default(),
         }
     }
 
@@ -841,10 +875,18 @@ impl FsTransaction {
         lock(&self.created).contains(&chat.chat_id)
     }
 
-    fn dir(&self, chat: &Chat) -> PortResult<Dir> {
-        self.data
+    fn dir(&self, chat: &Chat) -> PortResult<Arc<ChatDir>> {
+        let mut last = lock(&self.chat_dir);
+        if let Some((chat_id, dir)) = &*last
+            && *chat_id == chat.chat_id
+        {
+            return Ok(dir.clone());
+        }
+        let dir = self
+            .data
             .chat_dir(chat.workspace_id, chat.chat_id)
-            .map_err(|e| about("chat directory", e))
+            .map_err(|e| about("chat directory", e))?;
+        Ok(last.insert((chat.chat_id, Arc::new(dir))).1.clone())
     }
 
     /// Records `effect`, and what it changes in the chat's usage.
@@ -909,7 +951,7 @@ impl FsTransaction {
     /// regular file there (nothing, a directory, a symlink, a FIFO) means a
     /// sandbox changed it: `chat_file_changed`, without blocking.
     fn open(&self, chat: &Chat, name: &str) -> PortResult<Content> {
-        let file = open_regular(&self.dir(chat)?, name, false).map_err(|e| {
+        let file = open_regular(&self.dir(chat)?.0, name, false).map_err(|e| {
             let changed = matches!(
                 e.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::InvalidData | io::ErrorKind::IsADirectory
@@ -930,7 +972,7 @@ impl FsTransaction {
         if self.creates(chat) {
             return Ok(None);
         }
-        regular_file_size(&self.dir(chat)?, name).map_err(|e| about(name, e))
+        regular_file_size(&self.dir(chat)?.0, name).map_err(|e| about(name, e))
     }
 }
 

@@ -190,10 +190,12 @@ impl SqliteMetadata {
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(db_error)?;
         // Commits are made durable by `durable`, shared between writers.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 268435456;",
-        )
-        .map_err(db_error)?;
+        // No memory map of the database: a transaction that finds another
+        // connection's commit drops its connection's map, so with many
+        // writers every transaction paid a `munmap` (and the other cores'
+        // TLB flush) and a `mmap`; 16 workspaces uploaded 6 % faster without.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(db_error)?;
         // Every statement the adapter runs stays prepared on its connection.
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
