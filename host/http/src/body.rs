@@ -164,7 +164,7 @@ pub(crate) async fn stage(
     // A thread of its own, at a lower priority: a large body takes the CPU
     // that other requests leave it (see `bulk_thread`), and the time that
     // other users' requests leave it (see `Share`).
-    let others = Arc::clone(app);
+    let server = Arc::clone(app);
     std::thread::spawn(move || {
         chatstore_host::staging::bulk_thread();
         let mut share = Share::default();
@@ -173,7 +173,7 @@ pub(crate) async fn stage(
                 match piece {
                     Piece::Bytes(bytes) => {
                         writer.push(&bytes)?;
-                        share.pause(&writer, others.users.others_than(user));
+                        share.pause(&writer, server.users.others_than(user));
                     }
                     Piece::End => return writer.finish().map(Some),
                 }
