@@ -47,10 +47,7 @@ impl Timestamp {
     /// years 0000–9999, which RFC 3339 cannot write, seconds and
     /// nanoseconds since the epoch (`253402300800.000000000`).
     pub fn to_rfc3339(self) -> String {
-        match self.rfc3339() {
-            Some(text) => String::from(text.as_str()),
-            None => format!("{}.{:09}", self.seconds, self.nanoseconds),
-        }
+        self.to_string()
     }
 
     /// RFC 3339 text without an allocation, for the years it can write.
@@ -133,7 +130,7 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.rfc3339() {
             Some(text) => f.write_str(text.as_str()),
-            None => f.write_str(&self.to_rfc3339()),
+            None => write!(f, "{}.{:09}", self.seconds, self.nanoseconds),
         }
     }
 }
@@ -143,7 +140,7 @@ impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.rfc3339() {
             Some(text) => s.serialize_str(text.as_str()),
-            None => s.serialize_str(&self.to_rfc3339()),
+            None => s.collect_str(self),
         }
     }
 }

@@ -335,7 +335,7 @@ impl DataDir {
                         Err(e) => return Err(e),
                     }
                 }
-                sync_dir(&dir)
+                dir.sync()
             }
             Effect::DeleteChat {
                 workspace_id,
@@ -455,13 +455,13 @@ impl DataDir {
         &self,
         workspace_id: Uuid,
         chat_id: Uuid,
-        dir: &Dir,
+        dir: &ChatDir,
         name: &str,
     ) -> io::Result<()> {
         let holder = self.lost_and_found(workspace_id, chat_id)?;
         dir.rename(name, &holder, name)?;
         sync_dir(&holder)?;
-        sync_dir(dir)?;
+        dir.sync()?;
         tracing::warn!(%workspace_id, %chat_id, name, "moved an obstacle in a chat directory to lost+found");
         Ok(())
     }
@@ -472,7 +472,7 @@ impl DataDir {
         &self,
         workspace_id: Uuid,
         chat_id: Uuid,
-        dir: &Dir,
+        dir: &ChatDir,
         name: &str,
     ) -> io::Result<()> {
         match dir.symlink_metadata(name) {
