@@ -4,11 +4,11 @@
 //! `cargo bench -p chatstore-host --bench calls` prints a table; no
 //! assertions, just figures.
 
-use chatstore_host::{ChatStore, Uuid};
+use chatstore_host::{ChatStore, Metadata, Uuid};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-fn measure(name: &str, iterations: u32, mut f: impl FnMut()) {
+fn measure(name: &str, iterations: u32, mut f: impl FnMut()) -> Duration {
     for _ in 0..iterations / 10 {
         f();
     }
@@ -21,6 +21,7 @@ fn measure(name: &str, iterations: u32, mut f: impl FnMut()) {
         "{name:<36} {:>9.1} µs/call  ({iterations} calls)",
         micros(per_call)
     );
+    per_call
 }
 
 fn micros(d: Duration) -> f64 {
@@ -97,4 +98,52 @@ fn main() {
     measure("create-chat (mkdir + history.md)", 300, || {
         black_box(store.create_chat(user).expect("create-chat"));
     });
+
+    other_workspaces_cost_nothing();
+}
+
+/// One workspace never waits for another: with the metadata in memory, a
+/// write of one user's costs the same however much other users hold.
+/// `FILES` (default 10000) is what the other user uploads, over 100 chats.
+fn other_workspaces_cost_nothing() {
+    let files: usize = std::env::var("FILES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = ChatStore::builder()
+        .data_dir(dir.path())
+        .metadata(Metadata::Memory)
+        .build()
+        .expect("store");
+    let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    store.ensure_workspace(alice).expect("workspace");
+    store.ensure_workspace(bob).expect("workspace");
+    let mut quota = 1u64 << 30;
+    let mut set_quota = || {
+        quota += 1;
+        black_box(store.set_quota(alice, Some(quota)).expect("set-quota"));
+    };
+    let alone = measure("set-quota, memory, store empty", 2000, &mut set_quota);
+    let chats: Vec<_> = (0..100)
+        .map(|_| store.create_chat(bob).expect("chat").chat_id)
+        .collect();
+    for i in 0..files {
+        let name = format!("f{i}.txt");
+        (store.upload_attachment(bob, chats[i % chats.len()], &name, None, &b"x"[..]))
+            .expect("upload");
+        if i % 2000 == 1999 {
+            eprintln!("   {}/{files} of the other user's files", i + 1);
+        }
+    }
+    let beside = measure(
+        &format!("set-quota, memory, {files} others' files"),
+        2000,
+        &mut set_quota,
+    );
+    println!(
+        "{:<36} {:>9.2}x",
+        "  with the others' files vs without",
+        beside.as_secs_f64() / alone.as_secs_f64()
+    );
 }

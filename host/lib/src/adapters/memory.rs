@@ -1,5 +1,10 @@
 //! Metadata held in memory: fast, transactional within the process, and
 //! gone when the process ends.
+//!
+//! The tables are persistent maps (`imbl`): a snapshot is a copy of a few
+//! pointers and a write copies only the path to what it changes, so a
+//! call costs the same whatever other workspaces hold. Every lookup a call
+//! makes goes through a key or an index, never a scan of the tables.
 
 use crate::error::{PortError, PortResult};
 use crate::model::{Chat, ChatFile, SandboxSession, Workspace};
@@ -10,25 +15,134 @@ use crate::ports::{
 use crate::unit::{
     Access, Count, Effect, MetadataStore, MetadataTransaction, Scope, UsageChange, UsageLedger,
 };
-use std::collections::HashMap;
+use imbl::{HashMap, OrdMap, OrdSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
 #[derive(Clone, Debug, Default)]
 struct Tables {
     workspaces: HashMap<Uuid, Workspace>,
+    /// Each user's one workspace.
+    workspace_of_user: HashMap<Uuid, Uuid>,
     chats: HashMap<Uuid, Chat>,
+    /// Each workspace's chats.
+    chats_of_workspace: HashMap<Uuid, OrdSet<Uuid>>,
     files: HashMap<Uuid, ChatFile>,
+    /// Each chat's files, by name.
+    files_of_chat: HashMap<Uuid, OrdMap<AttachmentName, Uuid>>,
     sandboxes: HashMap<Uuid, SandboxSession>,
     /// The usage ledger: counted workspaces' bytes.
     used_bytes: HashMap<Uuid, u64>,
     /// Each counted chat's bytes, by chat: (workspace, bytes).
     chat_bytes: HashMap<Uuid, (Uuid, u64)>,
+    /// Each counted workspace's counted chats.
+    counted_chats: HashMap<Uuid, OrdSet<Uuid>>,
     /// Workspaces' own quotas.
     quotas: HashMap<Uuid, u64>,
 }
 
+/// Adds `member` to the set under `key`.
+fn index_insert(index: &mut HashMap<Uuid, OrdSet<Uuid>>, key: Uuid, member: Uuid) {
+    match index.get_mut(&key) {
+        Some(set) => {
+            set.insert(member);
+        }
+        None => {
+            index.insert(key, OrdSet::unit(member));
+        }
+    }
+}
+
+/// Takes `member` out of the set under `key`, and the set once empty.
+fn index_remove(index: &mut HashMap<Uuid, OrdSet<Uuid>>, key: Uuid, member: Uuid) {
+    if let Some(set) = index.get_mut(&key) {
+        set.remove(&member);
+        if set.is_empty() {
+            index.remove(&key);
+        }
+    }
+}
+
 impl Tables {
+    fn save_workspace(&mut self, workspace: &Workspace) {
+        let (id, user) = (workspace.workspace_id, workspace.user_id);
+        // One workspace per user: a user's new workspace replaces the old one.
+        if let Some(old) = self.workspace_of_user.insert(user, id)
+            && old != id
+        {
+            self.workspaces.remove(&old);
+        }
+        if let Some(before) = self.workspaces.insert(id, workspace.clone())
+            && before.user_id != user
+            && self.workspace_of_user.get(&before.user_id) == Some(&id)
+        {
+            self.workspace_of_user.remove(&before.user_id);
+        }
+    }
+
+    fn save_chat(&mut self, chat: &Chat) {
+        if let Some(before) = self.chats.insert(chat.chat_id, chat.clone())
+            && before.workspace_id != chat.workspace_id
+        {
+            index_remove(
+                &mut self.chats_of_workspace,
+                before.workspace_id,
+                chat.chat_id,
+            );
+        }
+        index_insert(
+            &mut self.chats_of_workspace,
+            chat.workspace_id,
+            chat.chat_id,
+        );
+    }
+
+    fn delete_chat(&mut self, chat_id: Uuid) {
+        if let Some(chat) = self.chats.remove(&chat_id) {
+            index_remove(&mut self.chats_of_workspace, chat.workspace_id, chat_id);
+        }
+    }
+
+    fn save_file(&mut self, file: &ChatFile) {
+        let id = file.file_id;
+        // A name is unique within its chat: a new file of that name replaces the old.
+        if let Some(before) = self.files.insert(id, file.clone())
+            && (before.chat_id, &before.name) != (file.chat_id, &file.name)
+        {
+            self.unindex_file(&before);
+        }
+        let names = self.files_of_chat.entry(file.chat_id).or_default();
+        if let Some(old) = names.insert(file.name.clone(), id)
+            && old != id
+        {
+            self.files.remove(&old);
+        }
+    }
+
+    fn delete_file(&mut self, file_id: Uuid) {
+        if let Some(file) = self.files.remove(&file_id) {
+            self.unindex_file(&file);
+        }
+    }
+
+    /// Takes `file`'s name out of its chat's index if the name is still its.
+    fn unindex_file(&mut self, file: &ChatFile) {
+        if let Some(names) = self.files_of_chat.get_mut(&file.chat_id) {
+            if names.get(&file.name) == Some(&file.file_id) {
+                names.remove(&file.name);
+            }
+            if names.is_empty() {
+                self.files_of_chat.remove(&file.chat_id);
+            }
+        }
+    }
+
+    fn delete_files_of_chat(&mut self, chat_id: Uuid) {
+        for (_, file_id) in self.files_of_chat.remove(&chat_id).unwrap_or_default() {
+            self.files.remove(&file_id);
+        }
+    }
+
     fn change_usage(&mut self, change: &UsageChange) {
         let (workspace_id, chat_id) = change.chat();
         let Some(total) = self.used_bytes.get_mut(&workspace_id) else {
@@ -38,9 +152,26 @@ impl Tables {
         let after = change.after(before);
         *total = (*total + after).saturating_sub(before);
         match change {
-            UsageChange::Drop { .. } => self.chat_bytes.remove(&chat_id),
-            _ => self.chat_bytes.insert(chat_id, (workspace_id, after)),
-        };
+            UsageChange::Drop { .. } => {
+                self.chat_bytes.remove(&chat_id);
+                index_remove(&mut self.counted_chats, workspace_id, chat_id);
+            }
+            _ => {
+                self.chat_bytes.insert(chat_id, (workspace_id, after));
+                index_insert(&mut self.counted_chats, workspace_id, chat_id);
+            }
+        }
+    }
+
+    fn set_count(&mut self, workspace_id: Uuid, count: &Count) {
+        for chat_id in self.counted_chats.remove(&workspace_id).unwrap_or_default() {
+            self.chat_bytes.remove(&chat_id);
+        }
+        for &(chat_id, bytes) in &count.chats {
+            self.chat_bytes.insert(chat_id, (workspace_id, bytes));
+            index_insert(&mut self.counted_chats, workspace_id, chat_id);
+        }
+        self.used_bytes.insert(workspace_id, count.total);
     }
 }
 
@@ -145,23 +276,15 @@ impl WorkspaceRepository for MemoryTransaction {
     }
 
     fn get_by_user_id(&self, user_id: Uuid) -> PortResult<Option<Workspace>> {
-        Ok(self
-            .read()
-            .workspaces
-            .values()
-            .find(|w| w.user_id == user_id)
+        let tables = self.read();
+        Ok((tables.workspace_of_user.get(&user_id))
+            .and_then(|id| tables.workspaces.get(id))
             .cloned())
     }
 
     fn save(&self, workspace: &Workspace) -> PortResult<()> {
         let workspace = workspace.clone();
-        self.write(move |t| {
-            // One workspace per user: a user's new workspace replaces the old one.
-            t.workspaces
-                .retain(|id, w| *id == workspace.workspace_id || w.user_id != workspace.user_id);
-            t.workspaces
-                .insert(workspace.workspace_id, workspace.clone());
-        })
+        self.write(move |t| t.save_workspace(&workspace))
     }
 }
 
@@ -172,25 +295,21 @@ impl ChatRepository for MemoryTransaction {
 
     fn list_by_workspace_id(&self, workspace_id: Uuid) -> PortResult<Vec<Chat>> {
         let tables = self.read();
-        Ok(tables
-            .chats
-            .values()
-            .filter(|c| c.workspace_id == workspace_id)
-            .cloned()
+        let Some(chats) = tables.chats_of_workspace.get(&workspace_id) else {
+            return Ok(Vec::new());
+        };
+        Ok((chats.iter())
+            .filter_map(|id| tables.chats.get(id).cloned())
             .collect())
     }
 
     fn save(&self, chat: &Chat) -> PortResult<()> {
         let chat = chat.clone();
-        self.write(move |t| {
-            t.chats.insert(chat.chat_id, chat.clone());
-        })
+        self.write(move |t| t.save_chat(&chat))
     }
 
     fn delete(&self, chat_id: Uuid) -> PortResult<()> {
-        self.write(move |t| {
-            t.chats.remove(&chat_id);
-        })
+        self.write(move |t| t.delete_chat(chat_id))
     }
 }
 
@@ -205,42 +324,33 @@ impl ChatFileRepository for MemoryTransaction {
         name: &AttachmentName,
     ) -> PortResult<Option<ChatFile>> {
         let tables = self.read();
-        Ok(tables
-            .files
-            .values()
-            .find(|f| f.chat_id == chat_id && &f.name == name)
+        Ok((tables.files_of_chat.get(&chat_id))
+            .and_then(|names| names.get(name))
+            .and_then(|id| tables.files.get(id))
             .cloned())
     }
 
     fn list_by_chat_id(&self, chat_id: Uuid) -> PortResult<Vec<ChatFile>> {
         let tables = self.read();
-        Ok(tables
-            .files
-            .values()
-            .filter(|f| f.chat_id == chat_id)
-            .cloned()
+        let Some(names) = tables.files_of_chat.get(&chat_id) else {
+            return Ok(Vec::new());
+        };
+        Ok((names.values())
+            .filter_map(|id| tables.files.get(id).cloned())
             .collect())
     }
 
     fn save(&self, file: &ChatFile) -> PortResult<()> {
         let file = file.clone();
-        self.write(move |t| {
-            // A name is unique within its chat: a new file of that name replaces the old.
-            t.files.retain(|id, f| {
-                *id == file.file_id || f.chat_id != file.chat_id || f.name != file.name
-            });
-            t.files.insert(file.file_id, file.clone());
-        })
+        self.write(move |t| t.save_file(&file))
     }
 
     fn delete(&self, file_id: Uuid) -> PortResult<()> {
-        self.write(move |t| {
-            t.files.remove(&file_id);
-        })
+        self.write(move |t| t.delete_file(file_id))
     }
 
     fn delete_by_chat_id(&self, chat_id: Uuid) -> PortResult<()> {
-        self.write(move |t| t.files.retain(|_, f| f.chat_id != chat_id))
+        self.write(move |t| t.delete_files_of_chat(chat_id))
     }
 }
 
@@ -287,13 +397,7 @@ impl UsageLedger for MemoryTransaction {
 
     fn set_count(&self, workspace_id: Uuid, count: &Count) -> PortResult<()> {
         let count = count.clone();
-        self.write(move |t| {
-            t.chat_bytes.retain(|_, (w, _)| *w != workspace_id);
-            for &(chat_id, bytes) in &count.chats {
-                t.chat_bytes.insert(chat_id, (workspace_id, bytes));
-            }
-            t.used_bytes.insert(workspace_id, count.total);
-        })
+        self.write(move |t| t.set_count(workspace_id, &count))
     }
 
     fn quota(&self, workspace_id: Uuid) -> PortResult<Option<u64>> {

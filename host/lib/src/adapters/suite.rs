@@ -26,11 +26,14 @@ macro_rules! repository_suite {
             chat_crud_round_trips,
             chats_are_listed_only_for_their_workspace,
             deleting_a_missing_chat_is_not_an_error,
+            a_chat_saved_in_another_workspace_is_listed_only_there,
+            a_workspace_saved_for_another_user_leaves_the_first,
             chat_file_save_get_and_get_by_name,
             chat_files_are_listed_only_for_their_chat,
             deleting_one_file_keeps_the_others,
             deleting_by_chat_clears_only_that_chat,
             the_same_name_is_replaced_by_a_new_id,
+            a_file_saved_under_a_new_name_frees_the_old_one,
             content_type_none_round_trips,
             a_started_sandbox_is_active_until_it_ends,
             the_host_sees_every_workspace,
@@ -43,6 +46,7 @@ macro_rules! repository_suite {
             the_ledger_counts_only_counted_workspaces,
             the_ledger_follows_growth_replacement_and_removal,
             a_new_count_replaces_the_ledger,
+            a_new_count_leaves_other_workspaces,
             a_transaction_reads_its_own_writes,
             a_workspace_keeps_its_own_quota_until_it_is_cleared,
             usage_and_quota_are_read_together_as_they_are_apart,
@@ -173,6 +177,28 @@ pub fn deleting_a_missing_chat_is_not_an_error(repo: &dyn ChatRepository) {
     repo.delete(Uuid::now_v7()).unwrap();
 }
 
+pub fn a_chat_saved_in_another_workspace_is_listed_only_there(repo: &dyn ChatRepository) {
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut c = chat(first);
+    let stays = chat(first);
+    repo.save(&c).unwrap();
+    repo.save(&stays).unwrap();
+    c.workspace_id = second;
+    repo.save(&c).unwrap();
+    assert_eq!(repo.list_by_workspace_id(first).unwrap(), vec![stays]);
+    assert_eq!(repo.list_by_workspace_id(second).unwrap(), vec![c]);
+}
+
+pub fn a_workspace_saved_for_another_user_leaves_the_first(repo: &dyn WorkspaceRepository) {
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut w = workspace(first);
+    repo.save(&w).unwrap();
+    w.user_id = second;
+    repo.save(&w).unwrap();
+    assert_eq!(repo.get_by_user_id(first).unwrap(), None);
+    assert_eq!(repo.get_by_user_id(second).unwrap(), Some(w));
+}
+
 pub fn chat_file_save_get_and_get_by_name(repo: &dyn ChatFileRepository) {
     let f = file(Uuid::now_v7(), "notes.txt");
     repo.save(&f).unwrap();
@@ -249,6 +275,31 @@ pub fn the_same_name_is_replaced_by_a_new_id(repo: &dyn ChatFileRepository) {
         Some(new.clone())
     );
     assert_eq!(repo.list_by_chat_id(chat_id).unwrap(), vec![new]);
+}
+
+pub fn a_file_saved_under_a_new_name_frees_the_old_one(repo: &dyn ChatFileRepository) {
+    let chat_id = Uuid::now_v7();
+    let mut f = file(chat_id, "draft.txt");
+    let old_name = f.name.clone();
+    repo.save(&f).unwrap();
+    f.name = AttachmentName::new("final.txt").unwrap();
+    repo.save(&f).unwrap();
+    assert_eq!(
+        repo.get_by_chat_id_and_name(chat_id, &old_name).unwrap(),
+        None
+    );
+    assert_eq!(
+        repo.get_by_chat_id_and_name(chat_id, &f.name).unwrap(),
+        Some(f.clone())
+    );
+    // The old name is free for another file, which leaves this one be.
+    let other = file(chat_id, "draft.txt");
+    repo.save(&other).unwrap();
+    let key = |f: &ChatFile| f.file_id;
+    assert_eq!(
+        sorted(&repo.list_by_chat_id(chat_id).unwrap(), key),
+        sorted(&[f, other], key)
+    );
 }
 
 pub fn content_type_none_round_trips(repo: &dyn ChatFileRepository) {
@@ -455,6 +506,28 @@ pub fn a_new_count_replaces_the_ledger(metadata: &dyn MetadataStore) {
     assert_eq!(later.used_bytes(w).unwrap(), Some(7));
     assert_eq!(later.chat_bytes(c1).unwrap(), None);
     assert_eq!(later.chat_bytes(c2).unwrap(), Some(3));
+}
+
+pub fn a_new_count_leaves_other_workspaces(metadata: &dyn MetadataStore) {
+    let (w, other, c, theirs) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let tx = metadata.begin(Access::Write, Scope::All).unwrap();
+    let count = |chat, bytes| Count {
+        total: bytes,
+        chats: vec![(chat, bytes)],
+    };
+    tx.set_count(other, &count(theirs, 5)).unwrap();
+    tx.set_count(w, &count(c, 10)).unwrap();
+    tx.set_count(w, &count(c, 4)).unwrap();
+    tx.commit(&[]).unwrap();
+    let later = metadata.begin(Access::Read, Scope::All).unwrap();
+    assert_eq!(later.chat_bytes(c).unwrap(), Some(4));
+    assert_eq!(later.used_bytes(other).unwrap(), Some(5));
+    assert_eq!(later.chat_bytes(theirs).unwrap(), Some(5));
 }
 
 pub fn a_workspace_keeps_its_own_quota_until_it_is_cleared(metadata: &dyn MetadataStore) {
