@@ -2,9 +2,12 @@
 # Many writers: 64 KiB uploads over HTTP from 16 workspaces at once and from
 # one, against what the disk itself does in the same run (16 threads and one
 # writing and fsyncing 64 KiB files in the same directory tree, and 16
-# replacing such files durably and at once); then the
+# replacing such files durably and at once) and against the floor under any
+# upload over HTTP (a bare server that only writes, or durably replaces,
+# each body: host/http/examples/bare-upload.rs, with the same load); then the
 # 16-workspace rate while another workspace streams 1 GiB uploads; then the
-# upload latency in a workspace of many chats and files against one of 10.
+# upload latency in a workspace of many chats and files against one of 10,
+# and in that one of 10 before and after the other grew.
 #
 #   scripts/bench-writers.sh                 # SQLite metadata
 #   METADATA=memory scripts/bench-writers.sh # metadata in the server's memory
@@ -22,6 +25,7 @@ many_files=${FILES:-100000}
 
 echo "== building (release)" >&2
 cargo build --release --quiet --bin chatstore
+cargo build --release --quiet -p chatstore-http --example bare-upload
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/chatstore-bench.XXXXXX")
 port=$((20000 + RANDOM % 20000))
 base="http://127.0.0.1:$port"
@@ -30,7 +34,8 @@ metadata_args=()
 RUST_LOG=warn target/release/chatstore --data-dir "$work/data" "${metadata_args[@]}" \
     serve --addr "127.0.0.1:$port" --max-concurrent 64 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+floor=
+trap 'kill $server $floor 2>/dev/null; wait $server $floor 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
 
 # Users, each with a workspace and a chat: 16 writers, one for the big
@@ -83,10 +88,27 @@ LUA
     } > "$work/upload.lua"
 }
 
-# Requests/s of a wrk run with the upload script (non-2xx answers fail it).
+# The same load for the bare server: 16 writers, 4 names each, in `mode`.
+floor_script() {
+    cat > "$work/upload.lua" <<LUA
+local mode = "$1"
+LUA
+    cat >> "$work/upload.lua" <<'LUA'
+local body = string.rep("x", 65536)
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/" .. mode .. "/w" .. (i % 16) .. "/bench" .. (math.floor(i / 16) % 4) .. ".bin",
+    { ["Content-Type"] = "application/octet-stream" }, body)
+end
+LUA
+}
+
+# Requests/s of a wrk run with the upload script against `$1` (chatstore by
+# default); a non-2xx answer fails it.
 wrk_rate() {
     local out
-    out=$(wrk -t2 -c16 -d"$duration" --latency -s "$work/upload.lua" "$base")
+    out=$(wrk -t2 -c16 -d"$duration" --latency -s "$work/upload.lua" "${1:-$base}")
     echo "$out" >&2
     if echo "$out" | grep -q "Non-2xx"; then echo "bench-writers: some uploads failed" >&2; exit 1; fi
     echo "$out" | awk '/Requests\/sec/ {print $2}'
@@ -136,6 +158,20 @@ disk1=$(disk_rate 1 plain)
 echo "== the disk: 16 threads replacing 64 KiB files durably, $duration" >&2
 replace16=$(disk_rate 16 replace)
 
+floor_port=$((port + 1))
+target/release/examples/bare-upload "127.0.0.1:$floor_port" "$work/floor" &
+floor=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$floor_port/" && break; sleep 0.1; done
+echo "== the floor: a bare server writing each 64 KiB body and fsyncing it, 16 connections, $duration" >&2
+floor_script plain
+floor16=$(wrk_rate "http://127.0.0.1:$floor_port")
+echo "== the floor: a bare server replacing a file durably with each body, $duration" >&2
+floor_script replace
+floor_replace16=$(wrk_rate "http://127.0.0.1:$floor_port")
+kill $floor; wait $floor 2>/dev/null || true
+floor=
+rm -rf "$work/floor"
+
 echo "== 16 workspaces uploading 64 KiB at once, 16 connections, $duration" >&2
 upload_script "${writers[@]}"
 ws16=$(wrk_rate)
@@ -157,13 +193,15 @@ ws16_streaming=$(wrk_rate)
 kill $streamer 2>/dev/null; pkill -P $streamer 2>/dev/null || true; wait $streamer 2>/dev/null || true
 rm -f "$work/big.bin"
 
-echo "== a workspace of $many_chats chats and $many_files files, and one of 10 chats" >&2
-python3 - "$base" "${many_user%% *}" "$many_chats" "$many_files" "${few_user%% *}" <<'PY'
+# Gives the user's workspace `chats` more chats and `files` small files
+# over them, with `threads` clients.
+fill_workspace() {
+    python3 - "$base" "${1%% *}" "$2" "$3" "$4" <<'PY'
 import http.client, json, sys, threading
-base, user, chats, files, few = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+base, user, chats, files, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 host = base.split("//")[1]
 failed = []
-def fill(user, chats, files, threads):
+def fill():
     created = []
     def make(n):
         conn = http.client.HTTPConnection(host)
@@ -198,40 +236,59 @@ def fill(user, chats, files, threads):
     for t in ts: t.join()
     if failed:
         sys.exit(f"bench-writers: an upload failed: {failed[0]}")
-fill(user, chats, files, 8)
-fill(few, 9, 90, 1)
+fill()
 PY
-set -- $many_user; many_chat=$2
-set -- $few_user; few_chat=$2
+}
+# The p50 of 1 KiB uploads, one connection, each to a new name in the
+# user's chat (`tag` keeps runs apart), once the disk has settled. On an
+# ext4 without a journal, creating a file skips every inode freed in the
+# last seconds, or minutes while their inode table is unwritten: runs that
+# replaced files would slow the runs after them. So these uploads make new
+# names, and each run starts after `sync` and a few seconds' rest, when
+# the earlier runs' writes are on the disk.
 latency() {
-    set -- $1
+    sync
+    sleep 6
+    set -- $1 "$2"
     cat > "$work/one.lua" <<LUA
-wrk.method = "POST"
-wrk.body = string.rep("x", 1024)
-wrk.headers["Content-Type"] = "application/octet-stream"
-wrk.headers["X-User-Id"] = "$1"
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/v1/chats/$2/files?name=latency-$3-" .. i .. ".bin",
+    { ["X-User-Id"] = "$1", ["Content-Type"] = "application/octet-stream" },
+    string.rep("x", 1024))
+end
 LUA
     local out
-    out=$(wrk -t1 -c1 -d"$duration" --latency -s "$work/one.lua" "$base/v1/chats/$2/files?name=latency.bin")
+    out=$(wrk -t1 -c1 -d"$duration" --latency -s "$work/one.lua" "$base")
     echo "$out" >&2
+    if echo "$out" | grep -q "Non-2xx"; then echo "bench-writers: some uploads failed" >&2; exit 1; fi
     echo "$out" | awk '$1 == "50%" {print $2}'
 }
-p50_many=$(latency "$many_user")
-p50_few=$(latency "$few_user")
+echo "== a workspace of 10 chats, alone" >&2
+fill_workspace "$few_user" 9 90 1
+p50_alone=$(latency "$few_user" alone)
+echo "== a workspace of $many_chats chats and $many_files files, and the one of 10 chats" >&2
+fill_workspace "$many_user" "$many_chats" "$many_files" 8
+p50_many=$(latency "$many_user" many)
+p50_few=$(latency "$few_user" few)
 
-python3 - "$disk16" "$disk1" "$replace16" "$ws16" "$ws1" "$ws16_streaming" "$p50_many" "$p50_few" <<'PY'
+python3 - "$disk16" "$disk1" "$replace16" "$floor16" "$floor_replace16" "$ws16" "$ws1" "$ws16_streaming" "$p50_many" "$p50_few" "$p50_alone" <<'PY'
 import sys
 def ms(t):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if t.endswith(unit) and not (unit == "s" and t.endswith(("us", "ms"))):
             return float(t[: -len(unit)]) * f
     raise ValueError(t)
-d16, d1, r16, w16, w1, ws = map(float, sys.argv[1:7])
-many, few = ms(sys.argv[7]), ms(sys.argv[8])
+d16, d1, r16, f16, fr16, w16, w1, ws = map(float, sys.argv[1:9])
+many, few, alone = ms(sys.argv[9]), ms(sys.argv[10]), ms(sys.argv[11])
 print(f"disk, 16 writers:            {d16:8.0f} files/s   (1 writer: {d1:.0f})")
 print(f"disk, 16 durable replaces:   {r16:8.0f} files/s = {r16 / d16:.2f}x the 16 writers")
-print(f"16 workspaces uploading:     {w16:8.0f} uploads/s = {w16 / d16:.2f}x the disk's 16 writers, {w16 / r16:.2f}x its replaces")
+print(f"bare HTTP, write + fsync:    {f16:8.0f} uploads/s = {f16 / d16:.2f}x the disk's 16 writers")
+print(f"bare HTTP, durable replace:  {fr16:8.0f} uploads/s = {fr16 / d16:.2f}x the disk's 16 writers")
+print(f"16 workspaces uploading:     {w16:8.0f} uploads/s = {w16 / d16:.2f}x the disk's 16 writers, {w16 / r16:.2f}x its replaces, {w16 / fr16:.2f}x the bare replace")
 print(f"1 workspace uploading:       {w1:8.0f} uploads/s; 16 workspaces = {w16 / w1:.2f}x one")
 print(f"16 beside a streamed upload: {ws:8.0f} uploads/s = {ws / w16:.2f}x without it")
 print(f"1 KiB upload p50: {many:.2f} ms in the big workspace, {few:.2f} ms in one of 10 chats = {many / few:.2f}x")
+print(f"                  {few:.2f} ms in the one of 10 chats, {alone:.2f} ms before the big one grew = {few / alone:.2f}x")
 PY
