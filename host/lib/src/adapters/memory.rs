@@ -165,7 +165,10 @@ impl Tables {
 
     fn set_count(&mut self, workspace_id: Uuid, count: &Count) {
         for chat_id in self.counted_chats.remove(&workspace_id).unwrap_or_default() {
-            self.chat_bytes.remove(&chat_id);
+            // Only if the chat is still counted in this workspace.
+            if self.chat_bytes.get(&chat_id).map(|&(w, _)| w) == Some(workspace_id) {
+                self.chat_bytes.remove(&chat_id);
+            }
         }
         for &(chat_id, bytes) in &count.chats {
             self.chat_bytes.insert(chat_id, (workspace_id, bytes));

@@ -523,11 +523,17 @@ pub fn a_new_count_leaves_other_workspaces(metadata: &dyn MetadataStore) {
     tx.set_count(other, &count(theirs, 5)).unwrap();
     tx.set_count(w, &count(c, 10)).unwrap();
     tx.set_count(w, &count(c, 4)).unwrap();
+    // A chat last counted in `other` is no longer `w`'s to clear.
+    let moved = Uuid::now_v7();
+    tx.set_count(w, &count(moved, 1)).unwrap();
+    tx.set_count(other, &count(moved, 6)).unwrap();
+    tx.set_count(w, &count(c, 4)).unwrap();
     tx.commit(&[]).unwrap();
     let later = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(later.chat_bytes(c).unwrap(), Some(4));
-    assert_eq!(later.used_bytes(other).unwrap(), Some(5));
-    assert_eq!(later.chat_bytes(theirs).unwrap(), Some(5));
+    assert_eq!(later.used_bytes(other).unwrap(), Some(6));
+    assert_eq!(later.chat_bytes(theirs).unwrap(), None);
+    assert_eq!(later.chat_bytes(moved).unwrap(), Some(6));
 }
 
 pub fn a_workspace_keeps_its_own_quota_until_it_is_cleared(metadata: &dyn MetadataStore) {
