@@ -39,7 +39,6 @@ fn simple(segment: &str) -> bool {
 impl Floor {
     fn write(&self, replace: bool, writer: &str, name: &str, body: &[u8]) -> std::io::Result<()> {
         let directory = self.root.join(writer);
-        std::fs::create_dir_all(&directory)?;
         let path = directory.join(name);
         let target = if replace {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -47,12 +46,22 @@ impl Floor {
         } else {
             path.clone()
         };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&target)?;
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&target)
+        };
+        // A writer's directory is made at its first file, not checked at each.
+        let mut file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&directory)?;
+                open()?
+            }
+            opened => opened?,
+        };
         file.write_all(body)?;
         file.sync_all()?;
         drop(file);

@@ -98,7 +98,8 @@ pub enum ContentKind {
 #[derive(Debug)]
 pub struct Staging {
     dir: Dir,
-    /// Syncs of the directory, shared by content finishing together.
+    /// Syncs of the directory, shared by everything that asks for one at
+    /// the same time (content finishing, an append clearing its staged file).
     names: GroupSync,
     /// The directory opened for reading, once, for those syncs (`dir` may
     /// be an `O_PATH` handle, which cannot be synced).
@@ -119,17 +120,20 @@ impl Staging {
         })
     }
 
-    /// Makes the names in the staging area durable: its directory is
-    /// opened for reading at its first sync, and that handle kept.
+    /// Makes the names in the staging area durable, in one sync with
+    /// whatever else asks at the same time: its directory is opened for
+    /// reading at its first sync, and that handle kept.
     pub(crate) fn sync_names(&self) -> io::Result<()> {
-        let readable = match self.readable.get() {
-            Some(file) => file,
-            None => {
-                let file = self.dir.open(".")?;
-                self.readable.get_or_init(|| file)
-            }
-        };
-        readable.sync_all()
+        self.names.sync(|| {
+            let readable = match self.readable.get() {
+                Some(file) => file,
+                None => {
+                    let file = self.dir.open(".")?;
+                    self.readable.get_or_init(|| file)
+                }
+            };
+            readable.sync_all()
+        })
     }
 
     /// The staging area at `path`, created if missing (for adapters of
@@ -336,10 +340,7 @@ impl StagingWriter {
         self.file.sync_all().map_err(StageError::Write)?;
         // Its name too, before any journal can refer to it: here, outside
         // any unit of work, in one sync with whatever finishes beside it.
-        let staging = &self.staging;
-        (staging.names)
-            .sync(|| staging.sync_names())
-            .map_err(StageError::Write)?;
+        self.staging.sync_names().map_err(StageError::Write)?;
         Ok(StagedContent {
             name: self.name.take().unwrap_or_default(),
             size_bytes: self.size,

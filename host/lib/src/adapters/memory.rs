@@ -43,14 +43,7 @@ struct Tables {
 
 /// Adds `member` to the set under `key`.
 fn index_insert(index: &mut HashMap<Uuid, OrdSet<Uuid>>, key: Uuid, member: Uuid) {
-    match index.get_mut(&key) {
-        Some(set) => {
-            set.insert(member);
-        }
-        None => {
-            index.insert(key, OrdSet::unit(member));
-        }
-    }
+    index.entry(key).or_default().insert(member);
 }
 
 /// Takes `member` out of the set under `key`, and the set once empty.
