@@ -9,7 +9,6 @@ fn main() {
             "tests/components/hostile/Cargo.toml",
             "guest/src",
             "guest/Cargo.toml",
-            "ids",
         ],
         "hostile.wasm",
     );
@@ -21,7 +20,6 @@ fn main() {
             "tests/components/file-limit/Cargo.toml",
             "guest/src",
             "guest/Cargo.toml",
-            "ids",
         ],
         "file-limit.wasm",
     );

@@ -56,40 +56,6 @@ fn a_guest_that_loops_forever_is_interrupted_at_its_deadline() {
 }
 
 #[test]
-fn a_read_at_once_that_runs_past_its_limit_gives_up_and_its_users_reads_wait_from_then_on() {
-    // A deadline far past the guard below: only the limit of a read at once
-    // can stop the loop before the guard gives up.
-    let h = Harness::with(|b| hostile(b).call_timeout(Duration::from_secs(3600)));
-    let looper = attack(1);
-    // An answer, so the user's instance is kept for a read at once.
-    assert_eq!(
-        h.store.get_workspace(looper).unwrap_err().code(),
-        "workspace_not_found"
-    );
-    let (answered, answer) = std::sync::mpsc::channel();
-    let store = h.store.clone();
-    std::thread::spawn(move || answered.send(store.now().get_usage(looper)));
-    // Not a timing check: a watchdog, should the read run to its deadline.
-    let answer = answer.recv_timeout(Duration::from_secs(60));
-    assert_eq!(answer, Ok(None), "the read at once did not give up");
-    // The user's reads are not tried at once again, even in the instance
-    // that the next read that may wait keeps; another user's still are.
-    let not_found = |answer: Result<_, Error>| answer.unwrap_err().code();
-    assert_eq!(
-        not_found(h.store.get_workspace(looper)),
-        "workspace_not_found"
-    );
-    assert_eq!(h.store.now().get_workspace(looper), None);
-    let other = attack(9);
-    assert_eq!(
-        not_found(h.store.get_workspace(other)),
-        "workspace_not_found"
-    );
-    let answer = h.store.now().get_workspace(other);
-    assert_eq!(answer.map(not_found), Some("workspace_not_found"));
-}
-
-#[test]
 fn time_spent_in_ports_does_not_count_toward_the_deadline() {
     const PORT_DELAY: Duration = Duration::from_millis(250);
     let (h, faults) = Harness::with_faults_and(|b| b.call_timeout(SHORT_DEADLINE));
@@ -355,15 +321,6 @@ fn the_hosts_checks_see_the_chat_rows_as_the_call_left_them() {
         "deleted accepted: refused (chat-storage: no such chat); saved accepted: accepted"
     );
     // The call failed: its deletion was rolled back.
-    assert_eq!(h.store.get_chat(bob, chat.chat_id), Ok(chat));
-}
-
-#[test]
-fn a_read_at_once_whose_policy_reads_a_chat_directory_leaves_it_to_the_read_that_may_wait() {
-    let (h, bob, chat) = hostile_and_a_chat();
-    assert_eq!(h.store.get_chat(bob, chat.chat_id), Ok(chat.clone()));
-    // Bob's instance is kept, but his chat directory is served under his lock.
-    assert_eq!(h.store.now().get_chat(bob, chat.chat_id), None);
     assert_eq!(h.store.get_chat(bob, chat.chat_id), Ok(chat));
 }
 

@@ -4,10 +4,10 @@
 //! Everything a port returns is parsed like any other input: a malformed id
 //! or name from a port is that port's failure, never a panic.
 //!
-//! With the default `export` feature this crate *is* the built-in storage
-//! component. Without it, another crate builds its own policy on top:
-//! implement [`Policy`] for its own type, overriding only the exports whose
-//! rules change, and export it with `chatstore_guest::export_policy!(MyPolicy);`.
+//! This crate exports nothing itself: the crate that is the component
+//! implements [`Policy`] for its own type, overriding only the exports whose
+//! rules change (or not at all: `chatstore_guest::BuiltIn`), and exports it
+//! with `chatstore_guest::export_policy!(MyPolicy);`.
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -43,9 +43,6 @@ macro_rules! export_policy {
         $crate::component::export!(__ChatstorePolicy with_types_in $crate::component);
     };
 }
-
-#[cfg(feature = "export")]
-export_policy!(crate::usecase::BuiltIn);
 
 /// The imports, one unit struct per port.
 struct Imports;
@@ -241,13 +238,13 @@ fn maybe<T, U>(
 
 impl ports::WorkspaceRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<Workspace>> {
-        WORKSPACES.result(workspace_repository::get(&id.encode()), |p, w| {
+        WORKSPACES.result(workspace_repository::get(&id.canonical()), |p, w| {
             maybe(p, w, Port::workspace)
         })
     }
     fn get_by_user_id(&self, user_id: &Id) -> PortResult<Option<Workspace>> {
         WORKSPACES.result(
-            workspace_repository::get_by_user_id(&user_id.encode()),
+            workspace_repository::get_by_user_id(&user_id.canonical()),
             |p, w| maybe(p, w, Port::workspace),
         )
     }
@@ -258,13 +255,13 @@ impl ports::WorkspaceRepository for Imports {
 
 impl ports::ChatRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<Chat>> {
-        CHATS.result(chat_repository::get(&id.encode()), |p, c| {
+        CHATS.result(chat_repository::get(&id.canonical()), |p, c| {
             maybe(p, c, Port::chat)
         })
     }
     fn list_by_workspace_id(&self, id: &Id) -> PortResult<Vec<Chat>> {
         CHATS.result(
-            chat_repository::list_by_workspace_id(&id.encode()),
+            chat_repository::list_by_workspace_id(&id.canonical()),
             |p, cs| each(p, cs, Port::chat),
         )
     }
@@ -272,13 +269,13 @@ impl ports::ChatRepository for Imports {
         CHATS.unit(chat_repository::save(&chat(c)))
     }
     fn delete(&self, id: &Id) -> PortResult<()> {
-        CHATS.unit(chat_repository::delete(&id.encode()))
+        CHATS.unit(chat_repository::delete(&id.canonical()))
     }
 }
 
 impl ports::ChatFileRepository for Imports {
     fn get(&self, id: &Id) -> PortResult<Option<ChatFile>> {
-        FILES.result(chat_file_repository::get(&id.encode()), |p, f| {
+        FILES.result(chat_file_repository::get(&id.canonical()), |p, f| {
             maybe(p, f, Port::chat_file)
         })
     }
@@ -288,13 +285,13 @@ impl ports::ChatFileRepository for Imports {
         name: &AttachmentName,
     ) -> PortResult<Option<ChatFile>> {
         FILES.result(
-            chat_file_repository::get_by_chat_id_and_name(&chat_id.encode(), name.as_str()),
+            chat_file_repository::get_by_chat_id_and_name(&chat_id.canonical(), name.as_str()),
             |p, f| maybe(p, f, Port::chat_file),
         )
     }
     fn list_by_chat_id(&self, chat_id: &Id) -> PortResult<Vec<ChatFile>> {
         FILES.result(
-            chat_file_repository::list_by_chat_id(&chat_id.encode()),
+            chat_file_repository::list_by_chat_id(&chat_id.canonical()),
             |p, fs| each(p, fs, Port::chat_file),
         )
     }
@@ -302,17 +299,19 @@ impl ports::ChatFileRepository for Imports {
         FILES.unit(chat_file_repository::save(&chat_file(f)))
     }
     fn delete(&self, id: &Id) -> PortResult<()> {
-        FILES.unit(chat_file_repository::delete(&id.encode()))
+        FILES.unit(chat_file_repository::delete(&id.canonical()))
     }
     fn delete_by_chat_id(&self, chat_id: &Id) -> PortResult<()> {
-        FILES.unit(chat_file_repository::delete_by_chat_id(&chat_id.encode()))
+        FILES.unit(chat_file_repository::delete_by_chat_id(
+            &chat_id.canonical(),
+        ))
     }
 }
 
 impl ports::SandboxSessionRepository for Imports {
     fn get_active_by_chat_id(&self, chat_id: &Id) -> PortResult<Option<SandboxSession>> {
         SANDBOXES.result(
-            sandbox_session_repository::get_active_by_chat_id(&chat_id.encode()),
+            sandbox_session_repository::get_active_by_chat_id(&chat_id.canonical()),
             |p, s| {
                 maybe(p, s, |p, s| {
                     Ok(SandboxSession {

@@ -1,11 +1,11 @@
-//! Builds the storage component from `guest/` and puts it in `OUT_DIR`,
+//! Builds the storage component (`component/`, on `guest/`) and puts it in `OUT_DIR`,
 //! where `STORAGE_COMPONENT` includes it.
 
 fn main() {
     chatstore_build_support::build_component(
-        "chatstore-guest",
-        "chatstore_guest",
-        &["guest/src", "guest/Cargo.toml", "ids"],
+        "chatstore-storage",
+        "chatstore_storage",
+        &["guest/src", "guest/Cargo.toml", "component"],
         "chatstore_storage.wasm",
     );
 }

@@ -1,12 +1,10 @@
 use super::{StorageError, echo};
-use chatstore_ids::Case;
 use std::fmt;
 use uuid::Uuid;
 
-/// An id: a UUID, held as its 16 bytes and written in canonical form
-/// (lowercase, hyphenated) only where it crosses the boundary. The only
-/// ways to make one are [`Id::parse`] and [`Id::from_bytes`], so an `Id` is
-/// always well formed.
+/// An id: a UUID, written in canonical form (lowercase, hyphenated) where
+/// it crosses the boundary. The only ways to make one are [`Id::parse`]
+/// and [`Id::from_bytes`], so an `Id` is always well formed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Id(Uuid);
 
@@ -18,21 +16,19 @@ impl Id {
     }
 
     /// The id `s` writes (a hyphenated UUID in either case), if it is one:
-    /// [`parse`](Self::parse) without building its error.
+    /// [`parse`](Self::parse) without building its error. (`uuid` also
+    /// reads the simple, braced and URN forms, which the contract does not
+    /// allow.)
     pub fn read(s: &str) -> Option<Id> {
-        chatstore_ids::parse(s.as_bytes(), Case::Either).map(Id::from_bytes)
+        if s.len() != uuid::fmt::Hyphenated::LENGTH {
+            return None;
+        }
+        Uuid::try_parse(s).ok().map(Id)
     }
 
-    /// The canonical form as a new string (what crosses the boundary),
-    /// without the formatting machinery `to_string` goes through.
+    /// The canonical form: what crosses the boundary.
     pub fn canonical(&self) -> String {
-        self.encode().to_owned()
-    }
-
-    /// The canonical form in a buffer of its own, to lend as a `&str`
-    /// (what a port call takes) without allocating.
-    pub fn encode(&self) -> Canonical {
-        Canonical(chatstore_ids::encode(self.0.into_bytes()))
+        self.to_string()
     }
 
     /// The id of 16 raw bytes.
@@ -49,22 +45,7 @@ impl Id {
 /// The canonical form: lowercase, hyphenated.
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.encode())
-    }
-}
-
-/// An id's canonical form, held in place: see [`Id::encode`].
-pub struct Canonical([u8; chatstore_ids::LEN]);
-
-impl std::ops::Deref for Canonical {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        // SAFETY: only `Id::encode` makes a `Canonical`, and
-        // `chatstore_ids::encode` writes ASCII hexadecimal digits and
-        // hyphens alone (its tests compare every output with the `uuid`
-        // crate's): always UTF-8, so not checked again on every lend.
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
+        fmt::Display::fmt(&self.0.hyphenated(), f)
     }
 }
 
@@ -89,7 +70,6 @@ mod tests {
         let id = Id::parse("0192F0C1-7D3A-7C4E-8A5B-1F2E3D4C5B6A").unwrap();
         assert_eq!(id.canonical(), "0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a");
         assert_eq!(id.canonical(), id.to_string());
-        assert_eq!(&*id.encode(), id.canonical());
     }
 
     #[test]
@@ -103,6 +83,7 @@ mod tests {
             "0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6",
             "0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6g",
             "0192f0c1+7d3a-7c4e-8a5b-1f2e3d4c5b6a",
+            "0192f0c1-7d3a7-c4e-8a5b-1f2e3d4c5b6a",
             "{0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6}",
             "{0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a}",
             "urn:uuid:0192f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6a",

@@ -590,7 +590,6 @@ fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         );
         let config = chatstore_http::ServerConfig {
             max_upload_bytes: args.max_upload_bytes.unwrap_or(cli.quota_bytes),
-            quota_bytes: cli.quota_bytes,
             max_concurrent: args.max_concurrent as usize,
             max_concurrent_per_user: args.max_concurrent_per_user as usize,
             max_connections: args.max_connections,

@@ -3,19 +3,14 @@
 //! a response body comes from the file the policy opened, a range of it if
 //! asked, with `Content-Length` from that file.
 
-use crate::App;
+use crate::app::{App, Slot};
 use crate::failure::Failure;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chatstore_host::staging::{StagingWriter, thread_cpu_time};
 use chatstore_host::{Content, ContentKind, Error, StageError, StagedContent, Uuid};
 use http_body_util::BodyExt;
-use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
-
-use crate::Slot;
 
 /// What a request body may be at most, and what passing it means.
 #[derive(Clone, Copy, Debug)]
@@ -45,7 +40,7 @@ impl Limit {
     }
 
     /// The refusal of a body past this limit.
-    pub(crate) async fn refuse(self, app: &Arc<App>, slot: &Slot<'_>, user: Uuid) -> Failure {
+    pub(crate) async fn refuse(self, app: &App, slot: &Slot, user: Uuid) -> Failure {
         if !self.quota {
             return Failure::plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -63,8 +58,8 @@ impl Limit {
     /// of it is read.
     pub(crate) async fn check_declared(
         self,
-        app: &Arc<App>,
-        slot: &Slot<'_>,
+        app: &App,
+        slot: &Slot,
         user: Uuid,
         headers: &HeaderMap,
     ) -> Result<(), Failure> {
@@ -147,8 +142,8 @@ enum Piece {
 /// a 400 and leaves nothing; one that stalls past the body timeout is a
 /// 408; one past `limit` is cut off there with its 413.
 pub(crate) async fn stage(
-    app: &Arc<App>,
-    slot: &Slot<'_>,
+    app: &App,
+    slot: &Slot,
     user: Uuid,
     body: Body,
     kind: ContentKind,
@@ -161,20 +156,14 @@ pub(crate) async fn stage(
         .map_err(staging_failed)?;
     let (pieces, mut arrived) = mpsc::channel::<Piece>(8);
     let (staged, stager) = tokio::sync::oneshot::channel();
-    // A thread of its own, at a lower priority: a large body takes the CPU
-    // that other requests leave it (see `bulk_thread`), and the time that
-    // other users' requests leave it (see `Share`).
-    let server = Arc::clone(app);
+    // A thread of its own, which keeps the request's slot until it is done.
+    let held = slot.clone();
     std::thread::spawn(move || {
-        chatstore_host::staging::bulk_thread();
-        let mut share = Share::default();
+        let _slot = held;
         let result = (|| {
             while let Some(piece) = arrived.blocking_recv() {
                 match piece {
-                    Piece::Bytes(bytes) => {
-                        writer.push(&bytes)?;
-                        share.pause(&writer, server.users.others_than(user));
-                    }
+                    Piece::Bytes(bytes) => writer.push(&bytes)?,
                     Piece::End => return writer.finish().map(Some),
                 }
             }
@@ -224,57 +213,6 @@ pub(crate) async fn stage(
         (Err(e), _) => Err(staging_failed(e)),
         (Ok(Some(staged)), None) => Ok(staged),
         (Ok(_), why) => Err(body_unread(why.as_deref())),
-    }
-}
-
-/// A streamed body's share of the server while other users have requests
-/// running: after each piece it pauses as long as the CPU time its staging
-/// has used since the last piece (its own thread, hashing, writing), once
-/// for each of them (up to [`Share::AT_MOST`]). A large upload then takes
-/// about one user's share of the CPU and the disk rather than what the
-/// small writes of many users need. Not reading holds the client back, so
-/// the pause slows the whole stream: the socket, the hashing and the disk.
-/// With no one else running, the body streams at full speed.
-#[derive(Debug, Default)]
-struct Share {
-    /// The staging's CPU time when last read, while others were running.
-    used: Option<Duration>,
-    owed: Duration,
-}
-
-impl Share {
-    /// The most users a body yields to: it keeps at least 1/(1 + this) of
-    /// its full speed however many are running.
-    const AT_MOST: usize = 16;
-    /// Pauses shorter than this are saved up rather than slept, so that a
-    /// pause is not mostly the timer's slack.
-    const LEAST: Duration = Duration::from_millis(2);
-
-    /// After a piece whose staging took `took` of CPU, with `others` other
-    /// users' requests running: the time to pause now, if any is due.
-    fn owed_after(&mut self, took: Duration, others: usize) -> Option<Duration> {
-        if others == 0 {
-            self.owed = Duration::ZERO;
-            return None;
-        }
-        self.owed += took * others.min(Self::AT_MOST) as u32;
-        (self.owed >= Self::LEAST).then(|| std::mem::take(&mut self.owed))
-    }
-
-    /// Pauses the thread that pushes into `writer` (and stages nothing
-    /// else) for the share of the piece it just pushed.
-    fn pause(&mut self, writer: &StagingWriter, others: usize) {
-        // Alone, it reads no clock: a piece then costs nothing more.
-        let took = if others == 0 {
-            self.used = None;
-            Duration::ZERO
-        } else {
-            let used = thread_cpu_time() + writer.threads_cpu_time();
-            used.saturating_sub(self.used.replace(used).unwrap_or(used))
-        };
-        if let Some(pause) = self.owed_after(took, others) {
-            std::thread::sleep(pause);
-        }
     }
 }
 
@@ -534,32 +472,6 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::RANGE, HeaderValue::from_str(spec).unwrap());
         requested_range(&headers, len)
-    }
-
-    #[test]
-    fn a_streamed_body_pauses_once_for_each_other_user_running() {
-        let ms = Duration::from_millis;
-        let mut share = Share::default();
-        // Alone, it never pauses.
-        assert_eq!(share.owed_after(ms(5), 0), None);
-        // Beside three users, a piece that took 1 ms owes 3 ms.
-        assert_eq!(share.owed_after(ms(1), 3), Some(ms(3)));
-        // Short pauses are saved up until they are worth a sleep.
-        let took = Duration::from_micros(300);
-        assert_eq!(share.owed_after(took, 2), None);
-        assert_eq!(share.owed_after(took, 2), None);
-        assert_eq!(share.owed_after(took, 2), None);
-        assert_eq!(share.owed_after(took, 2), Some(Duration::from_micros(2400)));
-        // What is saved up is forgiven once the others are gone.
-        assert_eq!(share.owed_after(took, 1), None);
-        assert_eq!(share.owed_after(took, 0), None);
-        assert_eq!(share.owed_after(ms(1), 1), None);
-        assert_eq!(share.owed_after(ms(1), 1), Some(ms(2)));
-        // However many are running, it keeps a share of its own.
-        assert_eq!(
-            share.owed_after(ms(1), 1000),
-            Some(ms(Share::AT_MOST as u64))
-        );
     }
 
     #[test]

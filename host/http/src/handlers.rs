@@ -1,9 +1,11 @@
 //! One handler per route; each handler's `#[utoipa::path]` is its entry in
 //! the OpenAPI document, so the document describes what the code does.
 
+use crate::USER_HEADER;
+use crate::app::App;
 use crate::body::{self, Limit, Served};
 use crate::failure::{ErrorBody, Failure};
-use crate::{App, USER_HEADER};
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -121,21 +123,9 @@ impl<S: Send + Sync> FromRequestParts<S> for InFile {
     }
 }
 
-/// A JSON answer, written into one buffer that fits a record whole
-/// (axum's `Json` starts smaller and grows as a record is written).
+/// A JSON answer.
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
-    let mut body = Vec::with_capacity(512);
-    if let Err(e) = serde_json::to_writer(&mut body, value) {
-        tracing::error!(error = %e, "an answer could not be written as JSON");
-        return Failure::plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_unavailable",
-            "the answer could not be written",
-        )
-        .into_response();
-    }
-    let json = HeaderValue::from_static("application/json");
-    (status, [(header::CONTENT_TYPE, json)], body).into_response()
+    (status, Json(value)).into_response()
 }
 
 fn no_content() -> Response {
@@ -185,13 +175,7 @@ pub(crate) async fn ensure_workspace(State(app): AppState, User(user): User) -> 
 #[utoipa::path(get, path = "/v1/workspace", tag = "workspace", params(UserHeader),
     responses((status = 200, description = "The workspace", body = Workspace)))]
 pub(crate) async fn get_workspace(State(app): AppState, User(user): User) -> Reply {
-    let workspace = app
-        .read(
-            user,
-            |now| now.get_workspace(user),
-            move |s| s.get_workspace(user),
-        )
-        .await?;
+    let workspace = app.run(user, move |s| s.get_workspace(user)).await?;
     Ok(json(StatusCode::OK, &workspace))
 }
 
@@ -199,9 +183,7 @@ pub(crate) async fn get_workspace(State(app): AppState, User(user): User) -> Rep
 #[utoipa::path(get, path = "/v1/workspace/usage", tag = "workspace", params(UserHeader),
     responses((status = 200, description = "Usage and quota", body = WorkspaceUsage)))]
 pub(crate) async fn get_usage(State(app): AppState, User(user): User) -> Reply {
-    let usage = app
-        .read(user, |now| now.get_usage(user), move |s| s.get_usage(user))
-        .await?;
+    let usage = app.run(user, move |s| s.get_usage(user)).await?;
     Ok(json(StatusCode::OK, &usage))
 }
 
@@ -252,13 +234,7 @@ pub(crate) async fn list_chats(
 #[utoipa::path(get, path = "/v1/chats/{chat_id}", tag = "chats", params(UserHeader, ChatPath),
     responses((status = 200, description = "The chat", body = Chat)))]
 pub(crate) async fn get_chat(State(app): AppState, InChat { user, chat }: InChat) -> Reply {
-    let chat = app
-        .read(
-            user,
-            |now| now.get_chat(user, chat),
-            move |s| s.get_chat(user, chat),
-        )
-        .await?;
+    let chat = app.run(user, move |s| s.get_chat(user, chat)).await?;
     Ok(json(StatusCode::OK, &chat))
 }
 
@@ -477,11 +453,7 @@ pub(crate) async fn clear_files(State(app): AppState, InChat { user, chat }: InC
     responses((status = 200, description = "The attachment", body = ChatFile)))]
 pub(crate) async fn get_file(State(app): AppState, InFile { user, chat, file }: InFile) -> Reply {
     let file = app
-        .read(
-            user,
-            |now| now.get_attachment(user, chat, file),
-            move |s| s.get_attachment(user, chat, file),
-        )
+        .run(user, move |s| s.get_attachment(user, chat, file))
         .await?;
     Ok(json(StatusCode::OK, &file))
 }
@@ -661,12 +633,17 @@ pub(crate) async fn set_quota(
 #[utoipa::path(get, path = "/v1/workspace/export", tag = "workspace", params(UserHeader),
     responses((status = 200, description = "A tar archive: `manifest.json`, then each chat's `history.md` and attachments (`chatstore workspace import` restores it)", content_type = "application/x-tar")))]
 pub(crate) async fn export_workspace(State(app): AppState, User(user): User) -> Reply {
+    // The export holds one of its user's turns and a request slot for as
+    // long as it streams: a client that reads slowly holds its own share
+    // of the server, no one else's.
+    let slot = app.slot(user).await?;
     // A user without a workspace is a 404 before the first byte.
-    let workspace = app.run(user, move |s| s.get_workspace(user)).await?;
+    let workspace = app.run_in(&slot, move |s| s.get_workspace(user)).await?;
     let (chunks, body) = body::chunks();
     let store = app.store.clone();
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         span.in_scope(|| {
             let mut out = chunks;
             match store.export_workspace(user, &mut out) {

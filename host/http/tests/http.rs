@@ -52,7 +52,6 @@ async fn start_serving(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = ServerConfig {
         max_upload_bytes: MAX_UPLOAD,
-        quota_bytes,
         max_concurrent: 32,
         ..ServerConfig::default()
     };
@@ -1228,7 +1227,7 @@ async fn a_body_is_read_in_a_request_slot_so_slow_bodies_cannot_queue_past_the_l
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_large_upload_beside_another_users_request_yields_and_still_arrives_whole() {
+async fn a_large_upload_beside_another_users_open_request_arrives_whole() {
     let s = start_serving(
         |b| b.build().unwrap(),
         1 << 30,
@@ -1239,8 +1238,7 @@ async fn a_large_upload_beside_another_users_request_yields_and_still_arrives_wh
     let (bob, bobs_chat) = s.user_with_chat().await;
     let (addr, data) = (s.addr, s.data.clone());
     // Bob's upload sends its headers and 3 bytes, then waits: his request
-    // runs for as long as Alice's body streams in, so hers pauses after
-    // each piece it stages.
+    // runs for as long as Alice's body streams in.
     let bobs = tokio::task::spawn_blocking(move || {
         let bobs = stalled_upload(addr, bob, &bobs_chat, "slow", 300_000);
         while staged(&data) == 0 {
@@ -1250,8 +1248,6 @@ async fn a_large_upload_beside_another_users_request_yields_and_still_arrives_wh
     })
     .await
     .unwrap();
-    // Past the first 4 MiB, content goes round the hashing and writing
-    // threads, whose CPU time the pauses count too.
     let content: Vec<u8> = (0..9 << 20).map(|i: u32| (i % 251) as u8).collect();
     let uploaded = s
         .upload(
@@ -1349,6 +1345,87 @@ async fn one_users_burst_holds_its_share_of_the_slots_and_other_users_get_the_re
     for answer in answers {
         assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_exports_hold_their_users_turns_and_other_users_are_served() {
+    let s = start_serving(
+        |b| b.build().unwrap(),
+        1 << 30,
+        |config| {
+            config.max_upload_bytes = 16 << 20;
+            config.max_concurrent = 4;
+            config.max_concurrent_per_user = 2;
+        },
+    )
+    .await;
+    let (alice, alices_chat) = s.user_with_chat().await;
+    // More than the socket buffers hold, so an export that nobody reads
+    // stays in the middle of its archive.
+    let content: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let uploaded = s
+        .upload(
+            alice,
+            &alices_chat,
+            "big.bin",
+            "application/octet-stream",
+            &content,
+        )
+        .await;
+    assert_eq!(uploaded.status, StatusCode::CREATED);
+    let addr = s.addr;
+    // Eight exports that read their first bytes, then nothing more.
+    let (exports, answered) = tokio::task::spawn_blocking(move || {
+        let exports: Vec<TcpStream> = (0..8)
+            .map(|_| {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                let request = format!(
+                    "GET /v1/workspace/export HTTP/1.1\r\nHost: x\r\nX-User-Id: {alice}\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes()).unwrap();
+                stream
+            })
+            .collect();
+        let mut answered = 0;
+        for mut stream in &exports {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut first = [0; 64];
+            if stream.read(&mut first).is_ok_and(|n| n > 0) {
+                answered += 1;
+            }
+        }
+        (exports, answered)
+    })
+    .await
+    .unwrap();
+    // Alice's two turns are her two exports; the rest wait for them, on no thread.
+    assert!(
+        (1..=2).contains(&answered),
+        "{answered} exports answered at once"
+    );
+
+    // Bob is served throughout, in full.
+    let (bob, bobs_chat) = s.user_with_chat().await;
+    for i in 0..20 {
+        let appended = s
+            .send(
+                Method::POST,
+                &format!("/v1/chats/{bobs_chat}/history"),
+                Some(&bob.to_string()),
+                Some(("text/markdown", format!("line {i}\n").into_bytes())),
+            )
+            .await;
+        assert_eq!(appended.status, StatusCode::NO_CONTENT, "append {i}");
+        let created = s.call(Method::POST, "/v1/chats", bob).await;
+        assert_eq!(created.status, StatusCode::CREATED, "chat {i}");
+    }
+
+    // The clients go away: their exports end and give Alice's turns back.
+    drop(exports);
+    let listed = s.call(Method::GET, "/v1/chats", alice).await;
+    assert_eq!(listed.status, StatusCode::OK);
 }
 
 /// The public API and the administration routes on their own addresses,

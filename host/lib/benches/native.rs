@@ -41,16 +41,13 @@ fn uuid(id: &guest::Id) -> Uuid {
 
 fn at(t: Timestamp) -> guest::Timestamp {
     guest::Timestamp {
-        seconds: t.seconds,
-        nanoseconds: t.nanoseconds,
+        seconds: t.timestamp(),
+        nanoseconds: t.timestamp_subsec_nanos(),
     }
 }
 
 fn from_at(t: guest::Timestamp) -> Timestamp {
-    Timestamp {
-        seconds: t.seconds,
-        nanoseconds: t.nanoseconds,
-    }
+    Timestamp::from_timestamp(t.seconds, t.nanoseconds).unwrap_or_default()
 }
 
 fn failed(port: &str) -> impl Fn(PortError) -> guest::PortError + '_ {

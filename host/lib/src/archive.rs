@@ -74,23 +74,16 @@ struct Stamp {
 impl From<Timestamp> for Stamp {
     fn from(t: Timestamp) -> Stamp {
         Stamp {
-            seconds: t.seconds,
-            nanoseconds: t.nanoseconds,
+            seconds: t.timestamp(),
+            nanoseconds: t.timestamp_subsec_nanos(),
         }
     }
 }
 
 impl Stamp {
     fn timestamp(self) -> Result<Timestamp, Error> {
-        if self.nanoseconds >= 1_000_000_000 {
-            return Err(invalid(
-                "a timestamp's nanoseconds must be below 1000000000",
-            ));
-        }
-        Ok(Timestamp {
-            seconds: self.seconds,
-            nanoseconds: self.nanoseconds,
-        })
+        crate::model::timestamp(self.seconds, self.nanoseconds)
+            .ok_or_else(|| invalid("a timestamp must be a time, its nanoseconds below 1000000000"))
     }
 }
 

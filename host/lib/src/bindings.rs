@@ -17,12 +17,12 @@ pub(crate) use generated::chatstore::storage::{
 pub(crate) use generated::exports::chatstore::storage::storage::Guest;
 pub(crate) use generated::{StorageService, StorageServicePre};
 
-use crate::call::CallState;
+use crate::state::InstanceState;
 use wasmtime::component::{HasSelf, Linker};
 
 /// Adds the seven ports and the WASI interfaces the guest's standard library
 /// uses (clocks, stdio, …; the component imports no filesystem) to `linker`.
-pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
-    generated::StorageService::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
+    generated::StorageService::add_to_linker::<InstanceState, HasSelf<InstanceState>>(linker, |s| s)
 }

@@ -1,436 +1,284 @@
-//! One call's state in its wasmtime store: WASI for the guest's standard
-//! library, the limits, the ports, and who the call is for.
-//!
-//! Every port call goes through [`CallState::port`], which scopes it to the
-//! calling user, times it (the call's deadline counts guest time only), and
-//! gives it a `port` span saying whether a failure was the guest's
-//! (`refused`) or the host's (`failed`).
+//! Running one use case, one straight path: a unit of work for the caller,
+//! the caller's instance (kept from their last call, or new), the export
+//! called with the content offered to it, the answer checked, and the unit
+//! committed or rolled back by it.
 
-use crate::bindings::wit;
+use crate::bindings::{Guest, wit};
 use crate::content::Content;
-use crate::imports::{CHATS, USAGE, WORKSPACES};
-use crate::model::{Chat, Workspace};
-use crate::ports::Ports;
-use crate::staging::{StagedContent, thread_cpu_time};
-use crate::values::{Checked, Fault, refuse};
-use std::time::{Duration, Instant};
+use crate::engine::{ran_out_of_time, ticks};
+use crate::error::Error;
+use crate::kept::{Kept, MAX_KEPT_MEMORY};
+use crate::staging::StagedContent;
+use crate::state::{InstanceState, Leftovers};
+use crate::store::{ChatStore, settle, unavailable};
+use crate::unit::{Access, Scope, UnitOfWork};
+use crate::values::guest_error;
+use std::time::Instant;
 use uuid::Uuid;
-use wasmtime::StoreLimits;
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::Store;
 
-/// What one call's store holds.
-pub(crate) struct CallState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    pub(crate) limits: GuestLimits,
-    /// The ports of the call in progress; none between calls of an
-    /// instance kept for the same user's next call.
-    ports: Option<Ports>,
-    /// The user the call is for: every record the guest touches must be theirs.
-    pub(crate) caller: Uuid,
-    /// The caller's workspace, once looked up.
-    caller_workspace: Option<Workspace>,
-    /// The chat row last looked up, by id, until the guest saves or deletes
-    /// a chat or a workspace: a call reads one snapshot, so it reads a row
-    /// once however many checks ask for it.
-    chat_row: Option<(Uuid, Option<Chat>)>,
-    /// How much the call may still grow the workspace by, once looked up:
-    /// the room under the quota when it began, less what it has grown.
-    write_budget: Option<u64>,
-    /// When the call started, and how much of that time was spent in ports.
-    started: Instant,
-    host_time: Duration,
-    /// How long the call may run before it is interrupted.
-    limit: Limit,
-    /// For a [`Limit::CpuTime`], the calling thread's CPU time at the first
-    /// epoch tick that came during the call: read there, not when the call
-    /// begins, because the clock costs a system call and most calls end
-    /// before any tick.
-    cpu_started: Option<Duration>,
-    /// The content staged for this call, by token, and whether it was stored.
-    staged: Vec<(String, StagedContent, bool)>,
-    /// What the guest opened for the host to serve.
-    opened: Option<Content>,
-    /// The file an open found changed by a sandbox, if one did.
-    changed_file: Option<String>,
+/// How a use case touches the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The built-in policy reads metadata alone: the call runs first in a
+    /// unit without the user's lock, whose chat storage serves nothing, and
+    /// again under the lock if the policy touched more (docs/017).
+    Metadata,
+    /// It reads, sharing the user's lock.
+    Read,
+    /// It may write, holding the user's lock.
+    Write,
 }
 
-/// How long a call may run before the guest is interrupted.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Limit {
-    /// Time in guest code: the time in the host's ports is given back.
-    GuestTime(Duration),
-    /// The calling thread's CPU time, in ports too, counted from the first
-    /// epoch tick during the call: for a call that answers on a thread that
-    /// must not be held. Time the thread waits to be scheduled does not
-    /// count, so a busy machine does not make a quick call look slow.
-    CpuTime(Duration),
+/// One use-case call, as the log names it.
+pub(crate) struct UseCase {
+    /// The export's WIT name.
+    name: &'static str,
+    kind: Kind,
+    user: Uuid,
+    chat: Option<Uuid>,
+    file: Option<Uuid>,
 }
 
-impl Limit {
-    pub(crate) fn duration(self) -> Duration {
-        match self {
-            Limit::GuestTime(d) | Limit::CpuTime(d) => d,
+impl UseCase {
+    /// The call `name` of `kind` with its ids: the user's, then the chat's
+    /// and the file's if it takes them.
+    pub(crate) fn new(name: &'static str, kind: Kind, ids: &[Uuid]) -> UseCase {
+        UseCase {
+            name,
+            kind,
+            user: ids.first().copied().unwrap_or_default(),
+            chat: ids.get(1).copied(),
+            file: ids.get(2).copied(),
         }
+    }
+
+    /// The use case's span: user, chat and file now, outcome code and
+    /// duration when it ends.
+    fn span(&self) -> tracing::Span {
+        let span = tracing::debug_span!(
+            "use_case",
+            name = self.name,
+            user = %self.user,
+            chat = tracing::field::Empty,
+            file = tracing::field::Empty,
+        );
+        if let Some(chat) = self.chat {
+            span.record("chat", tracing::field::display(chat));
+        }
+        if let Some(file) = self.file {
+            span.record("file", tracing::field::display(file));
+        }
+        span
     }
 }
 
-/// What a call leaves for the host once its guest is done.
-pub(crate) struct Leftovers {
-    /// What the guest opened to serve, if anything.
-    pub(crate) opened: Option<Content>,
-    /// Staged content the guest did not store: the host removes it.
-    pub(crate) unstored: Vec<StagedContent>,
-    /// The file an open found changed by a sandbox: the call's failure is
-    /// `chat_file_changed`, whatever the guest made of the port error.
-    pub(crate) changed_file: Option<String>,
+/// What an export returns through wasmtime.
+pub(crate) type GuestResult<T> = wasmtime::Result<Result<T, wit::StorageError>>;
+
+/// What one run of an export left: its outcome, what the call leaves the
+/// host, and what the guest printed on stderr.
+struct Ran<T> {
+    outcome: GuestResult<T>,
+    leftovers: Leftovers,
+    printed: String,
 }
 
-impl CallState {
-    pub(crate) fn new(
-        wasi: WasiCtx,
-        limits: StoreLimits,
-        ports: Ports,
-        caller: Uuid,
-        limit: Limit,
-    ) -> Self {
-        let limits = GuestLimits {
-            limits,
-            memory_bytes: 0,
-        };
-        CallState {
-            wasi,
-            table: ResourceTable::new(),
-            limits,
-            ports: Some(ports),
-            caller,
-            caller_workspace: None,
-            chat_row: None,
-            write_budget: None,
-            started: Instant::now(),
-            host_time: Duration::ZERO,
-            limit,
-            cpu_started: None,
-            staged: Vec::new(),
-            opened: None,
-            changed_file: None,
-        }
-    }
-
-    /// The ports of the call in progress.
-    pub(crate) fn ports(&self) -> Checked<&Ports> {
-        self.ports
-            .as_ref()
-            .ok_or_else(|| Fault::Refused("no call is in progress".into()))
-    }
-
-    /// Readies a kept instance's state for the same user's next call: new
-    /// ports and limit, and nothing of the last call's lookups, budget or
-    /// content.
-    pub(crate) fn begin_call(&mut self, ports: Ports, limit: Limit) {
-        self.ports = Some(ports);
-        self.caller_workspace = None;
-        self.chat_row = None;
-        self.write_budget = None;
-        self.started = Instant::now();
-        self.host_time = Duration::ZERO;
-        self.limit = limit;
-        self.cpu_started = None;
-        self.staged.clear();
-        self.opened = None;
-        self.changed_file = None;
-    }
-
-    /// Lets go of the call's ports, so that nothing of its unit of work
-    /// outlives it.
-    pub(crate) fn end_call(&mut self) {
-        self.ports = None;
-    }
-
-    /// Hands staged content to the call: the guest sees its token, size and digest.
-    pub(crate) fn offer(&mut self, content: StagedContent) -> wit::StagedContent {
-        let token = format!("staged-{}", self.staged.len() + 1);
-        let offered = wit::StagedContent {
-            token: token.clone(),
-            size_bytes: content.size_bytes(),
-            sha256: content.sha256().to_owned(),
-        };
-        self.staged.push((token, content, false));
-        offered
-    }
-
-    /// Stores the staged content a token names with `store`: each content
-    /// once. Once `store` succeeds, the unit of work owns the staged file.
-    pub(crate) fn store_staged(
-        &mut self,
-        token: &str,
-        store: impl FnOnce(&mut Self, &StagedContent) -> Checked<()>,
-    ) -> Checked<()> {
-        let content = match self.staged.iter().find(|(t, _, _)| t == token) {
-            None => return refuse("no content was staged for this call under that token"),
-            Some((_, _, true)) => return refuse("that staged content is already stored"),
-            Some((_, content, false)) => content.clone(),
-        };
-        store(self, &content)?;
-        if let Some(entry) = self.staged.iter_mut().find(|(t, _, _)| t == token) {
-            entry.2 = true;
-        }
-        Ok(())
-    }
-
-    /// Keeps what the guest opened for the host to serve: one file per call.
-    pub(crate) fn keep_opened(&mut self, content: Content) -> Checked<()> {
-        if self.opened.is_some() {
-            return refuse("a call opens one file to serve");
-        }
-        self.opened = Some(content);
-        Ok(())
-    }
-
-    /// What the call leaves once the guest is done.
-    pub(crate) fn leftovers(&mut self) -> Leftovers {
-        Leftovers {
-            opened: self.opened.take(),
-            changed_file: self.changed_file.take(),
-            unstored: std::mem::take(&mut self.staged)
-                .into_iter()
-                .filter(|(_, _, stored)| !stored)
-                .map(|(_, content, _)| content)
-                .collect(),
-        }
-    }
-
-    /// How long the guest itself has run: the call's time so far, less the
-    /// time spent in the host's ports.
-    fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.host_time)
-    }
-
-    /// What is left of the call's limit, asked at an epoch tick; `None`
-    /// once it is spent.
-    pub(crate) fn time_left(&mut self) -> Option<Duration> {
-        let spent = match self.limit {
-            Limit::GuestTime(_) => self.guest_time(),
-            Limit::CpuTime(_) => match self.cpu_started {
-                Some(started) => thread_cpu_time().saturating_sub(started),
-                None => {
-                    self.cpu_started = Some(thread_cpu_time());
-                    Duration::ZERO
-                }
-            },
-        };
-        (self.limit.duration().checked_sub(spent)).filter(|left| !left.is_zero())
-    }
-
-    /// Runs one port call (`port`'s function `op`): its checks, scoping and
-    /// adapter call are timed as host time and traced in a `port` span.
-    pub(crate) fn port<T>(
-        &mut self,
-        port: &'static str,
-        op: &'static str,
-        f: impl FnOnce(&mut Self) -> Checked<T>,
-    ) -> Result<T, wit::PortError> {
-        let span = tracing::debug_span!("port", port, op);
+impl ChatStore {
+    /// Runs one export in the user's instance, in a `use_case` span, with
+    /// `staged` content offered to it, and checks its answer with
+    /// `convert`. A trap is this call's `storage_unavailable`, with what
+    /// the guest printed to stderr.
+    pub(crate) fn call<T, U>(
+        &self,
+        use_case: UseCase,
+        staged: Option<StagedContent>,
+        export: impl Fn(
+            &Guest,
+            &mut Store<InstanceState>,
+            Option<&wit::StagedContent>,
+        ) -> GuestResult<T>,
+        convert: impl Fn(T, Option<Content>) -> Result<U, Error>,
+    ) -> Result<U, Error> {
+        let span = use_case.span();
         let _entered = span.enter();
         let started = Instant::now();
-        let result = f(self);
-        let elapsed = started.elapsed();
-        self.host_time += elapsed;
-        let duration_us = elapsed.as_micros() as u64;
-        match result {
-            Ok(value) => {
-                tracing::debug!(outcome = "ok", duration_us, "port call");
-                Ok(value)
+        let user = use_case.user;
+        let result = match use_case.kind {
+            Kind::Metadata => self.run_unlocked(user, &export, &convert),
+            Kind::Read => self.run_locked(user, Access::Read, staged, &export, &convert),
+            Kind::Write => self.run_locked(user, Access::Write, staged, &export, &convert),
+        };
+        let duration_us = started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(_) => tracing::debug!(code = "ok", duration_us, "use case"),
+            Err(Error::StorageUnavailable { port, message }) => tracing::warn!(
+                code = "storage_unavailable",
+                port,
+                message,
+                duration_us,
+                "use case"
+            ),
+            Err(e) => tracing::debug!(code = e.code(), duration_us, "use case"),
+        }
+        result
+    }
+
+    /// Runs the export in a unit that takes no lock of the user's; if the
+    /// policy touched what such a unit does not serve, its answer is void
+    /// and the call runs again under the user's lock. Reads have no
+    /// effects, so running one twice is the same as running it once.
+    fn run_unlocked<T, U>(
+        &self,
+        user: Uuid,
+        export: &impl Fn(
+            &Guest,
+            &mut Store<InstanceState>,
+            Option<&wit::StagedContent>,
+        ) -> GuestResult<T>,
+        convert: &impl Fn(T, Option<Content>) -> Result<U, Error>,
+    ) -> Result<U, Error> {
+        let unit = (self.backend().begin_unlocked(Scope::User(user)))
+            .map_err(unavailable("transaction"))?;
+        let ran = self.run_export(&*unit, user, None, export);
+        if unit.needs_lock() {
+            unit.rollback();
+            return self.run_locked(user, Access::Read, None, export, convert);
+        }
+        self.answer(unit, ran, convert)
+    }
+
+    /// Runs the export in a unit under the user's lock.
+    fn run_locked<T, U>(
+        &self,
+        user: Uuid,
+        access: Access,
+        staged: Option<StagedContent>,
+        export: &impl Fn(
+            &Guest,
+            &mut Store<InstanceState>,
+            Option<&wit::StagedContent>,
+        ) -> GuestResult<T>,
+        convert: &impl Fn(T, Option<Content>) -> Result<U, Error>,
+    ) -> Result<U, Error> {
+        let unit = match self.backend().begin(access, Scope::User(user)) {
+            Ok(unit) => unit,
+            Err(e) => {
+                if let Some(content) = &staged {
+                    self.staging().discard(content);
+                }
+                return Err(unavailable("transaction")(e));
             }
-            Err(fault) => {
-                let (outcome, failed, message) = match fault {
-                    Fault::Refused(m) => ("refused", port, m),
-                    Fault::Failed {
-                        port: at,
-                        message,
-                        changed,
-                    } => {
-                        // Whatever the guest makes of it, the caller learns it.
-                        if changed.is_some() {
-                            self.changed_file = changed;
-                        }
-                        ("failed", at.unwrap_or(port), message)
-                    }
-                };
-                tracing::debug!(outcome, failed, duration_us, message, "port call");
-                Err(wit::PortError {
-                    port: failed.to_owned(),
-                    message,
-                })
+        };
+        let ran = self.run_export(&*unit, user, staged, export);
+        self.answer(unit, ran, convert)
+    }
+
+    /// Calls the export once in the user's instance on `unit`'s ports. The
+    /// instance is kept for the user's next call if it answered without
+    /// printing anything and its memory stayed small; one that trapped is
+    /// never used again.
+    fn run_export<T>(
+        &self,
+        unit: &dyn UnitOfWork,
+        user: Uuid,
+        staged: Option<StagedContent>,
+        export: &impl Fn(
+            &Guest,
+            &mut Store<InstanceState>,
+            Option<&wit::StagedContent>,
+        ) -> GuestResult<T>,
+    ) -> Ran<T> {
+        let (runtime, kept) = (self.runtime(), self.kept());
+        let (mut store, service, stderr) = match kept.take(user) {
+            Some(Kept {
+                store,
+                service,
+                stderr,
+                ..
+            }) => (store, Ok(service), stderr),
+            None => {
+                let mut new = runtime.instantiate(user);
+                if new.service.is_err() && kept.clear() {
+                    // The pool's slots may all be held by kept instances.
+                    new.service = runtime.instantiate_again(&mut new.store);
+                }
+                (new.store, new.service, new.stderr)
             }
-        }
-    }
-}
-
-/// Scoping: a guest may only see and touch the calling user's records.
-/// Another user's records read as missing; writing them is refused.
-impl CallState {
-    fn own_workspace(&mut self) -> Checked<Option<Uuid>> {
-        if self.caller_workspace.is_none() {
-            self.caller_workspace = (self.ports()?.workspaces.get_by_user_id(self.caller))
-                .map_err(Fault::failed_at(WORKSPACES))?;
-        }
-        Ok(self.caller_workspace.as_ref().map(|w| w.workspace_id))
-    }
-
-    /// The caller's workspace as a port call just read it.
-    pub(crate) fn knows_workspace(&mut self, workspace: Option<Workspace>) {
-        if workspace.is_some() {
-            self.caller_workspace = workspace;
-        }
-    }
-
-    /// The workspace's usage as a port call just counted it, under the
-    /// call's lock: the write budget starts from it rather than counting
-    /// again. Only before the call has written anything.
-    pub(crate) fn knows_usage(&mut self, usage: &crate::model::WorkspaceUsage) {
-        if self.write_budget.is_none() {
-            self.write_budget = Some(usage.quota_bytes.saturating_sub(usage.used_bytes));
-        }
-    }
-
-    /// Forgets the caller's workspace, after the guest saved it.
-    pub(crate) fn workspace_changed(&mut self) {
-        self.caller_workspace = None;
-        self.chat_row = None;
-    }
-
-    /// Forgets the chat row looked up, after the guest saved or deleted a chat.
-    pub(crate) fn chats_changed(&mut self) {
-        self.chat_row = None;
-    }
-
-    pub(crate) fn is_own_workspace(&mut self, workspace_id: Uuid) -> Checked<bool> {
-        Ok(self.own_workspace()? == Some(workspace_id))
-    }
-
-    /// The chat's row, as this call reads it.
-    pub(crate) fn chat_row(&mut self, chat_id: Uuid) -> Checked<Option<Chat>> {
-        if let Some((id, row)) = &self.chat_row
-            && *id == chat_id
+        };
+        store
+            .data_mut()
+            .begin_call(unit.ports(), runtime.call_timeout);
+        let offered = staged.and_then(|content| store.data_mut().offer(content));
+        store.set_epoch_deadline(ticks(runtime.call_timeout));
+        let (outcome, service) = match service {
+            Ok(service) => {
+                let guest = service.chatstore_storage_storage();
+                (export(guest, &mut store, offered.as_ref()), Some(service))
+            }
+            Err(e) => (Err(e), None),
+        };
+        // Nothing of the unit of work outlives the call in the instance.
+        let leftovers = store.data_mut().end_call();
+        let printed = String::from_utf8_lossy(&stderr.contents())
+            .trim()
+            .to_owned();
+        if let Some(service) = service
+            && outcome.is_ok()
+            && printed.is_empty()
+            && store.data().limits.memory_bytes <= MAX_KEPT_MEMORY
         {
-            return Ok(row.clone());
+            kept.put(Kept {
+                user,
+                store,
+                service,
+                stderr,
+            });
         }
-        let row = (self.ports()?.chats.get(chat_id)).map_err(Fault::failed_at(CHATS))?;
-        self.chat_row = Some((chat_id, row.clone()));
-        Ok(row)
+        Ran {
+            outcome,
+            leftovers,
+            printed,
+        }
     }
 
-    pub(crate) fn is_own_chat(&mut self, chat_id: Uuid) -> Checked<bool> {
-        match self.chat_row(chat_id)? {
-            Some(chat) => self.is_own_workspace(chat.workspace_id),
-            None => Ok(false),
+    /// The call's answer from what its run left, and the unit of work
+    /// ended by it: committed on `Ok`, rolled back otherwise. Staged
+    /// content the guest did not store is removed either way.
+    fn answer<T, U>(
+        &self,
+        unit: Box<dyn UnitOfWork>,
+        ran: Ran<T>,
+        convert: &impl Fn(T, Option<Content>) -> Result<U, Error>,
+    ) -> Result<U, Error> {
+        let Ran {
+            outcome,
+            leftovers,
+            printed,
+        } = ran;
+        for content in &leftovers.unstored {
+            self.staging().discard(content);
         }
-    }
-
-    /// Refuses a chat record that is not the caller's; with `must_exist`,
-    /// also one that has no row (or a row in another workspace).
-    pub(crate) fn check_chat(&mut self, chat: &Chat, must_exist: bool) -> Checked<()> {
-        if !self.is_own_workspace(chat.workspace_id)? {
-            return refuse("the chat is not in the calling user's workspace");
-        }
-        match self.chat_row(chat.chat_id)? {
-            Some(row) if row.workspace_id != chat.workspace_id => {
-                refuse("the chat is not in the calling user's workspace")
+        let result = match (outcome, leftovers.changed_file) {
+            (Ok(Ok(value)), _) => convert(value, leftovers.opened),
+            // The guest saw a port error; the caller learns what it was.
+            (Ok(Err(_)), Some(name)) => Err(Error::ChatFileChanged(name)),
+            (Ok(Err(e)), None) => Err(guest_error(e)),
+            (Err(trap), _) => {
+                let mut message = if ran_out_of_time(&trap) {
+                    format!(
+                        "the component ran past its deadline of {} ms of guest time ({trap:#})",
+                        self.runtime().call_timeout.as_millis()
+                    )
+                } else {
+                    format!("the component trapped: {trap:#}")
+                };
+                if !printed.is_empty() {
+                    message.push_str(&format!(" ({printed})"));
+                }
+                Err(Error::unavailable("guest", message))
             }
-            None if must_exist => refuse("no such chat"),
-            _ => Ok(()),
-        }
-    }
-
-    /// Refuses a chat id whose row is in another workspace; a missing chat passes.
-    pub(crate) fn check_own_chat_id(&mut self, chat_id: Uuid) -> Checked<()> {
-        match self.chat_row(chat_id)? {
-            Some(chat) if !self.is_own_workspace(chat.workspace_id)? => {
-                refuse("the chat is not in the calling user's workspace")
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Charges what a write grows the caller's workspace by against the
-    /// call's budget: one call grows it by at most the room it had when the
-    /// call began (the quota less the usage), so a policy that ignores the
-    /// quota still cannot pass it. Called after `check_chat`, so the
-    /// caller's workspace is known.
-    pub(crate) fn spend(&mut self, grows_by: u64) -> Checked<()> {
-        if grows_by == 0 {
-            return Ok(());
-        }
-        if self.write_budget.is_none() {
-            let Some(workspace) = &self.caller_workspace else {
-                return refuse("the caller has no workspace");
-            };
-            let usage = (self.ports()?.usage.get_workspace_usage(workspace))
-                .map_err(Fault::failed_at(USAGE))?;
-            self.knows_usage(&usage);
-        }
-        let budget = self.write_budget.unwrap_or(0);
-        if grows_by > budget {
-            return refuse(format!(
-                "refused to grow the workspace by {grows_by} bytes: one call may grow it by \
-                 at most the room left under its quota, {budget} bytes"
-            ));
-        }
-        self.write_budget = Some(budget - grows_by);
-        Ok(())
-    }
-}
-
-/// The guest's limits, and how much linear memory it holds now (the most a
-/// memory of it has grown to).
-pub(crate) struct GuestLimits {
-    limits: StoreLimits,
-    pub(crate) memory_bytes: usize,
-}
-
-impl wasmtime::ResourceLimiter for GuestLimits {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if allowed {
-            self.memory_bytes = self.memory_bytes.max(desired);
-        }
-        Ok(allowed)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
-}
-
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        };
+        settle(unit, result)
     }
 }

@@ -1,93 +1,13 @@
-//! The use cases by name: one [`Call`] value per call of the `storage`
-//! interface, for callers that choose the use case at run time (the CLI,
-//! the conformance runner, a bridge from another protocol). Adding a use
-//! case to the WIT means adding it here once; those callers follow.
+//! The use cases by name, for callers that choose the use case at run time
+//! (the CLI, the conformance runner, a bridge from another protocol): a
+//! [`Call`] (declared with the use cases, `use_cases.rs`) read from the
+//! WIT's JSON shape, and its [`Output`] written back in it.
 
 use crate::content::Content;
 use crate::error::Error;
-use crate::ids::parse_id;
 use crate::model::{Chat, ChatFile, SandboxOutput, Timestamp, Workspace, WorkspaceUsage};
-use crate::store::ChatStore;
-use serde_json::{Map, Value, json};
-use uuid::Uuid;
-
-/// One call of the `storage` interface with its arguments.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(missing_docs)] // The fields are the WIT parameters of the same names.
-pub enum Call {
-    EnsureWorkspace {
-        user_id: Uuid,
-    },
-    GetWorkspace {
-        user_id: Uuid,
-    },
-    GetUsage {
-        user_id: Uuid,
-    },
-    CreateChat {
-        user_id: Uuid,
-    },
-    ListChats {
-        user_id: Uuid,
-    },
-    GetChat {
-        user_id: Uuid,
-        chat_id: Uuid,
-    },
-    DeleteChat {
-        user_id: Uuid,
-        chat_id: Uuid,
-    },
-    ReadHistory {
-        user_id: Uuid,
-        chat_id: Uuid,
-    },
-    WriteHistory {
-        user_id: Uuid,
-        chat_id: Uuid,
-        content: String,
-    },
-    AppendHistory {
-        user_id: Uuid,
-        chat_id: Uuid,
-        content: String,
-    },
-    UploadAttachment {
-        user_id: Uuid,
-        chat_id: Uuid,
-        name: String,
-        content_type: Option<String>,
-        content: Vec<u8>,
-    },
-    ListAttachments {
-        user_id: Uuid,
-        chat_id: Uuid,
-    },
-    GetAttachment {
-        user_id: Uuid,
-        chat_id: Uuid,
-        file_id: Uuid,
-    },
-    ReadAttachment {
-        user_id: Uuid,
-        chat_id: Uuid,
-        file_id: Uuid,
-    },
-    DeleteAttachment {
-        user_id: Uuid,
-        chat_id: Uuid,
-        file_id: Uuid,
-    },
-    ClearAttachments {
-        user_id: Uuid,
-        chat_id: Uuid,
-    },
-    RegisterSandboxOutputs {
-        user_id: Uuid,
-        chat_id: Uuid,
-        outputs: Vec<SandboxOutput>,
-    },
-}
+pub use crate::use_cases::Call;
+use serde_json::{Value, json};
 
 /// What a call gives back.
 #[derive(Debug)]
@@ -114,36 +34,32 @@ pub enum Output {
     Done,
 }
 
-const USER: &[&str] = &["user-id"];
-const CHAT: &[&str] = &["user-id", "chat-id"];
-const FILE: &[&str] = &["user-id", "chat-id", "file-id"];
-const CONTENT: &[&str] = &["user-id", "chat-id", "content"];
-const UPLOAD: &[&str] = &["user-id", "chat-id", "name", "content-type", "content"];
-const OUTPUTS: &[&str] = &["user-id", "chat-id", "outputs"];
+/// Each use case's answer, as an output.
+macro_rules! outputs {
+    ($($answer:ty => $output:pat => $make:expr;)*) => {
+        $(impl From<$answer> for Output {
+            fn from(answer: $answer) -> Output {
+                let $output = answer;
+                $make
+            }
+        })*
+    };
+}
+
+outputs! {
+    Workspace => w => Output::Workspace(w);
+    WorkspaceUsage => u => Output::Usage(u);
+    Chat => c => Output::Chat(c);
+    Vec<Chat> => cs => Output::Chats(cs);
+    ChatFile => f => Output::File(f);
+    Vec<ChatFile> => fs => Output::Files(fs);
+    Content => c => Output::History(c);
+    (ChatFile, Content) => (f, c) => Output::Attachment(f, c);
+    Vec<Result<ChatFile, Error>> => outcomes => Output::Outcomes(outcomes);
+    () => () => Output::Done;
+}
 
 impl Call {
-    /// Every call's WIT name and WIT parameters, in the order of the
-    /// `storage` interface (a test holds this to `wit/storage.wit`).
-    pub const SIGNATURES: &[(&str, &[&str])] = &[
-        ("ensure-workspace", USER),
-        ("get-workspace", USER),
-        ("get-usage", USER),
-        ("create-chat", USER),
-        ("list-chats", USER),
-        ("get-chat", CHAT),
-        ("delete-chat", CHAT),
-        ("read-history", CHAT),
-        ("write-history", CONTENT),
-        ("append-history", CONTENT),
-        ("upload-attachment", UPLOAD),
-        ("list-attachments", CHAT),
-        ("get-attachment", FILE),
-        ("read-attachment", FILE),
-        ("delete-attachment", FILE),
-        ("clear-attachments", CHAT),
-        ("register-sandbox-outputs", OUTPUTS),
-    ];
-
     /// The parameters that may be left out (`option<…>` in the WIT).
     pub const OPTIONAL: &[&str] = &["content-type"];
 
@@ -160,141 +76,53 @@ impl Call {
             .find(|(n, _)| *n == name)
             .map(|(_, params)| *params)
     }
+}
 
-    /// The call's WIT name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Call::EnsureWorkspace { .. } => "ensure-workspace",
-            Call::GetWorkspace { .. } => "get-workspace",
-            Call::GetUsage { .. } => "get-usage",
-            Call::CreateChat { .. } => "create-chat",
-            Call::ListChats { .. } => "list-chats",
-            Call::GetChat { .. } => "get-chat",
-            Call::DeleteChat { .. } => "delete-chat",
-            Call::ReadHistory { .. } => "read-history",
-            Call::WriteHistory { .. } => "write-history",
-            Call::AppendHistory { .. } => "append-history",
-            Call::UploadAttachment { .. } => "upload-attachment",
-            Call::ListAttachments { .. } => "list-attachments",
-            Call::GetAttachment { .. } => "get-attachment",
-            Call::ReadAttachment { .. } => "read-attachment",
-            Call::DeleteAttachment { .. } => "delete-attachment",
-            Call::ClearAttachments { .. } => "clear-attachments",
-            Call::RegisterSandboxOutputs { .. } => "register-sandbox-outputs",
-        }
-    }
+/// An argument read from the WIT's JSON shape: ids, names and a history's
+/// content as strings; an attachment's content as a string or an array of
+/// bytes; `content-type` as a string, null or left out; `outputs` as an
+/// array of `{name, content-type, size-bytes, sha256}`.
+pub trait FromWitJson: Sized {
+    /// The argument `key` of the call `call`, from `value` (`None`: not given).
+    fn from_wit_json(value: Option<&Value>, call: &str, key: &str) -> Result<Self, String>;
+}
 
-    /// Builds the call named `name` from arguments keyed by WIT parameter
-    /// name: ids and names as strings, history content as a string, an
-    /// attachment's content as a string or an array of bytes,
-    /// `content-type` as a string or null. An argument that is not a UUID
-    /// where one belongs is the call's `invalid_id` (the inner error), as
-    /// the host refuses it; a missing or mistyped argument is the outer one.
-    pub fn from_wit_json(
-        name: &str,
-        args: &Map<String, Value>,
-    ) -> Result<Result<Call, Error>, String> {
-        let params = Self::params(name).ok_or_else(|| format!("no such call {name:?}"))?;
-        if let Some(unknown) = args.keys().find(|k| !params.contains(&k.as_str())) {
-            return Err(format!("{name} takes no {unknown:?}"));
-        }
-        let text = |key: &str| match args.get(key) {
+impl FromWitJson for String {
+    fn from_wit_json(value: Option<&Value>, call: &str, key: &str) -> Result<Self, String> {
+        match value {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(other) => Err(format!("{key} must be text, not {other}")),
-            None => Err(format!("{name} needs {key:?}")),
-        };
-        // Ids first, in order: the first malformed one is the refusal.
-        let mut ids = Vec::new();
-        for param in params.iter().filter(|p| p.ends_with("-id")) {
-            match parse_id(&text(param)?) {
-                Ok(id) => ids.push(id),
-                Err(refused) => return Ok(Err(refused)),
-            }
+            None => Err(format!("{call} needs {key:?}")),
         }
-        let bytes = |key: &str| match args.get(key) {
+    }
+}
+
+impl FromWitJson for Option<String> {
+    fn from_wit_json(value: Option<&Value>, call: &str, key: &str) -> Result<Self, String> {
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            value => String::from_wit_json(value, call, key).map(Some),
+        }
+    }
+}
+
+impl FromWitJson for Vec<u8> {
+    fn from_wit_json(value: Option<&Value>, call: &str, key: &str) -> Result<Self, String> {
+        match value {
             Some(Value::String(s)) => Ok(s.clone().into_bytes()),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
                 .collect::<Option<Vec<u8>>>()
                 .ok_or_else(|| format!("{key} must be text or an array of bytes")),
-            _ => Err(format!("{name} needs {key:?} as text or an array of bytes")),
-        };
-        let (u, c, f) = (
-            ids.first().copied(),
-            ids.get(1).copied(),
-            ids.get(2).copied(),
-        );
-        let need = |id: Option<Uuid>| id.ok_or_else(|| format!("{name} lacks an id"));
-        let (user_id, chat_id, file_id) = (need(u)?, need(c), need(f));
-        Ok(Ok(match name {
-            "ensure-workspace" => Call::EnsureWorkspace { user_id },
-            "get-workspace" => Call::GetWorkspace { user_id },
-            "get-usage" => Call::GetUsage { user_id },
-            "create-chat" => Call::CreateChat { user_id },
-            "list-chats" => Call::ListChats { user_id },
-            "get-chat" => Call::GetChat {
-                user_id,
-                chat_id: chat_id?,
-            },
-            "delete-chat" => Call::DeleteChat {
-                user_id,
-                chat_id: chat_id?,
-            },
-            "read-history" => Call::ReadHistory {
-                user_id,
-                chat_id: chat_id?,
-            },
-            "write-history" => Call::WriteHistory {
-                user_id,
-                chat_id: chat_id?,
-                content: text("content")?,
-            },
-            "append-history" => Call::AppendHistory {
-                user_id,
-                chat_id: chat_id?,
-                content: text("content")?,
-            },
-            "upload-attachment" => Call::UploadAttachment {
-                user_id,
-                chat_id: chat_id?,
-                name: text("name")?,
-                content_type: match args.get("content-type") {
-                    None | Some(Value::Null) => None,
-                    Some(_) => Some(text("content-type")?),
-                },
-                content: bytes("content")?,
-            },
-            "list-attachments" => Call::ListAttachments {
-                user_id,
-                chat_id: chat_id?,
-            },
-            "get-attachment" => Call::GetAttachment {
-                user_id,
-                chat_id: chat_id?,
-                file_id: file_id?,
-            },
-            "read-attachment" => Call::ReadAttachment {
-                user_id,
-                chat_id: chat_id?,
-                file_id: file_id?,
-            },
-            "delete-attachment" => Call::DeleteAttachment {
-                user_id,
-                chat_id: chat_id?,
-                file_id: file_id?,
-            },
-            "clear-attachments" => Call::ClearAttachments {
-                user_id,
-                chat_id: chat_id?,
-            },
-            "register-sandbox-outputs" => Call::RegisterSandboxOutputs {
-                user_id,
-                chat_id: chat_id?,
-                outputs: sandbox_outputs(args.get("outputs"))?,
-            },
-            other => return Err(format!("{other} has no Call")),
-        }))
+            _ => Err(format!("{call} needs {key:?} as text or an array of bytes")),
+        }
+    }
+}
+
+impl FromWitJson for Vec<SandboxOutput> {
+    fn from_wit_json(value: Option<&Value>, _call: &str, _key: &str) -> Result<Self, String> {
+        sandbox_outputs(value)
     }
 }
 
@@ -372,7 +200,7 @@ pub fn content_json(bytes: &[u8]) -> Value {
 }
 
 fn timestamp(t: Timestamp) -> Value {
-    json!({ "seconds": t.seconds, "nanoseconds": t.nanoseconds })
+    json!({ "seconds": t.timestamp(), "nanoseconds": t.timestamp_subsec_nanos() })
 }
 
 fn workspace(w: &Workspace) -> Value {
@@ -403,91 +231,11 @@ fn chat_file(f: &ChatFile) -> Value {
     })
 }
 
-impl ChatStore {
-    /// Runs a call chosen at run time: the same as the typed method of the
-    /// same name.
-    pub fn run(&self, call: Call) -> Result<Output, Error> {
-        use Call as C;
-        let done = |()| Output::Done;
-        match call {
-            C::EnsureWorkspace { user_id } => self.ensure_workspace(user_id).map(Output::Workspace),
-            C::GetWorkspace { user_id } => self.get_workspace(user_id).map(Output::Workspace),
-            C::GetUsage { user_id } => self.get_usage(user_id).map(Output::Usage),
-            C::CreateChat { user_id } => self.create_chat(user_id).map(Output::Chat),
-            C::ListChats { user_id } => self.list_chats(user_id).map(Output::Chats),
-            C::GetChat { user_id, chat_id } => self.get_chat(user_id, chat_id).map(Output::Chat),
-            C::DeleteChat { user_id, chat_id } => self.delete_chat(user_id, chat_id).map(done),
-            C::ReadHistory { user_id, chat_id } => {
-                self.read_history(user_id, chat_id).map(Output::History)
-            }
-            C::WriteHistory {
-                user_id,
-                chat_id,
-                content,
-            } => self
-                .write_history(user_id, chat_id, content.as_bytes())
-                .map(done),
-            C::AppendHistory {
-                user_id,
-                chat_id,
-                content,
-            } => self
-                .append_history(user_id, chat_id, content.as_bytes())
-                .map(done),
-            C::UploadAttachment {
-                user_id,
-                chat_id,
-                name,
-                content_type,
-                content,
-            } => self
-                .upload_attachment(
-                    user_id,
-                    chat_id,
-                    &name,
-                    content_type.as_deref(),
-                    content.as_slice(),
-                )
-                .map(Output::File),
-            C::ListAttachments { user_id, chat_id } => {
-                self.list_attachments(user_id, chat_id).map(Output::Files)
-            }
-            C::GetAttachment {
-                user_id,
-                chat_id,
-                file_id,
-            } => self
-                .get_attachment(user_id, chat_id, file_id)
-                .map(Output::File),
-            C::ReadAttachment {
-                user_id,
-                chat_id,
-                file_id,
-            } => self
-                .read_attachment(user_id, chat_id, file_id)
-                .map(|(file, content)| Output::Attachment(file, content)),
-            C::DeleteAttachment {
-                user_id,
-                chat_id,
-                file_id,
-            } => self.delete_attachment(user_id, chat_id, file_id).map(done),
-            C::ClearAttachments { user_id, chat_id } => {
-                self.clear_attachments(user_id, chat_id).map(done)
-            }
-            C::RegisterSandboxOutputs {
-                user_id,
-                chat_id,
-                outputs,
-            } => self
-                .register_sandbox_outputs(user_id, chat_id, &outputs)
-                .map(Output::Outcomes),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
+    use uuid::Uuid;
 
     /// `name: func(a: t, b: t) -> …;` lines of the `storage` interface:
     /// name, parameters, and whether the doc comment above says the host

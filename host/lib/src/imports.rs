@@ -6,7 +6,7 @@ use crate::bindings::{
     chat_file_repository, chat_repository, chat_storage, id_generator, sandbox_session_repository,
     storage_usage, wit, workspace_repository,
 };
-use crate::call::CallState;
+use crate::state::InstanceState;
 use crate::values::{self, refuse};
 
 pub(crate) const WORKSPACES: &str = "workspace-repository";
@@ -19,23 +19,23 @@ const IDS: &str = "id-generator";
 
 type WitResult<T> = Result<T, wit::PortError>;
 
-impl wit::Host for CallState {}
+impl wit::Host for InstanceState {}
 
-impl workspace_repository::Host for CallState {
+impl workspace_repository::Host for InstanceState {
     fn get(&mut self, workspace_id: String) -> WitResult<Option<wit::Workspace>> {
         self.port(WORKSPACES, "get", |s| {
-            let found = s.ports()?.workspaces.get(values::id(&workspace_id)?)?;
-            Ok(found.filter(|w| w.user_id == s.caller).map(Into::into))
+            let found = s.ports().workspaces.get(values::id(&workspace_id)?)?;
+            Ok(found.filter(|w| w.user_id == s.caller()).map(Into::into))
         })
     }
 
     fn get_by_user_id(&mut self, user_id: String) -> WitResult<Option<wit::Workspace>> {
         self.port(WORKSPACES, "get-by-user-id", |s| {
             let id = values::id(&user_id)?;
-            if id != s.caller {
+            if id != s.caller() {
                 return Ok(None);
             }
-            let found = s.ports()?.workspaces.get_by_user_id(id)?;
+            let found = s.ports().workspaces.get_by_user_id(id)?;
             // The caller's own workspace: the scoping checks need it too.
             s.knows_workspace(found.clone());
             Ok(found.map(Into::into))
@@ -45,22 +45,23 @@ impl workspace_repository::Host for CallState {
     fn save(&mut self, workspace: wit::Workspace) -> WitResult<()> {
         self.port(WORKSPACES, "save", |s| {
             let workspace = values::workspace(workspace)?;
-            let existing = s.ports()?.workspaces.get(workspace.workspace_id)?;
-            if workspace.user_id != s.caller || existing.is_some_and(|w| w.user_id != s.caller) {
+            let existing = s.ports().workspaces.get(workspace.workspace_id)?;
+            if workspace.user_id != s.caller() || existing.is_some_and(|w| w.user_id != s.caller())
+            {
                 return refuse("the workspace is not the calling user's");
             }
             // A user has one workspace, and it keeps its id.
-            let own = s.ports()?.workspaces.get_by_user_id(s.caller)?;
+            let own = s.ports().workspaces.get_by_user_id(s.caller())?;
             if own.is_some_and(|w| w.workspace_id != workspace.workspace_id) {
                 return refuse("the calling user already has a workspace with another id");
             }
             s.workspace_changed();
-            Ok(s.ports()?.workspaces.save(&workspace)?)
+            Ok(s.ports().workspaces.save(&workspace)?)
         })
     }
 }
 
-impl chat_repository::Host for CallState {
+impl chat_repository::Host for InstanceState {
     fn get(&mut self, chat_id: String) -> WitResult<Option<wit::Chat>> {
         self.port(CHATS, "get", |s| {
             match s.chat_row(values::id(&chat_id)?)? {
@@ -76,7 +77,7 @@ impl chat_repository::Host for CallState {
             if !s.is_own_workspace(id)? {
                 return Ok(Vec::new());
             }
-            let chats = s.ports()?.chats.list_by_workspace_id(id)?;
+            let chats = s.ports().chats.list_by_workspace_id(id)?;
             Ok(chats.into_iter().map(Into::into).collect())
         })
     }
@@ -86,7 +87,7 @@ impl chat_repository::Host for CallState {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, false)?;
             s.chats_changed();
-            Ok(s.ports()?.chats.save(&chat)?)
+            Ok(s.ports().chats.save(&chat)?)
         })
     }
 
@@ -95,15 +96,15 @@ impl chat_repository::Host for CallState {
             let id = values::id(&chat_id)?;
             s.check_own_chat_id(id)?;
             s.chats_changed();
-            Ok(s.ports()?.chats.delete(id)?)
+            Ok(s.ports().chats.delete(id)?)
         })
     }
 }
 
-impl chat_file_repository::Host for CallState {
+impl chat_file_repository::Host for InstanceState {
     fn get(&mut self, file_id: String) -> WitResult<Option<wit::ChatFile>> {
         self.port(FILES, "get", |s| {
-            match s.ports()?.files.get(values::id(&file_id)?)? {
+            match s.ports().files.get(values::id(&file_id)?)? {
                 Some(file) if s.is_own_chat(file.chat_id)? => Ok(Some(file.into())),
                 _ => Ok(None),
             }
@@ -120,7 +121,7 @@ impl chat_file_repository::Host for CallState {
             if !s.is_own_chat(id)? {
                 return Ok(None);
             }
-            Ok(s.ports()?
+            Ok(s.ports()
                 .files
                 .get_by_chat_id_and_name(id, &name)?
                 .map(Into::into))
@@ -133,7 +134,7 @@ impl chat_file_repository::Host for CallState {
             if !s.is_own_chat(id)? {
                 return Ok(Vec::new());
             }
-            let files = s.ports()?.files.list_by_chat_id(id)?;
+            let files = s.ports().files.list_by_chat_id(id)?;
             Ok(files.into_iter().map(Into::into).collect())
         })
     }
@@ -144,22 +145,22 @@ impl chat_file_repository::Host for CallState {
             if !s.is_own_chat(file.chat_id)? {
                 return refuse("the file's chat is not in the calling user's workspace");
             }
-            if let Some(existing) = s.ports()?.files.get(file.file_id)?
+            if let Some(existing) = s.ports().files.get(file.file_id)?
                 && existing.chat_id != file.chat_id
             {
                 return refuse("the file id belongs to another chat");
             }
-            Ok(s.ports()?.files.save(&file)?)
+            Ok(s.ports().files.save(&file)?)
         })
     }
 
     fn delete(&mut self, file_id: String) -> WitResult<()> {
         self.port(FILES, "delete", |s| {
             let id = values::id(&file_id)?;
-            if let Some(file) = s.ports()?.files.get(id)? {
+            if let Some(file) = s.ports().files.get(id)? {
                 s.check_own_chat_id(file.chat_id)?;
             }
-            Ok(s.ports()?.files.delete(id)?)
+            Ok(s.ports().files.delete(id)?)
         })
     }
 
@@ -167,19 +168,19 @@ impl chat_file_repository::Host for CallState {
         self.port(FILES, "delete-by-chat-id", |s| {
             let id = values::id(&chat_id)?;
             s.check_own_chat_id(id)?;
-            Ok(s.ports()?.files.delete_by_chat_id(id)?)
+            Ok(s.ports().files.delete_by_chat_id(id)?)
         })
     }
 }
 
-impl sandbox_session_repository::Host for CallState {
+impl sandbox_session_repository::Host for InstanceState {
     fn get_active_by_chat_id(&mut self, chat_id: String) -> WitResult<Option<wit::SandboxSession>> {
         self.port(SANDBOXES, "get-active-by-chat-id", |s| {
             let id = values::id(&chat_id)?;
             if !s.is_own_chat(id)? {
                 return Ok(None);
             }
-            Ok(s.ports()?
+            Ok(s.ports()
                 .sandboxes
                 .get_active_by_chat_id(id)?
                 .map(Into::into))
@@ -187,12 +188,12 @@ impl sandbox_session_repository::Host for CallState {
     }
 }
 
-impl chat_storage::Host for CallState {
+impl chat_storage::Host for InstanceState {
     fn ensure_chat(&mut self, chat: wit::Chat) -> WitResult<()> {
         self.port(STORAGE, "ensure-chat", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, false)?;
-            Ok(s.ports()?.storage.ensure_chat(&chat)?)
+            Ok(s.ports().storage.ensure_chat(&chat)?)
         })
     }
 
@@ -200,7 +201,7 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "history-size", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
-            Ok(s.ports()?.storage.history_size(&chat)?)
+            Ok(s.ports().storage.history_size(&chat)?)
         })
     }
 
@@ -208,7 +209,7 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "open-history", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
-            let content = s.ports()?.storage.open_history(&chat)?;
+            let content = s.ports().storage.open_history(&chat)?;
             s.keep_opened(content)
         })
     }
@@ -219,9 +220,9 @@ impl chat_storage::Host for CallState {
             s.check_chat(&chat, true)?;
             s.store_staged(&content, |s, content| {
                 // Counted from the disk, not from what the guest says.
-                let replaced = s.ports()?.storage.history_size(&chat)?;
+                let replaced = s.ports().storage.history_size(&chat)?;
                 s.spend(content.size_bytes().saturating_sub(replaced))?;
-                Ok(s.ports()?.storage.write_history(&chat, content)?)
+                Ok(s.ports().storage.write_history(&chat, content)?)
             })
         })
     }
@@ -232,7 +233,7 @@ impl chat_storage::Host for CallState {
             s.check_chat(&chat, true)?;
             s.store_staged(&content, |s, content| {
                 s.spend(content.size_bytes())?;
-                Ok(s.ports()?.storage.append_history(&chat, content)?)
+                Ok(s.ports().storage.append_history(&chat, content)?)
             })
         })
     }
@@ -241,7 +242,7 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "delete-chat", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
-            Ok(s.ports()?.storage.delete_chat(&chat)?)
+            Ok(s.ports().storage.delete_chat(&chat)?)
         })
     }
 
@@ -249,7 +250,7 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "attachment-size", |s| {
             let (chat, name) = (values::chat(chat)?, values::name(name)?);
             s.check_chat(&chat, true)?;
-            Ok(s.ports()?.storage.attachment_size(&chat, &name)?)
+            Ok(s.ports().storage.attachment_size(&chat, &name)?)
         })
     }
 
@@ -263,9 +264,9 @@ impl chat_storage::Host for CallState {
             let (chat, name) = (values::chat(chat)?, values::name(name)?);
             s.check_chat(&chat, true)?;
             s.store_staged(&content, |s, content| {
-                let replaced = s.ports()?.storage.attachment_size(&chat, &name)?;
+                let replaced = s.ports().storage.attachment_size(&chat, &name)?;
                 s.spend(content.size_bytes().saturating_sub(replaced.unwrap_or(0)))?;
-                Ok(s.ports()?.storage.write_attachment(&chat, &name, content)?)
+                Ok(s.ports().storage.write_attachment(&chat, &name, content)?)
             })
         })
     }
@@ -274,7 +275,7 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "open-attachment", |s| {
             let (chat, name) = (values::chat(chat)?, values::name(name)?);
             s.check_chat(&chat, true)?;
-            let content = s.ports()?.storage.open_attachment(&chat, &name)?;
+            let content = s.ports().storage.open_attachment(&chat, &name)?;
             s.keep_opened(content)
         })
     }
@@ -283,7 +284,7 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "delete-attachment", |s| {
             let (chat, name) = (values::chat(chat)?, values::name(name)?);
             s.check_chat(&chat, true)?;
-            Ok(s.ports()?.storage.delete_attachment(&chat, &name)?)
+            Ok(s.ports().storage.delete_attachment(&chat, &name)?)
         })
     }
 
@@ -291,19 +292,19 @@ impl chat_storage::Host for CallState {
         self.port(STORAGE, "clear-attachments", |s| {
             let chat = values::chat(chat)?;
             s.check_chat(&chat, true)?;
-            Ok(s.ports()?.storage.clear_attachments(&chat)?)
+            Ok(s.ports().storage.clear_attachments(&chat)?)
         })
     }
 }
 
-impl storage_usage::Host for CallState {
+impl storage_usage::Host for InstanceState {
     fn get_workspace_usage(&mut self, workspace: wit::Workspace) -> WitResult<wit::WorkspaceUsage> {
         self.port(USAGE, "get-workspace-usage", |s| {
             let workspace = values::workspace(workspace)?;
             if !s.is_own_workspace(workspace.workspace_id)? {
                 return refuse("the workspace is not the calling user's");
             }
-            let usage = s.ports()?.usage.get_workspace_usage(&workspace)?;
+            let usage = s.ports().usage.get_workspace_usage(&workspace)?;
             // The call's write budget starts from the same count.
             s.knows_usage(&usage);
             Ok(usage.into())
@@ -311,8 +312,8 @@ impl storage_usage::Host for CallState {
     }
 }
 
-impl id_generator::Host for CallState {
+impl id_generator::Host for InstanceState {
     fn new_id(&mut self) -> WitResult<String> {
-        self.port(IDS, "new-id", |s| Ok(s.ports()?.ids.new_id()?.to_string()))
+        self.port(IDS, "new-id", |s| Ok(s.ports().ids.new_id()?.to_string()))
     }
 }

@@ -39,25 +39,35 @@
 pub mod adapters;
 mod archive;
 mod bindings;
+mod builder;
 mod call;
 pub mod calls;
 mod compiled;
 mod content;
+mod engine;
 mod error;
 pub mod fsck;
 mod group_sync;
 mod ids;
 mod imports;
+mod kept;
 pub mod model;
 pub mod names;
 pub mod page;
 pub mod ports;
+mod sandbox;
 pub mod staging;
+mod state;
 mod store;
 pub mod unit;
+mod use_cases;
 mod values;
 
 pub use archive::ArchiveSummary;
+pub use builder::{
+    ChatStoreBuilder, Clock, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR, DEFAULT_MAX_GUEST_MEMORY,
+    DEFAULT_QUOTA_BYTES, Metadata, STORAGE_COMPONENT,
+};
 pub use calls::{Call, Output};
 pub use compiled::ComponentSource;
 pub use content::Content;
@@ -70,8 +80,5 @@ pub use model::{
 pub use names::{AttachmentName, HISTORY_FILE_NAME};
 pub use page::{Page, PageRequest};
 pub use staging::{ContentKind, StageError, StagedContent};
-pub use store::{
-    ChatStore, ChatStoreBuilder, Clock, DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR,
-    DEFAULT_MAX_GUEST_MEMORY, DEFAULT_QUOTA_BYTES, Metadata, Now, Replacing, STORAGE_COMPONENT,
-};
+pub use store::{ChatStore, Replacing};
 pub use uuid::Uuid;

@@ -1,40 +1,24 @@
-//! Content on its way in: written into a host-private staging area, synced,
-//! sized and hashed as it streams, in bounded memory, before any use case
-//! runs. A use case then stores it by its token, and the unit of work moves
-//! it into the chat directory when the call commits; content no call stored
-//! is removed.
+//! Content on its way in: written into a host-private staging area, sized
+//! and hashed as it streams, in bounded memory, and synced, before any use
+//! case runs. A use case then stores it by its token, and the unit of work
+//! moves it into the chat directory when the call commits; content no call
+//! stored is removed.
 
 use crate::group_sync::GroupSync;
 use crate::ids::parse_canonical;
 use cap_std::fs::{Dir, File, FileExt, OpenOptions};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 /// How much staged content may wait in the page cache before its writeback
-/// is started, where it goes through the page cache (see [`Large`]): the
-/// disk works while the rest streams in, so the final sync has little left
-/// to wait for.
+/// is started: the disk works while the rest streams in, so the final sync
+/// has little left to wait for.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
-/// Content up to this size is written and hashed by the caller, through the
-/// page cache; past it, see [`Large`]. A multiple of [`ALIGN`].
-const LARGE_AT: u64 = 4 << 20;
-
-/// What direct writes' offsets, lengths and memory are aligned to: the
-/// largest logical block size of common disks.
-const ALIGN: usize = 4096;
-
-/// The size of one block of large content (a multiple of [`ALIGN`]).
-const BLOCK: usize = 1 << 20;
-
-/// The blocks one large staging holds: filling, hashing, being written,
-/// and enough waiting to ride out the disk's pauses (with 4, a 1 GiB
-/// upload took a third longer).
-const BLOCKS: usize = 16;
+/// How much [`Staging::stage`] reads at a time.
+const READ_AT_ONCE: usize = 256 << 10;
 
 /// The prefix of every staged file's name.
 const PREFIX: &str = "write-";
@@ -103,10 +87,7 @@ pub struct Staging {
     names: GroupSync,
     /// The directory opened for reading, once, for those syncs (`dir` may
     /// be an `O_PATH` handle, which cannot be synced).
-    readable: std::sync::OnceLock<File>,
-    /// Whether large content is written directly where the filesystem
-    /// allows it (always, but for tests of the other way).
-    direct: bool,
+    readable: OnceLock<File>,
 }
 
 impl Staging {
@@ -115,8 +96,7 @@ impl Staging {
         Arc::new(Staging {
             dir,
             names: GroupSync::default(),
-            readable: std::sync::OnceLock::new(),
-            direct: true,
+            readable: OnceLock::new(),
         })
     }
 
@@ -167,10 +147,10 @@ impl Staging {
         Ok(StagingWriter {
             staging: self.clone(),
             name: Some(name),
-            file: Arc::new(file),
+            file,
             hash: Sha256::new(),
-            large: None,
             size: 0,
+            written_back: 0,
             limit,
             text: (kind == ContentKind::Text).then(Utf8Check::default),
         })
@@ -184,23 +164,13 @@ impl Staging {
         limit: u64,
     ) -> Result<StagedContent, StageError> {
         let mut writer = self.begin(kind, limit)?;
-        let mut small = vec![0; 64 << 10];
+        let mut piece = vec![0; READ_AT_ONCE];
         loop {
-            let read = if writer.size >= LARGE_AT {
-                // Straight into the block that goes to the disk.
-                writer.read_into_block(&mut content)
-            } else {
-                let room = small.len().min((LARGE_AT - writer.size) as usize);
-                match content.read(&mut small[..room]) {
-                    Ok(n) => writer.push(&small[..n]).map(|()| n),
-                    Err(e) => Err(StageError::Read(e)),
-                }
-            };
-            match read {
+            match content.read(&mut piece) {
                 Ok(0) => break,
-                Ok(_) => {}
-                Err(StageError::Read(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Ok(n) => writer.push(&piece[..n])?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StageError::Read(e)),
             }
         }
         writer.finish()
@@ -218,98 +188,49 @@ impl Staging {
     }
 }
 
-/// Lowers the calling thread's CPU priority (nice 10) for the rest of its
-/// life: large content then takes the CPU that other requests leave it,
-/// rather than a share of theirs. Only for a thread that ends with the
-/// staging: without privilege, a priority cannot be raised again.
-pub fn bulk_thread() {
-    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
-}
-
-/// The CPU time the calling thread has used.
-pub fn thread_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(
-        t.tv_sec.max(0) as u64,
-        t.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
-}
-
 /// Content being staged; dropped unfinished, its file is removed.
 #[derive(Debug)]
 pub struct StagingWriter {
     staging: Arc<Staging>,
     name: Option<String>,
-    file: Arc<File>,
-    /// The SHA-256 of the first [`LARGE_AT`] bytes; past them, [`Large`]'s.
+    file: File,
     hash: Sha256,
-    large: Option<Large>,
     size: u64,
+    /// Where the writeback started so far ends.
+    written_back: u64,
     limit: u64,
     text: Option<Utf8Check>,
 }
 
 impl StagingWriter {
-    /// Adds the next bytes of the content.
-    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), StageError> {
-        let size = admit(self.size, self.limit, &mut self.text, bytes)?;
-        if self.size < LARGE_AT {
-            let small = bytes.len().min((LARGE_AT - self.size) as usize);
-            self.file
-                .write_all_at(&bytes[..small], self.size)
-                .map_err(StageError::Write)?;
-            self.hash.update(&bytes[..small]);
-            bytes = &bytes[small..];
+    /// Adds the next bytes of the content: checked against the limit (and
+    /// as text, for text), hashed, and written.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), StageError> {
+        let size = self.size.saturating_add(bytes.len() as u64);
+        if size > self.limit {
+            return Err(StageError::TooLarge { limit: self.limit });
         }
-        while !bytes.is_empty() {
-            let taken = self.block()?.fill(bytes);
-            bytes = &bytes[taken..];
-            self.send_if_full()?;
+        if let Some(text) = &mut self.text {
+            text.push(bytes)?;
         }
+        self.hash.update(bytes);
+        self.file
+            .write_all_at(bytes, self.size)
+            .map_err(StageError::Write)?;
         self.size = size;
+        if size - self.written_back >= WRITEBACK_EVERY {
+            // Starts writing these pages back without waiting (and drops
+            // them from the cache once written: staged content is not read
+            // again soon). Only a hint: the final sync is what counts.
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                self.written_back,
+                std::num::NonZeroU64::new(size - self.written_back),
+                rustix::fs::Advice::DontNeed,
+            );
+            self.written_back = size;
+        }
         Ok(())
-    }
-
-    /// Reads the next bytes of large content from `content` straight into
-    /// the block that goes to the disk; gives how many (0 at its end).
-    fn read_into_block(&mut self, content: &mut impl Read) -> Result<usize, StageError> {
-        self.start_large();
-        let StagingWriter {
-            large,
-            text,
-            size,
-            limit,
-            ..
-        } = self;
-        let large = large.as_mut().expect("large content has started");
-        let block = large.block().map_err(StageError::Write)?;
-        let n = content.read(block.room()).map_err(StageError::Read)?;
-        *size = admit(*size, *limit, text, block.filled_after(n))?;
-        large.send_if_full().map_err(StageError::Write)?;
-        Ok(n)
-    }
-
-    /// Starts the threads of large content, once.
-    fn start_large(&mut self) {
-        if self.large.is_none() {
-            let hash = std::mem::take(&mut self.hash);
-            self.large = Some(Large::start(self.file.clone(), hash, self.staging.direct));
-        }
-    }
-
-    /// The block being filled, the threads of large content started first
-    /// if need be.
-    fn block(&mut self) -> Result<&mut Block, StageError> {
-        self.start_large();
-        let large = self.large.as_mut().expect("large content has started");
-        large.block().map_err(StageError::Write)
-    }
-
-    fn send_if_full(&mut self) -> Result<(), StageError> {
-        match &mut self.large {
-            Some(large) => large.send_if_full().map_err(StageError::Write),
-            None => Ok(()),
-        }
     }
 
     /// The bytes staged so far.
@@ -317,30 +238,16 @@ impl StagingWriter {
         self.size
     }
 
-    /// The CPU time this content's own threads (hashing and writing large
-    /// content) have used so far; the thread that pushes it counts its own.
-    pub fn threads_cpu_time(&self) -> Duration {
-        self.large.as_ref().map_or(Duration::ZERO, Large::cpu_time)
-    }
-
     /// Ends the content: syncs the file and its name, and gives its size and digest.
     pub fn finish(mut self) -> Result<StagedContent, StageError> {
         if let Some(text) = &self.text {
             text.finish()?;
         }
-        let hash = match self.large.take() {
-            Some(large) => {
-                let hash = large.finish().map_err(StageError::Write)?;
-                // The last block may have gone out padded to its alignment.
-                self.file.set_len(self.size).map_err(StageError::Write)?;
-                hash
-            }
-            None => std::mem::take(&mut self.hash),
-        };
         self.file.sync_all().map_err(StageError::Write)?;
         // Its name too, before any journal can refer to it: here, outside
         // any unit of work, in one sync with whatever finishes beside it.
         self.staging.sync_names().map_err(StageError::Write)?;
+        let hash = std::mem::take(&mut self.hash);
         Ok(StagedContent {
             name: self.name.take().unwrap_or_default(),
             size_bytes: self.size,
@@ -349,307 +256,11 @@ impl StagingWriter {
     }
 }
 
-/// The size content of `size` bytes has with `bytes` more; refused past
-/// `limit`, or if they are not text where text is due.
-fn admit(
-    size: u64,
-    limit: u64,
-    text: &mut Option<Utf8Check>,
-    bytes: &[u8],
-) -> Result<u64, StageError> {
-    let size = size.saturating_add(bytes.len() as u64);
-    if size > limit {
-        return Err(StageError::TooLarge { limit });
-    }
-    if let Some(text) = text {
-        text.push(bytes)?;
-    }
-    Ok(size)
-}
-
 impl Drop for StagingWriter {
     fn drop(&mut self) {
         if let Some(name) = &self.name {
             let _ = self.staging.dir.remove_file(name);
         }
-    }
-}
-
-/// Content past [`LARGE_AT`], in blocks of [`BLOCK`] bytes that go round
-/// three threads: the caller fills one while a thread hashes the one
-/// before and another writes the one before that, then hands it back. The
-/// writing thread writes directly to the disk (`O_DIRECT`) where the
-/// filesystem allows it: no copy into the page cache and none of its
-/// per-page bookkeeping, which for large content cost more CPU than the
-/// copy into the block. Memory stays at [`BLOCKS`] blocks whatever the size.
-#[derive(Debug)]
-struct Large {
-    /// The block being filled, and the file offset where it goes.
-    block: Option<Block>,
-    offset: u64,
-    allocated: usize,
-    to_hash: std::sync::mpsc::SyncSender<(Block, u64)>,
-    /// Blocks written, to be filled again.
-    written: std::sync::mpsc::Receiver<Block>,
-    hasher: std::thread::JoinHandle<Sha256>,
-    /// Until it is joined, to learn why it stopped.
-    writer: Option<std::thread::JoinHandle<io::Result<()>>>,
-    /// The CPU time, in nanoseconds, the hasher and the writer have used,
-    /// as each last read its clock (after each block).
-    cpu: Arc<[AtomicU64; 2]>,
-}
-
-impl Large {
-    fn start(file: Arc<File>, mut hash: Sha256, direct: bool) -> Large {
-        let (to_hash, arriving) = std::sync::mpsc::sync_channel::<(Block, u64)>(BLOCKS);
-        let (to_write, hashed) = std::sync::mpsc::sync_channel::<(Block, u64)>(BLOCKS);
-        let (done, written) = std::sync::mpsc::sync_channel::<Block>(BLOCKS);
-        let cpu = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-        let used = move |cpu: &[AtomicU64; 2], thread: usize| {
-            let nanos = u64::try_from(thread_cpu_time().as_nanos()).unwrap_or(u64::MAX);
-            cpu[thread].store(nanos, Ordering::Relaxed);
-        };
-        let hasher_cpu = Arc::clone(&cpu);
-        let hasher = std::thread::spawn(move || {
-            bulk_thread();
-            for (block, offset) in arriving {
-                hash.update(block.filled());
-                used(&hasher_cpu, 0);
-                if to_write.send((block, offset)).is_err() {
-                    break;
-                }
-            }
-            hash
-        });
-        let writer_cpu = Arc::clone(&cpu);
-        let writer = std::thread::spawn(move || {
-            bulk_thread();
-            let mut disk = Disk::new(&file, direct);
-            for (mut block, offset) in hashed {
-                disk.write(&mut block, offset)?;
-                used(&writer_cpu, 1);
-                block.len = 0;
-                let _ = done.try_send(block);
-            }
-            Ok(())
-        });
-        Large {
-            block: None,
-            offset: LARGE_AT,
-            allocated: 0,
-            to_hash,
-            written,
-            hasher,
-            writer: Some(writer),
-            cpu,
-        }
-    }
-
-    fn cpu_time(&self) -> Duration {
-        Duration::from_nanos(self.cpu.iter().map(|c| c.load(Ordering::Relaxed)).sum())
-    }
-
-    /// The block being filled: a new one, or one the writer handed back.
-    fn block(&mut self) -> io::Result<&mut Block> {
-        if self.block.is_none() {
-            let block = if self.allocated < BLOCKS {
-                self.allocated += 1;
-                Block::new()
-            } else {
-                match self.written.recv() {
-                    Ok(block) => block,
-                    Err(_) => return Err(self.failure()),
-                }
-            };
-            self.block = Some(block);
-        }
-        Ok(self.block.as_mut().expect("a block was just set"))
-    }
-
-    /// Hands the block on once it is full.
-    fn send_if_full(&mut self) -> io::Result<()> {
-        if self.block.as_ref().is_some_and(Block::is_full) {
-            self.send()?;
-        }
-        Ok(())
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        let Some(block) = self.block.take() else {
-            return Ok(());
-        };
-        let len = block.len as u64;
-        if self.to_hash.send((block, self.offset)).is_err() {
-            return Err(self.failure());
-        }
-        self.offset += len;
-        Ok(())
-    }
-
-    /// Why the threads stopped early: the writer's error (the hasher only
-    /// stops early when the writer has).
-    fn failure(&mut self) -> io::Error {
-        match self.writer.take().map(|w| w.join()) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => io::Error::other("the staging writer panicked"),
-            _ => io::Error::other("the staging writer stopped"),
-        }
-    }
-
-    /// Sends the last block; gives the digest once every block is hashed
-    /// and written.
-    fn finish(mut self) -> io::Result<Sha256> {
-        if self.block.as_ref().is_some_and(|b| b.len > 0) {
-            self.send()?;
-        }
-        drop(self.to_hash);
-        let hash = self.hasher.join();
-        let written = match self.writer.take() {
-            Some(writer) => writer.join(),
-            None => Ok(Err(io::Error::other("the staging writer stopped"))),
-        };
-        match (hash, written) {
-            (Ok(hash), Ok(Ok(()))) => Ok(hash),
-            (_, Ok(Err(e))) => Err(e),
-            _ => Err(io::Error::other("a staging thread panicked")),
-        }
-    }
-}
-
-/// How the writing thread writes blocks: directly where it can.
-struct Disk<'a> {
-    file: &'a File,
-    direct: bool,
-    /// Where the page cache's writeback started so far ends (when not direct).
-    started: u64,
-}
-
-impl<'a> Disk<'a> {
-    fn new(file: &'a File, direct: bool) -> Disk<'a> {
-        let direct = direct && set_direct(file, true).is_ok();
-        Disk {
-            file,
-            direct,
-            started: LARGE_AT,
-        }
-    }
-
-    fn write(&mut self, block: &mut Block, offset: u64) -> io::Result<()> {
-        if self.direct {
-            match self.file.write_all_at(block.padded(), offset) {
-                // A filesystem that refuses the direct write after all gets
-                // the same bytes through the page cache.
-                Err(e) if e.raw_os_error() == Some(EINVAL) => {
-                    set_direct(self.file, false)?;
-                    self.direct = false;
-                }
-                result => return result,
-            }
-        }
-        self.file.write_all_at(block.filled(), offset)?;
-        let written = offset + block.len as u64;
-        if written - self.started >= WRITEBACK_EVERY {
-            // Starts writing these pages back without waiting (and drops
-            // them from the cache once written: staged content is not read
-            // again soon). Only a hint: the final sync is what counts.
-            let _ = rustix::fs::fadvise(
-                self.file,
-                self.started,
-                std::num::NonZeroU64::new(written - self.started),
-                rustix::fs::Advice::DontNeed,
-            );
-            self.started = written;
-        }
-        Ok(())
-    }
-}
-
-const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
-
-/// One aligned block of content.
-struct Block {
-    /// `BLOCK + ALIGN` bytes, of which the aligned `BLOCK` starting at
-    /// `start` are used.
-    memory: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl std::fmt::Debug for Block {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Block({} bytes)", self.len)
-    }
-}
-
-impl Block {
-    fn new() -> Block {
-        let memory = vec![0; BLOCK + ALIGN];
-        let start = memory.as_ptr().align_offset(ALIGN);
-        Block {
-            memory,
-            start,
-            len: 0,
-        }
-    }
-
-    /// Takes as many of `bytes` as fit; gives how many.
-    fn fill(&mut self, bytes: &[u8]) -> usize {
-        let taken = bytes.len().min(BLOCK - self.len);
-        self.room()[..taken].copy_from_slice(&bytes[..taken]);
-        self.len += taken;
-        taken
-    }
-
-    /// The part not filled yet.
-    fn room(&mut self) -> &mut [u8] {
-        let at = self.start + self.len;
-        &mut self.memory[at..self.start + BLOCK]
-    }
-
-    /// Counts `n` more bytes as filled (written into [`Block::room`]);
-    /// gives them.
-    fn filled_after(&mut self, n: usize) -> &[u8] {
-        let at = self.start + self.len;
-        self.len += n;
-        &self.memory[at..at + n]
-    }
-
-    fn filled(&self) -> &[u8] {
-        &self.memory[self.start..self.start + self.len]
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == BLOCK
-    }
-
-    /// The filled bytes, with zeros up to the next aligned length.
-    fn padded(&mut self) -> &[u8] {
-        let end = self.len.next_multiple_of(ALIGN);
-        let at = self.start;
-        self.memory[at + self.len..at + end].fill(0);
-        &self.memory[at..at + end]
-    }
-}
-
-/// Turns direct I/O on or off for `file`; an error where the filesystem or
-/// the system has no such thing.
-fn set_direct(file: &File, on: bool) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::fs::OFlags;
-        let flags = rustix::fs::fcntl_getfl(file)?;
-        let flags = if on {
-            flags | OFlags::DIRECT
-        } else {
-            flags - OFlags::DIRECT
-        };
-        rustix::fs::fcntl_setfl(file, flags)?;
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (file, on);
-        Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 }
 
@@ -770,6 +381,8 @@ mod tests {
         assert_eq!(files(&tmp), 0);
     }
 
+    const MIB: usize = 1 << 20;
+
     /// Content no two blocks of which are alike (a block written at the
     /// wrong offset cannot go unnoticed).
     fn varied(size: u64) -> Vec<u8> {
@@ -803,15 +416,12 @@ mod tests {
         }
     }
 
-    /// Sizes around every edge of large content: where it starts, a block's
-    /// end, an alignment's end, and a last block cut short.
-    const LARGE_SIZES: [u64; 6] = [
-        LARGE_AT - 1,
-        LARGE_AT,
-        LARGE_AT + 1,
-        LARGE_AT + BLOCK as u64,
-        LARGE_AT + 2 * BLOCK as u64 + ALIGN as u64,
-        LARGE_AT + 2 * BLOCK as u64 + 12_345,
+    /// Sizes around the writeback's edges, and past two of them.
+    const LARGE_SIZES: [u64; 4] = [
+        WRITEBACK_EVERY - 1,
+        WRITEBACK_EVERY,
+        WRITEBACK_EVERY + 1,
+        2 * WRITEBACK_EVERY + 12_345,
     ];
 
     /// Stages `content` through `push` in pieces of `piece` bytes and
@@ -819,7 +429,7 @@ mod tests {
     /// and digest of both.
     fn stages_exactly(staging: &Arc<Staging>, tmp: &tempfile::TempDir, content: &[u8]) {
         let expected = (content.len() as u64, sha256_hex(content));
-        for (piece, read) in [(100_003, 65_536), (BLOCK + 1, 1000), (7 * BLOCK, 3 * BLOCK)] {
+        for (piece, read) in [(100_003, 65_536), (MIB + 1, 1000), (7 * MIB, 3 * MIB)] {
             let mut writer = staging.begin(ContentKind::Bytes, u64::MAX).unwrap();
             content.chunks(piece).for_each(|p| writer.push(p).unwrap());
             let pushed = writer.finish().unwrap();
@@ -836,47 +446,19 @@ mod tests {
     }
 
     #[test]
-    fn large_content_is_written_hashed_and_sized_exactly_directly_or_not() {
-        let (tmp, direct) = staging();
-        // Where the filesystem has no direct writes, blocks go through the
-        // page cache, unpadded.
-        let cached = Arc::new(Staging {
-            dir: direct.dir.try_clone().unwrap(),
-            names: GroupSync::default(),
-            readable: std::sync::OnceLock::new(),
-            direct: false,
-        });
-        for staging in [direct, cached] {
-            for size in LARGE_SIZES {
-                stages_exactly(&staging, &tmp, &varied(size));
-            }
+    fn large_content_is_written_hashed_and_sized_exactly() {
+        let (tmp, staging) = staging();
+        for size in LARGE_SIZES {
+            stages_exactly(&staging, &tmp, &varied(size));
         }
         assert_eq!(files(&tmp), 0);
     }
 
     #[test]
-    fn the_cpu_time_of_large_contents_threads_is_counted_once_a_block_comes_back() {
-        let (_tmp, staging) = staging();
-        let mut writer = staging.begin(ContentKind::Bytes, u64::MAX).unwrap();
-        writer.push(&varied(LARGE_AT)).unwrap();
-        // Small content has no threads of its own.
-        assert_eq!(writer.threads_cpu_time(), Duration::ZERO);
-        // One block more than are made: the last waits for one the writer
-        // handed back, which it does only after reading its clock.
-        for _ in 0..=BLOCKS {
-            writer.push(&varied(BLOCK as u64)).unwrap();
-        }
-        writer.push(b"x").unwrap();
-        assert!(writer.threads_cpu_time() > Duration::ZERO);
-        let staged = writer.finish().unwrap();
-        staging.discard(&staged);
-    }
-
-    #[test]
     fn large_content_past_the_limit_is_refused_and_leaves_nothing() {
         let (tmp, staging) = staging();
-        let content = varied(LARGE_AT + 3 * BLOCK as u64);
-        for limit in [LARGE_AT + 10, LARGE_AT + 2 * BLOCK as u64 + 1] {
+        let content = varied(WRITEBACK_EVERY + 3 * MIB as u64);
+        for limit in [WRITEBACK_EVERY + 10, WRITEBACK_EVERY + 2 * MIB as u64 + 1] {
             let refused = staging.stage(&content[..], ContentKind::Bytes, limit);
             assert!(matches!(refused, Err(StageError::TooLarge { .. })));
             let mut writer = staging.begin(ContentKind::Bytes, limit).unwrap();
@@ -888,12 +470,13 @@ mod tests {
     }
 
     #[test]
-    fn large_text_is_checked_across_blocks() {
+    fn large_text_is_checked_across_reads_and_writebacks() {
         let (tmp, staging) = staging();
-        // A three-byte character across the end of the small part and
-        // across the end of the first block.
-        let mut text = vec![b'a'; LARGE_AT as usize + BLOCK + 64];
-        for at in [LARGE_AT as usize - 1, LARGE_AT as usize + BLOCK - 2] {
+        // A three-byte character across the end of the first read and
+        // across where the first writeback starts.
+        let edge = WRITEBACK_EVERY as usize;
+        let mut text = vec![b'a'; edge + MIB + 64];
+        for at in [READ_AT_ONCE - 1, edge - 2] {
             text[at..at + 3].copy_from_slice("✓".as_bytes());
         }
         let staged = staging
@@ -902,11 +485,11 @@ mod tests {
         assert_eq!(staged.sha256(), sha256_hex(&text));
         staging.discard(&staged);
         // The same with the character cut short at the very end, and with a
-        // byte that is never UTF-8 in the second block.
-        let cut = &text[..LARGE_AT as usize + BLOCK - 1];
+        // byte that is never UTF-8 past the first writeback.
+        let cut = &text[..edge - 1];
         let refused = staging.stage(cut, ContentKind::Text, u64::MAX);
         assert!(matches!(refused, Err(StageError::NotText)));
-        text[LARGE_AT as usize + BLOCK + 5] = 0xff;
+        text[edge + MIB + 5] = 0xff;
         let refused = staging.stage(&text[..], ContentKind::Text, u64::MAX);
         assert!(matches!(refused, Err(StageError::NotText)));
         assert_eq!(files(&tmp), 0);

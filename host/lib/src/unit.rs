@@ -54,13 +54,6 @@ pub trait Backend: Send + Sync {
     fn begin_unlocked(&self, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
         self.begin(Access::Read, scope)
     }
-    /// The unit [`begin_unlocked`](Backend::begin_unlocked) gives, if its
-    /// reads of metadata answer at once, for a caller that must not block
-    /// (an async runtime's worker): `None` (the default) sends the caller
-    /// to a thread that may.
-    fn begin_at_once(&self, _scope: Scope) -> Option<PortResult<Box<dyn UnitOfWork>>> {
-        None
-    }
     /// Where content waits, staged, for the call that stores it.
     fn staging(&self) -> Arc<Staging>;
     /// The chat's working directory as an absolute path on this host, for a
@@ -189,21 +182,14 @@ pub enum Effect {
 /// A metadata store with transactions and a journal of file effects.
 pub trait MetadataStore: Send + Sync {
     /// Starts one call's transaction on `scope`. Write transactions of one
-    /// scope never overlap (the caller holds its lock); transactions of
-    /// different users' scopes may, and each sees the others' commits.
+    /// scope never overlap; transactions of different users' scopes may,
+    /// and each sees the others' commits. A store of one machine leaves the
+    /// locks that keep them apart to the data directory (`flock`); a store
+    /// that several hosts share ([`shared`](Self::shared)) takes `scope`'s
+    /// locks itself, across hosts, and its transaction holds them from here
+    /// until it is dropped (past its commit, for the call's file effects), so
+    /// that its commit cannot outlive them.
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>>;
-    /// Starts one call's transaction beside the locks the call holds: as
-    /// [`begin`](Self::begin), unless the locks are this store's own and
-    /// its transaction can run in the very session that holds them, whose
-    /// commit then fails if the locks were lost.
-    fn begin_in(
-        &self,
-        _held: &mut Held,
-        access: Access,
-        scope: Scope,
-    ) -> PortResult<Arc<dyn MetadataTransaction>> {
-        self.begin(access, scope)
-    }
     /// File effects committed in `scope` (every scope's for
     /// [`Scope::All`]) but not yet known to be applied, oldest first.
     fn pending_effects(&self, scope: Scope) -> PortResult<Vec<Effect>>;
@@ -211,26 +197,6 @@ pub trait MetadataStore: Send + Sync {
     /// be durable by itself: a forgotten effect that comes back after a
     /// crash is applied again, which changes nothing.
     fn forget_effects(&self, scope: Scope) -> PortResult<()>;
-    /// [`pending_effects`](Self::pending_effects) for the writer that holds
-    /// `held`, `scope`'s write locks: a store whose locks read the journal
-    /// as they were taken answers what they read, saving a round trip.
-    fn pending_effects_in(&self, _held: &mut Held, scope: Scope) -> PortResult<Vec<Effect>> {
-        self.pending_effects(scope)
-    }
-    /// [`forget_effects`](Self::forget_effects) for the writer that holds
-    /// `held`, `scope`'s write locks, as the last thing it does with them: a
-    /// store whose locks are a database session's may forget the effects
-    /// as it releases them, in the same round trip (if that fails, the
-    /// effects are applied again by the next writer, which changes nothing).
-    fn forget_effects_in(&self, _held: &mut Held, scope: Scope) -> PortResult<()> {
-        self.forget_effects(scope)
-    }
-    /// Whether a read transaction of this store answers at once: its data
-    /// is on this host and no writer's transaction holds its reads back (no
-    /// network round trip, no lock wait). By default, no.
-    fn reads_at_once(&self) -> bool {
-        false
-    }
     /// Every attachment's name as stored, unchecked: (file id, workspace
     /// id, chat id, name). For renaming what earlier versions stored under
     /// names the current rules refuse; a store that never did gives none.
@@ -241,15 +207,26 @@ pub trait MetadataStore: Send + Sync {
     fn rename_file(&self, _file_id: Uuid, _name: &AttachmentName) -> PortResult<()> {
         Ok(())
     }
-    /// The locks of a store that several hosts share, which then replace
-    /// the data directory's own (`flock`, which holds on one machine).
-    fn locks(&self) -> Option<Arc<dyn Locks>> {
+    /// What a store that several hosts share does for them; `None` for a
+    /// store of one machine.
+    fn shared(&self) -> Option<&dyn SharedStore> {
         None
     }
 }
 
-/// Locks that keep units of work apart (see [`Scope`]) across every
-/// process, and every host, that serves one store.
+/// A metadata store that several hosts share: its transactions hold their
+/// scope's locks themselves (see [`MetadataStore::begin`]), and it knows
+/// whether other openings of it are live anywhere.
+pub trait SharedStore: Send + Sync {
+    /// Runs `clean` (removing staged content no journal names) only if no
+    /// other opening of the store is live on any host, since its staged
+    /// content may be in flight; says whether it ran.
+    fn alone(&self, clean: &mut dyn FnMut() -> std::io::Result<()>) -> PortResult<bool>;
+}
+
+/// Locks that keep units of work apart (see [`Scope`]) across the threads
+/// and processes of one machine: the data directory's (`flock`), for a
+/// metadata store that does not take its own.
 pub trait Locks: Send + Sync {
     /// Takes the locks a unit of work on `scope` needs: for a user, the
     /// store's shared and the user's shared for reading or exclusive for
@@ -257,7 +234,7 @@ pub trait Locks: Send + Sync {
     /// They are held until the [`Held`] is dropped.
     fn lock(&self, access: Access, scope: Scope) -> PortResult<Held>;
     /// Runs `clean` (removing staged content no journal names) only if no
-    /// other opening of the store is live anywhere, since its staged
+    /// other opening of the data directory is live, since its staged
     /// content may be in flight; says whether it ran.
     fn alone(&self, clean: &mut dyn FnMut() -> std::io::Result<()>) -> PortResult<bool>;
 }
@@ -265,19 +242,13 @@ pub trait Locks: Send + Sync {
 /// Locks taken by [`Locks::lock`]; dropping it releases them.
 pub struct Held(Box<dyn Lease>);
 
-/// Locks that can be lost before they are released: a database session's,
-/// which end with the session (a broken connection, a restarted server, an
-/// operator's `pg_terminate_backend`). Dropping it releases them.
+/// Locks that may be lost before they are released (as a database
+/// session's are, or a test's). Dropping it releases them.
 pub trait Lease: Send {
     /// Confirms the locks are still held: an error if they may not be, and
     /// then another writer may hold them. A write confirms them before its
     /// commit and again before its file effects.
     fn confirm(&mut self) -> PortResult<()>;
-    /// The lease itself, for the store that made it to find its session
-    /// in (see [`MetadataStore::begin_in`]); `None` for any other.
-    fn session(&mut self) -> Option<&mut dyn std::any::Any> {
-        None
-    }
 }
 
 /// Locks that hold until dropped: a process's own.
@@ -303,12 +274,6 @@ impl Held {
     /// Confirms the locks are still held (see [`Lease::confirm`]).
     pub fn confirm(&mut self) -> PortResult<()> {
         self.0.confirm()
-    }
-
-    /// The lease, for the store whose session holds the locks (see
-    /// [`Lease::session`]).
-    pub fn session(&mut self) -> Option<&mut dyn std::any::Any> {
-        self.0.session()
     }
 }
 
@@ -474,6 +439,13 @@ pub trait MetadataTransaction:
     fn commit(&self, effects: &[Effect]) -> PortResult<()>;
     /// Drops everything the transaction wrote.
     fn rollback(&self);
+    /// For a store that several hosts share, whose transactions hold their
+    /// own locks: confirms they are still held after the commit, before its
+    /// file effects (an error if they may not be: another writer may then
+    /// hold them). A store of one machine has nothing to confirm.
+    fn confirm_locks(&self) -> PortResult<()> {
+        Ok(())
+    }
 }
 
 /// Ports that are the same for every call, without transactions: for fakes

@@ -4,9 +4,12 @@
 //! are converted to the WIT's.
 
 use crate::bindings::wit;
+use crate::content::Content;
 use crate::error::{Error, PortError, PortErrorKind};
-use crate::ids::{canonical, echo, parse_canonical};
-use crate::model::{Chat, ChatFile, SandboxSession, Timestamp, Workspace, WorkspaceUsage};
+use crate::ids::{echo, parse_canonical};
+use crate::model::{
+    Chat, ChatFile, SandboxOutput, SandboxSession, Timestamp, Workspace, WorkspaceUsage,
+};
 use crate::names::AttachmentName;
 use uuid::Uuid;
 
@@ -68,13 +71,8 @@ pub(crate) fn name(s: String) -> Checked<AttachmentName> {
 }
 
 fn timestamp(t: wit::Timestamp) -> Checked<Timestamp> {
-    if t.nanoseconds >= 1_000_000_000 {
-        return refuse("timestamp nanoseconds out of range");
-    }
-    Ok(Timestamp {
-        seconds: t.seconds,
-        nanoseconds: t.nanoseconds,
-    })
+    crate::model::timestamp(t.seconds, t.nanoseconds)
+        .ok_or_else(|| Fault::Refused("timestamp out of range".into()))
 }
 
 pub(crate) fn workspace(w: wit::Workspace) -> Checked<Workspace> {
@@ -117,90 +115,122 @@ pub(crate) fn chat_file(f: wit::ChatFile) -> Checked<ChatFile> {
 
 // ---- what the guest's exports return, trusted for nothing ----
 
-/// Checks what the guest returned; a malformed value is the guest's failure.
-pub(crate) struct FromGuest;
+/// The guest's answer of a malformed `what`: the guest's failure.
+fn malformed(what: &str) -> Error {
+    Error::unavailable(
+        "guest",
+        format!("the component returned a malformed {what}"),
+    )
+}
 
-impl FromGuest {
-    fn malformed(what: &str) -> Error {
-        Error::unavailable(
-            "guest",
-            format!("the component returned a malformed {what}"),
-        )
+fn returned_id(s: &str) -> Result<Uuid, Error> {
+    parse_canonical(s).ok_or_else(|| malformed("id"))
+}
+
+/// What an export answers, checked: a malformed value is the guest's
+/// failure. `opened` is the file the guest opened for the host to serve.
+pub(crate) trait FromGuest: Sized {
+    type Wit;
+    fn from_guest(wit: Self::Wit, opened: Option<Content>) -> Result<Self, Error>;
+}
+
+impl FromGuest for () {
+    type Wit = ();
+    fn from_guest((): (), _: Option<Content>) -> Result<(), Error> {
+        Ok(())
     }
+}
 
-    fn id(s: &str) -> Result<Uuid, Error> {
-        parse_canonical(s).ok_or_else(|| Self::malformed("id"))
+impl FromGuest for Workspace {
+    type Wit = wit::Workspace;
+    fn from_guest(w: wit::Workspace, _: Option<Content>) -> Result<Self, Error> {
+        workspace(w).map_err(|_| malformed("workspace"))
     }
+}
 
-    /// A read the guest allowed without opening anything to serve.
-    pub(crate) fn opened_nothing() -> Error {
-        Error::unavailable(
-            "guest",
-            "the component authorized the read but opened nothing to serve",
-        )
-    }
-
-    pub(crate) fn workspace(w: wit::Workspace) -> Result<Workspace, Error> {
-        workspace(w).map_err(|_| Self::malformed("workspace"))
-    }
-
-    pub(crate) fn usage(u: wit::WorkspaceUsage) -> Result<WorkspaceUsage, Error> {
+impl FromGuest for WorkspaceUsage {
+    type Wit = wit::WorkspaceUsage;
+    fn from_guest(u: wit::WorkspaceUsage, _: Option<Content>) -> Result<Self, Error> {
         Ok(WorkspaceUsage {
-            workspace_id: Self::id(&u.workspace_id)?,
+            workspace_id: returned_id(&u.workspace_id)?,
             used_bytes: u.used_bytes,
             quota_bytes: u.quota_bytes,
         })
     }
+}
 
-    pub(crate) fn chat(c: wit::Chat) -> Result<Chat, Error> {
-        chat(c).map_err(|_| Self::malformed("chat"))
+impl FromGuest for Chat {
+    type Wit = wit::Chat;
+    fn from_guest(c: wit::Chat, _: Option<Content>) -> Result<Self, Error> {
+        chat(c).map_err(|_| malformed("chat"))
     }
+}
 
-    pub(crate) fn chats(cs: Vec<wit::Chat>) -> Result<Vec<Chat>, Error> {
-        cs.into_iter().map(Self::chat).collect()
+impl FromGuest for ChatFile {
+    type Wit = wit::ChatFile;
+    fn from_guest(f: wit::ChatFile, _: Option<Content>) -> Result<Self, Error> {
+        chat_file(f).map_err(|_| malformed("chat file"))
     }
+}
 
-    pub(crate) fn chat_file(f: wit::ChatFile) -> Result<ChatFile, Error> {
-        chat_file(f).map_err(|_| Self::malformed("chat file"))
+impl<T: FromGuest> FromGuest for Vec<T> {
+    type Wit = Vec<T::Wit>;
+    fn from_guest(items: Vec<T::Wit>, _: Option<Content>) -> Result<Self, Error> {
+        items.into_iter().map(|i| T::from_guest(i, None)).collect()
     }
+}
 
-    pub(crate) fn chat_files(fs: Vec<wit::ChatFile>) -> Result<Vec<ChatFile>, Error> {
-        fs.into_iter().map(Self::chat_file).collect()
+/// A read the guest allowed: what it opened to serve.
+impl FromGuest for Content {
+    type Wit = ();
+    fn from_guest((): (), opened: Option<Content>) -> Result<Self, Error> {
+        opened.ok_or_else(opened_nothing)
     }
+}
 
-    pub(crate) fn outcomes(
-        outcomes: Vec<wit::OutputOutcome>,
-        asked: usize,
-    ) -> Result<Vec<Result<ChatFile, Error>>, Error> {
-        if outcomes.len() != asked {
-            return Err(Self::malformed("list of outcomes (not one per output)"));
+impl FromGuest for (ChatFile, Content) {
+    type Wit = wit::ChatFile;
+    fn from_guest(f: wit::ChatFile, opened: Option<Content>) -> Result<Self, Error> {
+        let content = opened.ok_or_else(opened_nothing)?;
+        Ok((ChatFile::from_guest(f, None)?, content))
+    }
+}
+
+impl FromGuest for Result<ChatFile, Error> {
+    type Wit = wit::OutputOutcome;
+    fn from_guest(outcome: wit::OutputOutcome, _: Option<Content>) -> Result<Self, Error> {
+        match outcome {
+            wit::OutputOutcome::Registered(f) => ChatFile::from_guest(f, None).map(Ok),
+            wit::OutputOutcome::Refused(e) => Ok(Err(guest_error(e))),
         }
-        outcomes
-            .into_iter()
-            .map(|o| match o {
-                wit::OutputOutcome::Registered(f) => Self::chat_file(f).map(Ok),
-                wit::OutputOutcome::Refused(e) => Ok(Err(Self::error(e))),
-            })
-            .collect()
     }
+}
 
-    pub(crate) fn error(e: wit::StorageError) -> Error {
-        use wit::StorageError as W;
-        let with_id = |s: &str, make: fn(Uuid) -> Error| Self::id(s).map_or_else(|e| e, make);
-        match e {
-            W::WorkspaceNotFound(id) => with_id(&id, Error::WorkspaceNotFound),
-            W::WorkspaceQuotaExceeded(id) => with_id(&id, Error::WorkspaceQuotaExceeded),
-            W::ChatNotFound(id) => with_id(&id, Error::ChatNotFound),
-            W::ChatHasActiveSandbox(id) => with_id(&id, Error::ChatHasActiveSandbox),
-            W::ChatFileNotFound(id) => with_id(&id, Error::ChatFileNotFound),
-            W::InvalidAttachmentName(name) => Error::InvalidAttachmentName(echo(&name)),
-            W::ReservedAttachmentName(name) => Error::ReservedAttachmentName(echo(&name)),
-            W::InvalidId(s) => Error::InvalidId(echo(&s)),
-            W::StorageUnavailable(p) => Error::StorageUnavailable {
-                port: p.port,
-                message: p.message,
-            },
-        }
+/// A read the guest allowed without opening anything to serve.
+fn opened_nothing() -> Error {
+    Error::unavailable(
+        "guest",
+        "the component authorized the read but opened nothing to serve",
+    )
+}
+
+/// The error an export answered, with what it carries checked.
+pub(crate) fn guest_error(e: wit::StorageError) -> Error {
+    use wit::StorageError as W;
+    let with_id = |s: &str, make: fn(Uuid) -> Error| returned_id(s).map_or_else(|e| e, make);
+    match e {
+        W::WorkspaceNotFound(id) => with_id(&id, Error::WorkspaceNotFound),
+        W::WorkspaceQuotaExceeded(id) => with_id(&id, Error::WorkspaceQuotaExceeded),
+        W::ChatNotFound(id) => with_id(&id, Error::ChatNotFound),
+        W::ChatHasActiveSandbox(id) => with_id(&id, Error::ChatHasActiveSandbox),
+        W::ChatFileNotFound(id) => with_id(&id, Error::ChatFileNotFound),
+        W::InvalidAttachmentName(name) => Error::InvalidAttachmentName(echo(&name)),
+        W::ReservedAttachmentName(name) => Error::ReservedAttachmentName(echo(&name)),
+        W::InvalidId(s) => Error::InvalidId(echo(&s)),
+        W::StorageUnavailable(p) => Error::StorageUnavailable {
+            port: p.port,
+            message: p.message,
+        },
     }
 }
 
@@ -209,8 +239,8 @@ impl FromGuest {
 impl From<Timestamp> for wit::Timestamp {
     fn from(t: Timestamp) -> Self {
         wit::Timestamp {
-            seconds: t.seconds,
-            nanoseconds: t.nanoseconds,
+            seconds: t.timestamp(),
+            nanoseconds: t.timestamp_subsec_nanos(),
         }
     }
 }
@@ -218,8 +248,8 @@ impl From<Timestamp> for wit::Timestamp {
 impl From<Workspace> for wit::Workspace {
     fn from(w: Workspace) -> Self {
         wit::Workspace {
-            workspace_id: canonical(w.workspace_id),
-            user_id: canonical(w.user_id),
+            workspace_id: w.workspace_id.to_string(),
+            user_id: w.user_id.to_string(),
             created_at: w.created_at.into(),
         }
     }
@@ -228,8 +258,8 @@ impl From<Workspace> for wit::Workspace {
 impl From<Chat> for wit::Chat {
     fn from(c: Chat) -> Self {
         wit::Chat {
-            chat_id: canonical(c.chat_id),
-            workspace_id: canonical(c.workspace_id),
+            chat_id: c.chat_id.to_string(),
+            workspace_id: c.workspace_id.to_string(),
             created_at: c.created_at.into(),
         }
     }
@@ -238,8 +268,8 @@ impl From<Chat> for wit::Chat {
 impl From<ChatFile> for wit::ChatFile {
     fn from(f: ChatFile) -> Self {
         wit::ChatFile {
-            file_id: canonical(f.file_id),
-            chat_id: canonical(f.chat_id),
+            file_id: f.file_id.to_string(),
+            chat_id: f.chat_id.to_string(),
             name: f.name.to_string(),
             content_type: f.content_type,
             size_bytes: f.size_bytes,
@@ -252,7 +282,7 @@ impl From<ChatFile> for wit::ChatFile {
 impl From<WorkspaceUsage> for wit::WorkspaceUsage {
     fn from(u: WorkspaceUsage) -> Self {
         wit::WorkspaceUsage {
-            workspace_id: canonical(u.workspace_id),
+            workspace_id: u.workspace_id.to_string(),
             used_bytes: u.used_bytes,
             quota_bytes: u.quota_bytes,
         }
@@ -262,8 +292,19 @@ impl From<WorkspaceUsage> for wit::WorkspaceUsage {
 impl From<SandboxSession> for wit::SandboxSession {
     fn from(s: SandboxSession) -> Self {
         wit::SandboxSession {
-            session_id: canonical(s.session_id),
-            chat_id: canonical(s.chat_id),
+            session_id: s.session_id.to_string(),
+            chat_id: s.chat_id.to_string(),
+        }
+    }
+}
+
+impl From<&SandboxOutput> for wit::SandboxOutput {
+    fn from(o: &SandboxOutput) -> Self {
+        wit::SandboxOutput {
+            name: o.name.clone(),
+            content_type: o.content_type.clone(),
+            size_bytes: o.size_bytes,
+            sha256: o.sha256.clone(),
         }
     }
 }

@@ -407,15 +407,14 @@ impl Runner {
     pub fn run(&self, scenario: &Scenario) -> Result<Verdict, SuiteError> {
         let fail = |message: String| SuiteError::new(&scenario.name, message);
         let tmp = tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?;
-        let now = Arc::new(Mutex::new(Timestamp {
-            seconds: scenario.clock,
-            nanoseconds: 0,
-        }));
+        let start = Timestamp::from_timestamp(scenario.clock, 0)
+            .ok_or_else(|| fail(format!("the clock {} s is not a time", scenario.clock)))?;
+        let now = Arc::new(Mutex::new(start));
         let clock_now = now.clone();
         let clock = Clock::from_fn(move || {
             clock_now
                 .lock()
-                .map(|t| t.to_system_time())
+                .map(|t| SystemTime::from(*t))
                 .unwrap_or(SystemTime::UNIX_EPOCH)
         });
         let mut builder = ChatStore::builder()
@@ -596,10 +595,9 @@ impl Run {
                         .filter(|n| *n < 1_000_000_000)
                         .ok_or("`nanoseconds` must be below 1000000000")?,
                 };
-                *self.now.lock().map_err(|e| e.to_string())? = Timestamp {
-                    seconds,
-                    nanoseconds,
-                };
+                let at = Timestamp::from_timestamp(seconds, nanoseconds)
+                    .ok_or("`seconds` must be a time chrono can hold")?;
+                *self.now.lock().map_err(|e| e.to_string())? = at;
                 Ok(Value::Null)
             }
             "start-sandbox" => {

@@ -365,16 +365,20 @@ impl DataDir {
     }
 
     /// Replays committed effects, then removes every staged file they do
-    /// not refer to (left by calls that never committed) if `locks` say
-    /// no other opening of the store is live. Call it holding the store's
-    /// exclusive lock.
+    /// not refer to (left by calls that never committed) if `alone` finds
+    /// no other opening of the store live, and runs the cleaning. Call it
+    /// holding the store's exclusive lock.
     ///
     /// An effect that cannot be applied because of what a sandbox left in a
     /// chat directory is quarantined rather than retried forever: its
     /// staged content goes to the workspace's `lost+found/` and the error
     /// to the log, so one chat cannot stop the others. Only a full disk
     /// stops recovery.
-    pub fn recover(&self, pending: &[Effect], locks: &dyn Locks) -> io::Result<()> {
+    pub fn recover(
+        &self,
+        pending: &[Effect],
+        alone: impl FnOnce(&mut dyn FnMut() -> io::Result<()>) -> PortResult<bool>,
+    ) -> io::Result<()> {
         self.replay(pending)?;
         let keep: HashSet<&str> = pending
             .iter()
@@ -385,8 +389,7 @@ impl DataDir {
                 _ => None,
             })
             .collect();
-        let cleaned = locks
-            .alone(&mut || self.remove_staged_except(&keep))
+        let cleaned = alone(&mut || self.remove_staged_except(&keep))
             .map_err(|e| io::Error::other(e.message))?;
         if !cleaned {
             tracing::info!("the store is open elsewhere: staging is cleaned when it is not");

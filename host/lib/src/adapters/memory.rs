@@ -202,12 +202,6 @@ impl MetadataStore for MemoryMetadata {
     fn forget_effects(&self, _scope: Scope) -> PortResult<()> {
         Ok(())
     }
-
-    fn reads_at_once(&self) -> bool {
-        // A snapshot is copied under a lock that commits hold only to apply
-        // their writes.
-        true
-    }
 }
 
 /// One write, kept to be made again on the tables as they are at commit.

@@ -53,9 +53,10 @@ impl IdGenerator for UuidV7Ids {
 pub struct DataDirBackend {
     data: Arc<DataDir>,
     metadata: Arc<dyn MetadataStore>,
-    /// The metadata store's locks if it has its own (several hosts share
-    /// it), otherwise the data directory's.
-    locks: Arc<dyn Locks>,
+    /// The data directory's locks, for a metadata store of one machine;
+    /// `None` for one that several hosts share, whose transactions hold
+    /// their own.
+    locks: Option<Arc<dyn Locks>>,
     quota_bytes: u64,
     ids: Arc<dyn IdGenerator>,
 }
@@ -72,7 +73,10 @@ impl DataDirBackend {
         metadata: Arc<dyn MetadataStore>,
         quota_bytes: u64,
     ) -> PortResult<Self> {
-        let locks = metadata.locks().unwrap_or_else(|| data.clone());
+        let locks: Option<Arc<dyn Locks>> = match metadata.shared() {
+            Some(_) => None,
+            None => Some(data.clone()),
+        };
         let backend = DataDirBackend {
             quota_bytes,
             data,
@@ -80,9 +84,9 @@ impl DataDirBackend {
             locks,
             ids: Arc::new(UuidV7Ids),
         };
-        let mut lock = backend.locks.lock(Access::Write, Scope::All)?;
-        backend.recover(&mut lock, Scope::All)?;
+        let unit = backend.begin(Access::Write, Scope::All)?;
         backend.rename_refused_names()?;
+        unit.rollback();
         Ok(backend)
     }
 
@@ -126,10 +130,20 @@ impl DataDirBackend {
 
     /// Replays `scope`'s journal; for the whole data directory, also
     /// cleans staging. Call it holding `scope`'s write lock.
-    fn recover(&self, held: &mut Held, scope: Scope) -> PortResult<()> {
-        let pending = self.metadata.pending_effects_in(held, scope)?;
+    fn recover(&self, scope: Scope) -> PortResult<()> {
+        let pending = self.metadata.pending_effects(scope)?;
         match scope {
-            Scope::All => self.data.recover(&pending, &*self.locks),
+            Scope::All => {
+                let alone = |clean: &mut dyn FnMut() -> std::io::Result<()>| match (
+                    self.metadata.shared(),
+                    &self.locks,
+                ) {
+                    (Some(shared), _) => shared.alone(clean),
+                    (None, Some(locks)) => locks.alone(clean),
+                    (None, None) => Ok(false),
+                };
+                self.data.recover(&pending, alone)
+            }
             Scope::User(_) if pending.is_empty() => return Ok(()),
             Scope::User(_) => self.data.replay(&pending),
         }
@@ -225,40 +239,39 @@ impl Backend for DataDirBackend {
     }
 
     fn begin(&self, access: Access, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
-        let mut lock = self.locks.lock(access, scope)?;
+        let lock = match &self.locks {
+            Some(locks) => Some(locks.lock(access, scope)?),
+            None => None,
+        };
+        let tx = self.metadata.begin(access, scope)?;
         if access == Access::Write {
             // A journal left by a writer of this scope whose effects failed
             // to apply, or that crashed.
-            self.recover(&mut lock, scope)?;
+            self.recover(scope)?;
         }
-        self.unit(lock, access, scope, None)
+        self.unit(lock, tx, access, scope, None)
     }
 
+    /// No lock of the data directory's, so no journal replayed: a journal's
+    /// effects come after its commit, so the metadata already says what
+    /// they will leave. (A store that several hosts share takes its own
+    /// locks, shared, in every transaction.)
     fn begin_unlocked(&self, scope: Scope) -> PortResult<Box<dyn UnitOfWork>> {
-        // No lock, so no journal replayed: a journal's effects come after
-        // its commit, so the metadata already says what they will leave.
-        self.unit(
-            Held::new(()),
-            Access::Read,
-            scope,
-            Some(Unlocked::default()),
-        )
-    }
-
-    fn begin_at_once(&self, scope: Scope) -> Option<PortResult<Box<dyn UnitOfWork>>> {
-        (self.metadata.reads_at_once()).then(|| self.begin_unlocked(scope))
+        let tx = self.metadata.begin(Access::Read, scope)?;
+        let unlocked = Some(Unlocked::default());
+        self.unit(None, tx, Access::Read, scope, unlocked)
     }
 }
 
 impl DataDirBackend {
     fn unit(
         &self,
-        mut lock: Held,
+        lock: Option<Held>,
+        tx: Arc<dyn MetadataTransaction>,
         access: Access,
         scope: Scope,
         unlocked: Option<Unlocked>,
     ) -> PortResult<Box<dyn UnitOfWork>> {
-        let tx = self.metadata.begin_in(&mut lock, access, scope)?;
         let fs = Arc::new(FsTransaction::new(self.data.clone(), access));
         let storage: Arc<dyn ChatStorage> = match &unlocked {
             Some(unlocked) => Arc::new(unlocked.clone()),
@@ -378,7 +391,8 @@ fn content_type_of(name: &str) -> Option<String> {
 }
 
 struct DataDirUnit {
-    lock: Held,
+    /// The data directory's locks, if the metadata store takes none itself.
+    lock: Option<Held>,
     access: Access,
     scope: Scope,
     tx: Arc<dyn MetadataTransaction>,
@@ -493,7 +507,8 @@ impl UnitOfWork for DataDirUnit {
         }
         // Locks lost since the call began may be another writer's now, and
         // its quota check and files would race this one's: commit nothing.
-        if let Err(e) = self.lock.confirm() {
+        // (A store's own locks fail its commit.)
+        if let Err(e) = self.confirm_locks() {
             self.rollback();
             return Err(e);
         }
@@ -505,7 +520,7 @@ impl UnitOfWork for DataDirUnit {
         // at the next recovery. Locks lost meanwhile leave them to the
         // journal's next writer, which holds the locks.
         if !effects.is_empty() {
-            self.lock.confirm().map_err(|e| {
+            (self.confirm_locks().and_then(|()| self.tx.confirm_locks())).map_err(|e| {
                 PortError::new(format!(
                     "{e}; the committed change is applied by the user's next write"
                 ))
@@ -517,8 +532,7 @@ impl UnitOfWork for DataDirUnit {
             ))?;
         }
         if !effects.is_empty() {
-            // The last thing this unit does under its locks.
-            (self.metadata).forget_effects_in(&mut self.lock, self.scope)?;
+            self.metadata.forget_effects(self.scope)?;
         }
         Ok(())
     }
@@ -526,6 +540,13 @@ impl UnitOfWork for DataDirUnit {
     fn rollback(self: Box<Self>) {
         self.tx.rollback();
         self.fs.discard();
+    }
+}
+
+impl DataDirUnit {
+    /// Confirms the data directory's locks, if the unit holds them.
+    fn confirm_locks(&mut self) -> PortResult<()> {
+        self.lock.as_mut().map_or(Ok(()), Held::confirm)
     }
 }
 
@@ -1041,10 +1062,10 @@ mod tests {
         DataDirBackend {
             data: f.data.clone(),
             metadata: f.metadata.clone(),
-            locks: Arc::new(Losing {
+            locks: Some(Arc::new(Losing {
                 lost_at,
                 confirmed: Arc::default(),
-            }),
+            })),
             quota_bytes: 1 << 20,
             ids: Arc::new(UuidV7Ids),
         }
@@ -1109,7 +1130,7 @@ mod tests {
         assert_eq!(f.metadata.pending_effects(Scope::All).unwrap().len(), 1);
         // The user's next writer, holding the locks, applies them.
         let next = DataDirBackend {
-            locks: f.data.clone(),
+            locks: Some(f.data.clone()),
             ..losing_locks(&f, usize::MAX)
         };
         next.begin(Access::Write, Scope::User(user))

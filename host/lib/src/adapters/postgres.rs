@@ -1,16 +1,17 @@
 //! Metadata in PostgreSQL, for several hosts serving one store: every host
 //! points at the same database and mounts the same data directory.
 //!
-//! Each call runs in one `REPEATABLE READ` transaction, so a call reads one
-//! snapshot; the journal of file effects is written in the same transaction
-//! as the metadata. A call that holds locks runs its transaction in the
-//! session that holds them, so its commit cannot outlive them. Locks are
-//! PostgreSQL's own (session advisory locks), so they hold across machines,
-//! where `flock` on a network filesystem may not: a user's writer holds that
-//! user's lock exclusively and the store's lock shared, a reader both
-//! shared, the host's maintenance (recovery, `fsck`) the store's lock
-//! alone. A host that dies loses its sessions, and with them its locks; the
-//! user's next writer, on any host, replays the journal it left.
+//! Each call takes one session from a pool (r2d2), takes its locks there
+//! and runs its transaction there, so its commit cannot outlive them; the
+//! session gives its locks up when the call ends. A writer's transaction is
+//! `REPEATABLE READ`, so it reads one snapshot, and the journal of file
+//! effects is written in it with the metadata. Locks are PostgreSQL's own
+//! (session advisory locks), so they hold across machines, where `flock` on
+//! a network filesystem may not: a user's writer holds that user's lock
+//! exclusively and the store's lock shared, a reader both shared, the
+//! host's maintenance (recovery, `fsck`) the store's lock alone. A host
+//! that dies loses its sessions, and with them its locks; the user's next
+//! writer, on any host, replays the journal it left.
 //!
 //! A write that meets a serialisation failure or a deadlock (which the
 //! per-user locks leave no room for, but another client of the database
@@ -25,8 +26,8 @@ use crate::ports::{
     ChatFileRepository, ChatRepository, HostRecords, SandboxSessionRepository, WorkspaceRepository,
 };
 use crate::unit::{
-    Access, Count, Effect, Held, Lease, Locks, MetadataStore, MetadataTransaction, Scope,
-    UsageChange, UsageLedger, signed_bytes,
+    Access, Count, Effect, MetadataStore, MetadataTransaction, Scope, SharedStore, UsageChange,
+    UsageLedger, signed_bytes,
 };
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -34,6 +35,7 @@ use postgres::{Client, NoTls, Row, Statement};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The schema, one migration per version; the table `chatstore_schema`
@@ -103,11 +105,13 @@ const STAGING_LOCK: i32 = 2;
 /// Held while migrating, so hosts starting together migrate once.
 const MIGRATION_LOCK: i32 = 3;
 
-/// Connections each pool opens at most: one pool for locks (a call's
-/// transaction runs in its locks' session), one for transactions without
-/// locks and the journal's own queries, so a host uses at most twice this
-/// plus one.
-pub const POOL_SIZE: usize = 32;
+/// Sessions each pool opens at most: one pool for calls (each holds its
+/// call's locks and runs its transaction), one for the journal's and the
+/// host's own short queries, so a host uses at most twice this plus one.
+pub const POOL_SIZE: u32 = 32;
+
+/// How long a call waits for a session when all of its pool's are in use.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many times a write is tried when PostgreSQL reports a serialisation
 /// failure or a deadlock.
@@ -164,10 +168,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A connection, and the statements prepared on it.
-struct Conn {
+/// A session, and the statements prepared on it.
+pub struct Conn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// Whether its state is unknown (an unlock or a rollback failed): its
+    /// pool then closes it, which releases whatever it held, instead of
+    /// giving it to the next call.
+    broken: bool,
 }
 
 impl Conn {
@@ -199,144 +207,83 @@ impl Conn {
     }
 }
 
-/// At most `size` connections; a caller waits for one to come back when
-/// all are in use.
-struct Pool {
-    config: postgres::Config,
-    size: usize,
-    state: Mutex<PoolState>,
-    returned: Condvar,
-}
+/// Opens the sessions of a pool.
+#[derive(Debug)]
+pub struct Sessions(postgres::Config);
 
-#[derive(Default)]
-struct PoolState {
-    idle: Vec<Conn>,
-    open: usize,
-}
-
-impl Pool {
-    fn new(config: postgres::Config, size: usize) -> Pool {
-        Pool {
-            config,
-            size,
-            state: Mutex::default(),
-            returned: Condvar::new(),
-        }
-    }
-
-    fn get(self: &Arc<Self>) -> PortResult<Pooled> {
-        let mut state = lock(&self.state);
-        loop {
-            if let Some(conn) = state.idle.pop() {
-                return Ok(Pooled::new(self, conn));
-            }
-            if state.open < self.size {
-                state.open += 1;
-                drop(state);
-                return match self.connect() {
-                    Ok(conn) => Ok(Pooled::new(self, conn)),
-                    Err(e) => {
-                        self.closed();
-                        Err(e)
-                    }
-                };
-            }
-            state = self.returned.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
+impl Sessions {
     fn connect(&self) -> PortResult<Conn> {
-        let client = self.config.connect(NoTls).map_err(db_error)?;
+        r2d2::ManageConnection::connect(self).map_err(db_error)
+    }
+}
+
+impl r2d2::ManageConnection for Sessions {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Conn, postgres::Error> {
         Ok(Conn {
-            client,
+            client: self.0.connect(NoTls)?,
             statements: HashMap::new(),
+            broken: false,
         })
     }
 
-    fn put(&self, conn: Conn) {
-        if conn.client.is_closed() {
-            return self.closed();
-        }
-        lock(&self.state).idle.push(conn);
-        self.returned.notify_one();
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
+        conn.client.batch_execute("")
     }
 
-    fn closed(&self) {
-        lock(&self.state).open -= 1;
-        self.returned.notify_one();
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || conn.client.is_closed()
     }
 }
 
-impl Drop for Pool {
-    fn drop(&mut self) {
-        drop_elsewhere(std::mem::take(&mut lock(&self.state).idle));
-    }
+type Pool = r2d2::Pool<Sessions>;
+type Pooled = r2d2::PooledConnection<Sessions>;
+
+/// A pool of at most [`POOL_SIZE`] sessions, opened as calls need them.
+fn pool(config: postgres::Config) -> Pool {
+    r2d2::Pool::builder()
+        .max_size(POOL_SIZE)
+        .min_idle(Some(0))
+        // A session is checked by its use: a broken one fails its call.
+        .test_on_check_out(false)
+        .connection_timeout(CHECKOUT_TIMEOUT)
+        .build_unchecked(Sessions(config))
 }
 
-/// The connection that holds the staging lock while the store is open.
-struct Keeper(Mutex<Option<Conn>>);
-
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        drop_elsewhere(lock(&self.0).take());
-    }
+fn checkout(pool: &Pool) -> PortResult<Pooled> {
+    pool.get()
+        .map_err(|e| PortError::new(format!("database: {e}")))
 }
 
-/// Drops connections on a thread of their own: closing one blocks on the
-/// client's own runtime, which must not happen on a thread that drives
+/// Drops what it holds on a thread of its own: closing a session blocks on
+/// the client's own runtime, which must not happen on a thread that drives
 /// async tasks (a server drops its store there when it stops).
-fn drop_elsewhere<T: Send + 'static>(connections: T) {
-    let _ = std::thread::spawn(move || drop(connections)).join();
-}
+struct DroppedElsewhere<T: Send + 'static>(Option<T>);
 
-/// A connection out of its pool; it goes back when dropped, or is closed
-/// if it was [`broken`](Pooled::broken).
-struct Pooled {
-    pool: Arc<Pool>,
-    conn: Option<Conn>,
-}
-
-impl Pooled {
-    fn new(pool: &Arc<Pool>, conn: Conn) -> Pooled {
-        Pooled {
-            pool: pool.clone(),
-            conn: Some(conn),
-        }
-    }
-
-    fn conn(&mut self) -> &mut Conn {
-        self.conn
-            .as_mut()
-            .expect("a pooled connection is there until dropped")
-    }
-
-    /// Closes the connection instead of giving it back: its session state
-    /// (a transaction, a lock) is unknown.
-    fn broken(mut self) {
-        if self.conn.take().is_some() {
-            self.pool.closed();
-        }
-    }
-}
-
-impl Drop for Pooled {
+impl<T: Send + 'static> Drop for DroppedElsewhere<T> {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.pool.put(conn);
+        if let Some(value) = self.0.take() {
+            let _ = std::thread::spawn(move || drop(value)).join();
         }
     }
 }
 
 /// PostgreSQL metadata and locks, shared by every call of one host.
 #[derive(Clone)]
-pub struct PostgresMetadata {
-    transactions: Arc<Pool>,
-    locks: Arc<Pool>,
+pub struct PostgresMetadata(Arc<DroppedElsewhere<Shared>>);
+
+struct Shared {
+    /// Sessions for calls.
+    calls: Pool,
+    /// Sessions for the journal's and the host's own queries.
+    queries: Pool,
     /// Where this host's calls of one user take turns to wait for its lock.
     turns: Arc<LockTurns>,
     /// Holds the staging lock shared while this store is open (see
-    /// [`Locks::alone`]).
-    keeper: Arc<Keeper>,
+    /// [`SharedStore::alone`]).
+    keeper: Mutex<Conn>,
 }
 
 impl std::fmt::Debug for PostgresMetadata {
@@ -352,9 +299,7 @@ impl PostgresMetadata {
         let config = postgres::Config::from_str(url)
             .map_err(|e| PortError::new(format!("database URL: {e}")))?;
         let config = sessions_end_with_their_host(config);
-        let transactions = Arc::new(Pool::new(config.clone(), POOL_SIZE));
-        let locks = Arc::new(Pool::new(config, POOL_SIZE));
-        let mut keeper = transactions.connect()?;
+        let mut keeper = Sessions(config.clone()).connect()?;
         migrate(&mut keeper)?;
         keeper
             .client
@@ -362,12 +307,16 @@ impl PostgresMetadata {
                 "SELECT pg_advisory_lock_shared({LOCK_CLASS}, {STAGING_LOCK})"
             ))
             .map_err(db_error)?;
-        Ok(PostgresMetadata {
-            transactions,
-            locks,
+        Ok(PostgresMetadata(Arc::new(DroppedElsewhere(Some(Shared {
+            calls: pool(config.clone()),
+            queries: pool(config),
             turns: Arc::default(),
-            keeper: Arc::new(Keeper(Mutex::new(Some(keeper)))),
-        })
+            keeper: Mutex::new(keeper),
+        })))))
+    }
+
+    fn inner(&self) -> &Shared {
+        (self.0.0.as_ref()).expect("a store's sessions are there until it is dropped")
     }
 }
 
@@ -423,68 +372,6 @@ fn migrate(conn: &mut Conn) -> PortResult<()> {
 fn user_key(user_id: Uuid) -> i64 {
     let (high, low) = user_id.as_u64_pair();
     (high ^ low) as i64
-}
-
-/// Advisory locks held by one pooled connection, and the user's turn on
-/// this host if it is a user's writer; released when dropped.
-struct AdvisoryLock {
-    session: Arc<Mutex<Session>>,
-    /// The journal of the scope whose write locks these are, as read in
-    /// the round trip that took them, until asked for.
-    journal: Option<(Scope, Vec<String>)>,
-    /// The scope whose journal is forgotten as the locks are released.
-    forget: Option<Scope>,
-    /// Dropped after the session's locks are released.
-    _turn: Option<LockTurn>,
-}
-
-/// Where the session holding a unit's advisory locks is.
-enum Session {
-    /// With the locks.
-    Here(Box<Pooled>),
-    /// Lent to the unit's transaction, which runs in it and gives it back
-    /// when it ends.
-    Lent,
-    /// Lent, and the locks were dropped meanwhile: the transaction
-    /// releases them when it ends.
-    Released,
-    /// Ended, or released.
-    Gone,
-}
-
-impl AdvisoryLock {
-    /// The locks `held` holds, if they are this store's.
-    fn of(held: &mut Held) -> Option<&mut AdvisoryLock> {
-        held.session()?.downcast_mut::<AdvisoryLock>()
-    }
-
-    /// Lends the session to the unit's transaction.
-    fn lend(&mut self) -> Option<(Pooled, Arc<Mutex<Session>>)> {
-        let mut session = lock(&self.session);
-        match std::mem::replace(&mut *session, Session::Lent) {
-            Session::Here(pooled) => Some((*pooled, self.session.clone())),
-            other => {
-                *session = other;
-                None
-            }
-        }
-    }
-}
-
-/// Releases the advisory locks `pooled`'s session holds, forgetting the
-/// journal of `forget` first.
-fn release(mut pooled: Pooled, forget: Option<Scope>) {
-    let sql = match forget {
-        Some(scope) => format!(
-            "BEGIN; DELETE FROM pending_effects {}; COMMIT; SELECT pg_advisory_unlock_all()",
-            owned_by(scope)
-        ),
-        None => "SELECT pg_advisory_unlock_all()".to_owned(),
-    };
-    if pooled.conn().client.batch_execute(&sql).is_err() {
-        // Closing the session releases whatever it held.
-        pooled.broken();
-    }
 }
 
 /// Where a user's calls on this host take turns before they take a lock
@@ -550,100 +437,96 @@ impl Drop for LockTurn {
     }
 }
 
-impl Drop for AdvisoryLock {
-    fn drop(&mut self) {
-        let mut session = lock(&self.session);
-        match std::mem::replace(&mut *session, Session::Gone) {
-            Session::Here(pooled) => release(*pooled, self.forget),
-            Session::Lent => *session = Session::Released,
-            Session::Released | Session::Gone => {}
+const LOST: &str = "the database session that held this call's locks ended";
+
+/// What a call of `access` on `scope` sends first: its locks (see the
+/// module's doc), then, for a transaction, `BEGIN`, once they are held, so
+/// that its snapshot is taken after any wait for them.
+fn begin_sql(access: Access, scope: Scope) -> String {
+    let exclusive = |key: &str| format!("SELECT pg_advisory_lock({key});");
+    let shared = |key: &str| format!("SELECT pg_advisory_lock_shared({key});");
+    let store = format!("{LOCK_CLASS}, {STORE_LOCK}");
+    let locks = match (access, scope) {
+        (Access::Read, Scope::All) => shared(&store),
+        (Access::Write, Scope::All) => exclusive(&store),
+        (Access::Read, Scope::User(user)) => shared(&store) + &shared(&user_key(user).to_string()),
+        (Access::Write, Scope::User(user)) => {
+            shared(&store) + &exclusive(&user_key(user).to_string())
+        }
+    };
+    match (access, scope) {
+        // A reader holding its user's locks needs no snapshot: no writer of
+        // the user's rows runs beside it, on any host, and the rows it reads
+        // are the user's (or, as a chat's workspace, never change).
+        (Access::Read, Scope::User(_)) => locks,
+        (Access::Read, Scope::All) => {
+            format!("BEGIN; {locks} COMMIT; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        }
+        (Access::Write, _) => {
+            format!("BEGIN; {locks} COMMIT; BEGIN ISOLATION LEVEL REPEATABLE READ")
         }
     }
 }
 
-const LOST: &str = "the database session that held this call's locks ended";
-
-impl Lease for AdvisoryLock {
-    fn confirm(&mut self) -> PortResult<()> {
-        let mut session = lock(&self.session);
-        match &mut *session {
-            // A session alive holds its advisory locks until it releases them.
-            Session::Here(pooled) => {
-                if let Err(e) = pooled.conn().client.batch_execute("SELECT 1") {
-                    if let Session::Here(pooled) = std::mem::replace(&mut *session, Session::Gone) {
-                        (*pooled).broken();
-                    }
-                    return Err(PortError::new(format!("{LOST}: {e}")));
-                }
-                Ok(())
-            }
-            // The transaction runs in the session: its commit fails if the
-            // session ended, so there is nothing to ask.
-            Session::Lent => Ok(()),
-            Session::Released | Session::Gone => Err(PortError::new(LOST)),
+impl MetadataStore for PostgresMetadata {
+    /// Takes a session, the scope's locks in it and, but for a user's
+    /// reader, a transaction: one round trip once the locks are free.
+    fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>> {
+        let inner = self.inner();
+        let turn = match scope {
+            Scope::User(user) => Some(inner.turns.take(user)),
+            Scope::All => None,
+        };
+        let mut session = checkout(&inner.calls)?;
+        let sql = begin_sql(access, scope);
+        if let Err(e) = session.client.batch_execute(&sql) {
+            session.broken = true;
+            return Err(db_error(e));
         }
+        Ok(Arc::new(PostgresTransaction {
+            open: Mutex::new(Some(Open {
+                session,
+                writes: Vec::new(),
+                in_transaction: sql.contains("BEGIN"),
+                // The user's next reader shares a reader's lock: it need not wait.
+                _turn: turn.filter(|_| access == Access::Write),
+            })),
+            access,
+            owner: scope_owner(scope),
+        }))
     }
 
-    fn session(&mut self) -> Option<&mut dyn std::any::Any> {
+    fn pending_effects(&self, scope: Scope) -> PortResult<Vec<Effect>> {
+        let mut session = checkout(&self.inner().queries)?;
+        let rows = session
+            .query(
+                "SELECT effect FROM pending_effects \
+                 WHERE $1::uuid IS NULL OR owner = $1 ORDER BY seq",
+                &[&scope_owner(scope)],
+            )
+            .map_err(db_error)?;
+        rows.iter().map(|row| effect(row.get(0))).collect()
+    }
+
+    fn forget_effects(&self, scope: Scope) -> PortResult<()> {
+        let mut session = checkout(&self.inner().queries)?;
+        session
+            .execute(
+                "DELETE FROM pending_effects WHERE $1::uuid IS NULL OR owner = $1",
+                &[&scope_owner(scope)],
+            )
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn shared(&self) -> Option<&dyn SharedStore> {
         Some(self)
     }
 }
 
-impl Locks for PostgresMetadata {
-    fn lock(&self, access: Access, scope: Scope) -> PortResult<Held> {
-        let exclusive = |key: &str| format!("SELECT pg_advisory_lock({key});");
-        let shared = |key: &str| format!("SELECT pg_advisory_lock_shared({key});");
-        let store = format!("{LOCK_CLASS}, {STORE_LOCK}");
-        let sql = match (access, scope) {
-            (Access::Read, Scope::All) => shared(&store),
-            (Access::Write, Scope::All) => exclusive(&store),
-            (Access::Read, Scope::User(user)) => {
-                shared(&store) + &shared(&user_key(user).to_string())
-            }
-            (Access::Write, Scope::User(user)) => {
-                shared(&store) + &exclusive(&user_key(user).to_string())
-            }
-        };
-        let turn = match scope {
-            Scope::User(user) => Some(self.turns.take(user)),
-            Scope::All => None,
-        };
-        let mut pooled = self.locks.get()?;
-        // A writer recovers its scope's journal first: read it in the same
-        // round trip, once the locks are held, and in a transaction of its
-        // own (the locks' may have taken its snapshot before the wait).
-        let taken = match access {
-            Access::Write => pooled
-                .conn()
-                .client
-                .simple_query(&format!(
-                    "BEGIN; {sql} COMMIT; SELECT effect FROM pending_effects {} ORDER BY seq",
-                    owned_by(scope)
-                ))
-                .map(|messages| Some((scope, last_statements_rows(&messages)))),
-            Access::Read => pooled.conn().client.batch_execute(&sql).map(|()| None),
-        };
-        let journal = match taken {
-            Ok(journal) => journal,
-            Err(e) => {
-                pooled.broken();
-                return Err(db_error(e));
-            }
-        };
-        Ok(Held::lease(AdvisoryLock {
-            session: Arc::new(Mutex::new(Session::Here(Box::new(pooled)))),
-            journal,
-            forget: None,
-            // The user's next reader shares a reader's lock: it need not wait.
-            _turn: turn.filter(|_| access == Access::Write),
-        }))
-    }
-
+impl SharedStore for PostgresMetadata {
     fn alone(&self, clean: &mut dyn FnMut() -> std::io::Result<()>) -> PortResult<bool> {
-        let mut keeper = lock(&self.keeper.0);
-        let keeper = keeper
-            .as_mut()
-            .ok_or_else(|| PortError::new("the store is closed"))?;
+        let mut keeper = lock(&self.inner().keeper);
         let key = format!("{LOCK_CLASS}, {STAGING_LOCK}");
         let rows = keeper
             .client
@@ -662,146 +545,9 @@ impl Locks for PostgresMetadata {
     }
 }
 
-impl PostgresMetadata {
-    /// Begins a transaction on `pooled`, lent by `lender` if it holds a
-    /// unit's locks.
-    fn begin_on(
-        pooled: Pooled,
-        lender: Option<Arc<Mutex<Session>>>,
-        access: Access,
-        scope: Scope,
-    ) -> PortResult<Arc<dyn MetadataTransaction>> {
-        let begin = match (access, scope) {
-            // A reader holding its user's locks needs no snapshot: no writer
-            // of the user's rows runs beside it, on any host, and the rows it
-            // reads are the user's (or, as a chat's workspace, never change).
-            (Access::Read, Scope::User(_)) if lender.is_some() => None,
-            (Access::Read, _) => Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
-            (Access::Write, _) => Some("BEGIN ISOLATION LEVEL REPEATABLE READ"),
-        };
-        let mut open = Open {
-            pooled,
-            writes: Vec::new(),
-            lender,
-            begun: begin.is_some(),
-        };
-        if let Some(begin) = begin
-            && let Err(e) = open.pooled.conn().client.batch_execute(begin)
-        {
-            let e = open.error(e);
-            open.close(true);
-            return Err(e);
-        }
-        Ok(Arc::new(PostgresTransaction {
-            open: Mutex::new(Some(open)),
-            access,
-            owner: scope_owner(scope),
-        }))
-    }
-}
-
-impl MetadataStore for PostgresMetadata {
-    fn begin(&self, access: Access, scope: Scope) -> PortResult<Arc<dyn MetadataTransaction>> {
-        Self::begin_on(self.transactions.get()?, None, access, scope)
-    }
-
-    /// Runs the transaction in the session that holds the call's locks: a
-    /// commit there cannot outlive the locks, and the call takes one
-    /// connection instead of two.
-    fn begin_in(
-        &self,
-        held: &mut Held,
-        access: Access,
-        scope: Scope,
-    ) -> PortResult<Arc<dyn MetadataTransaction>> {
-        let lent = AdvisoryLock::of(held).and_then(AdvisoryLock::lend);
-        match lent {
-            Some((pooled, lender)) => Self::begin_on(pooled, Some(lender), access, scope),
-            None => self.begin(access, scope),
-        }
-    }
-
-    fn pending_effects(&self, scope: Scope) -> PortResult<Vec<Effect>> {
-        let mut pooled = self.transactions.get()?;
-        let owner = scope_owner(scope);
-        let rows = pooled
-            .conn()
-            .query(
-                "SELECT effect FROM pending_effects \
-                 WHERE $1::uuid IS NULL OR owner = $1 ORDER BY seq",
-                &[&owner],
-            )
-            .map_err(db_error)?;
-        rows.iter().map(|row| effect(row.get(0))).collect()
-    }
-
-    fn pending_effects_in(&self, held: &mut Held, scope: Scope) -> PortResult<Vec<Effect>> {
-        let read = AdvisoryLock::of(held)
-            .and_then(|lock| lock.journal.take())
-            .filter(|(read_for, _)| *read_for == scope);
-        match read {
-            Some((_, journal)) => journal.iter().map(|json| effect(json)).collect(),
-            None => self.pending_effects(scope),
-        }
-    }
-
-    fn forget_effects_in(&self, held: &mut Held, scope: Scope) -> PortResult<()> {
-        // Only locks that still hold their session release through it.
-        let advisory = AdvisoryLock::of(held)
-            .filter(|advisory| matches!(*lock(&advisory.session), Session::Here(_)));
-        match advisory {
-            Some(advisory) => {
-                advisory.forget = Some(scope);
-                Ok(())
-            }
-            None => self.forget_effects(scope),
-        }
-    }
-
-    fn forget_effects(&self, scope: Scope) -> PortResult<()> {
-        let mut pooled = self.transactions.get()?;
-        pooled
-            .conn()
-            .execute(
-                "DELETE FROM pending_effects WHERE $1::uuid IS NULL OR owner = $1",
-                &[&scope_owner(scope)],
-            )
-            .map_err(db_error)?;
-        Ok(())
-    }
-
-    fn locks(&self) -> Option<Arc<dyn Locks>> {
-        Some(Arc::new(self.clone()))
-    }
-}
-
 /// A journal entry as stored.
 fn effect(json: &str) -> PortResult<Effect> {
     serde_json::from_str(json).map_err(|e| PortError::new(format!("journal: {e}")))
-}
-
-/// The `WHERE` clause of `scope`'s journal entries (every entry's for
-/// [`Scope::All`]); an id's text form needs no quoting.
-fn owned_by(scope: Scope) -> String {
-    match scope {
-        Scope::User(user_id) => format!("WHERE owner = '{user_id}'"),
-        Scope::All => String::new(),
-    }
-}
-
-/// The first column of the rows the last statement of a simple query gave.
-fn last_statements_rows(messages: &[postgres::SimpleQueryMessage]) -> Vec<String> {
-    let (mut last, mut current) = (Vec::new(), Vec::new());
-    for message in messages {
-        match message {
-            postgres::SimpleQueryMessage::Row(row) => {
-                current.push(row.get(0).unwrap_or_default().to_owned())
-            }
-            postgres::SimpleQueryMessage::CommandComplete(_) => last = std::mem::take(&mut current),
-            _ => {}
-        }
-    }
-    last
 }
 
 fn scope_owner(scope: Scope) -> Option<Uuid> {
@@ -833,7 +579,7 @@ impl Value {
     }
 }
 
-/// One call's transaction on its own connection.
+/// One call's session, with its locks and its transaction.
 pub struct PostgresTransaction {
     open: Mutex<Option<Open>>,
     access: Access,
@@ -842,13 +588,13 @@ pub struct PostgresTransaction {
 }
 
 struct Open {
-    pooled: Pooled,
+    session: Pooled,
     /// Every write so far, to replay if the transaction must start again.
     writes: Vec<(&'static str, Vec<Value>)>,
-    /// The locks whose session this is, if it is theirs.
-    lender: Option<Arc<Mutex<Session>>>,
-    /// Whether a transaction was begun, to end.
-    begun: bool,
+    /// Whether a transaction is open in the session, to end.
+    in_transaction: bool,
+    /// Released after the session's locks are (fields drop in order).
+    _turn: Option<LockTurn>,
 }
 
 impl Open {
@@ -856,32 +602,27 @@ impl Open {
     fn error(&mut self, e: postgres::Error) -> PortError {
         let ended = e.is_closed()
             || e.as_db_error().is_some_and(|db| db.severity() == "FATAL")
-            || self.pooled.conn().client.is_closed();
-        if self.lender.is_some() && ended {
+            || self.session.client.is_closed();
+        if ended {
+            self.session.broken = true;
             PortError::new(format!("{LOST}: {e}"))
         } else {
             db_error(e)
         }
     }
+}
 
-    /// Gives the session back: to the locks that lent it (or, if they were
-    /// dropped meanwhile, releases them), else to its pool; closes it
-    /// instead if it is `broken`, which releases any locks it held.
-    fn close(self, broken: bool) {
-        let Some(lender) = self.lender else {
-            if broken {
-                self.pooled.broken();
-            }
-            return;
+/// Ends the transaction if one is open and releases the locks before the
+/// session goes back to its pool; a session that cannot is closed instead,
+/// which releases them too.
+impl Drop for Open {
+    fn drop(&mut self) {
+        let sql = match self.in_transaction {
+            true => "ROLLBACK; SELECT pg_advisory_unlock_all()",
+            false => "SELECT pg_advisory_unlock_all()",
         };
-        let mut session = lock(&lender);
-        let was = std::mem::replace(&mut *session, Session::Gone);
-        if broken {
-            self.pooled.broken();
-        } else if let Session::Lent = was {
-            *session = Session::Here(Box::new(self.pooled));
-        } else {
-            release(self.pooled, None);
+        if self.session.client.batch_execute(sql).is_err() {
+            self.session.broken = true;
         }
     }
 }
@@ -892,7 +633,7 @@ impl PostgresTransaction {
         let open = open
             .as_mut()
             .ok_or_else(|| PortError::new("the transaction has ended"))?;
-        match f(open.pooled.conn()) {
+        match f(&mut open.session) {
             Ok(value) => Ok(value),
             Err(e) => Err(open.error(e)),
         }
@@ -911,7 +652,7 @@ impl PostgresTransaction {
         loop {
             let (sql, values) = open.writes.last().expect("just pushed");
             let params: Vec<_> = values.iter().map(Value::as_sql).collect();
-            match open.pooled.conn().execute(sql, &params) {
+            match open.session.execute(sql, &params) {
                 Ok(_) => return Ok(()),
                 Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
                     attempt += 1;
@@ -930,47 +671,39 @@ impl PostgresTransaction {
 
     /// Starts the transaction again and replays its writes but the last.
     fn restart(open: &mut Open) -> Result<(), postgres::Error> {
-        let conn = open.pooled.conn();
-        conn.client
+        let session = &mut open.session;
+        session
+            .client
             .batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ")?;
         let replayed = open.writes.len() - 1;
         for (sql, values) in &open.writes[..replayed] {
             let params: Vec<_> = values.iter().map(Value::as_sql).collect();
-            conn.execute(sql, &params)?;
+            session.execute(sql, &params)?;
         }
         Ok(())
     }
 
-    /// Ends the transaction with `sql` and gives the connection back.
-    fn finish(&self, sql: &str) -> PortResult<()> {
-        let Some(mut open) = lock(&self.open).take() else {
+    /// Ends the transaction with `sql`; the session keeps the call's locks
+    /// until the transaction is dropped.
+    fn end(&self, sql: &str) -> PortResult<()> {
+        let mut guard = lock(&self.open);
+        let Some(open) = guard.as_mut().filter(|open| open.in_transaction) else {
             return Ok(());
         };
-        if !open.begun {
-            open.close(false);
-            return Ok(());
-        }
-        match open.pooled.conn().client.batch_execute(sql) {
-            Ok(()) => {
-                open.close(false);
-                Ok(())
-            }
+        open.in_transaction = false;
+        match open.session.client.batch_execute(sql) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                let e = open.error(e);
-                open.close(true);
-                Err(e)
+                open.session.broken = true;
+                Err(open.error(e))
             }
         }
-    }
-}
-
-impl Drop for PostgresTransaction {
-    fn drop(&mut self) {
-        let _ = self.finish("ROLLBACK");
     }
 }
 
 impl MetadataTransaction for PostgresTransaction {
+    /// The transaction runs in the session that holds the call's locks: it
+    /// commits only if the session, and so the locks, lasted.
     fn commit(&self, effects: &[Effect]) -> PortResult<()> {
         for effect in effects {
             let json = serde_json::to_string(effect)
@@ -980,19 +713,22 @@ impl MetadataTransaction for PostgresTransaction {
                 vec![Value::OptUuid(self.owner), Value::Text(json)],
             )?;
         }
-        self.finish("COMMIT")
+        self.end("COMMIT")
     }
 
     fn rollback(&self) {
-        let _ = self.finish("ROLLBACK");
+        let _ = self.end("ROLLBACK");
+    }
+
+    /// A session alive holds its advisory locks until it releases them.
+    fn confirm_locks(&self) -> PortResult<()> {
+        self.read(|session| session.client.batch_execute("SELECT 1"))
     }
 }
 
 fn timestamp_at(row: &Row, i: usize) -> Timestamp {
-    Timestamp {
-        seconds: row.get(i),
-        nanoseconds: row.get::<_, i64>(i + 1).clamp(0, 999_999_999) as u32,
-    }
+    let nanoseconds = row.get::<_, i64>(i + 1).clamp(0, 999_999_999) as u32;
+    crate::model::timestamp(row.get(i), nanoseconds).unwrap_or_default()
 }
 
 fn workspace_row(row: &Row) -> Workspace {
@@ -1031,7 +767,10 @@ fn files(rows: Vec<Row>) -> PortResult<Vec<ChatFile>> {
 }
 
 fn timestamp_values(t: Timestamp) -> [Value; 2] {
-    [Value::Int(t.seconds), Value::Int(i64::from(t.nanoseconds))]
+    [
+        Value::Int(t.timestamp()),
+        Value::Int(i64::from(t.timestamp_subsec_nanos())),
+    ]
 }
 
 impl WorkspaceRepository for PostgresTransaction {
@@ -1564,15 +1303,15 @@ mod tests {
         let Some((db, here)) = open() else { return };
         let there = PostgresMetadata::open(db.url()).unwrap();
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        let held = here.lock(Access::Write, Scope::User(alice)).unwrap();
+        let held = here.begin(Access::Write, Scope::User(alice)).unwrap();
         // Another user's writer and reader on the other host go ahead.
-        drop(there.lock(Access::Write, Scope::User(bob)).unwrap());
-        drop(there.lock(Access::Read, Scope::User(bob)).unwrap());
+        drop(there.begin(Access::Write, Scope::User(bob)).unwrap());
+        drop(there.begin(Access::Read, Scope::User(bob)).unwrap());
         let (done, finished) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn({
             let there = there.clone();
             move || {
-                let lock = there.lock(Access::Write, Scope::User(alice)).unwrap();
+                let lock = there.begin(Access::Write, Scope::User(alice)).unwrap();
                 done.send(()).unwrap();
                 lock
             }
@@ -1614,13 +1353,13 @@ mod tests {
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
         // Alice writes on the other host; more of her readers than this host
         // has lock connections, and her writers, queue here.
-        let held = there.lock(Access::Write, Scope::User(alice)).unwrap();
-        let queued: Vec<_> = (0..POOL_SIZE + 8)
+        let held = there.begin(Access::Write, Scope::User(alice)).unwrap();
+        let queued: Vec<_> = (0..POOL_SIZE as usize + 8)
             .map(|_| Access::Read)
             .chain((0..8).map(|_| Access::Write))
             .map(|access| {
                 let here = here.clone();
-                std::thread::spawn(move || drop(here.lock(access, Scope::User(alice))))
+                std::thread::spawn(move || drop(here.begin(access, Scope::User(alice))))
             })
             .collect();
         until_someone_waits_for_a_lock(&db);
@@ -1628,7 +1367,7 @@ mod tests {
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn({
             let here = here.clone();
-            move || done.send(here.lock(Access::Write, Scope::User(bob)).map(drop))
+            move || done.send(here.begin(Access::Write, Scope::User(bob)).map(drop))
         });
         // Bob's writer gets a connection while Alice's calls wait (within a
         // minute: past that, it waited for one of theirs).
@@ -1640,18 +1379,22 @@ mod tests {
         for call in queued {
             call.join().unwrap();
         }
-        assert_eq!(here.turns.len(), 0, "a user without calls keeps an entry");
+        assert_eq!(
+            here.inner().turns.len(),
+            0,
+            "a user without calls keeps an entry"
+        );
     }
 
     #[test]
     fn a_users_readers_here_share_the_lock_and_its_writer_waits_for_them() {
         let Some((db, here)) = open() else { return };
         let alice = Uuid::now_v7();
-        let first = here.lock(Access::Read, Scope::User(alice)).unwrap();
+        let first = here.begin(Access::Read, Scope::User(alice)).unwrap();
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn({
             let here = here.clone();
-            move || done.send(here.lock(Access::Read, Scope::User(alice)))
+            move || done.send(here.begin(Access::Read, Scope::User(alice)))
         });
         // Within a minute: past that, the second reader waited for the first.
         let second = finished
@@ -1660,7 +1403,7 @@ mod tests {
             .unwrap();
         let (done, finished) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
-            let lock = here.lock(Access::Write, Scope::User(alice)).unwrap();
+            let lock = here.begin(Access::Write, Scope::User(alice)).unwrap();
             done.send(()).unwrap();
             lock
         });
@@ -1684,10 +1427,7 @@ mod tests {
     fn a_calls_transaction_runs_in_the_session_that_holds_its_locks() {
         let Some((db, metadata)) = open() else { return };
         let alice = Uuid::now_v7();
-        let mut held = metadata.lock(Access::Write, Scope::User(alice)).unwrap();
-        let tx = metadata
-            .begin_in(&mut held, Access::Write, Scope::User(alice))
-            .unwrap();
+        let tx = metadata.begin(Access::Write, Scope::User(alice)).unwrap();
         assert_eq!(tx.used_bytes(Uuid::now_v7()).unwrap(), None);
         let mut admin = db.client();
         let mut pids = |sql: &str| -> Vec<i32> {
@@ -1710,15 +1450,14 @@ mod tests {
         assert_eq!(locking.len(), 1);
         assert_eq!(locking, in_transaction);
         tx.commit(&[]).unwrap();
-        // The commit gave the session back to the locks, which confirm on it.
-        held.confirm().unwrap();
+        // The session keeps the locks past the commit, and confirms them.
+        tx.confirm_locks().unwrap();
     }
 
     #[test]
     fn a_reader_holding_its_users_locks_reads_in_their_session_without_a_transaction() {
         let Some((db, metadata)) = open() else { return };
         let alice = Uuid::now_v7();
-        let scope = Scope::User(alice);
         let mut admin = db.client();
         let mut in_transaction = || -> i64 {
             admin
@@ -1730,39 +1469,35 @@ mod tests {
                 .unwrap()
                 .get(0)
         };
-        let mut held = metadata.lock(Access::Read, scope).unwrap();
-        let tx = metadata.begin_in(&mut held, Access::Read, scope).unwrap();
+        let tx = metadata.begin(Access::Read, Scope::User(alice)).unwrap();
         assert_eq!(tx.used_bytes(Uuid::now_v7()).unwrap(), None);
         assert_eq!(in_transaction(), 0);
-        // It cannot write, and gives the session back to the locks.
+        // It cannot write.
         assert!(tx.set_quota(Uuid::now_v7(), Some(1)).is_err());
         drop(tx);
-        held.confirm().unwrap();
-        // A reader without the user's locks reads one snapshot.
-        let unlocked = metadata.begin(Access::Read, scope).unwrap();
-        assert_eq!(unlocked.used_bytes(Uuid::now_v7()).unwrap(), None);
+        // A reader of the whole store reads one snapshot.
+        let everything = metadata.begin(Access::Read, Scope::All).unwrap();
+        assert_eq!(everything.used_bytes(Uuid::now_v7()).unwrap(), None);
         assert_eq!(in_transaction(), 1);
     }
 
     #[test]
-    fn locks_dropped_before_their_transaction_ends_are_released_when_it_does() {
+    fn a_writers_locks_outlive_its_commit_until_it_ends() {
         let Some((db, here)) = open() else { return };
         let there = PostgresMetadata::open(db.url()).unwrap();
         let alice = Uuid::now_v7();
-        let mut held = here.lock(Access::Write, Scope::User(alice)).unwrap();
-        let tx = here
-            .begin_in(&mut held, Access::Write, Scope::User(alice))
-            .unwrap();
-        drop(held);
+        let tx = here.begin(Access::Write, Scope::User(alice)).unwrap();
+        // Committed: its file effects are applied under the same locks.
+        tx.commit(&[]).unwrap();
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            done.send(there.lock(Access::Write, Scope::User(alice)).map(drop))
+            done.send(there.begin(Access::Write, Scope::User(alice)).map(drop))
         });
         // Until the other host's writer waits for the locks, or got them.
         until_someone_waits_for_a_lock_checking(&db, || {
             assert!(
                 finished.try_recv().is_err(),
-                "the locks went before the transaction ended"
+                "the locks went with the commit"
             )
         });
         drop(tx);
@@ -1785,27 +1520,20 @@ mod tests {
     }
 
     #[test]
-    fn a_writers_locks_read_its_journal_in_the_round_trip_that_takes_them() {
+    fn a_writers_journal_is_its_users_alone() {
         let Some((_db, metadata)) = open() else {
             return;
         };
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        // Bob's entry is not alice's writer's to recover.
         let left = journal_entry(&metadata, alice, "left.txt");
-        journal_entry(&metadata, bob, "bobs.txt");
-        let mut held = metadata.lock(Access::Write, Scope::User(alice)).unwrap();
-        // An entry committed after the locks were taken (which no writer of
-        // alice's could do while they are held) is not in what they read.
-        let later = journal_entry(&metadata, alice, "later.txt");
+        let bobs = journal_entry(&metadata, bob, "bobs.txt");
         let scope = Scope::User(alice);
+        assert_eq!(metadata.pending_effects(scope).unwrap(), vec![left]);
+        metadata.forget_effects(scope).unwrap();
+        assert_eq!(metadata.pending_effects(scope).unwrap(), vec![]);
         assert_eq!(
-            metadata.pending_effects_in(&mut held, scope).unwrap(),
-            vec![left.clone()]
-        );
-        // What they read is answered once; then the journal is read again.
-        assert_eq!(
-            metadata.pending_effects_in(&mut held, scope).unwrap(),
-            vec![left, later]
+            metadata.pending_effects(Scope::User(bob)).unwrap(),
+            vec![bobs]
         );
     }
 
@@ -1827,10 +1555,12 @@ mod tests {
             PostgresMetadata::open(db.url()).unwrap(),
         );
         let scope = Scope::User(Uuid::now_v7());
-        let mut held = here.lock(Access::Write, scope).unwrap();
+        let held = here.begin(Access::Write, scope).unwrap();
         let waiter = std::thread::spawn(move || {
-            let mut lock = there.lock(Access::Write, scope).unwrap();
-            there.pending_effects_in(&mut lock, scope).unwrap()
+            let tx = there.begin(Access::Write, scope).unwrap();
+            let pending = there.pending_effects(scope).unwrap();
+            drop(tx);
+            pending
         });
         until_someone_waits_for_a_lock(&db);
         // The holder commits a change whose effects it never applies.
@@ -1839,30 +1569,9 @@ mod tests {
             chat_id: Uuid::now_v7(),
             name: "left.txt".into(),
         };
-        let tx = here.begin_in(&mut held, Access::Write, scope).unwrap();
-        tx.commit(std::slice::from_ref(&left)).unwrap();
+        held.commit(std::slice::from_ref(&left)).unwrap();
         drop(held);
         assert_eq!(waiter.join().unwrap(), vec![left]);
-    }
-
-    #[test]
-    fn a_writers_journal_is_forgotten_as_its_locks_are_released() {
-        let Some((_db, metadata)) = open() else {
-            return;
-        };
-        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        journal_entry(&metadata, alice, "applied.txt");
-        let bobs = journal_entry(&metadata, bob, "bobs.txt");
-        let scope = Scope::User(alice);
-        let mut held = metadata.lock(Access::Write, scope).unwrap();
-        metadata.forget_effects_in(&mut held, scope).unwrap();
-        assert_eq!(metadata.pending_effects(scope).unwrap().len(), 1);
-        drop(held);
-        assert_eq!(metadata.pending_effects(scope).unwrap(), vec![]);
-        assert_eq!(
-            metadata.pending_effects(Scope::User(bob)).unwrap(),
-            vec![bobs]
-        );
     }
 
     #[test]
@@ -1870,11 +1579,11 @@ mod tests {
         let Some((db, here)) = open() else { return };
         let there = PostgresMetadata::open(db.url()).unwrap();
         let reading = here
-            .lock(Access::Read, Scope::User(Uuid::now_v7()))
+            .begin(Access::Read, Scope::User(Uuid::now_v7()))
             .unwrap();
         let (done, finished) = std::sync::mpsc::channel();
         let maintenance = std::thread::spawn(move || {
-            let lock = there.lock(Access::Write, Scope::All).unwrap();
+            let lock = there.begin(Access::Write, Scope::All).unwrap();
             done.send(()).unwrap();
             lock
         });
@@ -1917,6 +1626,7 @@ mod tests {
         )
         .unwrap();
         tx.commit(&[]).unwrap();
+        drop(tx);
 
         let tx = metadata.begin(Access::Write, Scope::All).unwrap();
         let chat = Chat {
@@ -1940,6 +1650,7 @@ mod tests {
         }])
         .unwrap();
         tx.commit(&[]).unwrap();
+        drop(tx);
 
         let later = metadata.begin(Access::Read, Scope::All).unwrap();
         assert_eq!(
@@ -1961,9 +1672,9 @@ mod tests {
         let Some((_db, metadata)) = open() else {
             return;
         };
-        let mut lock = metadata.locks.get().unwrap();
-        let mut transaction = metadata.transactions.get().unwrap();
-        for conn in [lock.conn(), transaction.conn()] {
+        let mut call = checkout(&metadata.inner().calls).unwrap();
+        let mut query = checkout(&metadata.inner().queries).unwrap();
+        for conn in [&mut *call, &mut *query] {
             assert_eq!(setting(conn, "tcp_keepalives_idle"), "10");
             assert_eq!(setting(conn, "tcp_keepalives_interval"), "5");
             assert_eq!(setting(conn, "tcp_keepalives_count"), "4");
@@ -1977,9 +1688,9 @@ mod tests {
         };
         let url = format!("{}?options=-c%20tcp_keepalives_idle%3D20", db.url());
         let metadata = PostgresMetadata::open(&url).unwrap();
-        let mut lock = metadata.locks.get().unwrap();
-        assert_eq!(setting(lock.conn(), "tcp_keepalives_idle"), "20");
-        assert_eq!(setting(lock.conn(), "tcp_keepalives_count"), "4");
+        let mut call = checkout(&metadata.inner().calls).unwrap();
+        assert_eq!(setting(&mut call, "tcp_keepalives_idle"), "20");
+        assert_eq!(setting(&mut call, "tcp_keepalives_count"), "4");
     }
 
     #[test]

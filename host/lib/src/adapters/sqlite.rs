@@ -289,11 +289,6 @@ impl MetadataStore for SqliteMetadata {
         Ok(())
     }
 
-    fn reads_at_once(&self) -> bool {
-        // In WAL mode a reader reads its snapshot beside the writer.
-        true
-    }
-
     fn stored_names(&self) -> PortResult<Vec<StoredName>> {
         let conn = self.acquire()?;
         let names = (|| {
@@ -460,21 +455,9 @@ impl MetadataTransaction for SqliteTransaction {
     }
 }
 
-/// An id as the text its column holds (its canonical form), bound without
-/// allocating.
-#[derive(Clone, Copy)]
-struct IdText([u8; uuid::fmt::Hyphenated::LENGTH]);
-
-fn text(id: Uuid) -> IdText {
-    IdText(crate::ids::canonical_bytes(id))
-}
-
-impl rusqlite::ToSql for IdText {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(rusqlite::types::ToSqlOutput::Borrowed(
-            rusqlite::types::ValueRef::Text(&self.0),
-        ))
-    }
+/// An id as the text its column holds: its canonical form.
+fn text(id: Uuid) -> String {
+    id.to_string()
 }
 
 fn uuid_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
@@ -489,9 +472,13 @@ fn uuid_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
 }
 
 fn timestamp_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Timestamp> {
-    Ok(Timestamp {
-        seconds: row.get(i)?,
-        nanoseconds: row.get(i + 1)?,
+    let (seconds, nanoseconds) = (row.get(i)?, row.get(i + 1)?);
+    crate::model::timestamp(seconds, nanoseconds).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Integer,
+            format!("{seconds} s {nanoseconds} ns is not a time").into(),
+        )
     })
 }
 
@@ -571,7 +558,7 @@ impl WorkspaceRepository for SqliteTransaction {
         self.write(|c| {
             c.prepare_cached("DELETE FROM workspaces WHERE user_id = ?1 AND workspace_id <> ?2")?.execute(params![text(w.user_id), text(w.workspace_id)],
             )?;
-            c.prepare_cached("INSERT OR REPLACE INTO workspaces (workspace_id, user_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![text(w.workspace_id), text(w.user_id), w.created_at.seconds, w.created_at.nanoseconds],
+            c.prepare_cached("INSERT OR REPLACE INTO workspaces (workspace_id, user_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![text(w.workspace_id), text(w.user_id), w.created_at.timestamp(), w.created_at.timestamp_subsec_nanos()],
             )?;
             Ok(())
         })
@@ -597,7 +584,7 @@ impl ChatRepository for SqliteTransaction {
 
     fn save(&self, chat: &Chat) -> PortResult<()> {
         self.write(|c| {
-            c.prepare_cached("INSERT OR REPLACE INTO chats (chat_id, workspace_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![text(chat.chat_id), text(chat.workspace_id), chat.created_at.seconds, chat.created_at.nanoseconds],
+            c.prepare_cached("INSERT OR REPLACE INTO chats (chat_id, workspace_id, created_s, created_ns) VALUES (?1, ?2, ?3, ?4)")?.execute(params![text(chat.chat_id), text(chat.workspace_id), chat.created_at.timestamp(), chat.created_at.timestamp_subsec_nanos()],
             )?;
             Ok(())
         })
@@ -653,8 +640,8 @@ impl ChatFileRepository for SqliteTransaction {
                     f.content_type,
                     i64::try_from(f.size_bytes).unwrap_or(i64::MAX),
                     f.sha256,
-                    f.created_at.seconds,
-                    f.created_at.nanoseconds
+                    f.created_at.timestamp(),
+                    f.created_at.timestamp_subsec_nanos()
                 ],
             )?;
             Ok(())

@@ -76,10 +76,7 @@ macro_rules! repository_suite {
 pub(crate) use repository_suite;
 
 fn at(seconds: i64) -> Timestamp {
-    Timestamp {
-        seconds,
-        nanoseconds: 7,
-    }
+    crate::model::timestamp(seconds, 7).expect("a time")
 }
 
 pub(crate) fn workspace(user_id: Uuid) -> Workspace {
@@ -352,6 +349,7 @@ pub fn a_commit_is_seen_by_later_transactions(metadata: &dyn MetadataStore) {
     let tx = metadata.begin(Access::Write, Scope::All).unwrap();
     WorkspaceRepository::save(&*tx, &w).unwrap();
     tx.commit(&[]).unwrap();
+    drop(tx);
     let later = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(
         WorkspaceRepository::get(&*later, w.workspace_id).unwrap(),
@@ -367,6 +365,7 @@ pub fn a_rollback_leaves_nothing(metadata: &dyn MetadataStore) {
     ChatRepository::save(&*tx, &c).unwrap();
     ChatFileRepository::save(&*tx, &file(c.chat_id, "a")).unwrap();
     tx.rollback();
+    drop(tx);
     let later = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(
         WorkspaceRepository::get(&*later, w.workspace_id).unwrap(),
@@ -383,6 +382,7 @@ pub fn a_read_transaction_refuses_writes(metadata: &dyn MetadataStore) {
     assert!(ChatRepository::delete(&*tx, Uuid::now_v7()).is_err());
     assert!(tx.delete_by_chat_id(Uuid::now_v7()).is_err());
     tx.rollback();
+    drop(tx);
 }
 
 pub fn a_transaction_reads_its_own_writes(metadata: &dyn MetadataStore) {
@@ -396,6 +396,7 @@ pub fn a_transaction_reads_its_own_writes(metadata: &dyn MetadataStore) {
     ChatRepository::delete(&*tx, c.chat_id).unwrap();
     assert_eq!(ChatRepository::get(&*tx, c.chat_id).unwrap(), None);
     tx.commit(&[]).unwrap();
+    drop(tx);
 }
 
 pub fn two_users_writers_overlap_and_both_commits_are_kept(metadata: &dyn MetadataStore) {
@@ -411,8 +412,10 @@ pub fn two_users_writers_overlap_and_both_commits_are_kept(metadata: &dyn Metada
     assert_eq!(b.get_by_user_id(bob.user_id).unwrap(), None);
     WorkspaceRepository::save(&*a, &alice).unwrap();
     a.commit(&[]).unwrap();
+    drop(a);
     WorkspaceRepository::save(&*b, &bob).unwrap();
     b.commit(&[]).unwrap();
+    drop(b);
     let later = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(later.get_by_user_id(alice.user_id).unwrap(), Some(alice));
     assert_eq!(later.get_by_user_id(bob.user_id).unwrap(), Some(bob));
@@ -435,6 +438,7 @@ pub fn the_ledger_counts_only_counted_workspaces(metadata: &dyn MetadataStore) {
     assert_eq!(tx.used_bytes(w).unwrap(), None);
     assert_eq!(tx.chat_bytes(c).unwrap(), None);
     tx.commit(&[]).unwrap();
+    drop(tx);
 }
 
 pub fn the_ledger_follows_growth_replacement_and_removal(metadata: &dyn MetadataStore) {
@@ -456,6 +460,7 @@ pub fn the_ledger_follows_growth_replacement_and_removal(metadata: &dyn Metadata
     ])
     .unwrap();
     tx.commit(&[]).unwrap();
+    drop(tx);
     let tx = metadata.begin(Access::Write, Scope::All).unwrap();
     assert_eq!(tx.used_bytes(w).unwrap(), Some(115));
     assert_eq!(tx.chat_bytes(c1).unwrap(), Some(50));
@@ -478,6 +483,7 @@ pub fn the_ledger_follows_growth_replacement_and_removal(metadata: &dyn Metadata
     assert_eq!(tx.chat_bytes(c1).unwrap(), Some(0));
     assert_eq!(tx.chat_bytes(c2).unwrap(), None);
     tx.rollback();
+    drop(tx);
     let later = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(later.used_bytes(w).unwrap(), Some(115));
 }
@@ -502,6 +508,7 @@ pub fn a_new_count_replaces_the_ledger(metadata: &dyn MetadataStore) {
     )
     .unwrap();
     tx.commit(&[]).unwrap();
+    drop(tx);
     let later = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(later.used_bytes(w).unwrap(), Some(7));
     assert_eq!(later.chat_bytes(c1).unwrap(), None);
@@ -529,6 +536,7 @@ pub fn a_new_count_leaves_other_workspaces(metadata: &dyn MetadataStore) {
     tx.set_count(other, &count(moved, 6)).unwrap();
     tx.set_count(w, &count(c, 4)).unwrap();
     tx.commit(&[]).unwrap();
+    drop(tx);
     let later = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(later.chat_bytes(c).unwrap(), Some(4));
     assert_eq!(later.used_bytes(other).unwrap(), Some(6));
@@ -543,11 +551,13 @@ pub fn a_workspace_keeps_its_own_quota_until_it_is_cleared(metadata: &dyn Metada
     tx.set_quota(w, Some(5_000)).unwrap();
     tx.set_quota(w, Some(7_000)).unwrap();
     tx.commit(&[]).unwrap();
+    drop(tx);
     let later = metadata.begin(Access::Write, Scope::All).unwrap();
     assert_eq!(later.quota(w).unwrap(), Some(7_000));
     assert_eq!(later.quota(other).unwrap(), None);
     later.set_quota(w, None).unwrap();
     later.commit(&[]).unwrap();
+    drop(later);
     let read = metadata.begin(Access::Read, Scope::All).unwrap();
     assert_eq!(read.quota(w).unwrap(), None);
     assert!(read.set_quota(w, Some(1)).is_err(), "a read refuses it");
@@ -578,4 +588,5 @@ pub fn usage_and_quota_are_read_together_as_they_are_apart(metadata: &dyn Metada
     assert_eq!(tx.usage_and_quota(w).unwrap(), (Some(300), Some(7_000)));
     assert_eq!(tx.usage_and_quota(other).unwrap(), (Some(5), None));
     tx.commit(&[]).unwrap();
+    drop(tx);
 }
