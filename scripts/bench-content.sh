@@ -4,6 +4,8 @@
 # wall time and peak resident memory of each process (GNU time), for a
 # 1 GiB upload and download with default settings.
 #   SIZE_MIB=1024 scripts/bench-content.sh
+# CHATSTORE names a `chatstore` binary to run instead of this checkout's
+# release build (another build, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib=${SIZE_MIB:-1024}
@@ -12,8 +14,8 @@ timer=/usr/bin/time
 command -v curl >/dev/null || { echo "bench-content: needs curl" >&2; exit 1; }
 
 echo "== building (release)" >&2
-cargo build --release --quiet --bin chatstore
-bin=$PWD/target/release/chatstore
+[ -n "${CHATSTORE:-}" ] || cargo build --release --quiet --bin chatstore
+bin=$(realpath "${CHATSTORE:-target/release/chatstore}")
 work=$(mktemp -d -p "${BENCH_DIR:-$PWD/target}")
 server=
 trap '[ -n "$server" ] && kill $server 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT

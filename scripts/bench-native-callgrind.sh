@@ -4,13 +4,17 @@
 # machine's load. Each side of each use case runs twice, with 0 and with N
 # calls after the same set-up; the difference over N is one call.
 #   CALLS=200 scripts/bench-native-callgrind.sh
+# BENCH names a bench binary to count instead of this checkout's (another
+# build's, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${CALLS:-200}
 command -v valgrind >/dev/null || { echo "bench-native-callgrind: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-echo "== building (bench profile)" >&2
-cargo bench -p chatstore-host --bench native --no-run --quiet 2>/dev/null
-bench=$(ls -t target/release/deps/native-* | grep -v '\.d$' | head -1)
+if [ -z "${BENCH:-}" ]; then
+  echo "== building (bench profile)" >&2
+  cargo bench -p chatstore-host --bench native --no-run --quiet 2>/dev/null
+fi
+bench=${BENCH:-$(ls -t target/release/deps/native-* | grep -v '\.d$' | head -1)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # Instructions of one run of one side of one use case, `calls` times.

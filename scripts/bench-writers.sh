@@ -13,7 +13,12 @@
 #   METADATA=memory scripts/bench-writers.sh # metadata in the server's memory
 #
 # DURATION (default 10s) per wrk run; BIG (default 1024, MiB) for the
-# streamed upload; CHATS (10000) and FILES (100000) for the big workspace.
+# streamed upload; CHATS (10000) and FILES (100000) for the big workspace;
+# CHATSTORE, a `chatstore` binary to serve instead of this checkout's
+# release build; VS, another one: at the end, a server of it on a data
+# directory of its own, and the 16 workspaces' uploads alternated between
+# the two in PAIRS (default 4) pairs of runs (this build's rate over the
+# other's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "bench-writers: needs wrk (apt-get install wrk)" >&2; exit 1; }
@@ -24,25 +29,30 @@ many_chats=${CHATS:-10000}
 many_files=${FILES:-100000}
 
 echo "== building (release)" >&2
-cargo build --release --quiet --bin chatstore
+[ -n "${CHATSTORE:-}" ] || cargo build --release --quiet --bin chatstore
 cargo build --release --quiet -p chatstore-http --example bare-upload
+bin=${CHATSTORE:-target/release/chatstore}
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/chatstore-bench.XXXXXX")
 port=$((20000 + RANDOM % 20000))
 base="http://127.0.0.1:$port"
 metadata_args=()
 [ -n "${METADATA:-}" ] && metadata_args=(--metadata "$METADATA")
-RUST_LOG=warn target/release/chatstore --data-dir "$work/data" "${metadata_args[@]}" \
+RUST_LOG=warn "$bin" --data-dir "$work/data" "${metadata_args[@]}" \
     serve --addr "127.0.0.1:$port" --max-concurrent 64 &
 server=$!
 floor=
-trap 'kill $server $floor 2>/dev/null; wait $server $floor 2>/dev/null; rm -rf "$work"' EXIT
+other_server=
+trap 'kill $server $floor $other_server 2>/dev/null; wait $server $floor $other_server 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
 
 # Users, each with a workspace and a chat: 16 writers, one for the big
 # upload, one for the big workspace, one for the small one.
-python3 - "$base" "$work" <<'PY'
+# Users, each with a workspace and a chat, on the server at $1, written
+# as "user chat" lines to $2.
+make_users() {
+python3 - "$1" "$2" <<'PY'
 import http.client, json, sys, uuid
-base, work = sys.argv[1], sys.argv[2]
+base, path = sys.argv[1], sys.argv[2]
 host = base.split("//")[1]
 conn = http.client.HTTPConnection(host)
 def call(method, path, user):
@@ -56,10 +66,12 @@ for _ in range(19):
     user = str(uuid.uuid4())
     call("PUT", "/v1/workspace", user)
     users.append((user, call("POST", "/v1/chats", user)["chat_id"]))
-with open(f"{work}/users", "w") as f:
+with open(path, "w") as f:
     for user, chat in users:
         f.write(f"{user} {chat}\n")
 PY
+}
+make_users "$base" "$work/users"
 mapfile -t users < "$work/users"
 writers=("${users[@]:0:16}")
 big_user=${users[16]}
@@ -179,18 +191,25 @@ echo "== 1 workspace uploading 64 KiB, 16 connections, $duration" >&2
 upload_script "${writers[0]}"
 ws1=$(wrk_rate)
 
-echo "== 16 workspaces again while another streams ${big_mib} MiB uploads" >&2
 head -c $((big_mib << 20)) /dev/zero > "$work/big.bin"
-set -- $big_user
-( while :; do
-    nice -n 19 curl -sf -o /dev/null -X POST -H "X-User-Id: $1" -H "Content-Type: application/octet-stream" \
-        -T "$work/big.bin" "$base/v1/chats/$2/files?name=big.bin" || exit 1
-  done ) &
+# One streamed upload of the big file by the big user: its seconds, from curl.
+big_upload() {
+    set -- $big_user
+    nice -n 19 curl -sf -o /dev/null -w '%{time_total}\n' -X POST -H "X-User-Id: $1" \
+        -H "Content-Type: application/octet-stream" -T "$work/big.bin" "$base/v1/chats/$2/files?name=big.bin"
+}
+echo "== a ${big_mib} MiB upload alone, three times" >&2
+sync
+big_alone=$(for _ in 1 2 3; do big_upload; done | sort -n | sed -n 2p)
+echo "== 16 workspaces again while another streams ${big_mib} MiB uploads" >&2
+( while :; do big_upload >> "$work/big.times" || exit 1; done ) &
 streamer=$!
 upload_script "${writers[@]}"
 ws16_streaming=$(wrk_rate)
 # The loop waits for its curl before it takes the signal: stop both.
 kill $streamer 2>/dev/null; pkill -P $streamer 2>/dev/null || true; wait $streamer 2>/dev/null || true
+big_beside=$(sort -n "$work/big.times" | awk '{t[NR] = $1} END {if (NR) print t[int((NR + 1) / 2)]; else print "nan"}')
+big_count=$(wc -l < "$work/big.times")
 rm -f "$work/big.bin"
 
 # Gives the user's workspace `chats` more chats and `files` small files
@@ -273,7 +292,7 @@ fill_workspace "$many_user" "$many_chats" "$many_files" 8
 p50_many=$(latency "$many_user" many)
 p50_few=$(latency "$few_user" few)
 
-python3 - "$disk16" "$disk1" "$replace16" "$floor16" "$floor_replace16" "$ws16" "$ws1" "$ws16_streaming" "$p50_many" "$p50_few" "$p50_alone" <<'PY'
+python3 - "$disk16" "$disk1" "$replace16" "$floor16" "$floor_replace16" "$ws16" "$ws1" "$ws16_streaming" "$p50_many" "$p50_few" "$p50_alone" "$big_alone" "$big_beside" "$big_count" "$big_mib" <<'PY'
 import sys
 def ms(t):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
@@ -282,6 +301,7 @@ def ms(t):
     raise ValueError(t)
 d16, d1, r16, f16, fr16, w16, w1, ws = map(float, sys.argv[1:9])
 many, few, alone = ms(sys.argv[9]), ms(sys.argv[10]), ms(sys.argv[11])
+big_alone, big_beside, big_count, big_mib = float(sys.argv[12]), float(sys.argv[13]), int(sys.argv[14]), sys.argv[15]
 print(f"disk, 16 writers:            {d16:8.0f} files/s   (1 writer: {d1:.0f})")
 print(f"disk, 16 durable replaces:   {r16:8.0f} files/s = {r16 / d16:.2f}x the 16 writers")
 print(f"bare HTTP, write + fsync:    {f16:8.0f} uploads/s = {f16 / d16:.2f}x the disk's 16 writers")
@@ -289,6 +309,29 @@ print(f"bare HTTP, durable replace:  {fr16:8.0f} uploads/s = {fr16 / d16:.2f}x t
 print(f"16 workspaces uploading:     {w16:8.0f} uploads/s = {w16 / d16:.2f}x the disk's 16 writers, {w16 / r16:.2f}x its replaces, {w16 / fr16:.2f}x the bare replace")
 print(f"1 workspace uploading:       {w1:8.0f} uploads/s; 16 workspaces = {w16 / w1:.2f}x one")
 print(f"16 beside a streamed upload: {ws:8.0f} uploads/s = {ws / w16:.2f}x without it")
+print(f"the {big_mib} MiB upload:     {big_alone:.2f} s alone, {big_beside:.2f} s beside the 16 (median of {big_count}) = {big_beside / big_alone:.2f}x its time alone")
 print(f"1 KiB upload p50: {many:.2f} ms in the big workspace, {few:.2f} ms in one of 10 chats = {many / few:.2f}x")
 print(f"                  {few:.2f} ms in the one of 10 chats, {alone:.2f} ms before the big one grew = {few / alone:.2f}x")
 PY
+
+[ -n "${VS:-}" ] || exit 0
+other_port=$((port + 2))
+other="http://127.0.0.1:$other_port"
+RUST_LOG=warn "$VS" --data-dir "$work/other" "${metadata_args[@]}" \
+    serve --addr "127.0.0.1:$other_port" --max-concurrent 64 &
+other_server=$!
+for _ in $(seq 100); do curl -sf "$other/healthz" >/dev/null && break; sleep 0.1; done
+make_users "$other" "$work/other-users"
+mapfile -t other_users < "$work/other-users"
+echo "== 16 workspaces uploading 64 KiB, this build against $VS, ${PAIRS:-4} pairs of $duration" >&2
+ratios=()
+for round in $(seq "${PAIRS:-4}"); do
+    upload_script "${writers[@]}"
+    this=$(wrk_rate)
+    upload_script "${other_users[@]:0:16}"
+    that=$(wrk_rate "$other")
+    ratio=$(awk -v a="$this" -v b="$that" 'BEGIN {printf "%.3f", a / b}')
+    echo "pair $round: this build $this uploads/s, the other $that uploads/s = ${ratio}x"
+    ratios+=("$ratio")
+done
+printf '%s\n' "${ratios[@]}" | sort -n | awk '{r[NR] = $1} END {m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2; printf "16 workspaces, this build against the other: median %.3fx, range %.3f-%.3fx over %d pairs\n", m, r[1], r[NR], NR}'

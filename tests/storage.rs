@@ -1,4 +1,4 @@
-//! The policy's rules (the README's "The rules"), observed through the real
+//! The policy's rules (docs/rules.md), observed through the real
 //! component and the real filesystem: each rule from the host API and on disk.
 
 use chatstore_host::unit::{Access, Scope};

@@ -26,9 +26,11 @@ impl Id {
         Uuid::try_parse(s).ok().map(Id)
     }
 
-    /// The canonical form: what crosses the boundary.
+    /// The canonical form: what crosses the boundary (written by `uuid`
+    /// straight into the string, without the formatting machinery).
     pub fn canonical(&self) -> String {
-        self.to_string()
+        let mut buffer = Uuid::encode_buffer();
+        self.0.hyphenated().encode_lower(&mut buffer).to_owned()
     }
 
     /// The id of 16 raw bytes.

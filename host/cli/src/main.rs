@@ -368,7 +368,7 @@ fn other(message: impl std::fmt::Display) -> Failure {
 /// hundred KiB while the last ones are still being staged; with glibc's
 /// defaults those were mapped, or trimmed from the heap, and faulted in
 /// again: 56,000–117,000 page faults and a tenth of the server's CPU per
-/// GiB uploaded, against 6,400 (README, "Large content").
+/// GiB uploaded, against 6,400 (docs/benchmarks.md, "Large content").
 fn keep_buffers_in_the_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets two of the allocator's parameters, before

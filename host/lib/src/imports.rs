@@ -314,6 +314,8 @@ impl storage_usage::Host for InstanceState {
 
 impl id_generator::Host for InstanceState {
     fn new_id(&mut self) -> WitResult<String> {
-        self.port(IDS, "new-id", |s| Ok(s.ports().ids.new_id()?.to_string()))
+        self.port(IDS, "new-id", |s| {
+            Ok(crate::ids::text(s.ports().ids.new_id()?))
+        })
     }
 }
