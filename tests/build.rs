@@ -23,4 +23,13 @@ fn main() {
         ],
         "file-limit.wasm",
     );
+    chatstore_build_support::build_component(
+        "chatstore-plugin-probe",
+        "plugin-probe",
+        &[
+            "tests/components/plugin-probe/src",
+            "tests/components/plugin-probe/Cargo.toml",
+        ],
+        "plugin-probe.wasm",
+    );
 }

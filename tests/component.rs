@@ -30,7 +30,7 @@ fn boundary(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
 #[test]
 fn the_component_exports_the_storage_interface() {
     let (_, exports) = boundary(STORAGE_COMPONENT);
-    assert_eq!(exports, vec!["chatstore:storage/storage@0.4.0".to_owned()]);
+    assert_eq!(exports, vec!["chatstore:storage/storage@0.5.0".to_owned()]);
 }
 
 #[test]
@@ -45,7 +45,7 @@ fn the_component_imports_the_seven_ports() {
         "storage-usage",
         "id-generator",
     ] {
-        let name = format!("chatstore:storage/{port}@0.4.0");
+        let name = format!("chatstore:storage/{port}@0.5.0");
         assert!(imports.contains(&name), "{name} missing from {imports:#?}");
     }
 }

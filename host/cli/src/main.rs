@@ -118,6 +118,29 @@ enum Command {
     },
     /// Serves the HTTP API (logs to stderr; level from RUST_LOG, default info).
     Serve(ServeArgs),
+    /// Runs a plugin: a command component of the `plugin` world, with the
+    /// storage bound to one user. Its standard streams are this process's,
+    /// it gets no files and no sockets, and the exit status is its own.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The plugin's `.wasm`.
+    #[arg(value_name = "PLUGIN")]
+    plugin: PathBuf,
+    /// The user whose storage the plugin uses (a UUID).
+    #[arg(long, value_name = "UUID", value_parser = uuid_arg)]
+    user: Uuid,
+    /// The most memory the plugin may grow to, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 512 << 20)]
+    plugin_memory: usize,
+    /// The seconds after which the plugin is stopped.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    plugin_timeout: u64,
+    /// The plugin's arguments (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -405,6 +428,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Run(args) = &cli.command {
+        return match run_plugin(&cli, args) {
+            Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
+            Err(message) => {
+                eprintln!("chatstore: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Refused(e)) => {
@@ -416,6 +448,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `chatstore run`: the plugin's exit status, or why it did not end by itself.
+fn run_plugin(cli: &Cli, args: &RunArgs) -> Result<i32, String> {
+    use chatstore_host::plugin::{PluginLimits, UserStorage, run_command};
+    let wasm = std::fs::read(&args.plugin)
+        .map_err(|e| format!("cannot read {}: {e}", args.plugin.display()))?;
+    let store = builder(cli)
+        .map_err(|e| match e {
+            Failure::Refused(e) => e.to_string(),
+            Failure::Other(message) => message,
+        })?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let name = args
+        .plugin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let argv: Vec<String> = name.into_iter().chain(args.args.iter().cloned()).collect();
+    let limits = PluginLimits {
+        memory_bytes: args.plugin_memory,
+        timeout: std::time::Duration::from_secs(args.plugin_timeout),
+    };
+    let cache = compile_cache(cli);
+    run_command(
+        UserStorage::new(store, args.user),
+        &wasm,
+        &argv,
+        limits,
+        cache.as_deref(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The bytes of `--component`, if given.
@@ -899,7 +963,8 @@ impl StorageCommand {
             | Command::Demo
             | Command::Conformance { .. }
             | Command::Component { .. }
-            | Command::Serve { .. } => {
+            | Command::Serve { .. }
+            | Command::Run(_) => {
                 return Err(other("this command makes no single storage call"));
             }
         };

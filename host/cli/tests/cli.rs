@@ -518,7 +518,7 @@ fn a_component_that_is_not_a_storage_service_is_refused_with_one_line() {
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].contains("does not export `chatstore:storage/storage@0.4.0`"),
+        lines[0].contains("does not export `chatstore:storage/storage@0.5.0`"),
         "{lines:?}"
     );
 

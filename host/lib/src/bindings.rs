@@ -9,7 +9,7 @@ mod generated {
     });
 }
 
-pub(crate) use generated::chatstore::storage::types as wit;
+pub use generated::chatstore::storage::types as wit;
 pub(crate) use generated::chatstore::storage::{
     chat_file_repository, chat_repository, chat_storage, id_generator, sandbox_session_repository,
     storage_usage, workspace_repository,

@@ -99,7 +99,7 @@ impl Runtime {
             .map_err(component_error)?;
         let pre = StorageServicePre::new(pre).map_err(|e| {
             SetupError::Component(format!(
-                "it does not export `chatstore:storage/storage@0.4.0` as the storage-service world \
+                "it does not export `chatstore:storage/storage@0.5.0` as the storage-service world \
                  requires ({})",
                 one_line(&e)
             ))

@@ -54,6 +54,7 @@ mod kept;
 pub mod model;
 pub mod names;
 pub mod page;
+pub mod plugin;
 pub mod ports;
 mod sandbox;
 pub mod staging;
