@@ -753,7 +753,11 @@ fn copy_out(content: Content, output: Option<&std::path::Path>) -> Outcome {
         Some(path) => {
             let written = std::fs::File::create(path).and_then(|mut file| {
                 content.copy_to(&mut file)?;
-                file.sync_all()
+                // A regular file is synced; a device (`/dev/null`) cannot be.
+                match file.metadata()?.is_file() {
+                    true => file.sync_all(),
+                    false => Ok(()),
+                }
             });
             written.map_err(|e| other(format!("cannot write {}: {e}", path.display())))?;
         }

@@ -215,6 +215,19 @@ fn the_flows_work_end_to_end_and_persist_between_commands() {
         copy.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+    // A device takes the content too (it is not synced as a file would be).
+    cli.json(&[
+        "file",
+        "get",
+        "--user",
+        USER,
+        "--chat",
+        &c,
+        "--file-id",
+        &f,
+        "--output",
+        "/dev/null",
+    ]);
     assert_eq!(
         cli.json(&[
             "file",

@@ -24,14 +24,15 @@ fn tool() -> PathBuf {
     repo().join("plugins/csv-summary")
 }
 
-/// The Rust version, built as its README says, in a target directory of its own.
-fn rust_plugin() -> PathBuf {
-    let target = scratch().join("rust-target");
+/// The binary `bin` of the Rust plugin `package`, built for
+/// `wasm32-wasip2` in a target directory of its own.
+fn rust_plugin_of(package: &str, bin: &str) -> PathBuf {
+    let target = scratch().join(format!("{bin}-target"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
         .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
-        .args(["-p", "chatstore-csv-summary", "--target-dir"])
+        .args(["-p", package, "--target-dir"])
         .arg(&target)
         .current_dir(repo());
     for inherited in [
@@ -42,8 +43,13 @@ fn rust_plugin() -> PathBuf {
     ] {
         build.env_remove(inherited);
     }
-    run("cargo build (the Rust plugin)", &mut build);
-    target.join("wasm32-wasip2/release/csv-summary.wasm")
+    run(&format!("cargo build -p {package}"), &mut build);
+    target.join(format!("wasm32-wasip2/release/{bin}.wasm"))
+}
+
+/// The Rust version, built as its README says.
+fn rust_plugin() -> PathBuf {
+    rust_plugin_of("chatstore-csv-summary", "csv-summary")
 }
 
 /// The Python version: componentize-py from PyPI, pinned in its requirements.
@@ -210,4 +216,69 @@ fn the_csv_summary_in_three_languages_writes_the_same_summary() {
         std::fs::read_to_string(chat_dir.join("history.md")).unwrap(),
         history
     );
+}
+
+#[test]
+fn a_plugin_reads_a_1_gib_history_through_its_stream_in_bounded_host_memory() {
+    let probe = rust_plugin_of("chatstore-plugin-probe", "plugin-probe");
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = Cli {
+        data: tmp.path().join("data"),
+    };
+    let user = "0190f0c1-7d3a-7c4e-8a5b-1f2e3d4c5b6c";
+    let workspace = cli.json(&["workspace", "ensure", "--user", user]);
+    let chat = cli.json(&["chat", "create", "--user", user])["chat_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A sparse gibibyte, as a sandbox might leave it: read, never stored.
+    let history = cli
+        .data
+        .join("workspaces")
+        .join(workspace["workspace_id"].as_str().unwrap())
+        .join("chats")
+        .join(&chat)
+        .join("history.md");
+    let gib = 1u64 << 30;
+    std::fs::File::options()
+        .write(true)
+        .open(&history)
+        .unwrap()
+        .set_len(gib)
+        .unwrap();
+    #[expect(clippy::zombie_processes, reason = "wait4 reaps it, for its own usage")]
+    let child = Command::new(env!("CARGO_BIN_EXE_chatstore"))
+        .arg("--data-dir")
+        .arg(&cli.data)
+        .args(["--no-compile-cache", "run"])
+        .arg(&probe)
+        .args(["--user", user, "--", "read-history", &chat])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.unwrap();
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut printed).unwrap();
+    // This child's own peak, whatever else the tests run beside it.
+    let (mut status, mut usage) = (0, zeroed_rusage());
+    // SAFETY: wait4 writes the status and the usage of the child it reaped.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status}"
+    );
+    assert_eq!(printed.trim(), format!("{gib} {gib}"));
+    let peak_mib = usage.ru_maxrss / 1024;
+    println!("peak resident memory reading 1 GiB: {peak_mib} MiB");
+    assert!(
+        peak_mib < 256,
+        "{peak_mib} MiB: the stream was held, not streamed"
+    );
+}
+
+fn zeroed_rusage() -> libc::rusage {
+    // SAFETY: rusage is plain integers, all valid as zero.
+    unsafe { std::mem::zeroed() }
 }

@@ -466,7 +466,8 @@ impl HostOutgoing for UserStorageView<'_> {
 /// A file the policy opened, as a WASI input stream.
 struct ContentStream(Content);
 
-/// The most one read gives.
+/// The most one read gives, and the most a write is offered at once (a
+/// piece stays in the allocator's heap rather than a mapping of its own).
 const PIECE: usize = 256 << 10;
 
 impl InputStream for ContentStream {

@@ -4,12 +4,14 @@
 //! - `list`: every chat's id, page by page (`limit` 2);
 //! - `create-chat`: the new chat's id;
 //! - `get-chat ID`: `ok ID` or the error's code;
+//! - `get-chat-times ID N`: gets the chat N times (for a benchmark);
 //! - `append CHAT TEXT`: `ok` or the code;
 //! - `upload CHAT NAME SIZE`: SIZE bytes through the outgoing value; the
 //!   file's id, size and SHA-256, or the code;
 //! - `upload-then-exit CHAT NAME SIZE` / `upload-then-trap …`: the same
 //!   bytes, then exits with status 3 / traps, without finishing;
 //! - `read CHAT FILE`: the bytes read through the stream, and the record's size;
+//! - `read-history CHAT`: the bytes read through the stream, and the size given;
 //! - `loop`: never ends; `oom`: grows its memory until it cannot.
 
 #[cfg(target_arch = "wasm32")]
@@ -88,6 +90,13 @@ fn main() {
             Ok(chat) => println!("ok {}", chat.chat_id),
             Err(e) => println!("{}", code(&e)),
         },
+        "get-chat-times" => {
+            let times: u32 = arg(2).parse().expect("a count");
+            for _ in 0..times {
+                store.get_chat(&arg(1)).expect("the chat");
+            }
+            println!("{times}");
+        }
         "append" => match store.append_history(&arg(1), &arg(2)) {
             Ok(()) => println!("ok"),
             Err(e) => println!("{}", code(&e)),
@@ -127,6 +136,16 @@ fn main() {
                     }
                 }
                 println!("{read} {}", file.size_bytes);
+            }
+            Err(e) => println!("{}", code(&e)),
+        },
+        "read-history" => match store.read_history(&arg(1)) {
+            Ok((stream, size)) => {
+                let mut read = 0u64;
+                while let Ok(bytes) = stream.blocking_read(1 << 20) {
+                    read += bytes.len() as u64;
+                }
+                println!("{read} {size}");
             }
             Err(e) => println!("{}", code(&e)),
         },
