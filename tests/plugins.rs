@@ -247,3 +247,38 @@ fn a_plugin_that_exhausts_its_memory_traps_cleanly() {
     assert!(matches!(ran, Err(PluginError::Trapped(_))), "{ran:?}");
     assert_eq!(h.store.get_chat(user, chat.chat_id).unwrap(), chat);
 }
+
+#[test]
+fn a_history_is_replaced_through_an_outgoing_value_and_read_through_a_stream() {
+    let h = Harness::with_quota(10_000);
+    let (user, chat) = h.user_with_chat();
+    let chat_id = chat.chat_id.to_string();
+    h.store
+        .append_history(user, chat.chat_id, &b"old\n"[..])
+        .unwrap();
+    let text = "# Title\n\nnew ✓\n";
+    assert_eq!(
+        probe(&h.store, user, &["write-history", &chat_id, text]).1,
+        "ok"
+    );
+    assert_eq!(
+        chatstore_tests::history(&h.store, user, chat.chat_id).unwrap(),
+        text
+    );
+    let size = text.len().to_string();
+    assert_eq!(
+        probe(&h.store, user, &["read-history", &chat_id]).1,
+        format!("{size} {size}")
+    );
+    // Past the room, refused, and the history stays as it was.
+    let long = "x".repeat(20_000);
+    assert_eq!(
+        probe(&h.store, user, &["write-history", &chat_id, &long]).1,
+        "workspace_quota_exceeded"
+    );
+    assert_eq!(
+        chatstore_tests::history(&h.store, user, chat.chat_id).unwrap(),
+        text
+    );
+    assert_eq!(staged(&h), 0);
+}

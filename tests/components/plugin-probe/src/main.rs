@@ -11,6 +11,8 @@
 //! - `upload-then-exit CHAT NAME SIZE` / `upload-then-trap …`: the same
 //!   bytes, then exits with status 3 / traps, without finishing;
 //! - `read CHAT FILE`: the bytes read through the stream, and the record's size;
+//! - `write-history CHAT TEXT`: replaces the history through an outgoing
+//!   value; `ok` or the code;
 //! - `read-history CHAT`: the bytes read through the stream, and the size given;
 //! - `loop`: never ends; `oom`: grows its memory until it cannot.
 
@@ -139,6 +141,25 @@ fn main() {
             }
             Err(e) => println!("{}", code(&e)),
         },
+        "write-history" => {
+            let written = store.write_history(&arg(1)).and_then(|outgoing| {
+                let body = outgoing.body()?;
+                // At most 4096 bytes a call, as the stream's contract says;
+                // a refused write ends it, and `finish` says why.
+                for piece in arg(2).as_bytes().chunks(4096) {
+                    if body.blocking_write_and_flush(piece).is_err() {
+                        break;
+                    }
+                }
+                drop(body);
+                storage::Outgoing::finish(outgoing)
+            });
+            match written {
+                Ok(None) => println!("ok"),
+                Ok(Some(_)) => println!("a record for a history"),
+                Err(e) => println!("{}", code(&e)),
+            }
+        }
         "read-history" => match store.read_history(&arg(1)) {
             Ok((stream, size)) => {
                 let mut read = 0u64;
