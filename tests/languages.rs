@@ -4,7 +4,7 @@
 //! first use: `npm ci` in `tests/js`, a virtual environment with the pinned
 //! requirements under cargo's scratch directory.
 
-use chatstore_tests::venv::{self, current, run};
+use chatstore_tests::venv::{self, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -36,17 +36,7 @@ fn component() -> PathBuf {
 #[test]
 fn the_javascript_host_passes_the_conformance_scenarios() {
     let js = repo().join("tests/js");
-    let lock = js.join("package-lock.json");
-    let stamp = js.join("node_modules/.chatstore-package-lock.json");
-    if !current(&stamp, &lock) {
-        run(
-            "npm ci",
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&js),
-        );
-        std::fs::copy(&lock, &stamp).expect("stamp");
-    }
+    venv::npm_ci(&js);
     let bindings = scratch().join("js-bindings");
     let env = [
         ("CHATSTORE_WASM", component()),

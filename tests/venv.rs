@@ -33,6 +33,22 @@ pub fn current(stamp: &Path, source: &Path) -> bool {
     matches!((std::fs::read(stamp), std::fs::read(source)), (Ok(a), Ok(b)) if a == b)
 }
 
+/// `npm ci` in the package at `dir`, unless its `node_modules` was made
+/// from the same lock file.
+pub fn npm_ci(dir: &Path) {
+    let lock = dir.join("package-lock.json");
+    let stamp = dir.join("node_modules/.chatstore-package-lock.json");
+    if !current(&stamp, &lock) {
+        run(
+            "npm ci",
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(dir),
+        );
+        std::fs::copy(&lock, &stamp).expect("stamp");
+    }
+}
+
 /// A virtual environment at `dir` with `requirements` installed; returns
 /// its `bin` directory.
 pub fn python_venv(dir: &Path, requirements: &Path) -> PathBuf {

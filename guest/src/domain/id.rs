@@ -26,11 +26,9 @@ impl Id {
         Uuid::try_parse(s).ok().map(Id)
     }
 
-    /// The canonical form: what crosses the boundary (written by `uuid`
-    /// straight into the string, without the formatting machinery).
+    /// The canonical form: what crosses the boundary.
     pub fn canonical(&self) -> String {
-        let mut buffer = Uuid::encode_buffer();
-        self.0.hyphenated().encode_lower(&mut buffer).to_owned()
+        self.to_string()
     }
 
     /// The id of 16 raw bytes.

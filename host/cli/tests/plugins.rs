@@ -4,7 +4,7 @@
 //! one data directory, and its results checked on disk: the three
 //! `summary.md` files are byte-identical.
 
-use chatstore_tests::venv::{self, current, run};
+use chatstore_tests::venv::{self, run};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -78,17 +78,7 @@ fn python_plugin() -> PathBuf {
 /// The JavaScript version: componentize-js from npm, pinned in its lock file.
 fn js_plugin() -> PathBuf {
     let js = tool().join("js");
-    let lock = js.join("package-lock.json");
-    let stamp = js.join("node_modules/.chatstore-package-lock.json");
-    if !current(&stamp, &lock) {
-        run(
-            "npm ci",
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&js),
-        );
-        std::fs::copy(&lock, &stamp).expect("stamp");
-    }
+    venv::npm_ci(&js);
     let out = scratch().join("csv-summary-js.wasm");
     run(
         "npm run build",

@@ -43,14 +43,6 @@ pub(crate) fn parse_canonical(s: &str) -> Option<Uuid> {
     hyphenated(s).filter(|_| !s.bytes().any(|b| b.is_ascii_uppercase()))
 }
 
-/// An id's canonical text (lowercase, hyphenated), as ids cross the
-/// boundary: written by `uuid` straight into the string.
-pub(crate) fn text(id: Uuid) -> String {
-    id.hyphenated()
-        .encode_lower(&mut Uuid::encode_buffer())
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,15 +59,6 @@ mod tests {
         let mixed = format!("{}A", &ID[..35]);
         assert!(parse_id(&mixed).is_ok());
         assert_eq!(parse_canonical(&mixed), None);
-    }
-
-    #[test]
-    fn an_ids_text_is_its_canonical_form_and_reads_back() {
-        let id = parse_id(&ID.to_ascii_uppercase()).unwrap();
-        assert_eq!(text(id), ID);
-        assert_eq!(parse_canonical(&text(id)), Some(id));
-        let new = Uuid::now_v7();
-        assert_eq!(text(new), new.to_string());
     }
 
     #[test]

@@ -314,8 +314,6 @@ impl storage_usage::Host for InstanceState {
 
 impl id_generator::Host for InstanceState {
     fn new_id(&mut self) -> WitResult<String> {
-        self.port(IDS, "new-id", |s| {
-            Ok(crate::ids::text(s.ports().ids.new_id()?))
-        })
+        self.port(IDS, "new-id", |s| Ok(s.ports().ids.new_id()?.to_string()))
     }
 }

@@ -130,18 +130,14 @@ impl Shared {
 
 type Answer<T> = wasmtime::Result<Result<T, ApiError>>;
 
-fn id(s: &str) -> Result<Uuid, ApiError> {
-    parse_id(s).map_err(api_error)
-}
-
 /// The host's error as the interface's.
 fn api_error(e: Error) -> ApiError {
     match e {
-        Error::WorkspaceNotFound(id) => ApiError::WorkspaceNotFound(crate::ids::text(id)),
-        Error::WorkspaceQuotaExceeded(id) => ApiError::WorkspaceQuotaExceeded(crate::ids::text(id)),
-        Error::ChatNotFound(id) => ApiError::ChatNotFound(crate::ids::text(id)),
-        Error::ChatHasActiveSandbox(id) => ApiError::ChatHasActiveSandbox(crate::ids::text(id)),
-        Error::ChatFileNotFound(id) => ApiError::ChatFileNotFound(crate::ids::text(id)),
+        Error::WorkspaceNotFound(id) => ApiError::WorkspaceNotFound(id.to_string()),
+        Error::WorkspaceQuotaExceeded(id) => ApiError::WorkspaceQuotaExceeded(id.to_string()),
+        Error::ChatNotFound(id) => ApiError::ChatNotFound(id.to_string()),
+        Error::ChatHasActiveSandbox(id) => ApiError::ChatHasActiveSandbox(id.to_string()),
+        Error::ChatFileNotFound(id) => ApiError::ChatFileNotFound(id.to_string()),
         Error::InvalidAttachmentName(name) => ApiError::InvalidAttachmentName(name),
         Error::ReservedAttachmentName(name) => ApiError::ReservedAttachmentName(name),
         Error::ChatFileChanged(name) => ApiError::ChatFileChanged(name),
@@ -150,7 +146,7 @@ fn api_error(e: Error) -> ApiError {
         Error::InvalidLimit(limit) => {
             ApiError::InvalidLimit(u32::try_from(limit).unwrap_or(u32::MAX))
         }
-        Error::AfterNotFound(id) => ApiError::AfterNotFound(crate::ids::text(id)),
+        Error::AfterNotFound(id) => ApiError::AfterNotFound(id.to_string()),
         Error::StorageUnavailable { port, message } => {
             ApiError::StorageUnavailable(wit::PortError { port, message })
         }
@@ -163,20 +159,17 @@ fn api_error(e: Error) -> ApiError {
     }
 }
 
-fn page(limit: u32, after: Option<String>) -> Result<PageRequest, ApiError> {
-    let after = after.as_deref().map(id).transpose()?;
-    PageRequest::new(Some(u64::from(limit)), after).map_err(api_error)
+fn page(limit: u32, after: Option<&str>) -> Result<PageRequest, Error> {
+    PageRequest::new(Some(u64::from(limit)), after.map(parse_id).transpose()?)
 }
 
 impl UserStorageView<'_> {
-    fn run<T, U>(
+    /// Runs `call` as the bound user; the host's error as the interface's.
+    fn call<T>(
         &self,
         call: impl FnOnce(&ChatStore, Uuid) -> Result<T, Error>,
-        into: impl FnOnce(T) -> U,
-    ) -> Answer<U> {
-        Ok(call(&self.storage.store, self.storage.user)
-            .map(into)
-            .map_err(api_error))
+    ) -> Result<T, ApiError> {
+        call(&self.storage.store, self.storage.user).map_err(api_error)
     }
 
     fn stream(&mut self, content: Content) -> wasmtime::Result<Resource<DynInputStream>> {
@@ -184,28 +177,34 @@ impl UserStorageView<'_> {
         Ok(self.table.push(stream)?)
     }
 
+    /// A new outgoing value for `target`, staging into the room the write
+    /// has (what it replaces counted back).
     fn outgoing(
         &mut self,
         target: Target,
         replacing: Replacing,
         kind: ContentKind,
-        chat_id: Uuid,
     ) -> Answer<Resource<Outgoing>> {
-        let UserStorage { store, user } = self.storage;
-        let room = match store.room(*user, chat_id, replacing) {
-            Ok(room) => room,
-            Err(e) => return Ok(Err(api_error(e))),
+        let chat_id = match target {
+            Target::Attachment { chat_id, .. } | Target::History { chat_id } => chat_id,
         };
-        let writer = match store.staging().begin(kind, room) {
+        let writer = self.call(|s, u| {
+            let room = s.room(u, chat_id, replacing)?;
+            s.staging()
+                .begin(kind, room)
+                .map_err(|e| s.staging_failed(u, e))
+        });
+        let writer = match writer {
             Ok(writer) => writer,
-            Err(e) => return Ok(Err(api_error(store.staging_failed(*user, e)))),
+            Err(e) => return Ok(Err(e)),
         };
+        let staged = Shared(Arc::new(Mutex::new(Staged {
+            writer: Some(writer),
+            failed: None,
+        })));
         let outgoing = Outgoing {
             target,
-            staged: Shared(Arc::new(Mutex::new(Staged {
-                writer: Some(writer),
-                failed: None,
-            }))),
+            staged,
             body_taken: false,
         };
         Ok(Ok(self.table.push(outgoing)?))
@@ -220,27 +219,25 @@ impl Host for UserStorageView<'_> {
 
 impl HostStore for UserStorageView<'_> {
     fn ensure_workspace(&mut self, _: Resource<Store>) -> Answer<wit::Workspace> {
-        self.run(|s, u| s.ensure_workspace(u), Into::into)
+        Ok(self.call(|s, u| s.ensure_workspace(u)).map(Into::into))
     }
 
     fn get_workspace(&mut self, _: Resource<Store>) -> Answer<wit::Workspace> {
-        self.run(|s, u| s.get_workspace(u), Into::into)
+        Ok(self.call(|s, u| s.get_workspace(u)).map(Into::into))
     }
 
     fn get_usage(&mut self, _: Resource<Store>) -> Answer<wit::WorkspaceUsage> {
-        self.run(|s, u| s.get_usage(u), Into::into)
+        Ok(self.call(|s, u| s.get_usage(u)).map(Into::into))
     }
 
     fn create_chat(&mut self, _: Resource<Store>) -> Answer<wit::Chat> {
-        self.run(|s, u| s.create_chat(u), Into::into)
+        Ok(self.call(|s, u| s.create_chat(u)).map(Into::into))
     }
 
     fn get_chat(&mut self, _: Resource<Store>, chat_id: String) -> Answer<wit::Chat> {
-        let chat_id = match id(&chat_id) {
-            Ok(id) => id,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.run(|s, u| s.get_chat(u, chat_id), Into::into)
+        Ok(self
+            .call(|s, u| s.get_chat(u, parse_id(&chat_id)?))
+            .map(Into::into))
     }
 
     fn list_chats(
@@ -249,26 +246,16 @@ impl HostStore for UserStorageView<'_> {
         limit: u32,
         after: Option<String>,
     ) -> Answer<ChatPage> {
-        let page = match page(limit, after) {
-            Ok(page) => page,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.run(
-            |s, u| s.list_chats_page(u, &page),
-            |p| ChatPage {
-                data: p.data.into_iter().map(Into::into).collect(),
-                has_more: p.has_more,
-                last_id: p.last_id.map(crate::ids::text),
-            },
-        )
+        let page = self.call(|s, u| s.list_chats_page(u, &page(limit, after.as_deref())?));
+        Ok(page.map(|p| ChatPage {
+            data: p.data.into_iter().map(Into::into).collect(),
+            has_more: p.has_more,
+            last_id: p.last_id.map(|id| id.to_string()),
+        }))
     }
 
     fn delete_chat(&mut self, _: Resource<Store>, chat_id: String) -> Answer<()> {
-        let chat_id = match id(&chat_id) {
-            Ok(id) => id,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.run(|s, u| s.delete_chat(u, chat_id), |()| ())
+        Ok(self.call(|s, u| s.delete_chat(u, parse_id(&chat_id)?)))
     }
 
     fn read_history(
@@ -276,32 +263,21 @@ impl HostStore for UserStorageView<'_> {
         _: Resource<Store>,
         chat_id: String,
     ) -> Answer<(Resource<DynInputStream>, u64)> {
-        let chat_id = match id(&chat_id) {
-            Ok(id) => id,
-            Err(e) => return Ok(Err(e)),
-        };
-        match self.storage.store.read_history(self.storage.user, chat_id) {
+        match self.call(|s, u| s.read_history(u, parse_id(&chat_id)?)) {
             Ok(content) => {
                 let len = content.len();
                 Ok(Ok((self.stream(content)?, len)))
             }
-            Err(e) => Ok(Err(api_error(e))),
+            Err(e) => Ok(Err(e)),
         }
     }
 
     fn append_history(&mut self, _: Resource<Store>, chat_id: String, text: String) -> Answer<()> {
-        let chat_id = match id(&chat_id) {
-            Ok(id) => id,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.run(
-            |s, u| s.append_history(u, chat_id, text.as_bytes()),
-            |()| (),
-        )
+        Ok(self.call(|s, u| s.append_history(u, parse_id(&chat_id)?, text.as_bytes())))
     }
 
     fn write_history(&mut self, _: Resource<Store>, chat_id: String) -> Answer<Resource<Outgoing>> {
-        let chat_id = match id(&chat_id) {
+        let chat_id = match self.call(|_, _| parse_id(&chat_id)) {
             Ok(id) => id,
             Err(e) => return Ok(Err(e)),
         };
@@ -309,7 +285,6 @@ impl HostStore for UserStorageView<'_> {
             Target::History { chat_id },
             Replacing::History,
             ContentKind::Text,
-            chat_id,
         )
     }
 
@@ -320,18 +295,14 @@ impl HostStore for UserStorageView<'_> {
         limit: u32,
         after: Option<String>,
     ) -> Answer<FilePage> {
-        let (chat_id, page) = match id(&chat_id).and_then(|c| Ok((c, page(limit, after)?))) {
-            Ok(both) => both,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.run(
-            |s, u| s.list_attachments_page(u, chat_id, &page),
-            |p| FilePage {
-                data: p.data.into_iter().map(Into::into).collect(),
-                has_more: p.has_more,
-                last_id: p.last_id.map(crate::ids::text),
-            },
-        )
+        let page = self.call(|s, u| {
+            s.list_attachments_page(u, parse_id(&chat_id)?, &page(limit, after.as_deref())?)
+        });
+        Ok(page.map(|p| FilePage {
+            data: p.data.into_iter().map(Into::into).collect(),
+            has_more: p.has_more,
+            last_id: p.last_id.map(|id| id.to_string()),
+        }))
     }
 
     fn get_attachment(
@@ -340,11 +311,8 @@ impl HostStore for UserStorageView<'_> {
         chat_id: String,
         file_id: String,
     ) -> Answer<wit::ChatFile> {
-        let (chat_id, file_id) = match id(&chat_id).and_then(|c| Ok((c, id(&file_id)?))) {
-            Ok(both) => both,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.run(|s, u| s.get_attachment(u, chat_id, file_id), Into::into)
+        let file = self.call(|s, u| s.get_attachment(u, parse_id(&chat_id)?, parse_id(&file_id)?));
+        Ok(file.map(Into::into))
     }
 
     fn read_attachment(
@@ -353,17 +321,9 @@ impl HostStore for UserStorageView<'_> {
         chat_id: String,
         file_id: String,
     ) -> Answer<(wit::ChatFile, Resource<DynInputStream>)> {
-        let (chat_id, file_id) = match id(&chat_id).and_then(|c| Ok((c, id(&file_id)?))) {
-            Ok(both) => both,
-            Err(e) => return Ok(Err(e)),
-        };
-        match self
-            .storage
-            .store
-            .read_attachment(self.storage.user, chat_id, file_id)
-        {
+        match self.call(|s, u| s.read_attachment(u, parse_id(&chat_id)?, parse_id(&file_id)?)) {
             Ok((file, content)) => Ok(Ok((file.into(), self.stream(content)?))),
-            Err(e) => Ok(Err(api_error(e))),
+            Err(e) => Ok(Err(e)),
         }
     }
 
@@ -374,7 +334,7 @@ impl HostStore for UserStorageView<'_> {
         name: String,
         content_type: Option<String>,
     ) -> Answer<Resource<Outgoing>> {
-        let chat_id = match id(&chat_id) {
+        let chat_id = match self.call(|_, _| parse_id(&chat_id)) {
             Ok(id) => id,
             Err(e) => return Ok(Err(e)),
         };
@@ -383,12 +343,7 @@ impl HostStore for UserStorageView<'_> {
             name: name.clone(),
             content_type,
         };
-        self.outgoing(
-            target,
-            Replacing::Attachment(&name),
-            ContentKind::Bytes,
-            chat_id,
-        )
+        self.outgoing(target, Replacing::Attachment(&name), ContentKind::Bytes)
     }
 
     fn delete_attachment(
@@ -397,11 +352,7 @@ impl HostStore for UserStorageView<'_> {
         chat_id: String,
         file_id: String,
     ) -> Answer<()> {
-        let (chat_id, file_id) = match id(&chat_id).and_then(|c| Ok((c, id(&file_id)?))) {
-            Ok(both) => both,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.run(|s, u| s.delete_attachment(u, chat_id, file_id), |()| ())
+        Ok(self.call(|s, u| s.delete_attachment(u, parse_id(&chat_id)?, parse_id(&file_id)?)))
     }
 
     fn drop(&mut self, store: Resource<Store>) -> wasmtime::Result<()> {

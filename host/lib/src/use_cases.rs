@@ -164,7 +164,7 @@ macro_rules! use_cases {
                     $($content: StagedContent,)?
                 ) -> Result<$out, Error> {
                     let use_case = UseCase::new($wit, kind!($kind), &[$($id),+]);
-                    $(let $id = crate::ids::text($id);)+
+                    $(let $id = $id.to_string();)+
                     $($(let $arg = ToGuest::hold($arg);)+)?
                     self.call(
                         use_case,

@@ -248,8 +248,8 @@ impl From<Timestamp> for wit::Timestamp {
 impl From<Workspace> for wit::Workspace {
     fn from(w: Workspace) -> Self {
         wit::Workspace {
-            workspace_id: crate::ids::text(w.workspace_id),
-            user_id: crate::ids::text(w.user_id),
+            workspace_id: w.workspace_id.to_string(),
+            user_id: w.user_id.to_string(),
             created_at: w.created_at.into(),
         }
     }
@@ -258,8 +258,8 @@ impl From<Workspace> for wit::Workspace {
 impl From<Chat> for wit::Chat {
     fn from(c: Chat) -> Self {
         wit::Chat {
-            chat_id: crate::ids::text(c.chat_id),
-            workspace_id: crate::ids::text(c.workspace_id),
+            chat_id: c.chat_id.to_string(),
+            workspace_id: c.workspace_id.to_string(),
             created_at: c.created_at.into(),
         }
     }
@@ -268,8 +268,8 @@ impl From<Chat> for wit::Chat {
 impl From<ChatFile> for wit::ChatFile {
     fn from(f: ChatFile) -> Self {
         wit::ChatFile {
-            file_id: crate::ids::text(f.file_id),
-            chat_id: crate::ids::text(f.chat_id),
+            file_id: f.file_id.to_string(),
+            chat_id: f.chat_id.to_string(),
             name: f.name.to_string(),
             content_type: f.content_type,
             size_bytes: f.size_bytes,
@@ -282,7 +282,7 @@ impl From<ChatFile> for wit::ChatFile {
 impl From<WorkspaceUsage> for wit::WorkspaceUsage {
     fn from(u: WorkspaceUsage) -> Self {
         wit::WorkspaceUsage {
-            workspace_id: crate::ids::text(u.workspace_id),
+            workspace_id: u.workspace_id.to_string(),
             used_bytes: u.used_bytes,
             quota_bytes: u.quota_bytes,
         }
@@ -292,8 +292,8 @@ impl From<WorkspaceUsage> for wit::WorkspaceUsage {
 impl From<SandboxSession> for wit::SandboxSession {
     fn from(s: SandboxSession) -> Self {
         wit::SandboxSession {
-            session_id: crate::ids::text(s.session_id),
-            chat_id: crate::ids::text(s.chat_id),
+            session_id: s.session_id.to_string(),
+            chat_id: s.chat_id.to_string(),
         }
     }
 }
